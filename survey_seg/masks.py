@@ -10,42 +10,48 @@ import enum
 
 import numpy as np
 
-__all__ = ["ARTEFACT_BITS", "MASK_DTYPE", "MaskBit", "describe_bits", "has_bit"]
+__all__ = ["ARTEFACT_BITS", "DESCRIPTIONS", "MASK_DTYPE", "MaskBit", "describe_bits", "has_bit"]
 
 MASK_DTYPE = np.dtype(np.uint32)
 
 
 class MaskBit(enum.IntFlag):
-    """Mask planes; the value of each member is ``1 << bit``."""
+    """Mask planes; the value of each member is ``1 << bit``.
+
+    See :data:`DESCRIPTIONS` for the meaning of each plane.
+    """
 
     NO_DATA = 1 << 0
-    """No valid input pixel (NaN, zero weight, outside the footprint)."""
     BAD = 1 << 1
-    """Bad column, cluster or hot pixel."""
     SAT = 1 << 2
-    """Saturated, with its bleed trail."""
     CR = 1 << 3
-    """Cosmic ray."""
     STREAK = 1 << 4
-    """Satellite or asteroid trail."""
     GHOST = 1 << 5
-    """Optical ghost or scattered light."""
     EDGE = 1 << 6
-    """Within a halo width of the mosaic edge."""
     DETECTED = 1 << 7
-    """Inside a source footprint."""
     BLENDED = 1 << 8
-    """Inside the footprint of a source that overlaps another."""
     CLUMP = 1 << 9
-    """Inside a detected clump."""
     REJECTED = 1 << 10
-    """The tile was rejected by quality screening."""
+
+
+DESCRIPTIONS: dict[str, str] = {
+    "NO_DATA": "no valid input pixel (NaN, zero weight, outside the footprint)",
+    "BAD": "bad column, cluster or hot pixel",
+    "SAT": "saturated, with its bleed trail",
+    "CR": "cosmic ray",
+    "STREAK": "satellite or asteroid trail",
+    "GHOST": "optical ghost or scattered light",
+    "EDGE": "within a halo width of the mosaic edge",
+    "DETECTED": "inside a source footprint",
+    "BLENDED": "inside the footprint of a source that overlaps another",
+    "CLUMP": "inside a detected clump",
+    "REJECTED": "the tile was rejected by quality screening",
+}
+"""What each plane means, by name."""
 
 
 ARTEFACT_BITS = MaskBit.BAD | MaskBit.SAT | MaskBit.CR | MaskBit.STREAK | MaskBit.GHOST
 """Planes that mark instrumental artefacts (not astrophysical sources)."""
-
-DESCRIPTIONS = {bit.name: (bit.__doc__ or "").strip() for bit in MaskBit}
 
 
 def has_bit(mask: np.ndarray, bit: MaskBit) -> np.ndarray:
@@ -72,6 +78,10 @@ def describe_bits() -> dict[str, dict[str, object]]:
     Stored in the attributes of output masks so a reader needs no code to decode them.
     """
     return {
-        bit.name: {"bit": int(bit).bit_length() - 1, "value": int(bit), "doc": DESCRIPTIONS[bit.name]}
+        bit.name: {
+            "bit": int(bit).bit_length() - 1,
+            "value": int(bit),
+            "doc": DESCRIPTIONS[bit.name],
+        }
         for bit in MaskBit
     }
