@@ -1,0 +1,165 @@
+"""The dask cluster factory: built from a spec by the caller, never inside the compute code.
+
+Kinds:
+
+``local``
+    A :class:`distributed.LocalCluster` of worker processes, one thread each by
+    default, with the BLAS/OpenMP/torch thread counts pinned to the worker's
+    threads so that workers do not oversubscribe the cores.
+``cuda``
+    :class:`dask_cuda.LocalCUDACluster`: one worker per GPU (``pip install
+    'survey-seg[gpu]'``).
+``auto``
+    ``cuda`` when a GPU and dask-cuda are present, ``local`` otherwise.
+``address``
+    An existing scheduler (``tcp://host:8786``), e.g. one started by SLURM or
+    Kubernetes tooling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from distributed import Client, LocalCluster
+
+from survey_seg.errors import InputError
+
+__all__ = ["CLUSTER_KINDS", "ClusterSpec", "dask_client", "gpu_count", "resolve_kind"]
+
+CLUSTER_KINDS = ("auto", "local", "cuda", "address")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """How to get dask workers."""
+
+    kind: str = "auto"
+    """One of ``auto``, ``local``, ``cuda``, ``address``."""
+    n_workers: int | None = None
+    """Worker processes (``local``: default the number of cores; ``cuda``: one per GPU)."""
+    threads_per_worker: int = 1
+    """Threads per worker process; torch and BLAS get the same count."""
+    address: str | None = None
+    """Scheduler address for ``kind="address"``."""
+    memory_limit: str = "auto"
+    """Memory limit per worker, as dask understands it."""
+    dashboard_address: str = "127.0.0.1:0"
+    """Dashboard bind address: localhost and a free port by default."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLUSTER_KINDS:
+            raise InputError(
+                f"unknown cluster kind {self.kind!r}; use one of {', '.join(CLUSTER_KINDS)}"
+            )
+        if self.kind == "address" and not self.address:
+            raise InputError("cluster kind 'address' needs a scheduler address (--scheduler)")
+        if self.n_workers is not None and (
+            isinstance(self.n_workers, bool) or int(self.n_workers) < 1
+        ):
+            raise InputError(f"--workers must be a positive integer, got {self.n_workers!r}")
+        if isinstance(self.threads_per_worker, bool) or int(self.threads_per_worker) < 1:
+            raise InputError(
+                f"threads per worker must be a positive integer, got {self.threads_per_worker!r}"
+            )
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices visible to torch (0 without a GPU or a CUDA build)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    try:
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except RuntimeError:
+        return 0
+
+
+def resolve_kind(spec: ClusterSpec) -> str:
+    """The concrete kind that ``spec`` asks for (``auto`` resolved).
+
+    Raises
+    ------
+    InputError
+        ``cuda`` asked for without a GPU or without dask-cuda.
+    """
+    if spec.kind == "address":
+        return "address"
+    has_dask_cuda = _has_dask_cuda()
+    gpus = gpu_count()
+    if spec.kind == "auto":
+        return "cuda" if gpus and has_dask_cuda else "local"
+    if spec.kind == "cuda":
+        if not gpus:
+            raise InputError(
+                "--cluster cuda needs an NVIDIA GPU and none was found; use --cluster local"
+            )
+        if not has_dask_cuda:
+            raise InputError(
+                "--cluster cuda needs dask-cuda; install it with pip install 'survey-seg[gpu]'"
+            )
+    return spec.kind
+
+
+@contextlib.contextmanager
+def dask_client(spec: ClusterSpec) -> Iterator[Client]:
+    """Start (or connect to) the cluster described by ``spec`` and yield a client.
+
+    The cluster is closed on exit when this function started it.
+
+    Parameters
+    ----------
+    spec : ClusterSpec
+        What to start.
+
+    Yields
+    ------
+    distributed.Client
+    """
+    kind = resolve_kind(spec)
+    if kind == "address":
+        try:
+            client = Client(spec.address, timeout="20s")
+        except (OSError, TimeoutError) as error:
+            raise InputError(
+                f"could not reach the dask scheduler at {spec.address} ({error}); check the "
+                "address, or start one with `dask scheduler`"
+            ) from None
+        with client:
+            yield client
+        return
+    threads = str(spec.threads_per_worker)
+    env = {name: threads for name in THREAD_VARIABLES}
+    if kind == "cuda":
+        from dask_cuda import LocalCUDACluster
+
+        cluster = LocalCUDACluster(
+            n_workers=spec.n_workers,
+            threads_per_worker=spec.threads_per_worker,
+            dashboard_address=spec.dashboard_address,
+            memory_limit=spec.memory_limit,
+            env=env,
+        )
+    else:
+        cluster = LocalCluster(
+            n_workers=spec.n_workers or os.cpu_count() or 1,
+            threads_per_worker=spec.threads_per_worker,
+            processes=True,
+            dashboard_address=spec.dashboard_address,
+            memory_limit=spec.memory_limit,
+            env=env,
+        )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _has_dask_cuda() -> bool:
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        return False
+    return True

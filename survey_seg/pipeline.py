@@ -1,0 +1,533 @@
+"""A whole run: validate, ingest, screen every selected tile on dask, merge.
+
+:func:`plan_run` validates all input and the output directory without writing
+anything; :func:`execute_run` does the work. A bad input therefore never
+touches an earlier output, even with ``force``. The dask client is passed in by
+the caller (see :mod:`survey_seg.cluster`); without one, tiles run in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+from survey_seg import __version__
+from survey_seg.errors import InputError, OutputError
+from survey_seg.merge import merge_clumps, merge_sources, tiles_table
+from survey_seg.methods import DEFAULT_METHOD, make_method
+from survey_seg.screen import screen_tile
+from survey_seg.store import (
+    MASKS_STORE,
+    MOSAIC_STORE,
+    MosaicInfo,
+    MosaicStore,
+    OutputStore,
+    ingest_mosaic,
+    inspect_fits_mosaic,
+)
+from survey_seg.tiling import TileGrid, make_tile_grid, parse_region, select_tiles
+
+__all__ = ["RunConfig", "RunPlan", "RunSummary", "execute_run", "plan_run", "run_survey"]
+
+OUTPUT_NAMES = (
+    MOSAIC_STORE,
+    MASKS_STORE,
+    "tiles",
+    "sources.parquet",
+    "sources.fits",
+    "clumps.parquet",
+    "clumps.fits",
+    "tiles.parquet",
+    "manifest.json",
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Parameters of a run."""
+
+    tile_size: int = 512
+    """Side of a tile core in pixels: one Zarr shard of every array."""
+    halo: int = 64
+    """Context read around each core, in pixels; objects larger than it are flagged."""
+    method: str = DEFAULT_METHOD
+    """Screening method (``--method``)."""
+    region: str | None = None
+    """Screen only the tiles meeting this region (``cone:``, ``box:`` or ``tiles:``)."""
+    background_cell: int = 64
+    """Side of the background mesh cells in pixels."""
+    fits_copies: bool = True
+    """Also write the catalogs as FITS tables."""
+
+    def result_key(self, mosaic_sha256: str, method_provenance: dict) -> str:
+        """Hash of everything a tile's result depends on: equal keys, equal results."""
+        payload = {
+            "mosaic": mosaic_sha256,
+            "tile_size": self.tile_size,
+            "halo": self.halo,
+            "background_cell": self.background_cell,
+            "method": method_provenance,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated run, ready to execute."""
+
+    mosaic: MosaicInfo
+    out_dir: Path
+    config: RunConfig
+    grid: TileGrid
+    selected: tuple[int, ...]
+    method_provenance: dict
+    result_key: str
+    mode: str
+    """``new``, ``resume`` or ``force``."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    out_dir: Path
+    run_id: str
+    n_tiles: int
+    n_screened: int
+    n_skipped: int
+    n_failed: int
+    n_sources: int
+    n_blended: int
+    n_clumps: int
+    verdicts: dict[str, int]
+    wall_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_run(
+    mosaic_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: RunConfig | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+) -> RunPlan:
+    """Validate a run without writing anything.
+
+    Parameters
+    ----------
+    mosaic_path : path-like
+        FITS mosaic.
+    out_dir : path-like
+        Output directory: new, empty, or an earlier run's (with ``resume`` or ``force``).
+    config : RunConfig, optional
+        Run parameters.
+    resume, force : bool
+        Finish an earlier run in ``out_dir`` / replace it.
+
+    Returns
+    -------
+    RunPlan
+
+    Raises
+    ------
+    InputError, OutputError
+        One-line messages naming the problem and the fix.
+    """
+    config = config or RunConfig()
+    if resume and force:
+        raise InputError("--resume and --force exclude each other; pass one of them")
+    method = make_method(config.method)
+    mosaic = inspect_fits_mosaic(mosaic_path)
+    grid = make_tile_grid(
+        mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
+    )
+    if config.halo < method.halo_required:
+        raise InputError(
+            f"--halo {config.halo} is smaller than the {config.method} method needs "
+            f"({method.halo_required} pixels); use --halo {method.halo_required} or more"
+        )
+    if config.background_cell < 8:
+        raise InputError(f"background cell {config.background_cell} is too small; use >= 8")
+    if config.region:
+        selected = tuple(tile.index for tile in select_tiles(grid, parse_region(config.region)))
+    else:
+        selected = tuple(range(len(grid)))
+    provenance = method.provenance()
+    key = config.result_key(mosaic.sha256, provenance)
+    out = Path(out_dir)
+    mode = _check_output_dir(out, mosaic, key, resume=resume, force=force)
+    return RunPlan(mosaic, out, config, grid, selected, provenance, key, mode)
+
+
+def _check_output_dir(out: Path, mosaic: MosaicInfo, key: str, *, resume: bool, force: bool) -> str:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output {out} exists and is not a directory; choose another --out")
+    existing = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_file(existing):
+        raise OutputError(f"cannot write to {existing}; choose a writable --out directory")
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    store = OutputStore(out)
+    manifest = store.read_manifest()
+    if manifest is None:
+        raise OutputError(
+            f"{out} is not empty and holds no survey-seg run; choose a new or empty --out"
+        )
+    if force:
+        return "force"
+    if not resume:
+        raise OutputError(
+            f"{out} already holds a run ({manifest.get('run_id', '?')}); pass --resume to "
+            "finish it or --force to replace it"
+        )
+    if (
+        manifest.get("input", {}).get("sha256") != mosaic.sha256
+        or manifest.get("result_key") != key
+    ):
+        raise OutputError(
+            f"{out} holds a run of another mosaic or other parameters; pass --force to "
+            "replace it or choose another --out"
+        )
+    return "resume"
+
+
+def _can_create_file(directory: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".survey-seg-write-test"):
+            return True
+    except OSError:
+        return False
+
+
+def execute_run(
+    plan: RunPlan,
+    *,
+    client=None,
+    progress: bool = False,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Ingest, screen the plan's tiles (skipping finished ones on resume), merge.
+
+    Parameters
+    ----------
+    plan : RunPlan
+        From :func:`plan_run`.
+    client : distributed.Client, optional
+        Where tiles run; in this process when None.
+    progress : bool
+        Show a progress bar over tiles.
+    run_id : str, optional
+        Id recorded for the tiles this run screens; a new one by default.
+
+    Returns
+    -------
+    RunSummary
+    """
+    start = time.perf_counter()
+    run_id = run_id or _new_run_id()
+    out = OutputStore(plan.out_dir)
+    if plan.mode == "force":
+        _remove_outputs(plan.out_dir)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    previous = out.read_manifest() if plan.mode == "resume" else None
+    manifest = _manifest(plan, run_id, status="running", previous=previous)
+    out.write_manifest(manifest)
+
+    mosaic_path = plan.out_dir / MOSAIC_STORE
+    if not _ingest_is_current(mosaic_path, plan):
+        ingest_mosaic(
+            plan.mosaic,
+            plan.out_dir,
+            tile_size=plan.config.tile_size,
+            background_cell=plan.config.background_cell,
+        )
+    if plan.mode != "resume" or not (plan.out_dir / MASKS_STORE).exists():
+        out.create_masks(plan.mosaic.shape, plan.config.tile_size, plan.mosaic.wcs)
+
+    finished = {
+        index
+        for index in plan.selected
+        if (record := out.read_tile_record(index)) is not None
+        and record.get("status") == "done"
+        and record.get("result_key") == plan.result_key
+    }
+    todo = [index for index in plan.selected if index not in finished]
+    task_args = (str(plan.out_dir), plan.config.tile_size, plan.config.halo, plan.config.method,
+                 run_id, plan.result_key)  # fmt: skip
+    failed = 0
+    for index, error in _run_tiles(todo, task_args, client=client, progress=progress):
+        if error is not None:
+            failed += 1
+            out.write_tile_result(
+                index, *_empty_tables(), _failed_record(plan, index, run_id, error)
+            )
+
+    summary = merge_run(plan, out)
+    summary.run_id = run_id
+    summary.n_screened = len(todo) - failed
+    summary.n_skipped = len(finished)
+    summary.n_failed = failed
+    summary.wall_seconds = time.perf_counter() - start
+    manifest = _manifest(plan, run_id, status="complete" if not failed else "partial",
+                         previous=previous, summary=summary)  # fmt: skip
+    out.write_manifest(manifest)
+    return summary
+
+
+def run_survey(
+    mosaic_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: RunConfig | None = None,
+    *,
+    client=None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = False,
+) -> RunSummary:
+    """Validate, then execute a run: :func:`plan_run` followed by :func:`execute_run`."""
+    plan = plan_run(mosaic_path, out_dir, config, resume=resume, force=force)
+    return execute_run(plan, client=client, progress=progress)
+
+
+def merge_run(plan: RunPlan, out: OutputStore) -> RunSummary:
+    """Build the global catalogs and the tile table from every finished tile record."""
+    records, source_tables, clump_tables = [], [], []
+    for index in range(len(plan.grid)):
+        record = out.read_tile_record(index)
+        if record is None:
+            continue
+        records.append(record)
+        if record.get("status") == "done":
+            sources, clumps = out.read_tile_tables(index)
+            source_tables.append(sources)
+            clump_tables.append(clumps)
+    sources = merge_sources(source_tables)
+    clumps = merge_clumps(clump_tables, sources)
+    tiles = tiles_table(records)
+    fits_copies = plan.config.fits_copies
+    out.write_table(sources, "sources", fits_copy=fits_copies)
+    out.write_table(clumps, "clumps", fits_copy=fits_copies)
+    out.write_table(tiles, "tiles", fits_copy=False)
+    verdicts = tiles["verdict"].value_counts().to_dict() if len(tiles) else {}
+    messages = []
+    n_truncated = sum(int(r.get("n_truncated", 0)) for r in records)
+    if n_truncated:
+        messages.append(
+            f"{n_truncated} sources reach the edge of their tile window and may be cut; "
+            f"rerun with a larger --halo (now {plan.config.halo})"
+        )
+    if not len(sources):
+        messages.append("no source was detected in the screened tiles")
+    for message in messages:
+        warnings.warn(message, stacklevel=2)
+    return RunSummary(
+        out_dir=plan.out_dir,
+        run_id="",
+        n_tiles=len(plan.selected),
+        n_screened=0,
+        n_skipped=0,
+        n_failed=0,
+        n_sources=len(sources),
+        n_blended=int(sources["is_blended"].sum()),
+        n_clumps=len(clumps),
+        verdicts={str(k): int(v) for k, v in verdicts.items()},
+        wall_seconds=0.0,
+        warnings=messages,
+    )
+
+
+# --------------------------------------------------------------------------- tile tasks
+
+
+@lru_cache(maxsize=4)
+def _worker_context(out_dir: str, tile_size: int, halo: int, method_name: str):
+    """Per-process cache: the mosaic store, the grid and the method load once per worker."""
+    mosaic = MosaicStore(Path(out_dir) / MOSAIC_STORE)
+    grid = make_tile_grid(mosaic.shape, tile_size=tile_size, halo=halo, wcs=mosaic.wcs)
+    return mosaic, grid, make_method(method_name), OutputStore(out_dir)
+
+
+def screen_and_store(
+    tile_index: int,
+    out_dir: str,
+    tile_size: int,
+    halo: int,
+    method_name: str,
+    run_id: str,
+    result_key: str,
+) -> dict:
+    """Screen one tile and write its results; runs on a worker. Returns its record."""
+    mosaic, grid, method, out = _worker_context(out_dir, tile_size, halo, method_name)
+    tile = grid[tile_index]
+    window = mosaic.read_window(tile)
+    result = screen_tile(
+        window, tile, grid, method, saturation=mosaic.saturation, zero_point=mosaic.zero_point
+    )
+    out.write_core(tile, result.mask, result.segmentation)
+    record = {
+        **_tile_geometry(tile),
+        **result.stats,
+        "run_id": run_id,
+        "status": "done",
+        "error": "",
+        "result_key": result_key,
+    }
+    out.write_tile_result(tile_index, result.sources, result.clumps, record)
+    return record
+
+
+def _run_tiles(
+    todo: list[int], task_args: tuple, *, client, progress: bool
+) -> Iterator[tuple[int, str | None]]:
+    """Yield ``(tile, error or None)`` as tiles finish, on dask or in-process."""
+    bar = _progress_bar(len(todo), enabled=progress)
+    try:
+        if client is None:
+            for index in todo:
+                try:
+                    screen_and_store(index, *task_args)
+                except Exception as error:  # a failing tile must not stop the survey
+                    yield index, f"{type(error).__name__}: {error}"
+                else:
+                    yield index, None
+                bar.update(1)
+            return
+        from distributed import as_completed
+
+        futures = client.map(
+            screen_and_store, todo, *[[a] * len(todo) for a in task_args], retries=2, pure=False
+        )
+        index_of = {future.key: index for future, index in zip(futures, todo, strict=True)}
+        for future in as_completed(futures):
+            index = index_of[future.key]
+            if future.status == "error":
+                error = future.exception()
+                yield index, f"{type(error).__name__}: {error}"
+            else:
+                yield index, None
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def _progress_bar(total: int, *, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tile", desc="screening", disable=not enabled)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _tile_geometry(tile) -> dict:
+    return {
+        "tile_id": tile.index,
+        "row": tile.row,
+        "col": tile.col,
+        "x0": tile.x0,
+        "x1": tile.x1,
+        "y0": tile.y0,
+        "y1": tile.y1,
+    }
+
+
+def _failed_record(plan: RunPlan, index: int, run_id: str, error: str) -> dict:
+    return {
+        **_tile_geometry(plan.grid[index]),
+        "run_id": run_id,
+        "status": "failed",
+        "verdict": "",
+        "error": error[:500],
+        "result_key": plan.result_key,
+    }
+
+
+def _empty_tables():
+    from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS, empty_table
+
+    return empty_table(SOURCE_COLUMNS), empty_table(CLUMP_COLUMNS)
+
+
+def _ingest_is_current(path: Path, plan: RunPlan) -> bool:
+    if plan.mode != "resume" or not path.exists():
+        return False
+    try:
+        attrs = MosaicStore(path).attrs
+    except Exception:  # an interrupted ingest: redo it
+        return False
+    return (
+        attrs.get("source_sha256") == plan.mosaic.sha256
+        and attrs.get("tile_size") == plan.config.tile_size
+        and attrs.get("background_cell") == plan.config.background_cell
+    )
+
+
+def _remove_outputs(out_dir: Path) -> None:
+    """Remove what an earlier run wrote (and nothing else)."""
+    for name in OUTPUT_NAMES:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _new_run_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def _manifest(
+    plan: RunPlan,
+    run_id: str,
+    *,
+    status: str,
+    previous: dict | None,
+    summary: RunSummary | None = None,
+) -> dict:
+    runs: list[str] = list(previous.get("runs", [])) if previous else []
+    if run_id not in runs:
+        runs.append(run_id)
+    manifest = {
+        "format": "survey-seg run manifest 1",
+        "package_version": __version__,
+        "run_id": run_id,
+        "runs": runs,
+        "status": status,
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input": {
+            "path": str(plan.mosaic.path.resolve()),
+            "sha256": plan.mosaic.sha256,
+            "shape": list(plan.mosaic.shape),
+            "saturation": plan.mosaic.saturation,
+            "zero_point": plan.mosaic.zero_point,
+            "pixel_scale_arcsec": plan.mosaic.pixel_scale_arcsec,
+        },
+        "config": asdict(plan.config),
+        "method": plan.method_provenance,
+        "result_key": plan.result_key,
+        "grid": {
+            "n_rows": plan.grid.n_rows,
+            "n_cols": plan.grid.n_cols,
+            "tile_size": plan.grid.tile_size,
+            "halo": plan.grid.halo,
+        },
+        "selected_tiles": list(plan.selected),
+    }
+    if summary is not None:
+        manifest["summary"] = {k: v for k, v in asdict(summary).items() if k not in ("out_dir",)}
+    return manifest

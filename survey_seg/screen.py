@@ -1,0 +1,385 @@
+"""Screen one tile: a method's dense products become core masks, ids and catalog rows.
+
+A screening method (classical or network) turns a tile window into
+:class:`DenseProducts`; :func:`screen_tile` then measures the sources, keeps
+those whose centroid the tile's core holds (each object is reported by exactly
+one tile), gives every source a global id that any tile seeing it computes
+alike, and composes the core's mask planes and segmentation. Pure in-memory
+work: reading and writing live in :mod:`survey_seg.store`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS, conform
+from survey_seg.masks import ARTEFACT_BITS, MaskBit
+from survey_seg.measure import measure_segments
+from survey_seg.tiling import Tile, TileGrid
+
+__all__ = [
+    "ClumpCandidates",
+    "DenseProducts",
+    "ScreeningMethod",
+    "TileResult",
+    "screen_tile",
+    "source_ids",
+]
+
+LOCAL_ID_BITS = 32
+CLUMP_RADIUS = 2
+VERDICTS = ("accept", "inspect", "reject")
+
+
+@dataclass(frozen=True)
+class ClumpCandidates:
+    """Clumps found in a window, in window pixel coordinates."""
+
+    y: np.ndarray
+    x: np.ndarray
+    host_label: np.ndarray
+    score: np.ndarray
+    flux_fraction: np.ndarray
+
+    @classmethod
+    def empty(cls) -> ClumpCandidates:
+        """No clumps."""
+        f, i = np.zeros(0), np.zeros(0, dtype=np.int64)
+        return cls(y=f, x=f, host_label=i, score=f, flux_fraction=f)
+
+
+@dataclass
+class DenseProducts:
+    """What a screening method returns for one window (all arrays window-shaped).
+
+    Attributes
+    ----------
+    flux_image : numpy.ndarray
+        Background-subtracted image, 0 where unusable.
+    variance : numpy.ndarray
+        Variance, 0 where unusable.
+    detection_image : numpy.ndarray
+        Image whose maximum in a segment is that segment's peak.
+    sources : numpy.ndarray
+        int32 labels ``1 .. n`` of deblended sources, 0 elsewhere.
+    footprints : numpy.ndarray
+        int32 labels of the footprints (a footprint holding several sources is a blend).
+    artefacts : numpy.ndarray
+        uint32 artefact planes (NO_DATA, BAD, SAT, CR, STREAK, GHOST).
+    clumps : ClumpCandidates
+        Clumps, each attached to a source label.
+    blend_probability : numpy.ndarray or None
+        Per source label ``1 .. n``; None means 1 for blended sources, 0 otherwise.
+    """
+
+    flux_image: np.ndarray
+    variance: np.ndarray
+    detection_image: np.ndarray
+    sources: np.ndarray
+    footprints: np.ndarray
+    artefacts: np.ndarray
+    clumps: ClumpCandidates
+    blend_probability: np.ndarray | None = None
+
+
+class ScreeningMethod(Protocol):
+    """What :func:`screen_tile` needs of a method."""
+
+    name: str
+
+    @property
+    def halo_required(self) -> int:
+        """Smallest halo (pix) for which tiled screening equals whole-image screening."""
+        ...
+
+    def segment(self, window, *, saturation: float | None) -> DenseProducts:
+        """Dense products of one window."""
+        ...
+
+    def verdict(self, core_artefacts: np.ndarray) -> str:
+        """``accept``, ``inspect`` or ``reject`` from the core's artefact planes."""
+        ...
+
+    def provenance(self) -> dict[str, object]:
+        """Name, parameters and model hashes, for the manifest."""
+        ...
+
+
+@dataclass
+class TileResult:
+    """Everything one tile produces.
+
+    Attributes
+    ----------
+    tile_index : int
+        The tile.
+    mask, segmentation : numpy.ndarray
+        Core-shaped uint32 planes and int64 global source ids.
+    sources, clumps : pandas.DataFrame
+        Rows the tile reports (primary objects only), in the catalog schemas.
+    stats : dict
+        Verdict, counts, fractions and timing for ``tiles.parquet``.
+    """
+
+    tile_index: int
+    mask: np.ndarray
+    segmentation: np.ndarray
+    sources: pd.DataFrame
+    clumps: pd.DataFrame
+    stats: dict = field(default_factory=dict)
+
+
+def source_ids(
+    grid: TileGrid, owner: np.ndarray, y_peak: np.ndarray, x_peak: np.ndarray
+) -> np.ndarray:
+    """Global ids ``(owner << 32) | local`` of sources from their owner and peak pixel.
+
+    ``local`` is one plus the raster index of the peak pixel in a fixed frame of
+    side ``tile_size + 2 halo`` around the owner's core, so any tile that sees a
+    source whole computes the same id without talking to the others.
+
+    Parameters
+    ----------
+    grid : TileGrid
+        The tile grid.
+    owner : numpy.ndarray
+        Index of the owning tile of each source.
+    y_peak, x_peak : numpy.ndarray
+        Mosaic pixel of each source's peak.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ids.
+    """
+    side = grid.tile_size + 2 * grid.halo
+    row, col = np.divmod(np.asarray(owner, dtype=np.int64), grid.n_cols)
+    local_y = np.clip(np.asarray(y_peak) - (row * grid.tile_size - grid.halo), 0, side - 1)
+    local_x = np.clip(np.asarray(x_peak) - (col * grid.tile_size - grid.halo), 0, side - 1)
+    local = local_y * side + local_x + 1
+    return (np.asarray(owner, dtype=np.int64) << LOCAL_ID_BITS) | local.astype(np.int64)
+
+
+def screen_tile(
+    window,
+    tile: Tile,
+    grid: TileGrid,
+    method: ScreeningMethod,
+    *,
+    saturation: float | None = None,
+    zero_point: float | None = None,
+) -> TileResult:
+    """Screen one tile window and return its core products and primary catalog rows.
+
+    Parameters
+    ----------
+    window : WindowData
+        The tile's image, variance and background (window-shaped).
+    tile : Tile
+        The tile (its core, halo and window WCS).
+    grid : TileGrid
+        The grid the tile belongs to (ownership and ids).
+    method : ScreeningMethod
+        The screening method.
+    saturation, zero_point : float or None
+        ``SATURATE`` and ``MAGZERO`` of the mosaic.
+
+    Returns
+    -------
+    TileResult
+    """
+    start = time.perf_counter()
+    products = method.segment(window, saturation=saturation)
+    oy, ox = tile.origin
+    crop = tile.crop_slices
+
+    core_artefacts = products.artefacts[crop]
+    verdict = method.verdict(core_artefacts)
+    planes = products.artefacts | _edge_plane(tile, grid.halo)
+    if verdict == "reject":
+        planes[crop] |= np.uint32(MaskBit.REJECTED)
+
+    m = measure_segments(
+        products.sources, products.flux_image, products.variance, products.detection_image, planes
+    )
+    gx, gy = m.x + ox, m.y + oy
+    owner = grid.owner_index(gx, gy).astype(np.int64)
+    ids = source_ids(grid, owner, m.y_peak + oy, m.x_peak + ox)
+    footprint = products.footprints[m.y_peak, m.x_peak] if m.labels.size else np.zeros(0, int)
+    n_members = np.bincount(footprint, minlength=int(products.footprints.max()) + 1)
+    is_blended = n_members[footprint] > 1
+    group = np.full(n_members.size, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(group, footprint, ids)
+    blend_group = group[footprint]
+    truncated = _touches_frame(products.sources, method.halo_required, tile)
+
+    id_lookup = np.concatenate([[0], ids])
+    blended_lookup = np.concatenate([[False], is_blended])
+    planes = planes | np.where(products.sources > 0, np.uint32(MaskBit.DETECTED), np.uint32(0))
+    planes |= np.where(blended_lookup[products.sources], np.uint32(MaskBit.BLENDED), np.uint32(0))
+    planes |= _clump_plane(products.clumps, planes.shape)
+
+    owned = owner == tile.index
+    clump_table, n_clumps = _clump_rows(products.clumps, ids, owned, tile, n_sources=m.labels.size)
+    sky = _sky(tile, m.x, m.y)
+    blend_probability = (
+        products.blend_probability
+        if products.blend_probability is not None
+        else is_blended.astype(np.float64)
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = (
+            zero_point - 2.5 * np.log10(np.where(m.flux > 0, m.flux, np.nan))
+            if zero_point is not None
+            else np.full(m.flux.shape, np.nan)
+        )
+        snr = m.flux / m.flux_err
+    sources = conform(
+        pd.DataFrame(
+            {
+                "id": ids,
+                "tile_id": np.full(ids.shape, tile.index, dtype=np.int64),
+                "x": gx,
+                "y": gy,
+                "ra": sky[0],
+                "dec": sky[1],
+                "x_peak": m.x_peak + ox,
+                "y_peak": m.y_peak + oy,
+                "flux": m.flux,
+                "flux_err": m.flux_err,
+                "mag": mag,
+                "snr": snr,
+                "area": m.area,
+                "a": m.a,
+                "b": m.b,
+                "theta": m.theta,
+                "is_blended": is_blended,
+                "blend_group": blend_group,
+                "blend_probability": blend_probability,
+                "n_clumps": n_clumps,
+                "truncated": truncated,
+                "flags": m.flags,
+            }
+        )[owned].reset_index(drop=True),
+        SOURCE_COLUMNS,
+    )
+    core_planes = planes[crop]
+    stats = {
+        "verdict": verdict,
+        "n_sources": len(sources),
+        "n_blended": int(sources["is_blended"].sum()),
+        "n_clumps": len(clump_table),
+        "n_truncated": int(sources["truncated"].sum()),
+        "no_data_fraction": float(np.mean((core_planes & np.uint32(MaskBit.NO_DATA)) != 0)),
+        "artefact_fraction": float(np.mean((core_planes & np.uint32(ARTEFACT_BITS)) != 0)),
+        "seconds": time.perf_counter() - start,
+    }
+    return TileResult(
+        tile_index=tile.index,
+        mask=core_planes,
+        segmentation=id_lookup[products.sources[crop]],
+        sources=sources,
+        clumps=clump_table,
+        stats=stats,
+    )
+
+
+def _edge_plane(tile: Tile, halo: int) -> np.ndarray:
+    """EDGE where a window pixel lies within ``halo`` of the mosaic edge."""
+    ny, nx = tile.window_shape
+    oy, ox = tile.origin
+    height, width = tile.mosaic_shape
+    ys = np.arange(oy, oy + ny)
+    xs = np.arange(ox, ox + nx)
+    near_y = (ys < halo) | (ys >= height - halo)
+    near_x = (xs < halo) | (xs >= width - halo)
+    near = near_y[:, None] | near_x[None, :]
+    return np.where(near, np.uint32(MaskBit.EDGE), np.uint32(0))
+
+
+def _touches_frame(sources: np.ndarray, width: int, tile: Tile) -> np.ndarray:
+    """Flag sources that reach within ``width`` of a window side inside the mosaic.
+
+    Such a source may extend beyond the window, so its measurement may be partial.
+    """
+    n = int(sources.max())
+    touched = np.zeros(n + 1, dtype=bool)
+    oy, ox = tile.origin
+    ny, nx = sources.shape
+    height, width_mosaic = tile.mosaic_shape
+    width = max(1, min(width, ny // 2, nx // 2))
+    sides = (
+        (oy > 0, sources[:width, :]),
+        (oy + ny < height, sources[-width:, :]),
+        (ox > 0, sources[:, :width]),
+        (ox + nx < width_mosaic, sources[:, -width:]),
+    )
+    for inside_mosaic, strip in sides:
+        if inside_mosaic:
+            touched[np.unique(strip)] = True
+    touched[0] = False
+    return touched[1:]
+
+
+def _clump_plane(clumps: ClumpCandidates, shape: tuple[int, int]) -> np.ndarray:
+    """CLUMP on discs of radius :data:`CLUMP_RADIUS` around each clump."""
+    plane = np.zeros(shape, dtype=np.uint32)
+    if clumps.y.size == 0:
+        return plane
+    points = np.zeros(shape, dtype=bool)
+    ys = np.clip(np.rint(clumps.y).astype(int), 0, shape[0] - 1)
+    xs = np.clip(np.rint(clumps.x).astype(int), 0, shape[1] - 1)
+    points[ys, xs] = True
+    r = CLUMP_RADIUS
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = ndimage.binary_dilation(points, structure=(yy**2 + xx**2) <= r * r)
+    plane[disc] = np.uint32(MaskBit.CLUMP)
+    return plane
+
+
+def _clump_rows(
+    clumps: ClumpCandidates,
+    ids: np.ndarray,
+    owned: np.ndarray,
+    tile: Tile,
+    *,
+    n_sources: int,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Catalog rows of the clumps of owned hosts, and the clump count of every source."""
+    n_clumps = np.bincount(clumps.host_label, minlength=n_sources + 1)[1:].astype(np.int64)
+    keep = owned[clumps.host_label - 1] if clumps.y.size else np.zeros(0, bool)
+    order = np.lexsort((clumps.x[keep], clumps.y[keep])) if keep.any() else np.zeros(0, int)
+    y, x = clumps.y[keep][order], clumps.x[keep][order]
+    oy, ox = tile.origin
+    sky = _sky(tile, x, y)
+    host = ids[clumps.host_label[keep][order] - 1] if keep.any() else np.zeros(0, np.int64)
+    local = np.arange(1, y.size + 1, dtype=np.int64)
+    table = pd.DataFrame(
+        {
+            "id": (np.int64(tile.index) << LOCAL_ID_BITS) | local,
+            "host_id": host,
+            "tile_id": np.full(y.size, tile.index, dtype=np.int64),
+            "x": x + ox,
+            "y": y + oy,
+            "ra": sky[0],
+            "dec": sky[1],
+            "probability": clumps.score[keep][order],
+            "flux_fraction": clumps.flux_fraction[keep][order],
+        }
+    )
+    return conform(table, CLUMP_COLUMNS), n_clumps
+
+
+def _sky(tile: Tile, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS (ra, dec) in degrees of window pixel coordinates."""
+    if tile.wcs is None or np.size(x) == 0:
+        nan = np.full(np.shape(x), np.nan)
+        return nan, nan
+    ra, dec = tile.wcs.pixel_to_world_values(np.asarray(x, float), np.asarray(y, float))
+    return np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)

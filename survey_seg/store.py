@@ -1,0 +1,620 @@
+"""All file I/O: FITS mosaics in, Zarr stores and per-tile results out.
+
+This is the only module that opens FITS or Zarr paths. It validates a FITS
+mosaic before anything is written, ingests it into a sharded Zarr store (one
+shard per tile core), reads a tile with its halo, writes a tile's core into the
+output arrays, and keeps the per-tile records from which the manifest is built.
+
+Layout of an output directory ``OUT/``::
+
+    mosaic.zarr/      ingested input: image, variance (optional), background mesh
+    masks.zarr/       mask (uint32 planes), segmentation (int64 global ids)
+    tiles/            per-tile results: NNNNNN.sources.parquet, NNNNNN.clumps.parquet,
+                      NNNNNN.json (the tile's record, written last)
+    sources.parquet, clumps.parquet, tiles.parquet, *.fits, manifest.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from survey_seg.background import BackgroundMesh, cell_statistics, finish_mesh
+from survey_seg.errors import InputError, OutputError
+from survey_seg.masks import MASK_DTYPE, describe_bits
+from survey_seg.tiling import Tile
+
+__all__ = [
+    "MosaicInfo",
+    "MosaicStore",
+    "OutputStore",
+    "WindowData",
+    "atomic_write_bytes",
+    "file_sha256",
+    "ingest_mosaic",
+    "inspect_fits_mosaic",
+    "wcs_from_attrs",
+    "wcs_to_attrs",
+]
+
+VARIANCE_EXTNAMES = ("VARIANCE", "VAR")
+WEIGHT_EXTNAMES = ("WEIGHT", "WHT", "IVAR", "INVVAR")
+MOSAIC_STORE = "mosaic.zarr"
+MASKS_STORE = "masks.zarr"
+TILES_DIR = "tiles"
+MANIFEST = "manifest.json"
+
+
+# --------------------------------------------------------------------------- FITS input
+
+
+@dataclass(frozen=True)
+class MosaicInfo:
+    """What a validated FITS mosaic holds, without its pixels.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The FITS file.
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the image (mosaic pixel coordinates, 0-based).
+    image_hdu : int
+        Index of the image HDU.
+    noise_hdu : int or None
+        Index of the variance or weight HDU, if any.
+    noise_kind : str
+        ``"variance"``, ``"weight"`` (inverse variance) or ``"none"``.
+    saturation : float or None
+        ``SATURATE`` keyword: pixels at or above it are saturated.
+    zero_point : float or None
+        ``MAGZERO`` keyword: ``mag = MAGZERO - 2.5 log10(flux)``.
+    pixel_scale_arcsec : float
+        Pixel scale from the WCS.
+    sha256 : str
+        Checksum of the file, for provenance and resume checks.
+    """
+
+    path: Path
+    shape: tuple[int, int]
+    wcs: WCS
+    image_hdu: int
+    noise_hdu: int | None
+    noise_kind: str
+    saturation: float | None
+    zero_point: float | None
+    pixel_scale_arcsec: float
+    sha256: str
+
+
+def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
+    """Validate a FITS mosaic and describe it, reading every pixel once.
+
+    Parameters
+    ----------
+    path : str or path-like
+        FITS file with a 2-D image HDU carrying a celestial WCS, optionally a
+        ``VARIANCE`` or ``WEIGHT`` extension of the same shape.
+
+    Returns
+    -------
+    MosaicInfo
+
+    Raises
+    ------
+    InputError
+        One line naming the problem and the fix: missing file, not FITS,
+        truncated, no image HDU, not 2-D, empty, no finite pixel, no or a
+        malformed WCS, a noise HDU of another shape.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"mosaic {path} does not exist; check the path")
+    if path.is_dir():
+        raise InputError(f"mosaic {path} is a directory; pass a FITS file")
+    try:
+        with _open_fits(path) as hdus:
+            image_hdu = _find_image_hdu(hdus, path)
+            header = hdus[image_hdu].header
+            shape = _checked_shape(hdus[image_hdu], image_hdu, path)
+            image = _hdu_data(hdus[image_hdu], path)
+            n_finite = int(np.count_nonzero(np.isfinite(image)))
+            if n_finite == 0:
+                raise InputError(
+                    f"{path} HDU {image_hdu} has no finite pixel (all NaN or inf); "
+                    "check that the right file and HDU were written"
+                )
+            wcs = _celestial_wcs(header, path, image_hdu)
+            noise_hdu, noise_kind = _find_noise_hdu(hdus, image_hdu, shape, path)
+            if noise_hdu is not None:
+                _hdu_data(hdus[noise_hdu], path)  # reads it: catches truncation now
+    except InputError:
+        raise
+    except (OSError, TypeError, ValueError, IndexError) as error:
+        raise InputError(
+            f"{path} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
+        ) from None
+    scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
+    return MosaicInfo(
+        path=path,
+        shape=shape,
+        wcs=wcs,
+        image_hdu=image_hdu,
+        noise_hdu=noise_hdu,
+        noise_kind=noise_kind,
+        saturation=_optional_float(header, "SATURATE"),
+        zero_point=_optional_float(header, "MAGZERO"),
+        pixel_scale_arcsec=scale,
+        sha256=file_sha256(path),
+    )
+
+
+@contextlib.contextmanager
+def _open_fits(path: Path) -> Iterator[fits.HDUList]:
+    """Open a FITS file, turning 'not FITS' and truncation warnings into InputError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fits.verify.VerifyWarning)
+        warnings.filterwarnings("ignore", category=FITSFixedWarning)
+        try:
+            hdus = fits.open(path, memmap=True, lazy_load_hdus=False)
+        except OSError as error:
+            raise InputError(
+                f"{path} is not a FITS file ({_short(error)}); pass a FITS mosaic"
+            ) from None
+        except fits.verify.VerifyWarning as error:
+            raise InputError(
+                f"{path} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
+            ) from None
+    try:
+        yield hdus
+    finally:
+        hdus.close()
+
+
+def _find_image_hdu(hdus: fits.HDUList, path: Path) -> int:
+    for index, hdu in enumerate(hdus):
+        is_image = isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU)
+        if not is_image or hdu.header.get("NAXIS", 0) == 0:
+            continue
+        if str(hdu.header.get("EXTNAME", "")).upper() in VARIANCE_EXTNAMES + WEIGHT_EXTNAMES:
+            continue
+        return index
+    raise InputError(
+        f"{path} has no image HDU (no HDU with pixel data); "
+        "write the mosaic as the primary HDU or an IMAGE extension"
+    )
+
+
+def _checked_shape(hdu: fits.ImageHDU, index: int, path: Path) -> tuple[int, int]:
+    shape = tuple(int(n) for n in hdu.shape)
+    if len(shape) != 2:
+        raise InputError(
+            f"{path} HDU {index} holds {len(shape)}-D data of shape {shape}; survey-seg "
+            "screens 2-D images: write one 2-D plane per file"
+        )
+    if min(shape) == 0:
+        raise InputError(f"{path} HDU {index} is a zero-size image {shape}; pass a non-empty image")
+    return shape  # type: ignore[return-value]
+
+
+def _hdu_data(hdu: fits.ImageHDU, path: Path) -> np.ndarray:
+    data = hdu.data
+    if data is None:
+        raise InputError(f"{path}: an HDU has a header but no data; regenerate the file")
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise InputError(f"{path}: pixel type {data.dtype} is not real-valued; write float32 data")
+    return data
+
+
+def _celestial_wcs(header: fits.Header, path: Path, index: int) -> WCS:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2)
+    except Exception as error:  # astropy raises many types for malformed WCS
+        raise InputError(
+            f"{path} HDU {index} has a malformed WCS ({_short(error)}); "
+            "fix the CTYPE/CRVAL/CRPIX/CD keywords"
+        ) from None
+    if not wcs.has_celestial or wcs.naxis != 2:
+        raise InputError(
+            f"{path} HDU {index} has no celestial WCS (CTYPE1/CTYPE2 such as RA---TAN/DEC--TAN "
+            "are missing); add the WCS of the mosaic to its header"
+        )
+    matrix = wcs.pixel_scale_matrix
+    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) == 0:
+        raise InputError(
+            f"{path} HDU {index} has a singular WCS pixel matrix (CD or CDELT is zero or NaN); "
+            "fix the CD/CDELT keywords"
+        )
+    try:
+        ny, nx = wcs.pixel_shape[::-1] if wcs.pixel_shape else (1, 1)
+        sky = wcs.pixel_to_world_values([0.0, nx - 1.0], [0.0, ny - 1.0])
+        if not np.all(np.isfinite(sky)):
+            raise ValueError("pixel corners do not map to the sky")
+    except Exception as error:
+        raise InputError(
+            f"{path} HDU {index} has a WCS that does not map pixels to the sky "
+            f"({_short(error)}); fix the CRVAL/CRPIX/CD keywords"
+        ) from None
+    return wcs
+
+
+def _find_noise_hdu(
+    hdus: fits.HDUList, image_hdu: int, shape: tuple[int, int], path: Path
+) -> tuple[int | None, str]:
+    for index, hdu in enumerate(hdus):
+        if index == image_hdu:
+            continue
+        name = str(hdu.header.get("EXTNAME", "")).upper()
+        kind = (
+            "variance"
+            if name in VARIANCE_EXTNAMES
+            else "weight"
+            if name in WEIGHT_EXTNAMES
+            else None
+        )
+        if kind is None:
+            continue
+        if tuple(hdu.shape) != shape:
+            raise InputError(
+                f"{path} {name} HDU has shape {tuple(hdu.shape)} but the image is {shape}; "
+                "write a noise plane of the image's shape or drop it"
+            )
+        return index, kind
+    return None, "none"
+
+
+def _optional_float(header: fits.Header, key: str) -> float | None:
+    value = header.get(key)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:160]
+
+
+# --------------------------------------------------------------------------- WCS <-> attributes
+
+
+def wcs_to_attrs(wcs: WCS) -> dict[str, Any]:
+    """Return the FITS WCS keywords of ``wcs`` as a JSON-serialisable dict."""
+    header = wcs.to_header(relax=True)
+    return {key: header[key] for key in header}
+
+
+def wcs_from_attrs(attrs: dict[str, Any]) -> WCS:
+    """Rebuild a WCS stored with :func:`wcs_to_attrs`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(fits.Header(attrs), naxis=2)
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def ingest_mosaic(
+    info: MosaicInfo,
+    out_dir: str | os.PathLike,
+    *,
+    tile_size: int,
+    background_cell: int = 64,
+) -> MosaicStore:
+    """Copy a validated FITS mosaic into ``OUT/mosaic.zarr``, one shard per tile core.
+
+    Rows are streamed in blocks, so memory stays bounded by a row of shards.
+    Pixels that are not finite, or whose variance is not positive, become NaN in
+    ``image``. The sky background mesh is measured on the way.
+
+    Parameters
+    ----------
+    info : MosaicInfo
+        From :func:`inspect_fits_mosaic`.
+    out_dir : path-like
+        Output directory (must exist).
+    tile_size : int
+        Tile core side: the shard side of the arrays.
+    background_cell : int
+        Side of the background mesh cells, in pixels.
+
+    Returns
+    -------
+    MosaicStore
+    """
+    path = Path(out_dir) / MOSAIC_STORE
+    ny, nx = info.shape
+    shards = (min(tile_size, ny), min(tile_size, nx))
+    chunks = tuple(_inner_chunk(s) for s in shards)
+    root = zarr.open_group(path, mode="w")
+    common = {"chunks": chunks, "shards": shards, "fill_value": np.nan, "compressors": _codec()}
+    image_out = root.create_array("image", shape=info.shape, dtype="float32", **common)
+    variance_out = None
+    if info.noise_hdu is not None:
+        variance_out = root.create_array("variance", shape=info.shape, dtype="float32", **common)
+    block_rows = background_cell * max(1, round(tile_size / background_cell))
+    level_rows, rms_rows = [], []
+    n_nonfinite = 0
+    with _open_fits(info.path) as hdus:
+        image_data = hdus[info.image_hdu].data
+        noise_data = hdus[info.noise_hdu].data if info.noise_hdu is not None else None
+        for y0 in range(0, ny, block_rows):
+            y1 = min(ny, y0 + block_rows)
+            image = np.asarray(image_data[y0:y1], dtype=np.float32)
+            invalid = ~np.isfinite(image)
+            n_nonfinite += int(np.count_nonzero(np.isinf(image)))
+            if noise_data is not None:
+                noise = np.asarray(noise_data[y0:y1], dtype=np.float32)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    variance = 1.0 / noise if info.noise_kind == "weight" else noise
+                bad_noise = ~np.isfinite(variance) | (variance <= 0)
+                invalid |= bad_noise
+                variance = np.where(invalid, np.float32(np.nan), variance).astype(np.float32)
+                variance_out[y0:y1] = variance
+            image[invalid] = np.nan
+            image_out[y0:y1] = image
+            level, rms, _ = cell_statistics(image, background_cell)
+            level_rows.append(level)
+            rms_rows.append(rms)
+    mesh = finish_mesh(np.concatenate(level_rows), np.concatenate(rms_rows), background_cell)
+    root.create_array("background_level", data=mesh.level)
+    root.create_array("background_rms", data=mesh.rms)
+    root.attrs.update(
+        {
+            "wcs": wcs_to_attrs(info.wcs),
+            "source_path": str(info.path),
+            "source_sha256": info.sha256,
+            "saturation": info.saturation,
+            "zero_point": info.zero_point,
+            "pixel_scale_arcsec": info.pixel_scale_arcsec,
+            "noise_kind": info.noise_kind,
+            "background_cell": background_cell,
+            "tile_size": tile_size,
+            "n_nonfinite_input": n_nonfinite,
+        }
+    )
+    return MosaicStore(path)
+
+
+def _inner_chunk(shard: int) -> int:
+    """Largest divisor of ``shard`` not above 256 (at least 32 when one exists)."""
+    for size in range(min(256, shard), 31, -1):
+        if shard % size == 0:
+            return size
+    return shard
+
+
+def _codec() -> zarr.abc.codec.BytesBytesCodec:
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """Pixels of one tile window (core plus halo), padded beyond the mosaic edge.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        float32, NaN where there is no data (also beyond the mosaic edge).
+    variance : numpy.ndarray
+        float32 per-pixel variance (from the input, or the background RMS squared).
+    background : numpy.ndarray
+        float32 sky background interpolated from the global mesh.
+    """
+
+    image: np.ndarray
+    variance: np.ndarray
+    background: np.ndarray
+
+
+class MosaicStore:
+    """Read access to an ingested ``mosaic.zarr``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``mosaic.zarr`` directory.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._root = zarr.open_group(self.path, mode="r")
+        attrs = dict(self._root.attrs)
+        self.attrs = attrs
+        self.wcs = wcs_from_attrs(attrs["wcs"])
+        self.shape: tuple[int, int] = tuple(self._root["image"].shape)  # type: ignore[assignment]
+        self.saturation: float | None = attrs.get("saturation")
+        self.zero_point: float | None = attrs.get("zero_point")
+        self.pixel_scale_arcsec: float = float(attrs["pixel_scale_arcsec"])
+        self.mesh = BackgroundMesh(
+            np.asarray(self._root["background_level"][...]),
+            np.asarray(self._root["background_rms"][...]),
+            int(attrs["background_cell"]),
+        )
+
+    def read_window(self, tile: Tile) -> WindowData:
+        """Read a tile's window (core plus halo) with NaN beyond the mosaic edge."""
+        from survey_seg.background import interpolate_mesh
+
+        image = np.pad(self._root["image"][tile.read_slices], tile.read_pad, constant_values=np.nan)
+        cell = self.mesh.cell_size
+        if "variance" in self._root:
+            variance = np.pad(
+                self._root["variance"][tile.read_slices], tile.read_pad, constant_values=np.nan
+            )
+        else:
+            rms = interpolate_mesh(self.mesh.rms, cell, tile.origin, tile.window_shape)
+            variance = np.where(np.isfinite(image), rms * rms, np.nan).astype(np.float32)
+        background = interpolate_mesh(self.mesh.level, cell, tile.origin, tile.window_shape)
+        return WindowData(image=image, variance=variance, background=background)
+
+    def read_image(self) -> np.ndarray:
+        """Read the whole image into memory (small mosaics, tests, quick looks)."""
+        return np.asarray(self._root["image"][...])
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class OutputStore:
+    """The output directory of a run: masks, per-tile results, manifest.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The directory ``OUT/``.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.root = Path(out_dir)
+        self.tiles_dir = self.root / TILES_DIR
+        self.manifest_path = self.root / MANIFEST
+        self.masks_path = self.root / MASKS_STORE
+
+    # -- masks ---------------------------------------------------------------------------
+
+    def create_masks(self, shape: tuple[int, int], tile_size: int, wcs: WCS) -> None:
+        """Create empty ``mask`` and ``segmentation`` arrays, one shard per tile core."""
+        shards = (min(tile_size, shape[0]), min(tile_size, shape[1]))
+        chunks = tuple(_inner_chunk(s) for s in shards)
+        root = zarr.open_group(self.masks_path, mode="w")
+        for name, dtype in (("mask", MASK_DTYPE), ("segmentation", np.int64)):
+            root.create_array(
+                name,
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                shards=shards,
+                fill_value=0,
+                compressors=_codec(),
+            )
+        root.attrs.update({"wcs": wcs_to_attrs(wcs), "mask_bits": describe_bits()})
+
+    def write_core(self, tile: Tile, mask: np.ndarray, segmentation: np.ndarray) -> None:
+        """Write a tile's core results: exactly the shard that the tile owns."""
+        root = zarr.open_group(self.masks_path, mode="r+")
+        root["mask"][tile.core_slices] = mask.astype(MASK_DTYPE, copy=False)
+        root["segmentation"][tile.core_slices] = segmentation.astype(np.int64, copy=False)
+
+    def read_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read the whole ``mask`` and ``segmentation`` arrays."""
+        root = zarr.open_group(self.masks_path, mode="r")
+        return np.asarray(root["mask"][...]), np.asarray(root["segmentation"][...])
+
+    # -- per-tile results ----------------------------------------------------------------
+
+    def tile_paths(self, tile_index: int) -> dict[str, Path]:
+        """Paths of a tile's result files."""
+        stem = self.tiles_dir / f"{tile_index:06d}"
+        return {
+            "sources": stem.with_suffix(".sources.parquet"),
+            "clumps": stem.with_suffix(".clumps.parquet"),
+            "record": stem.with_suffix(".json"),
+        }
+
+    def write_tile_result(
+        self, tile_index: int, sources: pd.DataFrame, clumps: pd.DataFrame, record: dict
+    ) -> None:
+        """Write a tile's catalogs, then its record: the record marks it finished."""
+        self.tiles_dir.mkdir(parents=True, exist_ok=True)
+        paths = self.tile_paths(tile_index)
+        _atomic_parquet(sources, paths["sources"])
+        _atomic_parquet(clumps, paths["clumps"])
+        atomic_write_bytes(paths["record"], json.dumps(record, sort_keys=True).encode())
+
+    def read_tile_record(self, tile_index: int) -> dict | None:
+        """The record of a finished tile, or None if it has none (or an unreadable one)."""
+        path = self.tile_paths(tile_index)["record"]
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def read_tile_tables(self, tile_index: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The sources and clumps tables of a finished tile."""
+        paths = self.tile_paths(tile_index)
+        return pd.read_parquet(paths["sources"]), pd.read_parquet(paths["clumps"])
+
+    # -- manifest ------------------------------------------------------------------------
+
+    def read_manifest(self) -> dict | None:
+        """The run manifest, or None if the directory has none."""
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError as error:
+            raise OutputError(
+                f"{self.manifest_path} is corrupt ({error}); rerun with --force to start over"
+            ) from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        """Write the manifest atomically."""
+        atomic_write_bytes(
+            self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode()
+        )
+
+    def write_table(self, table: pd.DataFrame, name: str, *, fits_copy: bool = True) -> None:
+        """Write a global table as ``name.parquet`` and, optionally, ``name.fits``."""
+        _atomic_parquet(table, self.root / f"{name}.parquet")
+        if fits_copy:
+            import io
+
+            from astropy.table import Table
+
+            buffer = io.BytesIO()
+            Table.from_pandas(table).write(buffer, format="fits")
+            atomic_write_bytes(self.root / f"{name}.fits", buffer.getvalue())
