@@ -27,26 +27,32 @@ __all__ = ["ClassicalConfig", "ClassicalScreener"]
 class ClassicalConfig:
     """Parameters of the classical method."""
 
-    detect_threshold: float = 1.5
-    """Detection threshold in units of the noise of the smoothed image."""
+    detect_threshold: float = 4.0
+    """Detection threshold in units of the noise of the smoothed image (about 1.1 sigma
+    of the unsmoothed noise at the default smoothing, SExtractor's usual depth)."""
     min_area: int = 5
     """Smallest footprint kept, in pixels."""
-    smooth_sigma: float = 1.0
+    smooth_sigma: float = 0.7
     """Gaussian smoothing (pixels) before thresholding: about the PSF sigma."""
-    deblend_softening: float = 8.0
+    deblend_softening: float = 30.0
     """S/N scale ``s`` of the ``s * asinh(snr / s)`` compression before peak finding:
     peaks brighter than ``s`` are compared in relative rather than absolute contrast."""
-    deblend_prominence: float = 2.0
+    deblend_prominence: float = 0.5
     """Minimum prominence of a deblending peak on the compressed S/N image."""
+    deblend_min_area: int = 10
+    """Deblended children smaller than this (pix) are merged into their neighbours."""
     saturation_fraction: float = 0.98
     """Pixels at or above this fraction of ``SATURATE`` are flagged SAT."""
     cosmic_ray_sigma: float = 5.0
     """Significance above the local 3x3 median needed for a cosmic-ray pixel."""
     cosmic_ray_contrast: float = 2.5
     """Excess over the 3x3 median divided by the fine structure (LA Cosmic's f_lim)."""
-    cosmic_ray_max_minor_axis: float = 0.55
-    """Detected segments narrower than this RMS minor axis (pix) are cosmic rays:
-    the PSF-convolved sky cannot make them."""
+    cosmic_ray_max_minor_axis: float = 0.72
+    """Bright segments narrower than this RMS minor axis (pix) are cosmic rays: the
+    PSF-convolved sky cannot make them (stars measure about 0.9 at FWHM 1.8 pix)."""
+    cosmic_ray_min_snr: float = 30.0
+    """S/N above which a narrow segment counts as a cosmic ray (faint sources are
+    narrow by noise alone)."""
     streak_min_elongation: float = 8.0
     """Segments with a/b above this and longer than ``streak_min_length`` are trails."""
     streak_min_length: float = 15.0
@@ -241,6 +247,21 @@ class ClassicalScreener:
             for offset, (py, px) in enumerate(positions, start=1):
                 markers[py, px] = start + offset
         sources = watershed(-compressed, markers, mask=inside)
+        area = np.bincount(sources.ravel())
+        small = np.flatnonzero(area < c.deblend_min_area)
+        small = small[small > 0]
+        if small.size:
+            # a sliver is not a source: give its pixels to its neighbours, but keep
+            # every footprint's brightest child
+            keep = np.zeros(area.size, dtype=bool)
+            brightest = ndimage.maximum_position(
+                snr, footprints, np.arange(1, footprints.max() + 1)
+            )
+            keep[[sources[p] for p in brightest]] = True
+            drop = small[~keep[small]]
+            if drop.size:
+                markers[np.isin(markers, drop)] = 0
+                sources = watershed(-compressed, markers, mask=inside)
         return _relabel_raster(sources)
 
     def _reject_artefact_segments(
@@ -257,7 +278,9 @@ class ClassicalScreener:
         if sources.max() == 0:
             return sources, footprints, artefacts
         m = measure_segments(sources, flux, variance, snr, artefacts)
-        sharp = (m.b < c.cosmic_ray_max_minor_axis) & (m.flux > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = m.flux / m.flux_err
+        sharp = (m.b < c.cosmic_ray_max_minor_axis) & (snr > c.cosmic_ray_min_snr)
         trail = (m.a > c.streak_min_length) & (
             m.a > c.streak_min_elongation * np.maximum(m.b, 1e-3)
         )
