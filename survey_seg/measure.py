@@ -24,11 +24,13 @@ class SegmentMeasurements:
     ----------
     labels : numpy.ndarray
         The labels measured, ``1 .. n``.
-    x, y : numpy.ndarray
-        Flux-weighted centroid (positive pixels only), window coordinates.
     x_peak, y_peak : numpy.ndarray
         Window pixel of the maximum of the detection image in the segment
         (first in raster order on ties).
+    dx, dy : numpy.ndarray
+        Flux-weighted centroid (positive pixels only) minus the peak pixel. Add
+        them to the peak in any frame (``x = x_peak + dx``) so that the centroid
+        rounds alike whatever the window origin.
     flux, flux_err : numpy.ndarray
         Sum of the flux image and the square root of the summed variance.
     area : numpy.ndarray
@@ -40,10 +42,10 @@ class SegmentMeasurements:
     """
 
     labels: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
     x_peak: np.ndarray
     y_peak: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
     flux: np.ndarray
     flux_err: np.ndarray
     area: np.ndarray
@@ -85,7 +87,7 @@ def measure_segments(
         empty_f = np.zeros(0)
         empty_i = np.zeros(0, dtype=np.int64)
         return SegmentMeasurements(
-            index, empty_f, empty_f, empty_i, empty_i, empty_f, empty_f, empty_i,
+            index, empty_i, empty_i, empty_f, empty_f, empty_f, empty_f, empty_i,
             empty_f, empty_f, empty_f, np.zeros(0, dtype=np.uint32),
         )  # fmt: skip
     flat = labels.ravel()
@@ -138,10 +140,10 @@ def measure_segments(
             flags |= has.astype(np.uint32) << np.uint32(bit)
     return SegmentMeasurements(
         labels=index,
-        x=x_peak + mx,
-        y=y_peak + my,
         x_peak=x_peak,
         y_peak=y_peak,
+        dx=mx,
+        dy=my,
         flux=flux,
         flux_err=flux_err,
         area=area,

@@ -208,9 +208,10 @@ def screen_tile(
     m = measure_segments(
         products.sources, products.flux_image, products.variance, products.detection_image, planes
     )
-    gx, gy = m.x + ox, m.y + oy
+    x_peak, y_peak = m.x_peak + ox, m.y_peak + oy
+    gx, gy = x_peak + m.dx, y_peak + m.dy
     owner = grid.owner_index(gx, gy).astype(np.int64)
-    ids = source_ids(grid, owner, m.y_peak + oy, m.x_peak + ox)
+    ids = source_ids(grid, owner, y_peak, x_peak)
     footprint = products.footprints[m.y_peak, m.x_peak] if m.labels.size else np.zeros(0, int)
     n_members = np.bincount(footprint, minlength=int(products.footprints.max()) + 1)
     is_blended = n_members[footprint] > 1
@@ -227,7 +228,7 @@ def screen_tile(
 
     owned = owner == tile.index
     clump_table, n_clumps = _clump_rows(products.clumps, ids, owned, tile, n_sources=m.labels.size)
-    sky = _sky(tile, m.x, m.y)
+    sky = _sky(tile, gx, gy)
     blend_probability = (
         products.blend_probability
         if products.blend_probability is not None
@@ -249,8 +250,8 @@ def screen_tile(
                 "y": gy,
                 "ra": sky[0],
                 "dec": sky[1],
-                "x_peak": m.x_peak + ox,
-                "y_peak": m.y_peak + oy,
+                "x_peak": x_peak,
+                "y_peak": y_peak,
                 "flux": m.flux,
                 "flux_err": m.flux_err,
                 "mag": mag,
@@ -357,7 +358,7 @@ def _clump_rows(
     order = np.lexsort((clumps.x[keep], clumps.y[keep])) if keep.any() else np.zeros(0, int)
     y, x = clumps.y[keep][order], clumps.x[keep][order]
     oy, ox = tile.origin
-    sky = _sky(tile, x, y)
+    sky = _sky(tile, x + ox, y + oy)
     host = ids[clumps.host_label[keep][order] - 1] if keep.any() else np.zeros(0, np.int64)
     local = np.arange(1, y.size + 1, dtype=np.int64)
     table = pd.DataFrame(
@@ -377,9 +378,13 @@ def _clump_rows(
 
 
 def _sky(tile: Tile, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ICRS (ra, dec) in degrees of window pixel coordinates."""
-    if tile.wcs is None or np.size(x) == 0:
+    """ICRS (ra, dec) in degrees of mosaic pixel coordinates.
+
+    The mosaic WCS (rather than the window's shifted one) makes the result
+    independent of the tiling to the last bit.
+    """
+    if tile.mosaic_wcs is None or np.size(x) == 0:
         nan = np.full(np.shape(x), np.nan)
         return nan, nan
-    ra, dec = tile.wcs.pixel_to_world_values(np.asarray(x, float), np.asarray(y, float))
+    ra, dec = tile.mosaic_wcs.pixel_to_world_values(np.asarray(x, float), np.asarray(y, float))
     return np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)

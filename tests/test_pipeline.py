@@ -1,0 +1,201 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from survey_seg.errors import InputError, OutputError
+from survey_seg.masks import MaskBit
+from survey_seg.pipeline import RunConfig, plan_run, run_survey
+from survey_seg.store import OutputStore
+
+MEASURED = ["x", "y", "ra", "dec", "x_peak", "y_peak", "flux", "flux_err", "area", "a", "b",
+            "theta", "is_blended", "n_clumps", "truncated"]  # fmt: skip
+IGNORED_PLANES = np.uint32(MaskBit.EDGE | MaskBit.REJECTED)
+
+
+def _run(mosaic, out, **config):
+    run_survey(mosaic, out, RunConfig(**config), force=out.exists())
+    sources = pd.read_parquet(out / "sources.parquet")
+    mask, segmentation = OutputStore(out).read_masks()
+    return sources, mask, segmentation
+
+
+def _canonical_segmentation(segmentation, sources):
+    """Segmentation relabelled by each source's peak pixel: independent of tile ids."""
+    lookup = dict(zip(sources["id"], sources["y_peak"] * 100_000 + sources["x_peak"], strict=True))
+    lookup[0] = 0
+    ids, inverse = np.unique(segmentation, return_inverse=True)
+    return np.array([lookup[i] for i in ids])[inverse].reshape(segmentation.shape)
+
+
+@pytest.fixture(scope="module")
+def whole_image(small_simulation, tmp_path_factory):
+    _, mosaic = small_simulation
+    out = tmp_path_factory.mktemp("whole") / "out"
+    return _run(mosaic, out, tile_size=512, halo=64)
+
+
+@pytest.mark.parametrize(("tile_size", "halo"), [(128, 64), (160, 48), (256, 96), (200, 40)])
+def test_tiled_screening_equals_whole_image(
+    small_simulation, whole_image, tmp_path, tile_size, halo
+):
+    _, mosaic = small_simulation
+    sources, mask, segmentation = _run(mosaic, tmp_path / "out", tile_size=tile_size, halo=halo)
+    whole_sources, whole_mask, whole_segmentation = whole_image
+    assert len(whole_sources) > 30
+    key = ["y_peak", "x_peak"]
+    tiled = sources.sort_values(key).reset_index(drop=True)
+    whole = whole_sources.sort_values(key).reset_index(drop=True)
+    assert len(tiled) == len(whole)
+    assert not tiled["id"].duplicated().any()
+    for column in MEASURED:
+        np.testing.assert_array_equal(tiled[column], whole[column], err_msg=column)
+    # EDGE depends on the halo width and REJECTED on each tile's verdict
+    np.testing.assert_array_equal(
+        tiled["flags"] & ~IGNORED_PLANES, whole["flags"] & ~IGNORED_PLANES
+    )
+    # the same pixels carry the same sources, and the same planes
+    np.testing.assert_array_equal(
+        _canonical_segmentation(segmentation, sources),
+        _canonical_segmentation(whole_segmentation, whole_sources),
+    )
+    np.testing.assert_array_equal(mask & ~IGNORED_PLANES, whole_mask & ~IGNORED_PLANES)
+    # blend groups partition the sources alike
+    groups = tiled.groupby("blend_group").size().sort_values().to_numpy()
+    whole_groups = whole.groupby("blend_group").size().sort_values().to_numpy()
+    np.testing.assert_array_equal(groups, whole_groups)
+
+
+def test_each_object_reported_once_by_the_tile_holding_its_centroid(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    sources, _, segmentation = _run(mosaic, tmp_path / "out", tile_size=128, halo=64)
+    col = np.floor((sources["x"] + 0.5) / 128).astype(int)
+    row = np.floor((sources["y"] + 0.5) / 128).astype(int)
+    np.testing.assert_array_equal(sources["tile_id"], row * 4 + col)
+    np.testing.assert_array_equal(sources["id"].to_numpy() >> 32, sources["tile_id"])
+    # every id in the segmentation is a reported source, and vice versa
+    assert set(np.unique(segmentation)) - {0} == set(sources["id"])
+
+
+def test_sky_coordinates_agree_with_astropy_on_the_full_mosaic(small_simulation, tmp_path):
+    sim, mosaic = small_simulation
+    sources, _, _ = _run(mosaic, tmp_path / "out", tile_size=128, halo=64)
+    ra, dec = sim.wcs.all_pix2world(sources["x"], sources["y"], 0)
+    np.testing.assert_allclose(sources["ra"], ra, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(sources["dec"], dec, rtol=0, atol=1e-10)
+
+
+def test_running_twice_gives_identical_catalogs(small_simulation, whole_image, tmp_path):
+    _, mosaic = small_simulation
+    first = tmp_path / "first"
+    _run(mosaic, first, tile_size=256, halo=64)
+    _run(mosaic, tmp_path / "second", tile_size=256, halo=64)
+    for name in ("sources.parquet", "clumps.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(first / name), pd.read_parquet(tmp_path / "second" / name)
+        )
+
+
+def test_resume_after_interruption_skips_finished_tiles(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    config = RunConfig(tile_size=128, halo=64)
+    run_survey(mosaic, out, config)
+    reference = pd.read_parquet(out / "sources.parquet")
+    reference_masks = OutputStore(out).read_masks()
+    # an interrupted run: five tiles never recorded, their pixels never written
+    store = OutputStore(out)
+    for index in (0, 5, 6, 9, 15):
+        store.tile_paths(index)["record"].unlink()
+        tile_slices = (slice(128 * (index // 4), 128 * (index // 4 + 1)),
+                       slice(128 * (index % 4), 128 * (index % 4 + 1)))  # fmt: skip
+        import zarr
+
+        root = zarr.open_group(out / "masks.zarr", mode="r+")
+        root["segmentation"][tile_slices] = 0
+        root["mask"][tile_slices] = 0
+    (out / "sources.parquet").unlink()
+    with pytest.raises(OutputError, match="--resume"):
+        plan_run(mosaic, out, config)
+    summary = run_survey(mosaic, out, config, resume=True)
+    assert summary.n_screened == 5
+    assert summary.n_skipped == 11
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "sources.parquet"), reference)
+    for after, before in zip(OutputStore(out).read_masks(), reference_masks, strict=True):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_resume_refuses_other_parameters(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    run_survey(mosaic, out, RunConfig(tile_size=256, halo=64))
+    with pytest.raises(OutputError, match="other parameters"):
+        plan_run(mosaic, out, RunConfig(tile_size=128, halo=64), resume=True)
+
+
+def test_region_screens_only_the_tiles_it_meets(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    summary = run_survey(mosaic, out, RunConfig(tile_size=128, halo=64, region="tiles:1,6"))
+    assert summary.n_screened == 2
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    assert tiles["tile_id"].tolist() == [1, 6]
+    assert set(pd.read_parquet(out / "sources.parquet")["tile_id"]) <= {1, 6}
+
+
+def test_bad_input_leaves_earlier_output_untouched(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    run_survey(mosaic, out, RunConfig(tile_size=256, halo=64))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    not_fits = tmp_path / "broken.fits"
+    not_fits.write_text("not a FITS file")
+    with pytest.raises(InputError, match="not a FITS file"):
+        run_survey(not_fits, out, RunConfig(tile_size=256, halo=64), force=True)
+    with pytest.raises(InputError, match="larger than the image"):
+        run_survey(mosaic, out, RunConfig(tile_size=4096, halo=64), force=True)
+    with pytest.raises(InputError, match="cone"):
+        run_survey(mosaic, out, RunConfig(region="cone:1,2"), force=True)
+    with pytest.raises(InputError, match="footprint"):
+        run_survey(mosaic, out, RunConfig(region="cone:10,-40,0.01"), force=True)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_output_directory_rules(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="holds no survey-seg run"):
+        plan_run(mosaic, stranger)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(OutputError, match="not a directory"):
+        plan_run(mosaic, a_file)
+    with pytest.raises(InputError, match="exclude each other"):
+        plan_run(mosaic, tmp_path / "new", resume=True, force=True)
+
+
+def test_halo_smaller_than_the_method_needs_is_refused(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    with pytest.raises(InputError, match="--halo"):
+        plan_run(mosaic, tmp_path / "out", RunConfig(halo=8))
+
+
+def test_manifest_carries_provenance(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    run_survey(mosaic, out, RunConfig(tile_size=256, halo=64))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["input"]["sha256"] and manifest["package_version"]
+    assert manifest["method"]["method"] == "classical"
+    assert manifest["summary"]["n_sources"] == len(pd.read_parquet(out / "sources.parquet"))
+    # FITS copies of the catalogs
+    from astropy.table import Table
+
+    assert len(Table.read(out / "sources.fits")) == manifest["summary"]["n_sources"]
+    shutil.rmtree(out)
