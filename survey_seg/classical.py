@@ -57,6 +57,12 @@ class ClassicalConfig:
     """Segments with a/b above this and longer than ``streak_min_length`` are trails."""
     streak_min_length: float = 15.0
     """Minimum RMS major axis (pix) of a trail segment."""
+    ghost_min_area: int = 400
+    """Footprints at least this large (pix) may be ghosts."""
+    ghost_max_contrast: float = 2.0
+    """... if the 90th over the 10th percentile of their S/N is below this (flat) ..."""
+    ghost_max_peak_snr: float = 30.0
+    """... and their peak S/N is below this (faint)."""
     bad_column_length: int = 64
     """Length of the running column mean used to find bad columns."""
     bad_column_sigma: float = 2.5
@@ -178,6 +184,9 @@ class ClassicalScreener:
             (snr > c.detect_threshold) & ~unusable, structure=np.ones((3, 3), bool)
         )
         footprints = _remove_small(footprints, c.min_area)
+        footprints, artefacts = self._reject_artefact_footprints(
+            footprints, artefacts, flux, variance, snr
+        )
         sources = self._deblend(snr, footprints)
         sources, footprints, artefacts = self._reject_artefact_segments(
             sources, footprints, artefacts, flux, variance, snr
@@ -263,6 +272,38 @@ class ClassicalScreener:
                 markers[np.isin(markers, drop)] = 0
                 sources = watershed(-compressed, markers, mask=inside)
         return _relabel_raster(sources)
+
+    def _reject_artefact_footprints(
+        self,
+        footprints: np.ndarray,
+        artefacts: np.ndarray,
+        flux: np.ndarray,
+        variance: np.ndarray,
+        snr: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Move whole footprints that are trails (long, thin) or ghosts (large, flat, faint)."""
+        c = self.config
+        if footprints.max() == 0:
+            return footprints, artefacts
+        m = measure_segments(footprints, flux, variance, snr, artefacts)
+        trail = (m.a > c.streak_min_length) & (
+            m.a > c.streak_min_elongation * np.maximum(m.b, 1e-3)
+        )
+        ghost = np.zeros_like(trail)
+        large = np.flatnonzero(m.area >= c.ghost_min_area) + 1
+        if large.size:
+            peak = snr[m.y_peak[large - 1], m.x_peak[large - 1]]
+            contrast = ndimage.labeled_comprehension(
+                snr, footprints, large, lambda v: np.percentile(v, 90) / np.percentile(v, 10),
+                float, np.inf,
+            )  # fmt: skip
+            ghost[large - 1] = (contrast < c.ghost_max_contrast) & (peak < c.ghost_max_peak_snr)
+        for labels_of, bit in ((m.labels[trail], MaskBit.STREAK), (m.labels[ghost], MaskBit.GHOST)):
+            if labels_of.size:
+                pixels = np.isin(footprints, labels_of)
+                artefacts[pixels] |= np.uint32(bit)
+                footprints[pixels] = 0
+        return _relabel_raster(footprints), artefacts
 
     def _reject_artefact_segments(
         self,

@@ -49,6 +49,8 @@ class ClusterSpec:
     """Memory limit per worker, as dask understands it."""
     dashboard_address: str = "127.0.0.1:0"
     """Dashboard bind address: localhost and a free port by default."""
+    connect_timeout: str = "20s"
+    """How long to try reaching an existing scheduler."""
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:
@@ -123,7 +125,7 @@ def dask_client(spec: ClusterSpec) -> Iterator[Client]:
     kind = resolve_kind(spec)
     if kind == "address":
         try:
-            client = Client(spec.address, timeout="20s")
+            client = Client(spec.address, timeout=spec.connect_timeout)
         except (OSError, TimeoutError) as error:
             raise InputError(
                 f"could not reach the dask scheduler at {spec.address} ({error}); check the "
