@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from survey_seg import __version__
 from survey_seg.errors import SurveySegError
@@ -37,15 +38,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except SurveySegError as error:
-        print(f"survey-seg: error: {error}", file=sys.stderr)
+        print(f"survey-seg: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("survey-seg: interrupted; finish the run with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the bad argument and where to read the usage; exit 2."""
+        self.exit(
+            EXIT_USAGE,
+            f"survey-seg: error: {_one_line(message)}; see '{self.prog} --help'\n",
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="survey-seg",
         description="Screen sky-survey mosaics for data quality, blends and clumps.",
     )
@@ -96,9 +113,11 @@ def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) ->
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     if resume:
-        group = parser.add_mutually_exclusive_group()
-        group.add_argument("--resume", action="store_true", help="finish an interrupted run")
-        group.add_argument("--force", action="store_true", help="replace an earlier run")
+        # not an argparse exclusive group: the run refuses the pair itself, naming the fix
+        parser.add_argument("--resume", action="store_true", help="finish an interrupted run")
+        parser.add_argument(
+            "--force", action="store_true", help="replace an earlier run (not with --resume)"
+        )
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 import zarr
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from survey_seg.background import BackgroundMesh, cell_statistics, finish_mesh
@@ -176,24 +178,38 @@ def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
 
 @contextlib.contextmanager
 def _open_fits(path: Path) -> Iterator[fits.HDUList]:
-    """Open a FITS file, turning 'not FITS' and truncation warnings into InputError."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", fits.verify.VerifyWarning)
-        warnings.filterwarnings("ignore", category=FITSFixedWarning)
-        try:
-            hdus = fits.open(path, memmap=True, lazy_load_hdus=False)
-        except OSError as error:
-            raise InputError(
-                f"{path} is not a FITS file ({_short(error)}); pass a FITS mosaic"
-            ) from None
-        except fits.verify.VerifyWarning as error:
-            raise InputError(
-                f"{path} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
-            ) from None
+    """Open a FITS file, turning 'not FITS' and truncation warnings into InputError.
+
+    The file handle is opened here, not by astropy, so that it is closed even
+    when astropy fails half-way through reading the headers.
+    """
     try:
-        yield hdus
-    finally:
-        hdus.close()
+        handle = open(path, "rb")  # closed by the with statement below
+    except OSError as error:
+        raise InputError(
+            f"{path} cannot be read ({_short(error)}); check that the file is readable"
+        ) from None
+    with handle:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            warnings.filterwarnings("ignore", category=FITSFixedWarning)
+            # astropy only warns (and logs to stderr) when the file is shorter than
+            # its headers say; a truncated mosaic is an input error
+            warnings.filterwarnings("error", message=".*truncated", category=AstropyUserWarning)
+            try:
+                hdus = fits.open(handle, memmap=True, lazy_load_hdus=False)
+            except OSError as error:
+                raise InputError(
+                    f"{path} is not a FITS file ({_short(error)}); pass a FITS mosaic"
+                ) from None
+            except (fits.verify.VerifyWarning, AstropyUserWarning) as error:
+                raise InputError(
+                    f"{path} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
+                ) from None
+        try:
+            yield hdus
+        finally:
+            hdus.close()
 
 
 def _find_image_hdu(hdus: fits.HDUList, path: Path) -> int:
@@ -231,14 +247,26 @@ def _hdu_data(hdu: fits.ImageHDU, path: Path) -> np.ndarray:
     return data
 
 
+_WCS_NUMERIC_KEYS = re.compile(r"^(CRVAL|CRPIX|CDELT|CROTA)[12]$|^(CD|PC)[12]_[12]$")
+
+
 def _celestial_wcs(header: fits.Header, path: Path, index: int) -> WCS:
+    for key in header:
+        value = header[key]
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if _WCS_NUMERIC_KEYS.match(key) and not is_number:
+            # astropy only warns and silently uses a default (0 or 1) for such a keyword
+            raise InputError(
+                f"{path} HDU {index} has a malformed WCS ({key} = {value!r} is not a number); "
+                f"write a numeric {key}"
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header, naxis=2)
     except Exception as error:  # astropy raises many types for malformed WCS
         raise InputError(
-            f"{path} HDU {index} has a malformed WCS ({_short(error)}); "
+            f"{path} HDU {index} has a malformed WCS ({_wcslib_reason(error)}); "
             "fix the CTYPE/CRVAL/CRPIX/CD keywords"
         ) from None
     if not wcs.has_celestial or wcs.naxis != 2:
@@ -297,6 +325,13 @@ def _optional_float(header: fits.Header, key: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def _wcslib_reason(error: BaseException) -> str:
+    """The reason of a wcslib error, without its 'ERROR n in f() at line ...' lines."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith("ERROR ")]
+    return reasons[0][:160] if reasons else _short(error)
 
 
 def _short(error: BaseException) -> str:
