@@ -62,8 +62,11 @@ def tiles_table(records: Iterable[dict]) -> pd.DataFrame:
         return empty_table(TILE_COLUMNS)
     table = pd.DataFrame(rows)
     for column in TILE_COLUMNS:
+        missing = "" if column.dtype == "str" else 0
         if column.name not in table:
-            table[column.name] = "" if column.dtype == "str" else 0
+            table[column.name] = missing
+        else:  # a failed tile's record lacks the counts that done tiles have
+            table[column.name] = table[column.name].fillna(missing)
     table = table.sort_values("tile_id", kind="stable").reset_index(drop=True)
     return conform(table, TILE_COLUMNS)
 

@@ -10,7 +10,7 @@ from survey_seg.pipeline import RunConfig, run_survey
 
 def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(cluster, "gpu_count", lambda: 0)
-    with pytest.raises(InputError, match="no.*GPU|GPU.*none"):
+    with pytest.raises(InputError, match=r"no.*GPU|GPU.*none"):
         resolve_kind(ClusterSpec(kind="cuda"))
 
 

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from survey_seg.measure import measure_segments
+
+
+def _gaussian(shape, x0, y0, sigma_x, sigma_y, angle_deg, flux):
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(float)
+    t = np.radians(angle_deg)
+    u = (xx - x0) * np.cos(t) + (yy - y0) * np.sin(t)
+    v = -(xx - x0) * np.sin(t) + (yy - y0) * np.cos(t)
+    image = np.exp(-0.5 * (u**2 / sigma_x**2 + v**2 / sigma_y**2))
+    return flux * image / image.sum()
+
+
+def test_gaussian_moments_match_the_truth():
+    image = _gaussian((64, 64), 30.3, 28.7, 4.0, 2.0, 30.0, 1000.0)
+    labels = (image > 1e-6).astype(np.int32)
+    m = measure_segments(
+        labels, image, np.ones_like(image), image, np.zeros(image.shape, np.uint32)
+    )
+    assert m.x_peak[0] + m.dx[0] == pytest.approx(30.3, abs=1e-3)
+    assert m.y_peak[0] + m.dy[0] == pytest.approx(28.7, abs=1e-3)
+    assert m.flux[0] == pytest.approx(1000.0, rel=1e-4)
+    assert m.flux_err[0] == pytest.approx(np.sqrt(labels.sum()))
+    assert m.a[0] == pytest.approx(4.0, rel=1e-2)
+    assert m.b[0] == pytest.approx(2.0, rel=1e-2)
+    assert m.theta[0] == pytest.approx(30.0, abs=0.5)
+    assert m.area[0] == labels.sum()
+
+
+def test_translation_gives_bit_identical_measurements():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(80, 80)) + _gaussian((80, 80), 40, 41, 3, 2, 10, 500)
+    labels = np.zeros(image.shape, np.int32)
+    labels[30:52, 28:50] = 1
+    labels[5:9, 5:12] = 2
+    mask = np.zeros(image.shape, np.uint32)
+    mask[6, 6] = 8
+    a = measure_segments(labels, image, np.abs(image), image, mask)
+    shifted = measure_segments(
+        np.pad(labels, ((7, 0), (13, 0))),
+        np.pad(image, ((7, 0), (13, 0))),
+        np.pad(np.abs(image), ((7, 0), (13, 0))),
+        np.pad(image, ((7, 0), (13, 0))),
+        np.pad(mask, ((7, 0), (13, 0))),
+    )
+    for name in ("dx", "dy", "flux", "flux_err", "area", "a", "b", "theta", "flags"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(shifted, name), err_msg=name)
+    np.testing.assert_array_equal(a.x_peak + 13, shifted.x_peak)
+    np.testing.assert_array_equal(a.flags, [0, 8])
+
+
+def test_no_segments_gives_empty_measurements():
+    m = measure_segments(
+        np.zeros((5, 5), np.int32), np.zeros((5, 5)), np.ones((5, 5)), np.zeros((5, 5)),
+        np.zeros((5, 5), np.uint32),
+    )  # fmt: skip
+    assert m.labels.size == 0 and m.flux.size == 0
+
+
+def test_negative_segment_falls_back_to_unweighted_centroid():
+    image = -np.ones((10, 10))
+    labels = np.zeros((10, 10), np.int32)
+    labels[2:5, 3:8] = 1
+    m = measure_segments(labels, image, np.ones_like(image), image, np.zeros((10, 10), np.uint32))
+    assert m.x_peak[0] + m.dx[0] == pytest.approx(5.0)
+    assert m.y_peak[0] + m.dy[0] == pytest.approx(3.0)

@@ -1,0 +1,68 @@
+import numpy as np
+import pandas as pd
+
+from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS
+from survey_seg.classical import ClassicalScreener
+from survey_seg.masks import MaskBit
+from survey_seg.screen import screen_tile, source_ids
+from survey_seg.store import WindowData
+from survey_seg.tiling import extract_window, make_tile_grid
+
+
+def _window(image, tile):
+    window = extract_window(image, tile)
+    return WindowData(
+        image=window.astype(np.float32),
+        variance=np.where(np.isfinite(window), 1.0, np.nan).astype(np.float32),
+        background=np.zeros(window.shape, np.float32),
+    )
+
+
+def test_source_ids_are_unique_and_name_their_owner():
+    grid = make_tile_grid((1000, 700), tile_size=256, halo=40)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 1000, 5000)
+    x = rng.integers(0, 700, 5000)
+    owner = grid.owner_index(x, y)
+    pairs = set(zip(y.tolist(), x.tolist(), strict=True))
+    ids = source_ids(grid, owner, y, x)
+    assert len(set(ids.tolist())) == len(pairs)
+    np.testing.assert_array_equal(ids >> 32, owner)
+    assert (ids & 0xFFFFFFFF).min() >= 1
+
+
+def test_empty_tile_gives_empty_tables_in_the_schemas():
+    image = np.random.default_rng(1).normal(0, 1, (300, 300))
+    grid = make_tile_grid(image.shape, tile_size=150, halo=40)
+    result = screen_tile(_window(image, grid[0]), grid[0], grid, ClassicalScreener())
+    assert list(result.sources.columns) == [c.name for c in SOURCE_COLUMNS]
+    assert list(result.clumps.columns) == [c.name for c in CLUMP_COLUMNS]
+    assert len(result.sources) == 0
+    assert result.segmentation.shape == (150, 150) and not result.segmentation.any()
+    assert result.stats["verdict"] == "accept"
+
+
+def test_source_across_a_core_edge_is_reported_once_with_one_id():
+    rng = np.random.default_rng(2)
+    image = rng.normal(0, 1, (300, 300))
+    yy, xx = np.mgrid[:300, :300]
+    image += 2000 * np.exp(-((xx - 150.7) ** 2 + (yy - 100) ** 2) / (2 * 3.0**2)) / (2 * np.pi * 9)
+    grid = make_tile_grid(image.shape, tile_size=150, halo=40)
+    results = [screen_tile(_window(image, t), t, grid, ClassicalScreener()) for t in grid]
+    sources = pd.concat([r.sources for r in results])
+    assert len(sources) == 1
+    assert sources["tile_id"].iloc[0] == 1  # centroid at x = 150.7 lies in the second column
+    left, right = results[0].segmentation, results[1].segmentation
+    assert set(np.unique(left[95:105, 140:])) - {0} == set(sources["id"])
+    assert set(np.unique(right[95:105, :10])) - {0} == set(sources["id"])
+    assert results[0].mask[100, 149] & np.uint32(MaskBit.DETECTED)
+
+
+def test_rejected_tile_carries_the_rejected_plane():
+    image = np.random.default_rng(3).normal(0, 1, (200, 200))
+    image[:, :120] = np.nan
+    grid = make_tile_grid(image.shape, tile_size=200, halo=40)
+    result = screen_tile(_window(image, grid[0]), grid[0], grid, ClassicalScreener())
+    assert result.stats["verdict"] == "reject"
+    assert (result.mask & np.uint32(MaskBit.REJECTED)).all()
+    assert result.stats["no_data_fraction"] == 0.6
