@@ -61,8 +61,8 @@ class ClassicalConfig:
     """Footprints at least this large (pix) may be ghosts."""
     ghost_max_contrast: float = 2.0
     """... if the 90th over the 10th percentile of their S/N is below this (flat) ..."""
-    ghost_max_peak_snr: float = 30.0
-    """... and their peak S/N is below this (faint)."""
+    ghost_max_median_snr: float = 15.0
+    """... and their median S/N is below this (faint; a star inside a ghost leaves it so)."""
     bad_column_length: int = 64
     """Length of the running column mean used to find bad columns."""
     bad_column_sigma: float = 2.5
@@ -292,12 +292,9 @@ class ClassicalScreener:
         ghost = np.zeros_like(trail)
         large = np.flatnonzero(m.area >= c.ghost_min_area) + 1
         if large.size:
-            peak = snr[m.y_peak[large - 1], m.x_peak[large - 1]]
-            contrast = ndimage.labeled_comprehension(
-                snr, footprints, large, lambda v: np.percentile(v, 90) / np.percentile(v, 10),
-                float, np.inf,
-            )  # fmt: skip
-            ghost[large - 1] = (contrast < c.ghost_max_contrast) & (peak < c.ghost_max_peak_snr)
+            p10, p50, p90 = _percentiles_per_label(snr, footprints, large, (10, 50, 90))
+            contrast = p90 / np.maximum(p10, 1e-12)
+            ghost[large - 1] = (contrast < c.ghost_max_contrast) & (p50 < c.ghost_max_median_snr)
         for labels_of, bit in ((m.labels[trail], MaskBit.STREAK), (m.labels[ghost], MaskBit.GHOST)):
             if labels_of.size:
                 pixels = np.isin(footprints, labels_of)
@@ -372,6 +369,18 @@ class ClassicalScreener:
             score=score[ys, xs].astype(np.float64),
             flux_fraction=fraction.astype(np.float64),
         )
+
+
+def _percentiles_per_label(
+    values: np.ndarray, labels: np.ndarray, which: np.ndarray, q: tuple[float, ...]
+) -> np.ndarray:
+    """Percentiles ``q`` of ``values`` within each label of ``which``: shape ``(len(q), n)``."""
+    boxes = ndimage.find_objects(labels)
+    result = np.empty((len(q), len(which)))
+    for k, label in enumerate(which):
+        box = boxes[label - 1]
+        result[:, k] = np.percentile(values[box][labels[box] == label], q)
+    return result
 
 
 def _remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
