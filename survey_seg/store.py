@@ -197,7 +197,9 @@ def _open_fits(path: Path) -> Iterator[fits.HDUList]:
             # its headers say; a truncated mosaic is an input error
             warnings.filterwarnings("error", message=".*truncated", category=AstropyUserWarning)
             try:
-                hdus = fits.open(handle, memmap=True, lazy_load_hdus=False)
+                # memmap=None maps the file like True, but without astropy's strict mode,
+                # which refuses integer images scaled by BZERO/BSCALE (uint16 mosaics)
+                hdus = fits.open(handle, memmap=None, lazy_load_hdus=False)
             except OSError as error:
                 raise InputError(
                     f"{path} is not a FITS file ({_short(error)}); pass a FITS mosaic"

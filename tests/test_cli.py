@@ -1,0 +1,364 @@
+"""Tests of the ``survey-seg`` command line, as a user meets it.
+
+A few cases run the real console entry in a subprocess; the rest call
+:func:`survey_seg.cli.main` in-process, which is much faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from survey_seg import __version__
+from survey_seg.cli import main
+from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
+from survey_seg.store import inspect_fits_mosaic
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = re.compile(
+    r"^screened (\d+) tiles \((\d+) already done, (\d+) failed\) in [\d.]+ s: "
+    r"\d+ sources, \d+ blended, \d+ clumps; tiles: .+$",
+    re.MULTILINE,
+)
+FAST = ["--tile-size", "128", "--halo", "64", "--cluster", "serial", "--no-progress"]
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    """Run ``python -m survey_seg.cli ARGS`` as a user would."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "survey_seg.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def _main(capsys, *args) -> tuple[int, str, str]:
+    """Run :func:`main` in-process; returns ``(status, stdout, stderr)``."""
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse's own exits (usage errors, --version)
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _assert_one_line_error(status, stderr: str, *words: str) -> None:
+    assert status == 2, stderr
+    assert stderr.startswith("survey-seg: error: "), stderr
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in stderr, f"{word!r} not in {stderr!r}"
+
+
+def _snapshot(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` (and the set of its folders)."""
+    snapshot = {}
+    for path in sorted(directory.rglob("*")):
+        key = str(path.relative_to(directory))
+        snapshot[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    return snapshot
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory) -> Path:
+    """A 256 x 256 simulated mosaic on disk (4 tiles of 128)."""
+    directory = tmp_path_factory.mktemp("cli_sim")
+    return Path(
+        write_simulation(simulate_mosaic(SimulationConfig(size=256, seed=3)), directory)["mosaic"]
+    )
+
+
+@pytest.fixture(scope="module")
+def earlier_run(mosaic, tmp_path_factory) -> Path:
+    """A finished run; bad commands pointed at it with --force must leave it as it is."""
+    out = tmp_path_factory.mktemp("cli_run") / "out"
+    assert main(["run", str(mosaic), "--out", str(out), *FAST]) == 0
+    assert (out / "manifest.json").exists()
+    return out
+
+
+def _header(**override) -> fits.Header:
+    header = fits.Header()
+    header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    header["CRVAL1"], header["CRVAL2"] = 150.1, 2.2
+    header["CRPIX1"], header["CRPIX2"] = 150.5, 150.5
+    header["CD1_1"], header["CD1_2"], header["CD2_1"], header["CD2_2"] = -2.8e-5, 0.0, 0.0, 2.8e-5
+    for key, value in override.items():
+        header[key] = value
+    return header
+
+
+def _image(shape=(300, 300)) -> np.ndarray:
+    return np.random.default_rng(0).normal(10.0, 1.0, shape).astype(np.float32)
+
+
+def _write(path: Path, *hdus) -> Path:
+    fits.HDUList(list(hdus)).writeto(path)
+    return path
+
+
+def _not_fits(d: Path) -> Path:
+    (d / "notes.fits").write_text("a shopping list\n")
+    return d / "notes.fits"
+
+
+def _truncated(d: Path) -> Path:
+    data = _write(d / "good.fits", fits.PrimaryHDU(_image(), _header())).read_bytes()
+    (d / "cut.fits").write_bytes(data[: len(data) // 2])
+    return d / "cut.fits"
+
+
+def _no_image(d: Path) -> Path:
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=np.ones(2))])
+    return _write(d / "table.fits", fits.PrimaryHDU(), table)
+
+
+def _cube(d: Path) -> Path:
+    return _write(d / "cube.fits", fits.PrimaryHDU(np.stack([_image()] * 3), _header()))
+
+
+def _all_nan(d: Path) -> Path:
+    nan = np.full((300, 300), np.nan, np.float32)
+    return _write(d / "nan.fits", fits.PrimaryHDU(nan, _header()))
+
+
+def _no_wcs(d: Path) -> Path:
+    return _write(d / "nowcs.fits", fits.PrimaryHDU(_image()))
+
+
+def _bad_projection(d: Path) -> Path:
+    header = _header(CTYPE1="RA---XYZ", CTYPE2="DEC--XYZ")
+    return _write(d / "xyz.fits", fits.PrimaryHDU(_image(), header))
+
+
+def _text_crval(d: Path) -> Path:
+    return _write(d / "crval.fits", fits.PrimaryHDU(_image(), _header(CRVAL2="two")))
+
+
+def _missing(d: Path) -> Path:
+    return d / "missing.fits"
+
+
+BAD_MOSAICS = {
+    "not FITS": (_not_fits, ["not a FITS file", "pass a FITS mosaic"]),
+    "truncated": (_truncated, ["truncated", "regenerate"]),
+    "no image HDU": (_no_image, ["no image HDU", "IMAGE extension"]),
+    "3-D": (_cube, ["3-D", "2-D plane"]),
+    "all NaN": (_all_nan, ["no finite pixel"]),
+    "no WCS": (_no_wcs, ["no celestial WCS", "add the WCS"]),
+    "malformed WCS": (_bad_projection, ["malformed WCS", "XYZ", "CTYPE"]),
+    "text CRVAL": (_text_crval, ["malformed WCS", "CRVAL2", "numeric"]),
+    "missing": (_missing, ["does not exist", "check the path"]),
+}
+
+BAD_OPTIONS = {
+    "tile larger than image": (["--tile-size", "4096"], ["larger than the image", "--tile-size"]),
+    "region outside": (["--region", "cone:10,-40,0.01"], ["does not meet the mosaic footprint"]),
+    "bad region syntax": (["--region", "cone:1,2"], ["cone", "3 numbers", "accepted forms"]),
+    "halo too small": (["--halo", "4"], ["--halo 4", "or more"]),
+    "bad integer": (["--tile-size", "big"], ["--tile-size", "invalid int value", "--help"]),
+    "unknown method": (["--method", "magic"], ["--method", "invalid choice", "--help"]),
+}
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("case", list(BAD_MOSAICS))
+def test_bad_mosaic_is_one_line_and_leaves_earlier_output(case, earlier_run, tmp_path, capsys):
+    build, words = BAD_MOSAICS[case]
+    before = _snapshot(earlier_run)
+    status, out, err = _main(capsys, "run", build(tmp_path), "--out", earlier_run, "--force", *FAST)
+    _assert_one_line_error(status, err, *words)
+    assert out == ""
+    assert _snapshot(earlier_run) == before
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_option_is_one_line_and_leaves_earlier_output(case, mosaic, earlier_run, capsys):
+    options, words = BAD_OPTIONS[case]
+    before = _snapshot(earlier_run)
+    status, out, err = _main(
+        capsys, "run", mosaic, "--out", earlier_run, "--force", *FAST, *options
+    )
+    _assert_one_line_error(status, err, *words)
+    assert out == ""
+    assert _snapshot(earlier_run) == before
+
+
+def test_resume_and_force_together_are_refused(mosaic, earlier_run, capsys):
+    before = _snapshot(earlier_run)
+    status, _, err = _main(
+        capsys, "run", mosaic, "--out", earlier_run, "--resume", "--force", *FAST
+    )
+    _assert_one_line_error(status, err, "--resume", "--force", "pass one of them")
+    assert _snapshot(earlier_run) == before
+
+
+def test_second_run_without_resume_or_force_is_refused(mosaic, earlier_run, capsys):
+    before = _snapshot(earlier_run)
+    status, _, err = _main(capsys, "run", mosaic, "--out", earlier_run, *FAST)
+    _assert_one_line_error(status, err, "already holds a run", "--resume", "--force")
+    assert _snapshot(earlier_run) == before
+
+
+def test_output_under_a_regular_file_is_refused(mosaic, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    status, _, err = _main(capsys, "run", mosaic, "--out", a_file / "out", *FAST)
+    _assert_one_line_error(status, err, "cannot write", "--out")
+    assert a_file.read_text() == "mine"
+    status, _, err = _main(capsys, "run", mosaic, "--out", a_file, *FAST)
+    _assert_one_line_error(status, err, "not a directory", "another --out")
+    assert a_file.read_text() == "mine"
+
+
+def test_unwritable_output_directory_is_refused(mosaic, tmp_path, capsys):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        if os.access(parent, os.W_OK):
+            pytest.skip("running as root: chmod does not stop writes")
+        status, _, err = _main(capsys, "run", mosaic, "--out", parent / "out", *FAST)
+        _assert_one_line_error(status, err, "cannot write", "writable --out")
+        assert list(parent.iterdir()) == []
+    finally:
+        parent.chmod(0o700)
+
+
+def test_output_directory_holding_other_files_is_refused(mosaic, tmp_path, capsys):
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "thesis.tex").write_text("precious")
+    status, _, err = _main(capsys, "run", mosaic, "--out", stranger, "--force", *FAST)
+    _assert_one_line_error(status, err, "holds no survey-seg run", "new or empty --out")
+    assert [p.name for p in stranger.iterdir()] == ["thesis.tex"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bogus"],
+        ["run"],
+        ["run", "mosaic.fits"],
+        ["simulate", "out", "--size", "many"],
+    ],
+)
+def test_usage_errors_are_one_line(argv, capsys):
+    status, out, err = _main(capsys, *argv)
+    _assert_one_line_error(status, err, "--help")
+    assert out == ""
+
+
+def test_bad_simulation_size_is_one_line(tmp_path, capsys):
+    status, _, err = _main(capsys, "simulate", tmp_path / "sim", "--size", "-5")
+    _assert_one_line_error(status, err, "size")
+    assert not (tmp_path / "sim" / "mosaic.fits").exists()
+
+
+# --------------------------------------------------------------------------- good runs
+
+
+def test_run_force_replaces_an_earlier_run(mosaic, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", out, *FAST)
+    assert status == 0, err
+    assert SUMMARY.search(stdout).groups() == ("4", "0", "0")
+    assert f"outputs in {out}" in stdout
+    assert "Traceback" not in err
+    status, stdout, _ = _main(capsys, "run", mosaic, "--out", out, "--force", *FAST)
+    assert status == 0
+    assert SUMMARY.search(stdout).groups() == ("4", "0", "0")
+    status, stdout, _ = _main(capsys, "run", mosaic, "--out", out, "--resume", *FAST)
+    assert status == 0
+    assert SUMMARY.search(stdout).groups() == ("0", "4", "0")
+
+
+def test_run_on_a_region_screens_its_tiles(mosaic, tmp_path, capsys):
+    status, stdout, err = _main(
+        capsys, "run", mosaic, "--out", tmp_path / "out", "--region", "tiles:1,2", *FAST
+    )
+    assert status == 0, err
+    assert SUMMARY.search(stdout).group(1) == "2"
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    status, stdout, err = _main(
+        capsys, "demo", tmp_path / "demo", "--size", "256", "--seed", "4", *FAST
+    )
+    assert status == 0, err
+    assert "against the truth: completeness" in stdout
+    assert (tmp_path / "demo" / "run" / "sources.parquet").exists()
+
+
+# --------------------------------------------------------------------------- real console entry
+
+
+def test_console_version():
+    result = _cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"survey-seg {__version__}"
+
+
+def test_console_simulate_then_run_then_rerun(tmp_path, mosaic):
+    sim = tmp_path / "sim"
+    result = _cli("simulate", sim, "--size", "256", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    names = {p.name for p in sim.iterdir()}
+    assert {
+        "mosaic.fits",
+        "truth_sources.parquet",
+        "truth_clumps.parquet",
+        "truth_mask.fits",
+    } <= names
+    assert "mosaic:" in result.stdout
+    assert inspect_fits_mosaic(sim / "mosaic.fits").shape == (256, 256)
+    # the same seed as the in-process fixture gives the same pixels
+    np.testing.assert_array_equal(fits.getdata(sim / "mosaic.fits"), fits.getdata(mosaic))
+
+    out = tmp_path / "out"
+    result = _cli("run", sim / "mosaic.fits", "--out", out, *FAST)
+    assert result.returncode == 0, result.stderr
+    assert SUMMARY.search(result.stdout).groups() == ("4", "0", "0")
+    assert "Traceback" not in result.stderr
+    for name in ("sources.parquet", "sources.fits", "tiles.parquet", "manifest.json"):
+        assert (out / name).exists(), name
+
+    before = _snapshot(out)
+    result = _cli("run", sim / "mosaic.fits", "--out", out, *FAST)
+    _assert_one_line_error(result.returncode, result.stderr, "--resume", "--force")
+    assert _snapshot(out) == before
+
+
+def test_console_bad_input_and_conflicting_flags(tmp_path, earlier_run, mosaic):
+    before = _snapshot(earlier_run)
+    result = _cli("run", _not_fits(tmp_path), "--out", earlier_run, "--force", *FAST)
+    _assert_one_line_error(result.returncode, result.stderr, "not a FITS file")
+    assert result.stdout == ""
+    result = _cli("run", mosaic, "--out", earlier_run, "--resume", "--force", *FAST)
+    _assert_one_line_error(result.returncode, result.stderr, "--resume", "--force")
+    result = _cli("run", mosaic)
+    _assert_one_line_error(result.returncode, result.stderr, "--out", "--help")
+    assert _snapshot(earlier_run) == before

@@ -1,0 +1,553 @@
+"""Tests of survey_seg.store: FITS validation, ingest into Zarr, windows, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from survey_seg.background import interpolate_mesh
+from survey_seg.errors import InputError, OutputError
+from survey_seg.store import (
+    MOSAIC_STORE,
+    MosaicStore,
+    OutputStore,
+    ingest_mosaic,
+    inspect_fits_mosaic,
+    wcs_from_attrs,
+    wcs_to_attrs,
+)
+from survey_seg.tiling import extract_window, insert_core, make_tile_grid
+
+SHAPE = (300, 260)  # (ny, nx): not square, so that swapped axes show
+PIX_DEG = 0.1 / 3600.0
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def wcs_header(shape: tuple[int, int] = SHAPE, **override) -> fits.Header:
+    """A TAN header at 0.1 arcsec/pix centred on (150.1, 2.2) deg."""
+    header = fits.Header()
+    header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    header["CRVAL1"], header["CRVAL2"] = 150.1, 2.2
+    header["CRPIX1"], header["CRPIX2"] = shape[1] / 2 + 0.5, shape[0] / 2 + 0.5
+    header["CD1_1"], header["CD1_2"] = -PIX_DEG, 0.0
+    header["CD2_1"], header["CD2_2"] = 0.0, PIX_DEG
+    for key, value in override.items():
+        header[key] = value
+    return header
+
+
+def noisy_image(shape: tuple[int, int] = SHAPE, seed: int = 0) -> np.ndarray:
+    """Sky 10 + gaussian noise (rms 1) + a few gaussian blobs, float32."""
+    rng = np.random.default_rng(seed)
+    image = 10.0 + rng.normal(0.0, 1.0, shape)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    for _ in range(6):
+        cy, cx = rng.uniform(10, shape[0] - 10), rng.uniform(10, shape[1] - 10)
+        image += rng.uniform(20, 200) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * 2.5**2))
+    return image.astype(np.float32)
+
+
+def write_fits(path: Path, data, header=None, *extensions: fits.ImageHDU) -> Path:
+    fits.HDUList([fits.PrimaryHDU(data, header=header), *extensions]).writeto(path)
+    return path
+
+
+@pytest.fixture
+def good_mosaic(tmp_path) -> tuple[Path, np.ndarray]:
+    """A valid mosaic with a few NaN and inf pixels, and no noise HDU."""
+    image = noisy_image()
+    image[5, 7] = np.nan
+    image[100:103, 40] = np.inf
+    image[200, 200] = -np.inf
+    return write_fits(tmp_path / "mosaic.fits", image, wcs_header()), image
+
+
+def _ingest(path: Path, out: Path, tile_size: int = 100) -> MosaicStore:
+    out.mkdir(exist_ok=True)
+    return ingest_mosaic(inspect_fits_mosaic(path), out, tile_size=tile_size, background_cell=32)
+
+
+def _expected(image: np.ndarray) -> np.ndarray:
+    expected = np.asarray(image, dtype=np.float32).copy()
+    expected[~np.isfinite(expected)] = np.nan
+    return expected
+
+
+# --------------------------------------------------------------------------- bad FITS input
+
+
+def _missing(tmp_path):
+    return tmp_path / "nowhere.fits"
+
+
+def _directory(tmp_path):
+    (tmp_path / "dir.fits").mkdir()
+    return tmp_path / "dir.fits"
+
+
+def _text(tmp_path):
+    path = tmp_path / "text.fits"
+    path.write_text("this is a catalogue, not an image\n" * 100)
+    return path
+
+
+def _random_bytes(tmp_path):
+    path = tmp_path / "random.fits"
+    path.write_bytes(np.random.default_rng(1).bytes(20_000))
+    return path
+
+
+def _empty_file(tmp_path):
+    path = tmp_path / "empty.fits"
+    path.write_bytes(b"")
+    return path
+
+
+def _truncated_half(tmp_path):
+    good = write_fits(tmp_path / "good.fits", noisy_image(), wcs_header())
+    path = tmp_path / "truncated.fits"
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _truncated_header(tmp_path):
+    good = write_fits(tmp_path / "good.fits", noisy_image(), wcs_header())
+    path = tmp_path / "truncated.fits"
+    path.write_bytes(good.read_bytes()[:1000])
+    return path
+
+
+def _truncated_variance(tmp_path):
+    variance = fits.ImageHDU(np.ones(SHAPE, np.float32), name="VARIANCE")
+    good = write_fits(tmp_path / "good.fits", noisy_image(), wcs_header(), variance)
+    path = tmp_path / "truncated.fits"
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) - 50_000])  # the image is whole, the variance is cut
+    return path
+
+
+def _no_image_hdu(tmp_path):
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=np.ones(3))])
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    return path
+
+
+def _one_d(tmp_path):
+    return write_fits(tmp_path / "1d.fits", noisy_image()[0])
+
+
+def _three_d(tmp_path):
+    cube = np.stack([noisy_image(), noisy_image(seed=1)])
+    return write_fits(tmp_path / "3d.fits", cube, wcs_header())
+
+
+def _zero_size(tmp_path):
+    return write_fits(tmp_path / "zero.fits", np.zeros((0, 260), np.float32), wcs_header())
+
+
+def _all_nan(tmp_path):
+    return write_fits(tmp_path / "nan.fits", np.full(SHAPE, np.nan, np.float32), wcs_header())
+
+
+def _all_inf(tmp_path):
+    image = np.full(SHAPE, np.inf, np.float32)
+    image[::2] = -np.inf
+    return write_fits(tmp_path / "inf.fits", image, wcs_header())
+
+
+def _no_wcs(tmp_path):
+    return write_fits(tmp_path / "nowcs.fits", noisy_image())
+
+
+def _unknown_projection(tmp_path):
+    header = wcs_header(CTYPE1="RA---XYZ", CTYPE2="DEC--XYZ")
+    return write_fits(tmp_path / "xyz.fits", noisy_image(), header)
+
+
+def _zero_cd(tmp_path):
+    header = wcs_header(CD1_1=0.0, CD2_2=0.0)
+    return write_fits(tmp_path / "cd0.fits", noisy_image(), header)
+
+
+def _string_crval(tmp_path):
+    header = wcs_header(CRVAL1="150.1 deg")
+    return write_fits(tmp_path / "crval.fits", noisy_image(), header)
+
+
+def _variance_shape(tmp_path):
+    variance = fits.ImageHDU(np.ones((100, 100), np.float32), name="VARIANCE")
+    return write_fits(tmp_path / "var.fits", noisy_image(), wcs_header(), variance)
+
+
+def _weight_shape(tmp_path):
+    weight = fits.ImageHDU(np.ones((260, 300), np.float32), name="WEIGHT")
+    return write_fits(tmp_path / "wht.fits", noisy_image(), wcs_header(), weight)
+
+
+BAD_INPUTS = {
+    # builder: (words naming the problem, words naming the fix)
+    "missing": (_missing, ["does not exist"], ["check the path"]),
+    "directory": (_directory, ["is a directory"], ["pass a FITS file"]),
+    "text": (_text, ["not a FITS file"], ["pass a FITS mosaic"]),
+    "random bytes": (_random_bytes, ["not a FITS file"], ["pass a FITS mosaic"]),
+    "empty file": (_empty_file, ["not a FITS file"], ["pass a FITS mosaic"]),
+    "truncated half": (_truncated_half, ["truncated"], ["regenerate"]),
+    "truncated header": (_truncated_header, ["truncated or corrupt"], ["regenerate"]),
+    "truncated variance": (_truncated_variance, ["truncated"], ["regenerate"]),
+    "no image HDU": (_no_image_hdu, ["no image HDU"], ["IMAGE extension"]),
+    "1-D": (_one_d, ["1-D"], ["2-D plane"]),
+    "3-D": (_three_d, ["3-D", "(2, 300, 260)"], ["2-D plane"]),
+    "zero size": (_zero_size, ["zero-size"], ["non-empty image"]),
+    "all NaN": (_all_nan, ["no finite pixel"], ["right file"]),
+    "all inf": (_all_inf, ["no finite pixel"], ["right file"]),
+    "no WCS": (_no_wcs, ["no celestial WCS", "CTYPE"], ["add the WCS"]),
+    "unknown projection": (_unknown_projection, ["malformed WCS", "XYZ"], ["fix the CTYPE"]),
+    "zero CD matrix": (_zero_cd, ["malformed WCS", "singular"], ["CD"]),
+    "string CRVAL": (_string_crval, ["malformed WCS", "CRVAL1", "not a number"], ["numeric"]),
+    "variance shape": (_variance_shape, ["VARIANCE", "(100, 100)", "(300, 260)"], ["drop it"]),
+    "weight shape": (_weight_shape, ["WEIGHT", "(260, 300)"], ["image's shape"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_mosaic_raises_one_line_input_error_naming_problem_and_fix(tmp_path, case):
+    build, problem, fix = BAD_INPUTS[case]
+    path = build(tmp_path)
+    with pytest.raises(InputError) as caught:
+        inspect_fits_mosaic(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for words in problem + fix:
+        assert words in message, f"{words!r} not in {message!r}"
+    # an InputError is a ValueError, as the design asks of boundary checks
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("build", [_truncated_header, _truncated_half, _text])
+def test_bad_mosaic_does_not_leak_file_handles(tmp_path, build):
+    import gc
+    import warnings
+
+    path = build(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError):
+            inspect_fits_mosaic(path)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+# --------------------------------------------------------------------------- accepted input
+
+
+def test_good_mosaic_is_described(good_mosaic):
+    path, _ = good_mosaic
+    info = inspect_fits_mosaic(path)
+    assert info.shape == SHAPE
+    assert info.image_hdu == 0
+    assert info.noise_hdu is None and info.noise_kind == "none"
+    assert info.pixel_scale_arcsec == pytest.approx(0.1, rel=1e-9)
+    assert len(info.sha256) == 64
+    assert info.saturation is None and info.zero_point is None
+
+
+def test_image_in_an_extension_with_keywords(tmp_path):
+    header = wcs_header(SATURATE=5000.0, MAGZERO=24.5)
+    path = tmp_path / "ext.fits"
+    image = noisy_image()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, header=header, name="SCI")]).writeto(path)
+    info = inspect_fits_mosaic(path)
+    assert info.image_hdu == 1
+    assert info.saturation == 5000.0 and info.zero_point == 24.5
+    store = _ingest(path, tmp_path / "out")
+    np.testing.assert_array_equal(store.read_image(), image)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bitpix", "bzero"),
+    [
+        (np.int16, 16, None),
+        (np.uint16, 16, 32768),  # stored as int16 with BZERO = 2**15
+        (np.int32, 32, None),
+        (np.uint32, 32, 2**31),  # stored as int32 with BZERO = 2**31
+        (">f4", -32, None),  # FITS native big-endian float32
+        (np.float64, -64, None),
+    ],
+)
+def test_pixel_types_are_ingested_as_native_float32(tmp_path, dtype, bitpix, bzero):
+    rng = np.random.default_rng(2)
+    if np.dtype(dtype).kind in "iu":
+        data = rng.integers(0, 30_000, SHAPE).astype(dtype)
+    else:
+        data = (rng.normal(100.0, 10.0, SHAPE)).astype(dtype)
+    path = write_fits(tmp_path / "typed.fits", data, wcs_header())
+    raw = fits.getheader(path)
+    assert raw["BITPIX"] == bitpix
+    assert raw.get("BZERO") == bzero
+    store = _ingest(path, tmp_path / "out")
+    image = store.read_image()
+    assert image.dtype == np.float32 and image.dtype.isnative
+    np.testing.assert_array_equal(image, data.astype(np.float32))
+
+
+def test_weight_becomes_variance_and_zero_weight_no_data(tmp_path):
+    image = noisy_image()
+    weight = np.random.default_rng(3).uniform(0.5, 4.0, SHAPE).astype(np.float32)
+    weight[10:20, 30:40] = 0.0
+    weight[50, 50] = np.nan
+    hdu = fits.ImageHDU(weight, name="WEIGHT")
+    path = write_fits(tmp_path / "weighted.fits", image, wcs_header(), hdu)
+    info = inspect_fits_mosaic(path)
+    assert info.noise_kind == "weight" and info.noise_hdu == 1
+    out = tmp_path / "out"
+    store = _ingest(path, out)
+    variance = np.asarray(zarr.open_group(out / MOSAIC_STORE, mode="r")["variance"][...])
+    no_data = (weight == 0) | ~np.isfinite(weight)
+    with np.errstate(divide="ignore"):
+        expected = np.where(no_data, np.nan, np.float32(1.0) / weight).astype(np.float32)
+    np.testing.assert_array_equal(variance, expected)
+    ingested = store.read_image()
+    assert np.isnan(ingested[no_data]).all()
+    np.testing.assert_array_equal(ingested[~no_data], image[~no_data])
+
+
+def test_variance_hdu_non_positive_is_no_data(tmp_path):
+    image = noisy_image()
+    variance = np.full(SHAPE, 2.0, np.float32)
+    variance[0, :10] = 0.0
+    variance[1, :10] = -1.0
+    hdu = fits.ImageHDU(variance, name="VARIANCE")
+    path = write_fits(tmp_path / "var.fits", image, wcs_header(), hdu)
+    assert inspect_fits_mosaic(path).noise_kind == "variance"
+    out = tmp_path / "out"
+    store = _ingest(path, out)
+    stored = np.asarray(zarr.open_group(out / MOSAIC_STORE, mode="r")["variance"][...])
+    assert np.isnan(stored[:2, :10]).all() and np.isnan(store.read_image()[:2, :10]).all()
+    assert (stored[2:] == 2.0).all()
+
+
+def test_inf_pixels_become_nan_at_ingest(good_mosaic, tmp_path):
+    path, image = good_mosaic
+    store = _ingest(path, tmp_path / "out")
+    ingested = store.read_image()
+    np.testing.assert_array_equal(ingested, _expected(image))
+    assert not np.isinf(ingested).any()
+    assert store.attrs["n_nonfinite_input"] == 4  # the three +inf and one -inf pixels
+
+
+# --------------------------------------------------------------------------- ingest and windows
+
+
+@pytest.mark.parametrize(("tile_size", "halo"), [(100, 16), (128, 40), (77, 100), (260, 0)])
+def test_windows_reassemble_the_image(good_mosaic, tmp_path, tile_size, halo):
+    path, image = good_mosaic
+    variance = np.random.default_rng(4).uniform(1.0, 2.0, SHAPE).astype(np.float32)
+    path = write_fits(
+        tmp_path / "with_var.fits", image, wcs_header(), fits.ImageHDU(variance, name="VARIANCE")
+    )
+    store = _ingest(path, tmp_path / "out", tile_size=tile_size)
+    expected = _expected(image)
+    expected_variance = np.where(np.isfinite(expected), variance, np.nan)
+    grid = make_tile_grid(SHAPE, tile_size=tile_size, halo=halo, wcs=store.wcs)
+    image_out = np.full(SHAPE, -1.0, np.float32)
+    variance_out = np.full(SHAPE, -1.0, np.float32)
+    for tile in grid:
+        window = store.read_window(tile)
+        for plane in (window.image, window.variance, window.background):
+            assert plane.shape == tile.window_shape and plane.dtype == np.float32
+        # the whole window, halo included, is the mosaic with NaN beyond its edge
+        np.testing.assert_array_equal(window.image, extract_window(expected, tile))
+        np.testing.assert_array_equal(window.variance, extract_window(expected_variance, tile))
+        (top, bottom), (left, right) = tile.read_pad
+        outside = np.ones(tile.window_shape, bool)
+        outside[top : tile.window_shape[0] - bottom, left : tile.window_shape[1] - right] = False
+        assert np.isnan(window.image[outside]).all()
+        assert np.isfinite(window.background).all()
+        insert_core(image_out, tile, window.image)
+        insert_core(variance_out, tile, window.variance)
+        assert window.image[tile.crop_slices].shape == tile.core_shape
+    np.testing.assert_array_equal(image_out, expected)
+    np.testing.assert_array_equal(variance_out, expected_variance)
+
+
+def test_window_without_noise_hdu_uses_background_rms(good_mosaic, tmp_path):
+    path, _ = good_mosaic
+    store = _ingest(path, tmp_path / "out")
+    grid = make_tile_grid(SHAPE, tile_size=100, halo=30)
+    for tile in (grid[0], grid[len(grid) - 1]):
+        window = store.read_window(tile)
+        finite = np.isfinite(window.image)
+        np.testing.assert_array_equal(np.isfinite(window.variance), finite)
+        rms = interpolate_mesh(store.mesh.rms, 32, tile.origin, tile.window_shape)
+        np.testing.assert_array_equal(window.variance[finite], (rms * rms)[finite])
+        level = interpolate_mesh(store.mesh.level, 32, tile.origin, tile.window_shape)
+        np.testing.assert_array_equal(window.background, level)
+        # the sky is 10 with rms 1: the mesh finds them (3-sigma clipping keeps 0.987 rms)
+        assert np.median(window.variance[finite]) == pytest.approx(0.97, abs=0.05)
+        assert np.all(np.abs(window.variance[finite] - 1.0) < 0.3)
+        assert np.all(np.abs(window.background - 10.0) < 0.15)
+
+
+@pytest.mark.parametrize("tile_size", [64, 100, 128, 260])
+def test_one_tile_core_is_one_shard(good_mosaic, tmp_path, tile_size):
+    path, _ = good_mosaic
+    out = tmp_path / "out"
+    store = _ingest(path, out, tile_size=tile_size)
+    image = zarr.open_group(out / MOSAIC_STORE, mode="r")["image"]
+    assert image.shards == (tile_size, tile_size)
+    assert all(shard % chunk == 0 for shard, chunk in zip(image.shards, image.chunks, strict=True))
+    outputs = OutputStore(out)
+    outputs.create_masks(SHAPE, tile_size, store.wcs)
+    masks = zarr.open_group(out / "masks.zarr", mode="r")
+    for name in ("mask", "segmentation"):
+        assert masks[name].shards == (tile_size, tile_size)
+        assert masks[name].shape == SHAPE
+
+
+def test_write_core_writes_exactly_the_tile_core(good_mosaic, tmp_path):
+    path, _ = good_mosaic
+    out = tmp_path / "out"
+    store = _ingest(path, out)
+    outputs = OutputStore(out)
+    outputs.create_masks(SHAPE, 100, store.wcs)
+    grid = make_tile_grid(SHAPE, tile_size=100, halo=0)
+    tile = grid[4]
+    outputs.write_core(tile, np.full(tile.core_shape, 3), np.full(tile.core_shape, 7))
+    mask, segmentation = outputs.read_masks()
+    expected = np.zeros(SHAPE, np.int64)
+    expected[tile.core_slices] = 7
+    np.testing.assert_array_equal(segmentation, expected)
+    np.testing.assert_array_equal(mask, (expected > 0) * 3)
+    assert mask.dtype == np.uint32 and segmentation.dtype == np.int64
+
+
+def test_wcs_round_trips_through_attributes(good_mosaic, tmp_path):
+    path, _ = good_mosaic
+    info = inspect_fits_mosaic(path)
+    attrs = wcs_to_attrs(info.wcs)
+    attrs = json.loads(json.dumps(attrs))  # survives JSON, as in Zarr attributes
+    rebuilt = wcs_from_attrs(attrs)
+    store = _ingest(path, tmp_path / "out")
+    y, x = np.mgrid[0:300:37, 0:260:29]
+    expected = info.wcs.pixel_to_world_values(x, y)
+    for wcs in (rebuilt, store.wcs):
+        assert isinstance(wcs, WCS) and wcs.has_celestial
+        np.testing.assert_allclose(wcs.pixel_to_world_values(x, y), expected, rtol=0, atol=1e-12)
+    assert store.pixel_scale_arcsec == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------- output store
+
+
+def _tables():
+    sources = pd.DataFrame({"id": np.arange(3, dtype=np.int64), "flux": [1.0, 2.0, 3.0]})
+    clumps = pd.DataFrame({"id": np.arange(2, dtype=np.int64), "host": [0, 0]})
+    return sources, clumps
+
+
+def test_write_tile_result_round_trips_and_leaves_no_temporary_file(tmp_path):
+    store = OutputStore(tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    sources, clumps = _tables()
+    store.write_tile_result(12, sources, clumps, {"status": "done", "tile_id": 12})
+    names = sorted(p.name for p in store.tiles_dir.iterdir())
+    assert names == ["000012.clumps.parquet", "000012.json", "000012.sources.parquet"]
+    assert store.read_tile_record(12) == {"status": "done", "tile_id": 12}
+    read_sources, read_clumps = store.read_tile_tables(12)
+    pd.testing.assert_frame_equal(read_sources, sources)
+    pd.testing.assert_frame_equal(read_clumps, clumps)
+    assert store.read_tile_record(13) is None
+
+
+def test_tile_record_is_written_last(tmp_path, monkeypatch):
+    import survey_seg.store as store_module
+
+    written = []
+    real_parquet, real_bytes = store_module._atomic_parquet, store_module.atomic_write_bytes
+    monkeypatch.setattr(
+        store_module, "_atomic_parquet", lambda t, p: (written.append(p.name), real_parquet(t, p))
+    )
+    monkeypatch.setattr(
+        store_module, "atomic_write_bytes", lambda p, d: (written.append(p.name), real_bytes(p, d))
+    )
+    store = OutputStore(tmp_path)
+    store.write_tile_result(3, *_tables(), {"status": "done"})
+    assert written[-1] == "000003.json"
+    assert set(written) == {"000003.sources.parquet", "000003.clumps.parquet", "000003.json"}
+
+
+def test_failed_catalog_write_leaves_no_record(tmp_path, monkeypatch):
+    import survey_seg.store as store_module
+
+    real = store_module._atomic_parquet
+
+    def failing(table, path):
+        if "clumps" in path.name:
+            raise OSError("disk full")
+        real(table, path)
+
+    monkeypatch.setattr(store_module, "_atomic_parquet", failing)
+    store = OutputStore(tmp_path)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_tile_result(5, *_tables(), {"status": "done"})
+    assert not store.tile_paths(5)["record"].exists()
+    assert store.read_tile_record(5) is None
+    assert not list(store.tiles_dir.glob("*.tmp"))
+
+
+def test_interrupted_atomic_write_leaves_no_file(tmp_path, monkeypatch):
+    import survey_seg.store as store_module
+
+    store = OutputStore(tmp_path)
+
+    def failing_replace(source, target):
+        raise OSError("interrupted")
+
+    monkeypatch.setattr(store_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="interrupted"):
+        store.write_tile_result(7, *_tables(), {"status": "done"})
+    assert list(store.tiles_dir.iterdir()) == []
+
+
+def test_corrupt_tile_record_counts_as_unfinished(tmp_path):
+    store = OutputStore(tmp_path)
+    store.write_tile_result(1, *_tables(), {"status": "done"})
+    store.tile_paths(1)["record"].write_text('{"status": "do')
+    assert store.read_tile_record(1) is None
+
+
+def test_manifest_round_trip_and_corrupt_manifest(tmp_path):
+    store = OutputStore(tmp_path)
+    assert store.read_manifest() is None
+    store.write_manifest({"run_id": "x", "runs": ["x"]})
+    assert store.read_manifest() == {"run_id": "x", "runs": ["x"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+    store.manifest_path.write_text('{"run_id": "x", "ru')
+    with pytest.raises(OutputError, match="--force") as caught:
+        store.read_manifest()
+    assert "corrupt" in str(caught.value) and str(store.manifest_path) in str(caught.value)
+
+
+def test_write_table_writes_parquet_and_fits(tmp_path):
+    from astropy.table import Table
+
+    store = OutputStore(tmp_path)
+    sources, _ = _tables()
+    store.write_table(sources, "sources")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sources.parquet"), sources)
+    np.testing.assert_array_equal(Table.read(tmp_path / "sources.fits")["flux"], sources["flux"])
+    store.write_table(sources, "plain", fits_copy=False)
+    assert not (tmp_path / "plain.fits").exists()
+    assert not list(tmp_path.glob(".*"))
