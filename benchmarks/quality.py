@@ -24,7 +24,7 @@ import pandas as pd
 from survey_seg.evaluate import score_catalog
 from survey_seg.masks import MaskBit
 from survey_seg.pipeline import RunConfig, run_survey
-from survey_seg.simulate import SimulationConfig, SimulatedMosaic, simulate_mosaic, write_simulation
+from survey_seg.simulate import SimulatedMosaic, SimulationConfig, simulate_mosaic, write_simulation
 
 SPURIOUS_BITS = np.uint32(MaskBit.CR | MaskBit.STREAK | MaskBit.BAD | MaskBit.GHOST)
 
