@@ -129,6 +129,10 @@ CLUMP_COLUMNS: tuple[str, ...] = ("id", "host_id", "x", "y", "ra", "dec", "flux"
 BLEND_LINK_ARCSEC: float = 1.5
 """Linking length of the truth blend groups and neighbour counts."""
 
+FOOTPRINT_SKY_SIGMA: float = 1.0
+"""Noiseless light (in sky sigma) above which a pixel belongs to an object's footprint
+in ``truth_segmentation`` and ``truth_overlap``."""
+
 _PSF_MODELS = ("moffat", "gaussian")
 _GALAXY_MAX_HALF = 160  # largest galaxy stamp half-width before convolution (px)
 _POINT_MAX_HALF = 100  # largest star / clump stamp half-width (px)
@@ -431,6 +435,12 @@ class SimulatedMosaic:
         NO_DATA, BAD, SAT, CR, STREAK, GHOST. NO_DATA pixels carry no other plane.
     config : SimulationConfig
         The configuration that made it.
+    truth_segmentation : numpy.ndarray or None
+        int32 ``(ny, nx)``: the truth ``id`` of the object whose noiseless light is
+        brightest at each pixel, among those above :data:`FOOTPRINT_SKY_SIGMA` sky
+        sigma there; 0 elsewhere. A clumpy galaxy and its clumps are one object.
+    truth_overlap : numpy.ndarray or None
+        bool ``(ny, nx)``: two or more objects are above that level at the pixel.
     """
 
     image: np.ndarray
@@ -441,6 +451,8 @@ class SimulatedMosaic:
     truth_clumps: pd.DataFrame
     truth_mask: np.ndarray
     config: SimulationConfig = field(default_factory=SimulationConfig)
+    truth_segmentation: np.ndarray | None = None
+    truth_overlap: np.ndarray | None = None
 
 
 @dataclass
@@ -1373,9 +1385,11 @@ def simulate_mosaic(config: SimulationConfig | None = None) -> SimulatedMosaic:
 
     model = np.zeros(shape, dtype=np.float32)
     snr = np.empty(len(sources))
+    footprints = _FootprintTruth(shape, FOOTPRINT_SKY_SIGMA * config.sky_sigma)
     for i, source in enumerate(sources):
         stamp, y0, x0 = _render_source(source, optics, config.sky_sigma)
         _paste(model, stamp, y0, x0)
+        footprints.add(i + 1, stamp, y0, x0)
         snr[i] = _matched_snr(stamp, config.sky_sigma, config.gain)
 
     mask = np.zeros(shape, dtype=MASK_DTYPE)
@@ -1429,7 +1443,31 @@ def simulate_mosaic(config: SimulationConfig | None = None) -> SimulatedMosaic:
         truth_clumps=truth_clumps,
         truth_mask=mask,
         config=config,
+        truth_segmentation=footprints.segmentation,
+        truth_overlap=footprints.count > 1,
     )
+
+
+class _FootprintTruth:
+    """Per-pixel dominant object and number of objects above a light level."""
+
+    def __init__(self, shape: tuple[int, int], level: float) -> None:
+        self.level = level
+        self.segmentation = np.zeros(shape, dtype=np.int32)
+        self.count = np.zeros(shape, dtype=np.uint8)
+        self._brightest = np.zeros(shape, dtype=np.float32)
+
+    def add(self, object_id: int, stamp: np.ndarray, y0: int, x0: int) -> None:
+        overlap = _overlap(self.segmentation.shape, stamp.shape, y0, x0)
+        if overlap is None:
+            return
+        canvas, part = overlap
+        values = stamp[part]
+        above = values > self.level
+        brighter = above & (values > self._brightest[canvas])
+        self.count[canvas] += above.astype(np.uint8)
+        self.segmentation[canvas][brighter] = object_id
+        self._brightest[canvas][brighter] = values[brighter]
 
 
 def _truth_tables(

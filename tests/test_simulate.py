@@ -667,3 +667,20 @@ def test_invalid_public_arguments():
         clump_stamps(2, size=8)
     with pytest.raises(ValueError, match="seed"):
         quality_stamps(2, seed=-5)
+
+
+def test_dense_truth_maps_are_consistent_with_the_catalog():
+    sim = simulate_mosaic(SimulationConfig(size=256, seed=5))
+    segmentation, overlap = sim.truth_segmentation, sim.truth_overlap
+    assert segmentation.shape == overlap.shape == sim.image.shape
+    ids = set(np.unique(segmentation)) - {0}
+    assert ids <= set(sim.truth_sources["id"])
+    # bright objects own the pixel at their centre
+    bright = sim.truth_sources[sim.truth_sources["snr"] > 20]
+    x = np.rint(bright["x"]).astype(int).clip(0, 255)
+    y = np.rint(bright["y"]).astype(int).clip(0, 255)
+    owned = segmentation[y, x] == bright["id"].to_numpy()
+    assert owned.mean() > 0.9
+    # overlaps happen, and only inside footprints
+    assert overlap.any()
+    assert not (overlap & (segmentation == 0)).any()
