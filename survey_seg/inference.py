@@ -1,0 +1,200 @@
+"""Run the screening network: input normalisation, weight loading, prediction.
+
+Weights are loaded with ``torch.load(..., weights_only=True)`` only after their
+sha256 matches the one in the model's config file, and once per process and
+device (:func:`load_predictor` caches them), never once per tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from survey_seg.errors import InputError
+from survey_seg.models.unet import ScreeningUNet, UNetConfig, split_heads
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Prediction",
+    "Predictor",
+    "load_model_config",
+    "load_predictor",
+    "network_input",
+    "resolve_device",
+]
+
+WEIGHTS_DIR = Path(__file__).parent / "models" / "weights"
+DEFAULT_MODEL = WEIGHTS_DIR / "screening.json"
+SNR_SOFTENING = 3.0
+
+
+def network_input(
+    image: np.ndarray,
+    variance: np.ndarray,
+    background: np.ndarray,
+    saturation: float | None,
+) -> np.ndarray:
+    """The network's input planes (:data:`~survey_seg.models.unet.INPUT_CHANNELS`).
+
+    Parameters
+    ----------
+    image, variance, background : numpy.ndarray
+        Window arrays; non-finite image or non-positive variance is no data.
+    saturation : float or None
+        ``SATURATE`` of the image, if known.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(3, H, W)``: ``asinh(snr / 3)`` with ``snr`` the
+        background-subtracted S/N, the image over its saturation level (clipped to
+        [0, 1.5]; 0 without one), and the valid-pixel mask. No data is 0 everywhere.
+    """
+    valid = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    sigma = np.sqrt(np.where(valid, variance, 1.0))
+    snr = np.where(valid, (image - background) / sigma, 0.0)
+    planes = np.empty((3, *image.shape), dtype=np.float32)
+    planes[0] = np.arcsinh(snr / SNR_SOFTENING)
+    if saturation:
+        planes[1] = np.clip(np.where(valid, image / saturation, 0.0), 0.0, 1.5)
+    else:
+        planes[1] = 0.0
+    planes[2] = valid
+    return planes
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Network outputs for one window, as probabilities (numpy, float32).
+
+    Attributes
+    ----------
+    segmentation : numpy.ndarray
+        ``(3, H, W)`` softmax: background, single object, overlap.
+    centre, clump : numpy.ndarray
+        ``(H, W)`` heatmaps in [0, 1].
+    artefact : numpy.ndarray
+        ``(5, H, W)``: CR, STREAK, GHOST, BAD, SAT probabilities.
+    stamps : numpy.ndarray
+        ``(len(QUALITY_CLASSES), h, w)`` per-stamp quality probabilities.
+    """
+
+    segmentation: np.ndarray
+    centre: np.ndarray
+    clump: np.ndarray
+    artefact: np.ndarray
+    stamps: np.ndarray
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for but no CUDA GPU is available; use cpu")
+    return torch.device(device)
+
+
+def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
+    """Read a model config file, checking that it names its weights and their hash."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(
+            f"model config {path} does not exist; train one with `survey-seg train` "
+            "or use --method classical"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"model config {path} is not valid JSON ({error}); restore it") from None
+    missing = {"weights", "sha256", "architecture", "thresholds"} - set(config)
+    if missing:
+        raise InputError(f"model config {path} lacks {sorted(missing)}; restore or retrain it")
+    return config
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Predictor:
+    """Configure once (load and check weights), call :meth:`predict` on many windows.
+
+    Parameters
+    ----------
+    config_path : path-like
+        Model config file; its ``weights`` entry names the weight file beside it.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    def __init__(self, config_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto"):
+        self.config_path = Path(config_path)
+        self.config = load_model_config(self.config_path)
+        weights = self.config_path.parent / self.config["weights"]
+        if not weights.exists():
+            raise InputError(f"weight file {weights} does not exist; reinstall or retrain")
+        digest = _sha256(weights)
+        if digest != self.config["sha256"]:
+            raise InputError(
+                f"weight file {weights} has sha256 {digest[:12]}..., but its config expects "
+                f"{self.config['sha256'][:12]}...; it was changed or corrupted: reinstall "
+                "survey-seg or retrain with `survey-seg train`"
+            )
+        self.sha256 = digest
+        self.device = resolve_device(device)
+        architecture = UNetConfig(**self.config["architecture"])
+        self.model = ScreeningUNet(architecture)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.eval().to(self.device)
+        self.thresholds: dict = dict(self.config["thresholds"])
+
+    @torch.inference_mode()
+    def predict(self, planes: np.ndarray) -> Prediction:
+        """Probabilities for one window of input planes ``(3, H, W)``.
+
+        The window is zero-padded (as no data) to a multiple of the network's
+        stride and the padding cropped off the outputs.
+        """
+        _, height, width = planes.shape
+        multiple = self.model.config.stamp_size
+        pad_y, pad_x = -height % multiple, -width % multiple
+        x = torch.from_numpy(np.ascontiguousarray(planes))[None].to(self.device)
+        if pad_y or pad_x:
+            x = torch.nn.functional.pad(x, (0, pad_x, 0, pad_y))
+        pixel_logits, stamp_logits = self.model(x)
+        heads = split_heads(pixel_logits[..., :height, :width])
+        stamp_rows = -(-height // multiple)
+        stamp_cols = -(-width // multiple)
+        return Prediction(
+            segmentation=_numpy(torch.softmax(heads["segmentation"], dim=1)[0]),
+            centre=_numpy(torch.sigmoid(heads["centre"])[0, 0]),
+            clump=_numpy(torch.sigmoid(heads["clump"])[0, 0]),
+            artefact=_numpy(torch.sigmoid(heads["artefact"])[0]),
+            stamps=_numpy(torch.sigmoid(stamp_logits)[0, :, :stamp_rows, :stamp_cols]),
+        )
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.float().cpu().numpy()
+
+
+@lru_cache(maxsize=4)
+def _cached_predictor(config_path: str, sha256: str, device: str) -> Predictor:
+    return Predictor(config_path, device=device)
+
+
+def load_predictor(
+    config_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto"
+) -> Predictor:
+    """The process-wide :class:`Predictor` for a model and device (loaded once)."""
+    config = load_model_config(config_path)
+    return _cached_predictor(str(Path(config_path).resolve()), config["sha256"], device)

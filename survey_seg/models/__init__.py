@@ -1,0 +1,1 @@
+"""PyTorch networks and their shipped weights (``weights/*.pt`` with a ``*.json`` config)."""

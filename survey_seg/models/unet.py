@@ -1,0 +1,156 @@
+"""The screening network: a U-Net with several heads.
+
+Encoder: blocks of two 3x3 convolutions (batch norm, ReLU) and 2x2 max pooling.
+Decoder: 2x2 transposed convolutions that double the size (the slides' "going
+backward of convolution"), concatenated with the encoder's skip connection,
+then two 3x3 convolutions. One 1x1 convolution gives every pixel head at once;
+a stamp head on the bottleneck gives per-stamp quality logits (the Euclid
+data-quality CNN of the slides, sharing the encoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["HEADS", "INPUT_CHANNELS", "QUALITY_CLASSES", "ScreeningUNet", "UNetConfig"]
+
+INPUT_CHANNELS = ("asinh_snr", "saturation_fraction", "valid")
+"""What the network sees at each pixel (see :func:`survey_seg.inference.network_input`)."""
+
+HEADS: dict[str, int] = {
+    "segmentation": 3,  # background, single object, overlap of two or more objects
+    "centre": 1,  # heatmap peaked on object centres
+    "clump": 1,  # heatmap peaked on clumps
+    "artefact": 5,  # CR, STREAK, GHOST, BAD, SAT pixel probabilities
+}
+"""Pixel heads and their channel counts, in output order."""
+
+QUALITY_CLASSES = (
+    "cosmic_ray",
+    "satellite_trail",
+    "ghost",
+    "bad_column",
+    "saturation",
+    "missing_data",
+    "bad",
+)
+"""Per-stamp quality labels: six artefact classes and 'any of them'."""
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of :class:`ScreeningUNet`."""
+
+    width: int = 16
+    """Channels of the first encoder level; each level doubles them."""
+    depth: int = 3
+    """Number of pooling steps; inputs are padded to a multiple of ``2**depth``."""
+    stamp_size: int = 64
+    """Side of the stamps that the quality head classifies (a multiple of ``2**depth``)."""
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.depth < 1:
+            raise ValueError(f"width and depth must be positive, got {self.width}, {self.depth}")
+        if self.stamp_size % (2**self.depth):
+            raise ValueError(
+                f"stamp_size {self.stamp_size} must be a multiple of 2**depth = {2**self.depth}"
+            )
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain dict, for config files."""
+        return asdict(self)
+
+
+def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ScreeningUNet(nn.Module):
+    """U-Net with pixel heads (:data:`HEADS`) and a stamp quality head.
+
+    Parameters
+    ----------
+    config : UNetConfig
+        Width, depth and stamp size.
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or UNetConfig()
+        width, depth = self.config.width, self.config.depth
+        channels = [width * 2**level for level in range(depth + 1)]
+        self.encoders = nn.ModuleList()
+        previous = len(INPUT_CHANNELS)
+        for level in range(depth):
+            self.encoders.append(_block(previous, channels[level]))
+            previous = channels[level]
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = _block(channels[depth - 1], channels[depth])
+        self.upsamplers = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for level in reversed(range(depth)):
+            self.upsamplers.append(
+                nn.ConvTranspose2d(channels[level + 1], channels[level], kernel_size=2, stride=2)
+            )
+            self.decoders.append(_block(2 * channels[level], channels[level]))
+        self.pixel_head = nn.Conv2d(channels[0], sum(HEADS.values()), 1)
+        with torch.no_grad():  # rare positives: start the sigmoid heads near p = 0.01
+            start = HEADS["segmentation"]
+            self.pixel_head.bias[start:] = -4.6
+        cells = self.config.stamp_size // 2**depth
+        self.stamp_head = nn.Sequential(
+            nn.AvgPool2d(cells, ceil_mode=True),
+            nn.Conv2d(channels[depth], 64, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, len(QUALITY_CLASSES), 1),
+        )
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be a multiple of this."""
+        return 2**self.config.depth
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(pixel_logits, stamp_logits)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(batch, len(INPUT_CHANNELS), H, W)`` with ``H`` and ``W`` multiples of
+            :attr:`multiple`.
+
+        Returns
+        -------
+        pixel_logits : torch.Tensor
+            ``(batch, sum(HEADS.values()), H, W)``.
+        stamp_logits : torch.Tensor
+            ``(batch, len(QUALITY_CLASSES), ceil(H / stamp), ceil(W / stamp))``.
+        """
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = self.pool(x)
+        bottom = self.bottleneck(x)
+        x = bottom
+        for upsample, decoder, skip in zip(
+            self.upsamplers, self.decoders, reversed(skips), strict=True
+        ):
+            x = decoder(torch.cat([upsample(x), skip], dim=1))
+        return self.pixel_head(x), self.stamp_head(bottom)
+
+
+def split_heads(pixel_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split the pixel logits into the named heads of :data:`HEADS`."""
+    parts = torch.split(pixel_logits, list(HEADS.values()), dim=1)
+    return dict(zip(HEADS, parts, strict=True))

@@ -1,0 +1,484 @@
+"""Train the screening network on simulated scenes.
+
+Every batch is a set of small mosaics simulated on the fly
+(:func:`survey_seg.simulate.simulate_mosaic`), cropped at random, with dense
+targets built from the simulation's truth: object / overlap classes, a heatmap
+on object centres, a heatmap on clumps, artefact pixel planes and per-stamp
+quality labels. Scenes vary the PSF, noise, Sersic range and artefact rates
+around the survey defaults, and half of them carry many more artefacts than a
+survey does, so that rare classes (trails, ghosts) are learned. Everything is
+deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
+from survey_seg.inference import network_input, resolve_device
+from survey_seg.masks import MaskBit
+from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet, UNetConfig, split_heads
+from survey_seg.simulate import (
+    SIMULATOR_VERSION,
+    SimulatedMosaic,
+    SimulationConfig,
+    simulate_mosaic,
+)
+
+__all__ = [
+    "ARTEFACT_PLANES",
+    "DEFAULT_THRESHOLDS",
+    "TASKS",
+    "TrainConfig",
+    "TrainResult",
+    "make_batch",
+    "scene_config",
+    "train",
+]
+
+ARTEFACT_PLANES = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
+"""Mask planes of the artefact head's channels, in order."""
+QUALITY_PLANES = (*ARTEFACT_PLANES[:2], MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT, MaskBit.NO_DATA)
+"""Mask planes of the first six :data:`QUALITY_CLASSES`, in order."""
+
+TASKS: dict[str, dict[str, float]] = {
+    "screening": {"segmentation": 1.0, "centre": 1.0, "clump": 1.0, "artefact": 1.0, "stamps": 0.5},
+    "blends": {"segmentation": 1.0, "centre": 1.0},
+    "clumps": {"clump": 1.0, "segmentation": 0.2},
+    "quality": {"artefact": 1.0, "stamps": 0.5},
+}
+"""Loss weights of each trainable task: ``screening`` trains every head of one
+shared network; the others train a network for their heads alone."""
+
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "object": 0.5,
+    "centre": 0.3,
+    "centre_min_distance": 2.0,
+    "clump": 0.35,
+    "artefact": 0.5,
+    "stamp_bad": 0.5,
+    "inspect_fraction": 0.02,
+    "reject_fraction": 0.25,
+}
+"""Post-processing thresholds written into a trained model's config (tunable there)."""
+
+CENTRE_SIGMA = 1.0
+CLUMP_SIGMA = 1.0
+MIN_CENTRE_SNR = 5.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Parameters of a training run."""
+
+    steps: int = 3000
+    """Optimiser steps."""
+    batch_size: int = 8
+    """Crops per step."""
+    crop: int = 128
+    """Side of the training crops (a multiple of the stamp size)."""
+    scene_size: int = 192
+    """Side of the simulated scenes that crops are cut from."""
+    learning_rate: float = 2e-3
+    """Peak learning rate of the one-cycle schedule (AdamW)."""
+    seed: int = 0
+    """Seed of the scenes, the crops and the initial weights."""
+    architecture: UNetConfig = field(default_factory=UNetConfig)
+    """Network width, depth and stamp size."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``auto``."""
+    checkpoint_every: int = 250
+    """Steps between checkpoints (a run restarted in the same directory resumes)."""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "crop", "scene_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.crop % self.architecture.stamp_size or self.crop > self.scene_size:
+            raise ValueError(
+                f"crop {self.crop} must be a multiple of the stamp size "
+                f"{self.architecture.stamp_size} and at most scene_size {self.scene_size}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    config_path: Path
+    weights_path: Path
+    losses: list[float]
+    validation_losses: list[float]
+    seconds: float
+
+
+# --------------------------------------------------------------------------- data
+
+
+def scene_config(seed: int, *, size: int, shifted: bool = False) -> SimulationConfig:
+    """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
+
+    Training scenes jitter the PSF width and noise by up to 15 % and the Sersic
+    range; every other scene is rich in artefacts and clumpy galaxies. The
+    ``shifted`` survey (for testing generalisation) moves PSF width and noise by
+    30 % and narrows the Sersic range, outside the training jitter.
+    """
+    base = SimulationConfig()
+    if shifted:
+        return SimulationConfig(
+            size=size,
+            seed=seed,
+            psf_fwhm_pix=base.psf_fwhm_pix * 1.3,
+            sky_sigma=base.sky_sigma * 1.3,
+            sersic_n_range=(0.8, 2.5),
+        )
+    rng = np.random.default_rng([seed, 7919])
+    rich = seed % 2 == 1
+    return SimulationConfig(
+        size=size,
+        seed=seed,
+        psf_fwhm_pix=base.psf_fwhm_pix * rng.uniform(0.85, 1.15),
+        sky_sigma=base.sky_sigma * rng.uniform(0.85, 1.15),
+        sersic_n_range=(rng.uniform(0.4, 0.7), rng.uniform(3.0, 5.0)),
+        clumpy_fraction=0.5 if rich else base.clumpy_fraction,
+        star_mag_range=(14.0, 24.0) if rich else base.star_mag_range,
+        star_mag_slope=0.0 if rich else base.star_mag_slope,
+        n_satellite_trails=80.0 if rich else base.n_satellite_trails,
+        n_ghosts=80.0 if rich else base.n_ghosts,
+        n_bad_columns=120.0 if rich else base.n_bad_columns,
+        n_chip_gaps=20.0 if rich else base.n_chip_gaps,
+        n_holes=20.0 if rich else base.n_holes,
+        n_cosmic_rays=600.0 if rich else base.n_cosmic_rays,
+    )
+
+
+def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
+    """Network input planes of a whole simulated scene, background from its mesh."""
+    level, rms, _ = cell_statistics(sim.image, background_cell)
+    mesh = finish_mesh(level, rms, background_cell)
+    background = interpolate_mesh(mesh.level, background_cell, (0, 0), sim.image.shape)
+    return network_input(sim.image, sim.variance, background, sim.config.saturation)
+
+
+def scene_targets(sim: SimulatedMosaic, stamp_size: int) -> dict[str, np.ndarray]:
+    """Dense training targets of a whole simulated scene.
+
+    Returns
+    -------
+    dict
+        ``segmentation`` (int64 class 0/1/2), ``centre`` and ``clump`` heatmaps,
+        ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels.
+    """
+    shape = sim.image.shape
+    classes = np.where(sim.truth_segmentation > 0, 1, 0)
+    classes[sim.truth_overlap] = 2
+    sources = sim.truth_sources
+    detectable = sources[sources["snr"] >= MIN_CENTRE_SNR]
+    centre = _heatmap(shape, detectable["x"].to_numpy(), detectable["y"].to_numpy(), CENTRE_SIGMA)
+    clumps = sim.truth_clumps
+    clump = _heatmap(shape, clumps["x"].to_numpy(), clumps["y"].to_numpy(), CLUMP_SIGMA)
+    mask = sim.truth_mask
+    artefact = np.stack([(mask & np.uint32(bit)) != 0 for bit in ARTEFACT_PLANES]).astype(
+        np.float32
+    )
+    stamps = _stamp_labels(mask, stamp_size)
+    return {
+        "segmentation": classes.astype(np.int64),
+        "centre": centre,
+        "clump": clump,
+        "artefact": artefact,
+        "stamps": stamps,
+    }
+
+
+def _heatmap(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian peaks (max-combined) at ``(x, y)``, exactly 1 at each rounded centre."""
+    heat = np.zeros(shape, dtype=np.float32)
+    radius = int(np.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    for xc, yc in zip(x, y, strict=True):
+        ix, iy = int(np.rint(xc)), int(np.rint(yc))
+        if not (0 <= ix < shape[1] and 0 <= iy < shape[0]):
+            continue
+        ys = np.clip(iy + offsets, 0, shape[0] - 1)
+        xs = np.clip(ix + offsets, 0, shape[1] - 1)
+        g = np.exp(-((xs[None, :] - xc) ** 2 + (ys[:, None] - yc) ** 2) / (2 * sigma**2)).astype(
+            np.float32
+        )
+        block = heat[np.ix_(ys, xs)]
+        heat[np.ix_(ys, xs)] = np.maximum(block, g)
+        heat[iy, ix] = 1.0
+    return heat
+
+
+def _stamp_labels(mask: np.ndarray, stamp_size: int) -> np.ndarray:
+    """Per-stamp labels: each of :data:`QUALITY_PLANES` present, then 'any'."""
+    ny, nx = mask.shape
+    rows, cols = -(-ny // stamp_size), -(-nx // stamp_size)
+    labels = np.zeros((len(QUALITY_CLASSES), rows, cols), dtype=np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            stamp = mask[
+                r * stamp_size : (r + 1) * stamp_size, c * stamp_size : (c + 1) * stamp_size
+            ]
+            present = np.bitwise_or.reduce(stamp, axis=None)
+            for k, bit in enumerate(QUALITY_PLANES):
+                labels[k, r, c] = bool(present & np.uint32(bit))
+    labels[-1] = labels[:-1].max(axis=0)
+    return labels
+
+
+def make_batch(
+    seeds: list[int], rng: np.random.Generator, config: TrainConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Simulate one scene per seed, crop each at random, flip at random; stack."""
+    stamp = config.architecture.stamp_size
+    inputs, targets = [], {}
+    for seed in seeds:
+        sim = simulate_mosaic(scene_config(seed, size=config.scene_size))
+        planes = scene_inputs(sim)
+        dense = scene_targets(sim, stamp)
+        # crops start on the stamp grid so the stamp labels stay aligned
+        starts = np.arange(0, config.scene_size - config.crop + 1, stamp)
+        y0, x0 = int(rng.choice(starts)), int(rng.choice(starts))
+        flip_y, flip_x = rng.random(2) < 0.5
+
+        def cut(array: np.ndarray, scale: int = 1, y0=y0, x0=x0, fy=flip_y, fx=flip_x):
+            size = config.crop // scale
+            out = array[..., y0 // scale : y0 // scale + size, x0 // scale : x0 // scale + size]
+            if fy:
+                out = out[..., ::-1, :]
+            if fx:
+                out = out[..., :, ::-1]
+            return np.ascontiguousarray(out)
+
+        inputs.append(cut(planes))
+        for name, array in dense.items():
+            targets.setdefault(name, []).append(cut(array, stamp if name == "stamps" else 1))
+    return (
+        torch.from_numpy(np.stack(inputs)),
+        {name: torch.from_numpy(np.stack(arrays)) for name, arrays in targets.items()},
+    )
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on a heatmap with peaks of exactly 1."""
+    p = torch.sigmoid(logits).clamp(1e-5, 1 - 1e-5)
+    positive = target.eq(1).float()
+    negative_weight = (1 - target).pow(4)
+    positive_loss = positive * (1 - p).pow(2) * torch.log(p)
+    negative_loss = (1 - positive) * negative_weight * p.pow(2) * torch.log(1 - p)
+    n_positive = positive.sum().clamp(min=1.0)
+    return -(positive_loss.sum() + negative_loss.sum()) / n_positive
+
+
+SEGMENTATION_CLASS_WEIGHTS = torch.tensor([1.0, 1.0, 3.0])
+ARTEFACT_POSITIVE_WEIGHT = 3.0
+
+
+def task_loss(
+    pixel_logits: torch.Tensor,
+    stamp_logits: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    weights: dict[str, float],
+) -> torch.Tensor:
+    """Weighted sum of the losses of the heads a task trains."""
+    heads = split_heads(pixel_logits)
+    total = pixel_logits.new_zeros(())
+    if "segmentation" in weights:
+        class_weights = SEGMENTATION_CLASS_WEIGHTS.to(pixel_logits.device)
+        total = total + weights["segmentation"] * nn.functional.cross_entropy(
+            heads["segmentation"], targets["segmentation"], weight=class_weights
+        )
+    if "centre" in weights:
+        total = total + weights["centre"] * focal_heatmap_loss(
+            heads["centre"][:, 0], targets["centre"]
+        )
+    if "clump" in weights:
+        total = total + weights["clump"] * focal_heatmap_loss(
+            heads["clump"][:, 0], targets["clump"]
+        )
+    if "artefact" in weights:
+        pos_weight = torch.full((1, 5, 1, 1), ARTEFACT_POSITIVE_WEIGHT, device=pixel_logits.device)
+        total = total + weights["artefact"] * nn.functional.binary_cross_entropy_with_logits(
+            heads["artefact"], targets["artefact"], pos_weight=pos_weight
+        )
+    if "stamps" in weights:
+        total = total + weights["stamps"] * nn.functional.binary_cross_entropy_with_logits(
+            stamp_logits, targets["stamps"]
+        )
+    return total
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(
+    task: str,
+    out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train the network for ``task`` and write ``OUT/{task}.pt`` and ``OUT/{task}.json``.
+
+    Parameters
+    ----------
+    task : str
+        One of :data:`TASKS`.
+    out_dir : path-like
+        Output directory; a ``checkpoint.pt`` there from an interrupted run of the
+        same task and config is resumed.
+    config : TrainConfig, optional
+        Training parameters.
+    progress : bool
+        Show a progress bar.
+    log : callable, optional
+        Receives one line per validation.
+
+    Returns
+    -------
+    TrainResult
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    config = config or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = ScreeningUNet(config.architecture).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.15
+    )
+    weights = TASKS[task]
+    fingerprint = _config_fingerprint(task, config)
+    checkpoint_path = out / "checkpoint.pt"
+    start_step, losses, validation_losses = 0, [], []
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            schedule.load_state_dict(state["schedule"])
+            start_step = int(state["step"])
+            losses = list(state["losses"])
+            validation_losses = list(state["validation_losses"])
+    validation = make_batch(
+        [10_000_000 + config.seed * 1000 + k for k in range(8)],
+        np.random.default_rng([config.seed, 1]),
+        config,
+    )
+    started = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.steps, initial=start_step, disable=not progress, unit="step")
+    for step in range(start_step, config.steps):
+        rng = np.random.default_rng([config.seed, step])
+        seeds = [
+            config.seed * 1_000_000 + step * config.batch_size + k for k in range(config.batch_size)
+        ]
+        inputs, targets = make_batch(seeds, rng, config)
+        model.train()
+        pixel_logits, stamp_logits = model(inputs.to(device))
+        loss = task_loss(
+            pixel_logits, stamp_logits, {k: v.to(device) for k, v in targets.items()}, weights
+        )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        done = step + 1
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            validation_losses.append(_validate(model, validation, weights, device))
+            if log:
+                recent = np.mean(losses[-50:])
+                log(f"step {done}: train {recent:.4f} validation {validation_losses[-1]:.4f}")
+            _atomic_torch_save(
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "step": done,
+                    "losses": losses,
+                    "validation_losses": validation_losses,
+                },
+                checkpoint_path,
+            )
+    bar.close()
+    seconds = time.perf_counter() - started
+    weights_path = out / f"{task}.pt"
+    _atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, weights_path)
+    config_path = out / f"{task}.json"
+    model_config = {
+        "name": task,
+        "weights": weights_path.name,
+        "sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
+        "architecture": config.architecture.to_dict(),
+        "heads": list(weights),
+        "thresholds": DEFAULT_THRESHOLDS,
+        "training": {
+            **{k: v for k, v in asdict(config).items() if k not in ("architecture", "device")},
+            "task": task,
+            "simulator_version": SIMULATOR_VERSION,
+            "final_train_loss": float(np.mean(losses[-50:])),
+            "validation_losses": validation_losses,
+            "seconds": seconds,
+            "device": str(device),
+            "torch": torch.__version__,
+        },
+        "metrics": {},
+    }
+    config_path.write_text(json.dumps(model_config, indent=2))
+    return TrainResult(config_path, weights_path, losses, validation_losses, seconds)
+
+
+@torch.no_grad()
+def _validate(model: ScreeningUNet, batch, weights: dict[str, float], device) -> float:
+    model.eval()
+    inputs, targets = batch
+    pixel_logits, stamp_logits = model(inputs.to(device))
+    return float(
+        task_loss(
+            pixel_logits, stamp_logits, {k: v.to(device) for k, v in targets.items()}, weights
+        )
+    )
+
+
+def _config_fingerprint(task: str, config: TrainConfig) -> str:
+    payload = {"task": task, **asdict(config)}
+    payload.pop("device")
+    payload.pop("threads")
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
