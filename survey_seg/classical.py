@@ -15,8 +15,9 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from survey_seg.masks import ARTEFACT_BITS, MaskBit
-from survey_seg.measure import measure_segments
+from survey_seg.masks import MaskBit
+from survey_seg.measure import measure_segments, relabel_in_raster_order
+from survey_seg.quality import tile_verdict
 from survey_seg.screen import ClumpCandidates, DenseProducts
 from survey_seg.store import WindowData
 
@@ -133,14 +134,11 @@ class ClassicalScreener:
             ``"reject"`` above ``reject_fraction``, ``"inspect"`` above
             ``inspect_fraction``, else ``"accept"``.
         """
-        c = self.config
-        no_data = float(np.mean((core_artefacts & np.uint32(MaskBit.NO_DATA)) != 0))
-        artefact = float(np.mean((core_artefacts & np.uint32(ARTEFACT_BITS)) != 0))
-        if max(no_data, artefact) > c.reject_fraction:
-            return "reject"
-        if max(no_data, artefact) > c.inspect_fraction:
-            return "inspect"
-        return "accept"
+        return tile_verdict(
+            core_artefacts,
+            inspect_fraction=self.config.inspect_fraction,
+            reject_fraction=self.config.reject_fraction,
+        )
 
     def segment(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Detect, deblend and flag artefacts in one window.
@@ -271,7 +269,7 @@ class ClassicalScreener:
             if drop.size:
                 markers[np.isin(markers, drop)] = 0
                 sources = watershed(-compressed, markers, mask=inside)
-        return _relabel_raster(sources)
+        return relabel_in_raster_order(sources)
 
     def _reject_artefact_footprints(
         self,
@@ -300,7 +298,7 @@ class ClassicalScreener:
                 pixels = np.isin(footprints, labels_of)
                 artefacts[pixels] |= np.uint32(bit)
                 footprints[pixels] = 0
-        return _relabel_raster(footprints), artefacts
+        return relabel_in_raster_order(footprints), artefacts
 
     def _reject_artefact_segments(
         self,
@@ -328,7 +326,7 @@ class ClassicalScreener:
                 artefacts[pixels] |= np.uint32(bit)
                 sources[pixels] = 0
                 footprints[pixels] = 0
-        return _relabel_raster(sources), _relabel_raster(footprints), artefacts
+        return relabel_in_raster_order(sources), relabel_in_raster_order(footprints), artefacts
 
     def _clumps(
         self,
@@ -389,16 +387,4 @@ def _remove_small(labels: np.ndarray, min_area: int) -> np.ndarray:
     small[0] = False
     if small.any():
         labels = np.where(small[labels], 0, labels)
-    return _relabel_raster(labels)
-
-
-def _relabel_raster(labels: np.ndarray) -> np.ndarray:
-    """Renumber labels ``1 .. n`` in order of their first pixel in raster order."""
-    flat = labels.ravel()
-    used, first = np.unique(flat, return_index=True)
-    keep = used != 0
-    used, first = used[keep], first[keep]
-    order = used[np.argsort(first)]
-    lookup = np.zeros(int(flat.max()) + 1 if flat.size else 1, dtype=np.int32)
-    lookup[order] = np.arange(1, order.size + 1, dtype=np.int32)
-    return lookup[labels]
+    return relabel_in_raster_order(labels)

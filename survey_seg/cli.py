@@ -81,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(run)
     run.set_defaults(handler=_run)
 
+    train = commands.add_parser("train", help="train a network on simulated scenes")
+    train.add_argument("task", choices=("screening", "quality", "blends", "clumps"))
+    train.add_argument("--out", type=Path, required=True, help="directory for weights and config")
+    train.add_argument("--steps", type=int, default=4000, help="optimiser steps")
+    train.add_argument("--batch-size", type=int, default=8, help="crops per step")
+    train.add_argument("--seed", type=int, default=0, help="seed of scenes and weights")
+    train.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=_train)
+
     demo = commands.add_parser("demo", help="simulate a mosaic, screen it, score it")
     demo.add_argument("out_dir", type=Path, nargs="?", default=Path("demo-out"))
     demo.add_argument("--size", type=int, default=2048, help="mosaic side in pixels")
@@ -98,6 +108,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) ->
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, metavar="PIX")
     parser.add_argument("--halo", type=int, default=defaults.halo, metavar="PIX")
     parser.add_argument("--method", choices=METHOD_NAMES, default=DEFAULT_METHOD)
+    parser.add_argument("--model", metavar="CONFIG", help="model config of a trained network")
     parser.add_argument(
         "--region",
         metavar="SPEC",
@@ -132,6 +143,22 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from survey_seg.train import TrainConfig, train
+
+    try:
+        config = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=args.device
+        )
+    except ValueError as error:
+        raise _UsageError(str(error)) from None
+    result = train(
+        args.task, args.out, config, progress=not args.no_progress, log=lambda line: print(line)
+    )
+    print(f"trained {args.task} in {result.seconds:.0f} s: {result.config_path}")
+    return 0
+
+
 def _simulation_config(config_class, size: int, seed: int):
     try:
         return config_class(size=size, seed=seed)
@@ -147,7 +174,11 @@ def _run(args: argparse.Namespace, *, force: bool | None = None):
     from survey_seg.pipeline import RunConfig, execute_run, plan_run
 
     config = RunConfig(
-        tile_size=args.tile_size, halo=args.halo, method=args.method, region=args.region
+        tile_size=args.tile_size,
+        halo=args.halo,
+        method=args.method,
+        model=str(args.model) if args.model else None,
+        region=args.region,
     )
     plan = plan_run(
         args.mosaic,

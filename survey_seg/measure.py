@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SegmentMeasurements", "measure_segments"]
+__all__ = ["SegmentMeasurements", "measure_segments", "relabel_in_raster_order"]
 
 
 @dataclass(frozen=True)
@@ -152,3 +152,18 @@ def measure_segments(
         theta=theta,
         flags=flags,
     )
+
+
+def relabel_in_raster_order(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels ``1 .. n`` in order of their first pixel in raster order.
+
+    Makes label numbers a function of the segments alone, so that the same
+    segments in two windows are numbered alike (0 stays background).
+    """
+    flat = labels.ravel()
+    used, first = np.unique(flat, return_index=True)
+    keep = used != 0
+    order = used[keep][np.argsort(first[keep])]
+    lookup = np.zeros(int(flat.max()) + 1 if flat.size else 1, dtype=np.int32)
+    lookup[order] = np.arange(1, order.size + 1, dtype=np.int32)
+    return lookup[labels]

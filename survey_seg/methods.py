@@ -7,17 +7,19 @@ from survey_seg.screen import ScreeningMethod
 
 __all__ = ["DEFAULT_METHOD", "METHOD_NAMES", "make_method"]
 
-METHOD_NAMES = ("classical",)
+METHOD_NAMES = ("unet", "classical")
 DEFAULT_METHOD = "classical"
 
 
-def make_method(name: str) -> ScreeningMethod:
+def make_method(name: str, *, model: str | None = None) -> ScreeningMethod:
     """Build the screening method called ``name``.
 
     Parameters
     ----------
     name : str
         One of :data:`METHOD_NAMES`.
+    model : str, optional
+        Model config file of a network method (default: the shipped weights).
 
     Returns
     -------
@@ -32,4 +34,10 @@ def make_method(name: str) -> ScreeningMethod:
         from survey_seg.classical import ClassicalScreener
 
         return ClassicalScreener()
+    if name == "unet":
+        from survey_seg.network import NetworkScreener
+
+        return NetworkScreener(model) if model else NetworkScreener()
+    if model:
+        raise InputError(f"--model applies to the unet method, not {name!r}")
     raise InputError(f"unknown method {name!r}; use one of {', '.join(METHOD_NAMES)}")

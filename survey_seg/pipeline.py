@@ -64,6 +64,8 @@ class RunConfig:
     """Context read around each core, in pixels; objects larger than it are flagged."""
     method: str = DEFAULT_METHOD
     """Screening method (``--method``)."""
+    model: str | None = None
+    """Model config file of a network method (default: the shipped weights)."""
     region: str | None = None
     """Screen only the tiles meeting this region (``cone:``, ``box:`` or ``tiles:``)."""
     background_cell: int = 64
@@ -149,7 +151,7 @@ def plan_run(
     config = config or RunConfig()
     if resume and force:
         raise InputError("--resume and --force exclude each other; pass one of them")
-    method = make_method(config.method)
+    method = make_method(config.method, model=config.model)
     mosaic = inspect_fits_mosaic(mosaic_path)
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
@@ -158,6 +160,12 @@ def plan_run(
         raise InputError(
             f"--halo {config.halo} is smaller than the {config.method} method needs "
             f"({method.halo_required} pixels); use --halo {method.halo_required} or more"
+        )
+    alignment = getattr(method, "alignment", 1)
+    if config.tile_size % alignment or config.halo % alignment:
+        raise InputError(
+            f"the {config.method} method needs --tile-size and --halo that are multiples of "
+            f"{alignment}, got {config.tile_size} and {config.halo}"
         )
     if config.background_cell < 8:
         raise InputError(f"background cell {config.background_cell} is too small; use >= 8")
@@ -266,7 +274,7 @@ def execute_run(
     }
     todo = [index for index in plan.selected if index not in finished]
     task_args = (str(plan.out_dir), plan.config.tile_size, plan.config.halo, plan.config.method,
-                 run_id, plan.result_key)  # fmt: skip
+                 plan.config.model, run_id, plan.result_key)  # fmt: skip
     failed = 0
     for index, error in _run_tiles(todo, task_args, client=client, progress=progress):
         if error is not None:
@@ -353,11 +361,11 @@ def merge_run(plan: RunPlan, out: OutputStore) -> RunSummary:
 
 
 @lru_cache(maxsize=4)
-def _worker_context(out_dir: str, tile_size: int, halo: int, method_name: str):
+def _worker_context(out_dir: str, tile_size: int, halo: int, method_name: str, model: str | None):
     """Per-process cache: the mosaic store, the grid and the method load once per worker."""
     mosaic = MosaicStore(Path(out_dir) / MOSAIC_STORE)
     grid = make_tile_grid(mosaic.shape, tile_size=tile_size, halo=halo, wcs=mosaic.wcs)
-    return mosaic, grid, make_method(method_name), OutputStore(out_dir)
+    return mosaic, grid, make_method(method_name, model=model), OutputStore(out_dir)
 
 
 def screen_and_store(
@@ -366,11 +374,12 @@ def screen_and_store(
     tile_size: int,
     halo: int,
     method_name: str,
+    model: str | None,
     run_id: str,
     result_key: str,
 ) -> dict:
     """Screen one tile and write its results; runs on a worker. Returns its record."""
-    mosaic, grid, method, out = _worker_context(out_dir, tile_size, halo, method_name)
+    mosaic, grid, method, out = _worker_context(out_dir, tile_size, halo, method_name, model)
     tile = grid[tile_index]
     window = mosaic.read_window(tile)
     result = screen_tile(

@@ -34,6 +34,8 @@ __all__ = [
 
 LOCAL_ID_BITS = 32
 CLUMP_RADIUS = 2
+TRUNCATION_FRAME = 4
+"""A source reaching this close (pix) to a window side inside the mosaic may be cut."""
 VERDICTS = ("accept", "inspect", "reject")
 
 
@@ -218,7 +220,7 @@ def screen_tile(
     group = np.full(n_members.size, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(group, footprint, ids)
     blend_group = group[footprint]
-    truncated = _touches_frame(products.sources, method.halo_required, tile)
+    truncated = _touches_frame(products.sources, TRUNCATION_FRAME, tile)
 
     id_lookup = np.concatenate([[0], ids])
     blended_lookup = np.concatenate([[False], is_blended])

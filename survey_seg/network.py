@@ -1,0 +1,155 @@
+"""The network screening method (``--method unet``).
+
+The trained U-Net's heads become artefact planes, deblended sources and clumps.
+
+Configure once (the weights load once per process and device), call
+:meth:`NetworkScreener.segment` on many windows.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from scipy import ndimage
+
+from survey_seg.blends import find_centres, split_instances
+from survey_seg.clumps import find_clumps
+from survey_seg.inference import DEFAULT_MODEL, load_predictor, network_input
+from survey_seg.masks import MaskBit
+from survey_seg.measure import relabel_in_raster_order
+from survey_seg.quality import artefact_planes, tile_verdict
+from survey_seg.screen import DenseProducts
+from survey_seg.store import WindowData
+
+__all__ = ["NetworkScreener"]
+
+SPURIOUS = np.uint32(MaskBit.CR | MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD | MaskBit.NO_DATA)
+SMOOTH_SIGMA = 0.7
+
+
+class NetworkScreener:
+    """Screen windows with the trained screening network.
+
+    Parameters
+    ----------
+    model_path : path-like
+        The model's config file (its weights lie beside it).
+    device : str
+        ``auto`` (a GPU when present), ``cpu`` or ``cuda[:N]``.
+    """
+
+    name = "unet"
+
+    def __init__(self, model_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto"):
+        self.predictor = load_predictor(model_path, device)
+        self.thresholds = self.predictor.thresholds
+
+    @property
+    def halo_required(self) -> int:
+        """Half the U-Net's receptive field, rounded up to the pooling stride."""
+        depth = self.predictor.model.config.depth
+        scales = [2**level for level in range(depth)]
+        # per level, down and up: two 3x3 convolutions (4 s) and a pooling or an
+        # upsampling step (s); at the bottom, two 3x3 convolutions at scale 2**depth
+        diameter = 1 + 2 * sum(5 * s for s in scales) + 4 * 2**depth
+        return -(-(diameter // 2 + 1) // self.alignment) * self.alignment
+
+    @property
+    def alignment(self) -> int:
+        """Multiple that tile size and halo must be (the pooling stride).
+
+        Then every window sees the same pooling grid.
+        """
+        return 2**self.predictor.model.config.depth
+
+    def provenance(self) -> dict[str, object]:
+        """Name, weight hash, thresholds and training summary, for the manifest."""
+        config = self.predictor.config
+        return {
+            "method": self.name,
+            "model": config.get("name"),
+            "sha256": self.predictor.sha256,
+            "thresholds": self.thresholds,
+            "architecture": config["architecture"],
+            "training": {
+                k: config["training"].get(k) for k in ("seed", "steps", "simulator_version")
+            },
+        }
+
+    def verdict(self, core_artefacts: np.ndarray) -> str:
+        """Tile verdict from the fractions of core pixels with no data or an artefact."""
+        return tile_verdict(
+            core_artefacts,
+            inspect_fraction=self.thresholds["inspect_fraction"],
+            reject_fraction=self.thresholds["reject_fraction"],
+        )
+
+    def segment(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
+        """Artefacts, sources, footprints and clumps of one window."""
+        t = self.thresholds
+        planes = network_input(window.image, window.variance, window.background, saturation)
+        prediction = self.predictor.predict(planes)
+        valid = planes[2] > 0
+        artefacts = artefact_planes(
+            prediction.artefact, valid, window.image, saturation, threshold=t["artefact"]
+        )
+        flux = np.where(valid, window.image - window.background, 0.0).astype(np.float32)
+        variance = np.where(valid, window.variance, 0.0).astype(np.float32)
+        snr = ndimage.gaussian_filter(planes[0], SMOOTH_SIGMA, truncate=4.0)
+
+        object_probability = prediction.segmentation[1] + prediction.segmentation[2]
+        object_probability = np.where(valid, object_probability, 0.0)
+        centres = find_centres(
+            prediction.centre,
+            object_probability > t["object"],
+            threshold=t["centre"],
+            min_distance=int(t["centre_min_distance"]),
+        )
+        sources, footprints, blend_probability = split_instances(
+            object_probability,
+            prediction.segmentation[2],
+            centres,
+            snr,
+            object_threshold=t["object"],
+        )
+        sources, footprints, blend_probability = _drop_artefact_sources(
+            sources, footprints, blend_probability, artefacts
+        )
+        clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
+        return DenseProducts(
+            flux_image=flux,
+            variance=variance,
+            detection_image=snr,
+            sources=sources,
+            footprints=footprints,
+            artefacts=artefacts,
+            clumps=clumps,
+            blend_probability=blend_probability,
+        )
+
+
+def _drop_artefact_sources(
+    sources: np.ndarray,
+    footprints: np.ndarray,
+    blend_probability: np.ndarray,
+    artefacts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sources whose pixels are mostly artefacts (or no data) are not sources."""
+    n = int(sources.max())
+    if n == 0:
+        return sources, footprints, blend_probability
+    spurious = (artefacts & SPURIOUS) != 0
+    area = np.bincount(sources.ravel(), minlength=n + 1)
+    bad = np.bincount(sources.ravel(), weights=spurious.ravel(), minlength=n + 1)
+    drop = bad > 0.5 * np.maximum(area, 1)
+    drop[0] = False
+    if not drop.any():
+        return sources, footprints, blend_probability
+    gone = drop[sources]
+    sources = np.where(gone, 0, sources)
+    footprints = np.where(gone, 0, footprints)
+    keep_labels = np.flatnonzero(~drop[1:]) + 1
+    kept_probability = blend_probability[keep_labels - 1]
+    # renumbering keeps the survivors' raster order, so their probabilities follow
+    return relabel_in_raster_order(sources), relabel_in_raster_order(footprints), kept_probability

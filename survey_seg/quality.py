@@ -1,0 +1,67 @@
+"""Data quality from the network's output: artefact planes and tile verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from survey_seg.masks import ARTEFACT_BITS, MaskBit
+
+__all__ = ["NETWORK_ARTEFACT_BITS", "artefact_planes", "tile_verdict"]
+
+NETWORK_ARTEFACT_BITS = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
+"""Mask plane of each channel of the network's artefact head."""
+
+
+def artefact_planes(
+    artefact_probability: np.ndarray,
+    valid: np.ndarray,
+    image: np.ndarray,
+    saturation: float | None,
+    *,
+    threshold: float,
+    saturation_fraction: float = 0.98,
+) -> np.ndarray:
+    """uint32 artefact planes of a window.
+
+    Parameters
+    ----------
+    artefact_probability : numpy.ndarray
+        ``(5, H, W)`` probabilities, channels as :data:`NETWORK_ARTEFACT_BITS`.
+    valid : numpy.ndarray
+        Boolean valid-pixel mask; the rest is NO_DATA (and nothing else).
+    image : numpy.ndarray
+        The raw image, for the saturation level.
+    saturation : float or None
+        ``SATURATE``; pixels at or above ``saturation_fraction`` of it are SAT
+        whatever the network says.
+    threshold : float
+        Probability above which a plane is set.
+    saturation_fraction : float
+        See ``saturation``.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    planes = np.zeros(valid.shape, dtype=np.uint32)
+    for channel, bit in enumerate(NETWORK_ARTEFACT_BITS):
+        planes[artefact_probability[channel] > threshold] |= np.uint32(bit)
+    if saturation:
+        with np.errstate(invalid="ignore"):
+            planes[valid & (image >= saturation_fraction * saturation)] |= np.uint32(MaskBit.SAT)
+    planes[~valid] = np.uint32(MaskBit.NO_DATA)
+    return planes
+
+
+def tile_verdict(
+    core_planes: np.ndarray, *, inspect_fraction: float, reject_fraction: float
+) -> str:
+    """``reject``, ``inspect`` or ``accept`` from the core's no-data and artefact fractions."""
+    no_data = float(np.mean((core_planes & np.uint32(MaskBit.NO_DATA)) != 0))
+    artefact = float(np.mean((core_planes & np.uint32(ARTEFACT_BITS)) != 0))
+    worst = max(no_data, artefact)
+    if worst > reject_fraction:
+        return "reject"
+    if worst > inspect_fraction:
+        return "inspect"
+    return "accept"
