@@ -1,21 +1,68 @@
-"""Score a source catalog against a simulation's truth.
+"""Score a screening run against a simulation's truth.
 
-Detections and truth objects are matched one to one, nearest pairs first,
-within a radius. Completeness counts truth objects above S/N 10; purity counts
-detections that match some truth object; blend recall counts close pairs of
-truth objects (both above S/N 10, closer than 1.5 arcsec) whose two members
-are both matched, each to its own detection.
+Every function here is pure: arrays and tables in, numbers out, no file I/O.
+Positions are mosaic pixels ``(x, y)`` (0-based, the centre of pixel ``[j, i]`` is
+``(i, j)``); arrays are indexed ``[y, x]``.
+
+Sources (:func:`score_catalog`)
+    Detections and truth objects are matched one to one, nearest pairs first,
+    within a radius. Completeness counts truth objects above S/N 10; purity counts
+    detections that match some truth object; blend recall counts close pairs of
+    truth objects (both above S/N 10, closer than 1.5 arcsec) whose two members
+    are both matched, each to its own detection. Given the truth mask, the
+    fraction of detections whose pixel carries a CR, STREAK, GHOST or BAD plane
+    (``on_artefact``) tells how many artefacts were catalogued as sources.
+Clumps (:func:`score_clumps`)
+    One-to-one matching within 2 px; completeness over the detectable truth
+    clumps (S/N >= 5), purity over all detections against all truth clumps.
+Artefact planes (:func:`artefact_pixel_scores`)
+    Per plane, pixel recall (within 1 px) and false-positive rate, NO_DATA
+    pixels excluded.
+Footprints (:func:`segmentation_iou`, :func:`object_iou`)
+    Intersection over union of the "any object" footprints, and the mean best IoU
+    of the truth objects.
+Tile verdicts (:func:`truth_tile_labels`, :func:`verdict_auc`)
+    A tile is bad when more than 2 % of its core is artefact or NO_DATA in the
+    truth; the verdict score is ranked against that label by the ROC AUC.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from scipy.spatial import cKDTree
+from scipy.stats import rankdata
 
-__all__ = ["CatalogScore", "match_positions", "score_catalog"]
+from survey_seg.masks import ARTEFACT_BITS, MaskBit
+
+__all__ = [
+    "ARTEFACT_PLANES",
+    "CLUMP_MIN_SNR",
+    "ON_ARTEFACT_BITS",
+    "CatalogScore",
+    "artefact_pixel_scores",
+    "clump_snr",
+    "match_positions",
+    "object_iou",
+    "score_catalog",
+    "score_clumps",
+    "segmentation_iou",
+    "truth_tile_labels",
+    "verdict_auc",
+]
+
+ARTEFACT_PLANES: tuple[str, ...] = ("CR", "STREAK", "GHOST", "BAD", "SAT")
+"""Mask planes scored by :func:`artefact_pixel_scores`, by :class:`MaskBit` name."""
+
+ON_ARTEFACT_BITS = MaskBit.CR | MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD
+"""Planes on which a catalogued source is counted as a spurious artefact detection."""
+
+CLUMP_MIN_SNR: float = 5.0
+"""Truth clumps at or above this S/N (see :func:`clump_snr`) count as detectable."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +81,9 @@ class CatalogScore:
     """Detections scored."""
     n_close_pairs: int
     """Close truth pairs above ``min_snr``."""
+    on_artefact: float = float("nan")
+    """Fraction of detections whose pixel carries a truth CR, STREAK, GHOST or BAD
+    plane (NaN without a truth mask or without detections)."""
 
 
 def match_positions(
@@ -69,6 +119,38 @@ def match_positions(
     return detected_match, truth_match
 
 
+def _positions(name: str, xy: object) -> np.ndarray:
+    """``xy`` as a float ``(n, 2)`` array, or a ValueError naming ``name``."""
+    array = np.asarray(xy, dtype=float)
+    if array.size == 0:
+        return np.zeros((0, 2))
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"{name} has shape {array.shape}; give an (n, 2) array of (x, y).")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds non-finite positions; drop them before scoring.")
+    return array
+
+
+def _mask_array(name: str, mask: object) -> np.ndarray:
+    """``mask`` as a 2-D unsigned mask array, or a ValueError naming ``name``."""
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"{name} has {array.ndim} dimensions; give a 2-D (y, x) mask.")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} has dtype {array.dtype}; give the uint32 MaskBit planes.")
+    return array.astype(np.uint32, copy=False)
+
+
+def _on_artefact(xy: np.ndarray, truth_mask: np.ndarray) -> float:
+    """Fraction of positions whose nearest pixel carries an :data:`ON_ARTEFACT_BITS` plane."""
+    if not len(xy):
+        return float("nan")
+    ny, nx = truth_mask.shape
+    x = np.clip(np.rint(xy[:, 0]).astype(np.int64), 0, nx - 1)
+    y = np.clip(np.rint(xy[:, 1]).astype(np.int64), 0, ny - 1)
+    return float(np.mean((truth_mask[y, x] & np.uint32(int(ON_ARTEFACT_BITS))) != 0))
+
+
 def score_catalog(
     detected: pd.DataFrame,
     truth: pd.DataFrame,
@@ -77,6 +159,7 @@ def score_catalog(
     match_radius_arcsec: float = 0.4,
     pair_separation_arcsec: float = 1.5,
     min_snr: float = 10.0,
+    truth_mask: np.ndarray | None = None,
 ) -> CatalogScore:
     """Completeness, purity and blend recall of ``detected`` against ``truth``.
 
@@ -94,6 +177,11 @@ def score_catalog(
         Truth pairs closer than this are close pairs.
     min_snr : float
         Truth objects below this S/N do not count towards completeness or pairs.
+    truth_mask : numpy.ndarray, optional
+        uint32 ``(ny, nx)`` truth :class:`~survey_seg.masks.MaskBit` planes; when
+        given, :attr:`CatalogScore.on_artefact` is the fraction of detections whose
+        nearest pixel carries a CR, STREAK, GHOST or BAD plane: artefacts catalogued
+        as sources (a split of the impurity).
 
     Returns
     -------
@@ -122,6 +210,11 @@ def score_catalog(
         blend_recall = float(np.mean(both))
     else:
         blend_recall = float("nan")
+    on_artefact = (
+        float("nan")
+        if truth_mask is None
+        else _on_artefact(detected_xy, _mask_array("truth_mask", truth_mask))
+    )
     return CatalogScore(
         completeness=completeness,
         purity=purity,
@@ -129,4 +222,352 @@ def score_catalog(
         n_truth=n_bright,
         n_detected=len(detected_xy),
         n_close_pairs=len(pairs),
+        on_artefact=on_artefact,
     )
+
+
+# ------------------------------------------------------------------------------ clumps
+
+
+def clump_snr(
+    flux: np.ndarray | Sequence[float], *, sky_sigma: float, psf_fwhm_pix: float
+) -> np.ndarray:
+    """Sky-limited matched-filter S/N of unresolved clumps.
+
+    For a Gaussian PSF of width ``sigma = fwhm / 2.355`` (pixels) on white noise of
+    ``sky_sigma`` per pixel, the optimal (PSF-weighted) S/N of a point source of
+    total ``flux`` is ``flux / (sky_sigma * sqrt(4 pi) * sigma)``. The host's own
+    Poisson noise is neglected, so the estimate is an upper bound on bright hosts.
+
+    Parameters
+    ----------
+    flux : array-like
+        Clump fluxes (ADU).
+    sky_sigma : float
+        Sky noise per pixel (ADU).
+    psf_fwhm_pix : float
+        PSF full width at half maximum (pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        S/N of each clump.
+    """
+    if not sky_sigma > 0 or not psf_fwhm_pix > 0:
+        raise ValueError(
+            f"sky_sigma={sky_sigma!r} and psf_fwhm_pix={psf_fwhm_pix!r} must both be > 0."
+        )
+    psf_sigma = psf_fwhm_pix / 2.355
+    return np.asarray(flux, dtype=float) / (sky_sigma * np.sqrt(4.0 * np.pi) * psf_sigma)
+
+
+def score_clumps(
+    detected_xy: np.ndarray,
+    truth_clumps_xy: np.ndarray,
+    truth_clump_snr: np.ndarray | None = None,
+    *,
+    radius: float = 2.0,
+    min_snr: float = CLUMP_MIN_SNR,
+) -> tuple[float, float]:
+    """Completeness and purity of detected clumps.
+
+    Detections are first matched one to one (closest pairs first, within
+    ``radius``) to the detectable truth clumps, those with ``truth_clump_snr >=
+    min_snr`` (S/N from :func:`clump_snr`; all clumps when no S/N is given); the
+    detections left over are then matched to the remaining, undetectable clumps.
+    A detection that could be either is thus credited to the detectable clump.
+
+    Parameters
+    ----------
+    detected_xy : numpy.ndarray
+        ``(n, 2)`` detected clump positions ``(x, y)`` in pixels.
+    truth_clumps_xy : numpy.ndarray
+        ``(m, 2)`` truth clump positions ``(x, y)`` in pixels.
+    truth_clump_snr : numpy.ndarray, optional
+        ``(m,)`` S/N of each truth clump.
+    radius : float
+        Largest match distance in pixels.
+    min_snr : float
+        Truth clumps at or above this S/N are detectable.
+
+    Returns
+    -------
+    completeness : float
+        Fraction of detectable truth clumps matched (NaN when there are none).
+    purity : float
+        Fraction of detections matched to any truth clump, detectable or not (NaN
+        without detections).
+    """
+    detected = _positions("detected_xy", detected_xy)
+    truth = _positions("truth_clumps_xy", truth_clumps_xy)
+    if truth_clump_snr is None:
+        detectable = np.ones(len(truth), dtype=bool)
+    else:
+        snr = np.asarray(truth_clump_snr, dtype=float).ravel()
+        if len(snr) != len(truth):
+            raise ValueError(
+                f"truth_clump_snr has {len(snr)} values for {len(truth)} truth clumps; "
+                "give one S/N per clump."
+            )
+        detectable = snr >= min_snr
+    if not radius > 0:
+        raise ValueError(f"radius={radius!r} must be > 0 pixels.")
+    detected_match, truth_match = match_positions(detected, truth[detectable], radius)
+    matched = detected_match >= 0
+    left = ~matched
+    if left.any() and (~detectable).any():
+        faint_match, _ = match_positions(detected[left], truth[~detectable], radius)
+        matched[np.flatnonzero(left)[faint_match >= 0]] = True
+    completeness = float(np.mean(truth_match >= 0)) if len(truth_match) else float("nan")
+    purity = float(np.mean(matched)) if len(detected) else float("nan")
+    return completeness, purity
+
+
+# ---------------------------------------------------------------------- artefact planes
+
+
+def artefact_pixel_scores(
+    predicted_mask: np.ndarray,
+    truth_mask: np.ndarray,
+    bits: Sequence[str] = ARTEFACT_PLANES,
+) -> dict[str, tuple[float, float]]:
+    """Pixel recall and false-positive rate of each artefact plane.
+
+    Pixels with NO_DATA in the truth are left out of both. Thin artefacts (a cosmic
+    ray is often one pixel wide, a trail two) make pixel recall hostage to one-pixel
+    offsets, so a truth pixel counts as recalled when the predicted plane is set
+    within one pixel of it: recall uses the prediction dilated by a 3 x 3 square.
+    The false-positive rate uses the undilated prediction.
+
+    Parameters
+    ----------
+    predicted_mask, truth_mask : numpy.ndarray
+        uint32 ``(ny, nx)`` :class:`~survey_seg.masks.MaskBit` planes.
+    bits : sequence of str
+        Plane names to score (default :data:`ARTEFACT_PLANES`).
+
+    Returns
+    -------
+    dict of str to (float, float)
+        ``{name: (recall, false_positive_rate)}``. Recall is the fraction of valid
+        truth pixels of the plane with the plane predicted within one pixel (NaN when
+        the truth has none); the false-positive rate is the fraction of valid pixels
+        without the plane in the truth that have it predicted (NaN when there are
+        none).
+    """
+    predicted = _mask_array("predicted_mask", predicted_mask)
+    truth = _mask_array("truth_mask", truth_mask)
+    if predicted.shape != truth.shape:
+        raise ValueError(
+            f"predicted_mask has shape {predicted.shape} and truth_mask {truth.shape}; "
+            "give masks of the same mosaic."
+        )
+    if isinstance(bits, str):
+        bits = (bits,)
+    unknown = [name for name in bits if name not in MaskBit.__members__]
+    if unknown:
+        raise ValueError(f"unknown mask planes {unknown}; use names of MaskBit.")
+    valid = (truth & np.uint32(int(MaskBit.NO_DATA))) == 0
+    square = np.ones((3, 3), dtype=bool)
+    scores: dict[str, tuple[float, float]] = {}
+    for name in bits:
+        bit = np.uint32(int(MaskBit[name]))
+        true_plane = ((truth & bit) != 0) & valid
+        pred_plane = (predicted & bit) != 0
+        n_true = int(true_plane.sum())
+        n_false = int(valid.sum()) - n_true
+        if n_true:
+            near = ndimage.binary_dilation(pred_plane, structure=square)
+            recall = float(np.count_nonzero(near & true_plane)) / n_true
+        else:
+            recall = float("nan")
+        if n_false:
+            fpr = float(np.count_nonzero(pred_plane & valid & ~true_plane)) / n_false
+        else:
+            fpr = float("nan")
+        scores[name] = (recall, fpr)
+    return scores
+
+
+# --------------------------------------------------------------------------- footprints
+
+
+def _valid_pixels(shape: tuple[int, ...], valid: np.ndarray | None) -> np.ndarray:
+    """The boolean valid-pixel map, all True when ``valid`` is None."""
+    if valid is None:
+        return np.ones(shape, dtype=bool)
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != shape:
+        raise ValueError(f"valid has shape {valid.shape}, the segmentations {shape}.")
+    return valid
+
+
+def _segmentations(
+    predicted: np.ndarray, truth: np.ndarray, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check two label maps (and a valid map) of one shape."""
+    predicted = np.asarray(predicted)
+    truth = np.asarray(truth)
+    if predicted.ndim != 2 or predicted.shape != truth.shape:
+        raise ValueError(
+            f"predicted_segmentation has shape {predicted.shape} and truth_segmentation "
+            f"{truth.shape}; give 2-D label maps of the same mosaic."
+        )
+    for name, array in (("predicted_segmentation", predicted), ("truth_segmentation", truth)):
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{name} has dtype {array.dtype}; give integer labels (0 = none).")
+    return predicted, truth, _valid_pixels(truth.shape, valid)
+
+
+def segmentation_iou(
+    predicted_segmentation: np.ndarray,
+    truth_segmentation: np.ndarray,
+    valid: np.ndarray | None = None,
+) -> float:
+    """Footprint IoU: intersection over union of the "any object" pixels.
+
+    ``((pred > 0) & (truth > 0)).sum() / ((pred > 0) | (truth > 0)).sum()`` over the
+    valid pixels; it scores the footprints, not the split into objects (see
+    :func:`object_iou` for that).
+
+    Parameters
+    ----------
+    predicted_segmentation, truth_segmentation : numpy.ndarray
+        Integer ``(ny, nx)`` label maps, 0 for background.
+    valid : numpy.ndarray, optional
+        Boolean ``(ny, nx)``: only these pixels count (e.g. not NO_DATA).
+
+    Returns
+    -------
+    float
+        The IoU in [0, 1]; NaN when neither map has an object pixel.
+    """
+    predicted, truth, valid = _segmentations(predicted_segmentation, truth_segmentation, valid)
+    pred_any = (predicted > 0) & valid
+    truth_any = (truth > 0) & valid
+    union = int(np.count_nonzero(pred_any | truth_any))
+    if not union:
+        return float("nan")
+    return float(np.count_nonzero(pred_any & truth_any)) / union
+
+
+def object_iou(
+    predicted_segmentation: np.ndarray,
+    truth_segmentation: np.ndarray,
+    valid: np.ndarray | None = None,
+) -> float:
+    """Mean, over truth objects, of the best IoU with any predicted segment.
+
+    Each truth object (label > 0 on a valid pixel) takes the largest IoU that a
+    single predicted segment reaches with it, 0 when no segment touches it. A merged
+    blend or a shredded galaxy lowers the score; a perfect instance map scores 1.
+
+    Parameters
+    ----------
+    predicted_segmentation, truth_segmentation : numpy.ndarray
+        Integer ``(ny, nx)`` label maps, 0 for background.
+    valid : numpy.ndarray, optional
+        Boolean ``(ny, nx)``: only these pixels count.
+
+    Returns
+    -------
+    float
+        Mean best IoU; NaN when the truth has no object.
+    """
+    predicted, truth, valid = _segmentations(predicted_segmentation, truth_segmentation, valid)
+    truth_ids, truth_index = np.unique(truth[valid], return_inverse=True)
+    pred_ids, pred_index = np.unique(predicted[valid], return_inverse=True)
+    truth_area = np.bincount(truth_index, minlength=len(truth_ids))
+    pred_area = np.bincount(pred_index, minlength=len(pred_ids))
+    objects = truth_ids > 0
+    if not objects.any():
+        return float("nan")
+    both = (truth_ids[truth_index] > 0) & (pred_ids[pred_index] > 0)
+    pair = truth_index[both].astype(np.int64) * len(pred_ids) + pred_index[both]
+    pair_ids, intersection = np.unique(pair, return_counts=True)
+    t, p = np.divmod(pair_ids, len(pred_ids))
+    iou = intersection / (truth_area[t] + pred_area[p] - intersection)
+    best = np.zeros(len(truth_ids))
+    np.maximum.at(best, t, iou)
+    return float(best[objects].mean())
+
+
+# ------------------------------------------------------------------------ tile verdicts
+
+
+def truth_tile_labels(
+    truth_mask: np.ndarray, tiles_table: pd.DataFrame, *, inspect_fraction: float = 0.02
+) -> np.ndarray:
+    """Which tiles are bad in the truth.
+
+    A tile is bad when more than ``inspect_fraction`` of its core pixels carry an
+    artefact plane (BAD, SAT, CR, STREAK, GHOST) or NO_DATA in the truth mask: the
+    truth counterpart of the ``inspect`` verdict.
+
+    Parameters
+    ----------
+    truth_mask : numpy.ndarray
+        uint32 ``(ny, nx)`` truth :class:`~survey_seg.masks.MaskBit` planes.
+    tiles_table : pandas.DataFrame
+        One row per tile with the core bounds ``x0``, ``x1``, ``y0``, ``y1``
+        (end-exclusive, mosaic pixels), as in ``tiles.parquet``.
+    inspect_fraction : float
+        Largest fraction of flagged core pixels of a good tile.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean, one per row of ``tiles_table``: True for a bad tile.
+    """
+    truth = _mask_array("truth_mask", truth_mask)
+    missing = [c for c in ("x0", "x1", "y0", "y1") if c not in tiles_table]
+    if missing:
+        raise ValueError(f"tiles_table lacks the columns {missing}; pass tiles.parquet.")
+    if not 0.0 <= inspect_fraction < 1.0:
+        raise ValueError(f"inspect_fraction={inspect_fraction!r} is not a fraction in [0, 1).")
+    flagged = (truth & np.uint32(int(ARTEFACT_BITS | MaskBit.NO_DATA))) != 0
+    ny, nx = truth.shape
+    labels = np.zeros(len(tiles_table), dtype=bool)
+    bounds = tiles_table[["x0", "x1", "y0", "y1"]].to_numpy(dtype=np.int64)
+    for k, (x0, x1, y0, y1) in enumerate(bounds):
+        if not (0 <= x0 < x1 <= nx and 0 <= y0 < y1 <= ny):
+            raise ValueError(
+                f"tile {k} core x {x0}:{x1}, y {y0}:{y1} is not inside the {ny} x {nx} mask."
+            )
+        labels[k] = flagged[y0:y1, x0:x1].mean() > inspect_fraction
+    return labels
+
+
+def verdict_auc(scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[bool]) -> float:
+    """ROC AUC of ``scores`` for the positive ``labels``, from the Mann-Whitney U.
+
+    The AUC is the probability that a random positive scores above a random
+    negative, ties counted half: ``(R+ - n+ (n+ + 1) / 2) / (n+ n-)`` with ``R+``
+    the sum of the positives' mid-ranks.
+
+    Parameters
+    ----------
+    scores : array-like
+        Finite scores, higher meaning more likely positive.
+    labels : array-like
+        Booleans of the same length, True for a positive (a bad tile).
+
+    Returns
+    -------
+    float
+        AUC in [0, 1]; NaN when either class is empty.
+    """
+    scores = np.asarray(scores, dtype=float).ravel()
+    labels = np.asarray(labels).ravel()
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores for {len(labels)} labels; give one of each.")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores hold NaN or infinite values; give finite scores.")
+    labels = labels.astype(bool)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -152,8 +153,14 @@ class Predictor:
         self.device = resolve_device(device)
         architecture = UNetConfig(**self.config["architecture"])
         self.model = ScreeningUNet(architecture)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state)
+        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError) as error:
+            raise InputError(
+                f"weight file {weights} does not hold plain tensors of this architecture "
+                f"({str(error).splitlines()[0][:120]}); reinstall survey-seg or retrain"
+            ) from None
         self.model.eval().to(self.device)
         self.thresholds: dict = dict(self.config["thresholds"])
 

@@ -1,7 +1,20 @@
 import numpy as np
 import pandas as pd
+import pytest
 
-from survey_seg.evaluate import match_positions, score_catalog
+from survey_seg.evaluate import (
+    ARTEFACT_PLANES,
+    artefact_pixel_scores,
+    clump_snr,
+    match_positions,
+    object_iou,
+    score_catalog,
+    score_clumps,
+    segmentation_iou,
+    truth_tile_labels,
+    verdict_auc,
+)
+from survey_seg.masks import MaskBit
 
 
 def test_matching_is_one_to_one_closest_first():
@@ -23,3 +36,124 @@ def test_scores_of_a_known_catalog():
     assert score.purity == 2 / 3
     assert score.n_close_pairs == 1
     assert score.blend_recall == 0.0
+
+
+def test_on_artefact_counts_detections_on_spurious_planes():
+    truth = pd.DataFrame({"x": [2.0], "y": [2.0], "snr": [50.0]})
+    detected = pd.DataFrame({"x": [2.0, 7.2, 5.0, 9.0], "y": [2.0, 1.0, 5.0, 9.0]})
+    mask = np.zeros((10, 10), np.uint32)
+    mask[1, 7] = MaskBit.CR
+    mask[5, 5] = MaskBit.SAT  # saturation is a real star, not an artefact source
+    mask[9, 9] = MaskBit.STREAK
+    score = score_catalog(detected, truth, truth_mask=mask)
+    assert score.on_artefact == 0.5
+    assert np.isnan(score_catalog(detected, truth).on_artefact)
+
+
+def test_clump_snr_of_a_known_clump():
+    fwhm = 2.355
+    snr = clump_snr([np.sqrt(4 * np.pi) * 0.5], sky_sigma=0.1, psf_fwhm_pix=fwhm)
+    assert snr[0] == pytest.approx(5.0)
+
+
+def test_score_clumps_counts_detectable_and_all_clumps():
+    truth = np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 30.0], [40.0, 40.0]])
+    snr = np.array([20.0, 8.0, 2.0, 2.0])  # the last two are undetectable
+    detected = np.array([[10.5, 10.0], [30.0, 31.0], [60.0, 60.0], [10.0, 11.5]])
+    completeness, purity = score_clumps(detected, truth, snr)
+    assert completeness == 0.5  # 10 found, 20 missed; faint ones do not count
+    assert purity == 0.5  # (10.5, 10) and the faint (30, 31); (10, 11.5) is a duplicate
+    completeness, _ = score_clumps(detected, truth)  # without S/N every clump counts
+    assert completeness == 0.5
+    assert np.isnan(score_clumps(np.zeros((0, 2)), truth, snr)[1])
+    assert np.isnan(score_clumps(detected, truth, np.zeros(4))[0])
+    with pytest.raises(ValueError, match="one S/N per clump"):
+        score_clumps(detected, truth, snr[:2])
+
+
+def test_score_clumps_credits_the_detectable_clump():
+    truth = np.array([[10.0, 10.0], [11.0, 10.0]])
+    completeness, purity = score_clumps(np.array([[10.9, 10.0]]), truth, np.array([10.0, 1.0]))
+    assert (completeness, purity) == (1.0, 1.0)
+
+
+def test_artefact_pixel_scores_within_one_pixel_and_without_no_data():
+    truth = np.zeros((10, 10), np.uint32)
+    truth[:, 4] = MaskBit.CR  # a one-pixel-wide column, 10 pixels
+    truth[0, :] = MaskBit.NO_DATA  # row 0 is not scored: 9 CR pixels remain
+    predicted = np.zeros_like(truth)
+    predicted[1:6, 5] = MaskBit.CR  # one pixel off: recalls rows 1-6 (within 1 px)
+    predicted[9, 0] = MaskBit.CR  # a false positive
+    predicted[0, 0] = MaskBit.CR  # on NO_DATA: ignored
+    scores = artefact_pixel_scores(predicted, truth, ("CR", "STREAK"))
+    recall, fpr = scores["CR"]
+    assert recall == 6 / 9
+    assert fpr == 6 / 81  # five pixels of column 5 and (9, 0), over 90 - 9 negatives
+    assert np.isnan(scores["STREAK"][0])
+    assert scores["STREAK"][1] == 0.0
+    assert set(artefact_pixel_scores(predicted, truth)) == set(ARTEFACT_PLANES)
+    with pytest.raises(ValueError, match="same mosaic"):
+        artefact_pixel_scores(predicted[:5], truth)
+    with pytest.raises(ValueError, match="unknown mask planes"):
+        artefact_pixel_scores(predicted, truth, ("COSMIC",))
+
+
+def test_segmentation_iou_of_footprints():
+    truth = np.zeros((4, 4), np.int32)
+    truth[0, :2] = 1
+    truth[2, :2] = 2
+    predicted = np.zeros((4, 4), np.int64)
+    predicted[0, :3] = 7  # ids need not agree
+    predicted[2, 0] = 9
+    assert segmentation_iou(predicted, truth) == 3 / 5
+    valid = np.ones((4, 4), bool)
+    valid[0, 2] = False
+    assert segmentation_iou(predicted, truth, valid) == 3 / 4
+    assert np.isnan(segmentation_iou(np.zeros((4, 4), int), np.zeros((4, 4), int)))
+    with pytest.raises(ValueError, match="same mosaic"):
+        segmentation_iou(predicted[:2], truth)
+
+
+def test_object_iou_penalises_merged_objects():
+    truth = np.zeros((4, 6), np.int32)
+    truth[1, 0:2] = 1
+    truth[1, 3:5] = 2
+    perfect = truth.astype(np.int64) * 100
+    assert object_iou(perfect, truth) == 1.0
+    merged = np.where(truth > 0, 5, 0)
+    assert object_iou(merged, truth) == 0.5  # each object is half of the merged segment
+    missing = np.where(truth == 1, 3, 0)
+    assert object_iou(missing, truth) == 0.5  # object 2 has no segment: IoU 0
+    assert np.isnan(object_iou(perfect, np.zeros_like(truth)))
+
+
+def test_verdict_auc_by_ranks_with_ties_half():
+    assert verdict_auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert verdict_auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
+    # one tie between a positive and a negative counts half: (1 + 1 + 1 + 0.5) / 4
+    assert verdict_auc([0.1, 0.5, 0.5, 0.9], [False, False, True, True]) == 0.875
+    assert verdict_auc([0.3, 0.3, 0.3], [True, False, False]) == 0.5
+    assert np.isnan(verdict_auc([0.1, 0.2], [True, True]))
+    assert np.isnan(verdict_auc([], []))
+    with pytest.raises(ValueError, match="finite"):
+        verdict_auc([np.nan, 1.0], [True, False])
+
+
+def test_truth_tile_labels_from_core_fractions():
+    mask = np.zeros((20, 20), np.uint32)
+    mask[0, 0:3] = MaskBit.CR  # 3 of 100 pixels of tile 0
+    mask[0, 10] = MaskBit.STREAK  # 1 of 100 pixels of tile 1
+    mask[10:12, 0] = MaskBit.NO_DATA  # 2 of 100 pixels of tile 2
+    mask[10, 10] = MaskBit.DETECTED  # not an artefact plane
+    tiles = pd.DataFrame(
+        {"x0": [0, 10, 0, 10], "x1": [10, 20, 10, 20], "y0": [0, 0, 10, 10], "y1": [10, 10, 20, 20]}
+    )
+    assert truth_tile_labels(mask, tiles).tolist() == [True, False, False, False]
+    assert truth_tile_labels(mask, tiles, inspect_fraction=0.015).tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    with pytest.raises(ValueError, match="not inside"):
+        truth_tile_labels(mask[:10], tiles)

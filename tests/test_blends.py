@@ -1,0 +1,67 @@
+import numpy as np
+
+from survey_seg.blends import find_centres, split_instances
+
+
+def _gauss(shape, y0, x0, sigma):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * sigma**2))
+
+
+def test_find_centres_respects_threshold_distance_and_mask():
+    heat = 0.9 * _gauss((40, 40), 10, 10, 1) + 0.6 * _gauss((40, 40), 10, 14, 1)
+    heat += 0.2 * _gauss((40, 40), 30, 30, 1)
+    inside = np.ones(heat.shape, bool)
+    peaks = find_centres(heat, inside, threshold=0.3, min_distance=2)
+    assert sorted(zip(*np.nonzero(peaks), strict=True)) == [(10, 10), (10, 14)]
+    assert find_centres(heat, inside, threshold=0.3, min_distance=5).sum() == 1
+    inside[:, :12] = False
+    assert list(
+        zip(*np.nonzero(find_centres(heat, inside, threshold=0.3, min_distance=2)), strict=True)
+    ) == [(10, 14)]
+
+
+def test_flat_topped_peak_gives_one_centre():
+    heat = np.zeros((10, 10))
+    heat[4:6, 4:6] = 0.8
+    assert find_centres(heat, np.ones_like(heat, bool), threshold=0.5, min_distance=1).sum() == 1
+
+
+def test_two_centres_in_one_footprint_make_a_blend():
+    shape = (50, 50)
+    light = _gauss(shape, 25, 20, 3) + _gauss(shape, 25, 29, 3)
+    objects = (light > 0.1).astype(float)
+    overlap = ((_gauss(shape, 25, 20, 3) > 0.1) & (_gauss(shape, 25, 29, 3) > 0.1)).astype(float)
+    centres = np.zeros(shape, bool)
+    centres[25, 20] = centres[25, 29] = True
+    sources, footprints, blend = split_instances(
+        objects, overlap, centres, light, object_threshold=0.5
+    )
+    assert sources.max() == 2 and footprints.max() == 1
+    assert sources[25, 18] != sources[25, 31]
+    np.testing.assert_array_equal(blend, [1.0, 1.0])
+
+
+def test_footprint_without_centre_gets_one_and_tiny_ones_are_dropped():
+    shape = (30, 30)
+    objects = np.zeros(shape)
+    objects[5:12, 5:12] = 1.0  # 49 px, no centre
+    objects[20, 20] = 1.0  # 1 px: noise
+    light = _gauss(shape, 8, 9, 2)
+    sources, footprints, blend = split_instances(
+        objects, np.zeros(shape), np.zeros(shape, bool), light, object_threshold=0.5
+    )
+    assert sources.max() == 1 and footprints.max() == 1
+    assert sources[20, 20] == 0
+    assert blend.tolist() == [0.0]
+
+
+def test_nothing_detected():
+    sources, footprints, blend = split_instances(
+        np.zeros((8, 8)),
+        np.zeros((8, 8)),
+        np.zeros((8, 8), bool),
+        np.zeros((8, 8)),
+        object_threshold=0.5,
+    )
+    assert sources.max() == 0 and footprints.max() == 0 and blend.size == 0

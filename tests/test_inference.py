@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from survey_seg.errors import InputError
+from survey_seg.inference import DEFAULT_MODEL, Predictor, load_predictor, network_input
+from survey_seg.models.unet import HEADS, QUALITY_CLASSES, ScreeningUNet, UNetConfig
+
+TINY = UNetConfig(width=4, depth=2, stamp_size=16)
+
+
+def _write_model(directory, *, config=TINY):
+    torch.manual_seed(0)
+    model = ScreeningUNet(config)
+    weights = directory / "tiny.pt"
+    torch.save(model.state_dict(), weights)
+    import hashlib
+
+    spec = {
+        "name": "tiny",
+        "weights": weights.name,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "architecture": config.to_dict(),
+        "thresholds": {"object": 0.5},
+        "training": {},
+    }
+    path = directory / "tiny.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_network_input_planes():
+    image = np.array([[10.0, np.nan], [30.0, 210.0]], np.float32)
+    variance = np.array([[4.0, 4.0], [0.0, 4.0]], np.float32)
+    planes = network_input(image, variance, np.full((2, 2), 4.0, np.float32), 200.0)
+    assert planes.shape == (3, 2, 2) and planes.dtype == np.float32
+    assert planes[0, 0, 0] == pytest.approx(np.arcsinh(3.0 / 3.0))
+    np.testing.assert_array_equal(planes[2], [[1, 0], [0, 1]])
+    assert planes[0, 0, 1] == planes[0, 1, 0] == 0.0  # no data is zero
+    assert planes[1, 1, 1] == pytest.approx(1.05)
+
+
+def test_predictor_shapes_and_padding(tmp_path):
+    predictor = Predictor(_write_model(tmp_path), device="cpu")
+    planes = np.random.default_rng(0).normal(size=(3, 50, 37)).astype(np.float32)
+    prediction = predictor.predict(planes)
+    assert prediction.segmentation.shape == (3, 50, 37)
+    np.testing.assert_allclose(prediction.segmentation.sum(axis=0), 1.0, rtol=1e-5)
+    assert prediction.centre.shape == prediction.clump.shape == (50, 37)
+    assert prediction.artefact.shape == (HEADS["artefact"], 50, 37)
+    assert prediction.stamps.shape == (len(QUALITY_CLASSES), 4, 3)
+    assert 0 <= prediction.centre.min() and prediction.centre.max() <= 1
+
+
+def test_weight_file_with_a_wrong_hash_is_refused(tmp_path):
+    path = _write_model(tmp_path)
+    weights = tmp_path / "tiny.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"sha256.*changed or corrupted"):
+        Predictor(path, device="cpu")
+
+
+def test_missing_or_broken_model_config_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        Predictor(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(InputError, match="not valid JSON"):
+        Predictor(tmp_path / "bad.json")
+    (tmp_path / "partial.json").write_text('{"weights": "x.pt"}')
+    with pytest.raises(InputError, match="lacks"):
+        Predictor(tmp_path / "partial.json")
+
+
+def test_weights_load_only_as_plain_tensors(tmp_path):
+    """A weight file that would need unpickling of code is refused by weights_only."""
+    path = _write_model(tmp_path)
+    weights = tmp_path / "tiny.pt"
+
+    class Sneaky:
+        def __reduce__(self):
+            return (print, ("unpickled",))
+
+    torch.save({"payload": Sneaky()}, weights)
+    spec = json.loads(path.read_text())
+    import hashlib
+
+    spec["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    path.write_text(json.dumps(spec))
+    with pytest.raises(InputError, match="does not hold plain tensors"):
+        Predictor(path, device="cpu")
+
+
+def test_predictor_is_loaded_once_per_process(tmp_path):
+    path = _write_model(tmp_path)
+    assert load_predictor(path, "cpu") is load_predictor(path, "cpu")
+
+
+def test_cuda_request_without_gpu_is_refused(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        Predictor(_write_model(tmp_path), device="cuda")
+
+
+def test_shipped_weights_load_and_match_their_hash():
+    predictor = Predictor(DEFAULT_MODEL, device="cpu")
+    assert predictor.sha256 == json.loads(DEFAULT_MODEL.read_text())["sha256"]
+    assert (DEFAULT_MODEL.parent / predictor.config["weights"]).stat().st_size < 10_000_000

@@ -1,0 +1,30 @@
+import numpy as np
+
+from survey_seg.masks import MaskBit
+from survey_seg.quality import NETWORK_ARTEFACT_BITS, artefact_planes, tile_verdict
+
+
+def test_artefact_planes_follow_probabilities_saturation_and_validity():
+    probability = np.zeros((5, 4, 4), np.float32)
+    probability[0, 0, 0] = 0.9  # CR
+    probability[1, 1, 1] = 0.4  # STREAK below threshold
+    probability[2, 3, 3] = 0.7  # GHOST, but no data there
+    valid = np.ones((4, 4), bool)
+    valid[3, 3] = False
+    image = np.zeros((4, 4))
+    image[2, 2] = 99.0
+    planes = artefact_planes(probability, valid, image, 100.0, threshold=0.5)
+    assert planes[0, 0] == MaskBit.CR
+    assert planes[1, 1] == 0
+    assert planes[2, 2] == MaskBit.SAT
+    assert planes[3, 3] == MaskBit.NO_DATA
+    assert [b.name for b in NETWORK_ARTEFACT_BITS] == ["CR", "STREAK", "GHOST", "BAD", "SAT"]
+
+
+def test_tile_verdict():
+    planes = np.zeros((10, 10), np.uint32)
+    assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "accept"
+    planes[0, :5] = MaskBit.CR
+    assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "inspect"
+    planes[:3] = MaskBit.NO_DATA
+    assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "reject"
