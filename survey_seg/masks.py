@@ -10,7 +10,16 @@ import enum
 
 import numpy as np
 
-__all__ = ["ARTEFACT_BITS", "DESCRIPTIONS", "MASK_DTYPE", "MaskBit", "describe_bits", "has_bit"]
+__all__ = [
+    "ARTEFACT_BITS",
+    "ARTEFACT_CLASSES",
+    "ARTEFACT_CLASS_BITS",
+    "DESCRIPTIONS",
+    "MASK_DTYPE",
+    "MaskBit",
+    "describe_bits",
+    "has_bit",
+]
 
 MASK_DTYPE = np.dtype(np.uint32)
 
@@ -33,6 +42,19 @@ class MaskBit(enum.IntFlag):
     CLUMP = 1 << 9
     REJECTED = 1 << 10
 
+
+ARTEFACT_CLASS_BITS: dict[str, MaskBit] = {
+    "cosmic_ray": MaskBit.CR,
+    "satellite_trail": MaskBit.STREAK,
+    "ghost": MaskBit.GHOST,
+    "bad_column": MaskBit.BAD,
+    "saturation": MaskBit.SAT,
+    "missing_data": MaskBit.NO_DATA,
+}
+"""The data-quality classes of the Euclid-style screening and the plane marking each."""
+
+ARTEFACT_CLASSES: tuple[str, ...] = tuple(ARTEFACT_CLASS_BITS)
+"""Names of the data-quality classes, in order."""
 
 DESCRIPTIONS: dict[str, str] = {
     "NO_DATA": "no valid input pixel (NaN, zero weight, outside the footprint)",

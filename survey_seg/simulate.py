@@ -57,7 +57,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.special import expit
 
-from survey_seg.masks import MASK_DTYPE, MaskBit
+from survey_seg.masks import ARTEFACT_CLASS_BITS, ARTEFACT_CLASSES, MASK_DTYPE, MaskBit
 
 __all__ = [
     "ARTEFACT_CLASSES",
@@ -82,25 +82,6 @@ SIMULATOR_VERSION: str = "1"
 REFERENCE_AREA: int = 2048 * 2048
 """Area (pixels) to which the artefact counts of :class:`SimulationConfig` refer."""
 
-ARTEFACT_CLASSES: tuple[str, ...] = (
-    "cosmic_ray",
-    "satellite_trail",
-    "ghost",
-    "bad_column",
-    "saturation",
-    "missing_data",
-)
-"""Column order of :attr:`QualityStamps.labels`."""
-
-ARTEFACT_CLASS_BITS: dict[str, MaskBit] = {
-    "cosmic_ray": MaskBit.CR,
-    "satellite_trail": MaskBit.STREAK,
-    "ghost": MaskBit.GHOST,
-    "bad_column": MaskBit.BAD,
-    "saturation": MaskBit.SAT,
-    "missing_data": MaskBit.NO_DATA,
-}
-"""The mask plane that marks the pixels of each artefact class."""
 
 SOURCE_COLUMNS: tuple[str, ...] = (
     "id",

@@ -26,7 +26,7 @@ from torch import nn
 
 from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
 from survey_seg.inference import network_input, resolve_device
-from survey_seg.masks import MaskBit
+from survey_seg.masks import ARTEFACT_CLASS_BITS, MaskBit
 from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet, UNetConfig, split_heads
 from survey_seg.simulate import (
     SIMULATOR_VERSION,
@@ -48,7 +48,7 @@ __all__ = [
 
 ARTEFACT_PLANES = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
 """Mask planes of the artefact head's channels, in order."""
-QUALITY_PLANES = (*ARTEFACT_PLANES[:2], MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT, MaskBit.NO_DATA)
+QUALITY_PLANES = tuple(ARTEFACT_CLASS_BITS.values())
 """Mask planes of the first six :data:`QUALITY_CLASSES`, in order."""
 
 TASKS: dict[str, dict[str, float]] = {

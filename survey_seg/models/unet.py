@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from survey_seg.masks import ARTEFACT_CLASSES
+
 __all__ = ["HEADS", "INPUT_CHANNELS", "QUALITY_CLASSES", "ScreeningUNet", "UNetConfig"]
 
 INPUT_CHANNELS = ("asinh_snr", "saturation_fraction", "valid")
@@ -28,15 +30,7 @@ HEADS: dict[str, int] = {
 }
 """Pixel heads and their channel counts, in output order."""
 
-QUALITY_CLASSES = (
-    "cosmic_ray",
-    "satellite_trail",
-    "ghost",
-    "bad_column",
-    "saturation",
-    "missing_data",
-    "bad",
-)
+QUALITY_CLASSES = (*ARTEFACT_CLASSES, "bad")
 """Per-stamp quality labels: six artefact classes and 'any of them'."""
 
 
