@@ -1,136 +1,519 @@
-"""Detection quality of survey-seg against SEP and photutils on simulated mosaics.
+"""Screening quality of survey-seg against SEP and photutils on simulated mosaics.
 
-Every method screens the same mosaic in the same run; each catalog is scored
-against the simulation's truth (:mod:`survey_seg.evaluate`): completeness of
-sources above S/N 10, purity, blend recall of close pairs (< 1.5 arcsec, both
-members above S/N 10 recovered as distinct sources), and the fraction of
-detections that sit on an artefact (cosmic ray, trail, bad column, ghost).
+Every method screens the same mosaics in the same run, and every output is scored
+against the simulation's truth with :mod:`survey_seg.evaluate`:
+
+- ``completeness``: fraction of truth sources above S/N 10 matched one to one
+  within 0.4 arcsec; ``purity``: fraction of detections matched to a truth source;
+  ``blend_recall``: fraction of close truth pairs (< 1.5 arcsec, both above
+  S/N 10) whose members are both recovered as distinct detections;
+  ``on_artefact``: fraction of detections whose pixel is a truth CR, STREAK,
+  GHOST or BAD pixel (artefacts catalogued as sources).
+- ``seg_iou``: footprint IoU of "any object" pixels against the truth
+  segmentation (the dominant object's light above 1 sky sigma, noiseless);
+  ``object_iou``: mean best IoU of the truth objects with a single segment.
+  survey-seg methods: the ``segmentation`` of ``masks.zarr``; SEP: its
+  ``segmentation_map``; photutils: the deblended ``SegmentationImage``.
+- ``clump_completeness``: fraction of detectable truth clumps (sky-limited
+  matched-filter S/N ``flux / (sky_sigma sqrt(4 pi) psf_sigma)`` >= 5,
+  ``psf_sigma = fwhm / 2.355``) matched within 2 px; ``clump_purity``: fraction
+  of detected clumps matched to any truth clump. survey-seg methods only.
+- ``<plane>_recall`` / ``<plane>_fpr`` for CR, STREAK, GHOST, BAD, SAT: pixel
+  recall (a truth pixel counts when the plane is predicted within 1 px) and
+  false-positive rate of the ``mask`` planes of ``masks.zarr``, NO_DATA pixels
+  excluded. survey-seg methods only.
+- ``verdict_auc``: ROC AUC of the tile score ``max(artefact_fraction,
+  no_data_fraction)`` of ``tiles.parquet`` against the truth label "more than
+  2 % of the tile core is artefact or NO_DATA". Runs use 256-pixel tiles (64 per
+  2048^2 mosaic); the mean table pools the tiles of all seeds. survey-seg only.
+- ``seconds``: wall time of the method on the mosaic (survey-seg: the whole
+  in-process run, I/O included; SEP and photutils: background, detection,
+  deblending, catalog and segmentation map in memory).
+
+Two simulators: ``nominal`` is the default :class:`SimulationConfig` at the
+benchmark seeds (default 901, 902); ``shifted`` is
+``survey_seg.train.scene_config(seed, size=size, shifted=True)`` (PSF width and
+noise +30 %, Sersic range 0.8-2.5), outside the training jitter. The network is
+trained on 256-pixel-ish scenes from ``scene_config`` with seeds
+``seed * 1_000_000 + step * batch + k`` (and 10,000,000+ for validation): the
+benchmark mosaics are of a different size, configuration and seed stream, so
+none of them was seen in training.
+
+Finally the ``--check-method`` (default ``unet``) is held to the targets: on the
+nominal simulator completeness and purity >= 0.95, blend recall >= 0.85 and at
+least SEP's + 0.25, clump completeness and purity >= 0.85, CR and STREAK pixel
+recall >= 0.9 with FPR <= 0.005, verdict AUC >= 0.98; and none of those metrics
+worse by more than 0.05 on the shifted simulator (lower for scores, higher for
+false-positive rates).
 
 Usage::
 
-    python benchmarks/quality.py [--size 2048] [--seeds 101 102] [--methods classical sep photutils]
+    python benchmarks/quality.py [--size 2048] [--seeds 901 902]
+        [--methods unet classical sep photutils] [--no-shifted] [--json PATH]
+        [--model PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from survey_seg.evaluate import score_catalog
+from survey_seg.evaluate import (
+    ARTEFACT_PLANES,
+    CLUMP_MIN_SNR,
+    artefact_pixel_scores,
+    clump_snr,
+    object_iou,
+    score_catalog,
+    score_clumps,
+    segmentation_iou,
+    truth_tile_labels,
+    verdict_auc,
+)
+from survey_seg.inference import DEFAULT_MODEL
 from survey_seg.masks import MaskBit
+from survey_seg.methods import make_method
 from survey_seg.pipeline import RunConfig, run_survey
 from survey_seg.simulate import SimulatedMosaic, SimulationConfig, simulate_mosaic, write_simulation
+from survey_seg.store import OutputStore
+from survey_seg.train import scene_config
 
-SPURIOUS_BITS = np.uint32(MaskBit.CR | MaskBit.STREAK | MaskBit.BAD | MaskBit.GHOST)
+SURVEY_SEG_METHODS = ("unet", "classical")
+ALL_METHODS = ("unet", "classical", "sep", "photutils")
+TILE_SIZE = 256
+HALO = 64
+
+# (metric, comparison, target) on the nominal simulator
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("completeness", ">=", 0.95),
+    ("purity", ">=", 0.95),
+    ("blend_recall", ">=", 0.85),
+    ("clump_completeness", ">=", 0.85),
+    ("clump_purity", ">=", 0.85),
+    ("cr_recall", ">=", 0.9),
+    ("cr_fpr", "<=", 0.005),
+    ("streak_recall", ">=", 0.9),
+    ("streak_fpr", "<=", 0.005),
+    ("verdict_auc", ">=", 0.98),
+)
+BLEND_MARGIN_OVER_SEP = 0.25
+MAX_SHIFT_LOSS = 0.05
 
 
-def survey_seg_catalog(sim_dir: Path, method: str) -> pd.DataFrame:
-    """Screen with survey-seg (in-process, default tiling) and return its catalog."""
+# ------------------------------------------------------------------------ methods
+
+
+def survey_seg_outputs(
+    sim_dir: Path, method: str, model: str | None
+) -> tuple[dict[str, object], float]:
+    """Screen with survey-seg in-process (256-pixel tiles) and read back its outputs."""
+    halo = HALO
+    if method == "unet":  # the network may need a wider halo than the default
+        halo = max(HALO, make_method(method, model=model).halo_required)
     out = sim_dir / f"run-{method}"
-    run_survey(sim_dir / "mosaic.fits", out, RunConfig(method=method), force=out.exists())
-    return pd.read_parquet(out / "sources.parquet")
+    config = RunConfig(
+        method=method,
+        tile_size=TILE_SIZE,
+        halo=halo,
+        model=model if method == "unet" else None,
+        fits_copies=False,
+    )
+    start = time.perf_counter()
+    run_survey(sim_dir / "mosaic.fits", out, config, force=True)
+    seconds = time.perf_counter() - start
+    mask, segmentation = OutputStore(out).read_masks()
+    return {
+        "sources": pd.read_parquet(out / "sources.parquet"),
+        "clumps": pd.read_parquet(out / "clumps.parquet"),
+        "tiles": pd.read_parquet(out / "tiles.parquet"),
+        "mask": mask,
+        "segmentation": segmentation,
+    }, seconds
 
 
-def sep_catalog(sim: SimulatedMosaic) -> pd.DataFrame:
+def sep_outputs(sim: SimulatedMosaic) -> tuple[dict[str, object], float]:
     """SEP as users run it: background, extraction with matched filter and deblending."""
     import sep
 
+    start = time.perf_counter()
     image = sim.image.astype(np.float64)
     mask = ~np.isfinite(image)
     image = np.where(mask, 0.0, image)
     background = sep.Background(image, mask=mask, bw=64, bh=64)
     data = image - background.back()
-    objects = sep.extract(
+    objects, segmentation = sep.extract(
         data, 1.5, err=np.sqrt(np.where(mask, np.inf, sim.variance)).astype(np.float64),
-        mask=mask, minarea=5, deblend_nthresh=32, deblend_cont=0.005,
+        mask=mask, minarea=5, deblend_nthresh=32, deblend_cont=0.005, segmentation_map=True,
     )  # fmt: skip
-    return pd.DataFrame({"x": objects["x"], "y": objects["y"]})
+    seconds = time.perf_counter() - start
+    sources = pd.DataFrame({"x": objects["x"], "y": objects["y"]})
+    return {"sources": sources, "segmentation": np.asarray(segmentation)}, seconds
 
 
-def photutils_catalog(sim: SimulatedMosaic) -> pd.DataFrame:
+def photutils_outputs(sim: SimulatedMosaic) -> tuple[dict[str, object], float]:
     """photutils: Background2D, detect_sources + deblend_sources (SourceFinder), catalog."""
     from astropy.convolution import convolve
+    from astropy.utils.exceptions import AstropyDeprecationWarning
     from photutils.background import Background2D, MedianBackground
     from photutils.segmentation import SourceCatalog, SourceFinder, make_2dgaussian_kernel
 
-    mask = ~np.isfinite(sim.image)
-    image = np.where(mask, 0.0, sim.image)
-    background = Background2D(image, 64, mask=mask, bkg_estimator=MedianBackground())
-    data = image - background.background
-    kernel = make_2dgaussian_kernel(1.8, size=5)
-    convolved = convolve(data, kernel)
-    threshold = 1.5 * np.sqrt(np.where(mask, np.inf, sim.variance))
-    finder = SourceFinder(npixels=5, nlevels=32, contrast=0.005, progress_bar=False)
-    segments = finder(convolved, threshold, mask=mask)
-    if segments is None:
-        return pd.DataFrame({"x": [], "y": []})
-    table = SourceCatalog(data, segments, convolved_data=convolved).to_table(
-        columns=["xcentroid", "ycentroid"]
+    # photutils 3 renamed npixels, nlevels and the centroid columns; the old names
+    # work on 2.x and 3.x, so keep them and silence the renaming notices
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyDeprecationWarning)
+        start = time.perf_counter()
+        mask = ~np.isfinite(sim.image)
+        image = np.where(mask, 0.0, sim.image)
+        background = Background2D(image, 64, mask=mask, bkg_estimator=MedianBackground())
+        data = image - background.background
+        kernel = make_2dgaussian_kernel(1.8, size=5)
+        convolved = convolve(data, kernel)
+        threshold = 1.5 * np.sqrt(np.where(mask, np.inf, sim.variance))
+        finder = SourceFinder(npixels=5, nlevels=32, contrast=0.005, progress_bar=False)
+        segments = finder(convolved, threshold, mask=mask)
+        if segments is None:
+            sources = pd.DataFrame({"x": [], "y": []})
+            segmentation = np.zeros(sim.image.shape, np.int32)
+        else:
+            table = SourceCatalog(data, segments, convolved_data=convolved).to_table(
+                columns=["xcentroid", "ycentroid"]
+            )
+            sources = pd.DataFrame(
+                {"x": np.asarray(table["xcentroid"]), "y": np.asarray(table["ycentroid"])}
+            )
+            segmentation = np.asarray(segments.data)
+        seconds = time.perf_counter() - start
+    return {"sources": sources, "segmentation": segmentation}, seconds
+
+
+# ------------------------------------------------------------------------ scoring
+
+
+def score_outputs(
+    outputs: dict[str, object], sim: SimulatedMosaic
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """All metrics of one method on one mosaic, plus its tile scores and truth labels."""
+    config = sim.config
+    truth_mask = sim.truth_mask
+    valid = (truth_mask & np.uint32(int(MaskBit.NO_DATA))) == 0
+    score = score_catalog(
+        outputs["sources"],
+        sim.truth_sources,
+        pixel_scale_arcsec=config.pixel_scale_arcsec,
+        truth_mask=truth_mask,
     )
-    return pd.DataFrame({"x": np.asarray(table["xcentroid"]), "y": np.asarray(table["ycentroid"])})
+    row: dict[str, float] = {
+        "completeness": score.completeness,
+        "purity": score.purity,
+        "blend_recall": score.blend_recall,
+        "on_artefact": score.on_artefact,
+    }
+    truth_segmentation = sim.truth_segmentation
+    if truth_segmentation is None:
+        row["seg_iou"] = row["object_iou"] = math.nan
+    else:
+        row["seg_iou"] = segmentation_iou(outputs["segmentation"], truth_segmentation, valid)
+        row["object_iou"] = object_iou(outputs["segmentation"], truth_segmentation, valid)
+
+    truth_clumps = sim.truth_clumps
+    snr = clump_snr(
+        truth_clumps["flux"], sky_sigma=config.sky_sigma, psf_fwhm_pix=config.psf_fwhm_pix
+    )
+    if "clumps" in outputs:
+        row["clump_completeness"], row["clump_purity"] = score_clumps(
+            outputs["clumps"][["x", "y"]].to_numpy(float),
+            truth_clumps[["x", "y"]].to_numpy(float),
+            snr,
+        )
+    else:
+        row["clump_completeness"] = row["clump_purity"] = math.nan
+
+    if "mask" in outputs:
+        planes = artefact_pixel_scores(outputs["mask"], truth_mask, ARTEFACT_PLANES)
+    else:
+        planes = dict.fromkeys(ARTEFACT_PLANES, (math.nan, math.nan))
+    for name, (recall, fpr) in planes.items():
+        row[f"{name.lower()}_recall"] = recall
+        row[f"{name.lower()}_fpr"] = fpr
+
+    tile_scores = np.zeros(0)
+    tile_labels = np.zeros(0, dtype=bool)
+    if "tiles" in outputs:
+        tiles = outputs["tiles"]
+        tiles = tiles[tiles["status"] == "done"]
+        tile_scores = np.maximum(tiles["artefact_fraction"], tiles["no_data_fraction"]).to_numpy(
+            float
+        )
+        tile_labels = truth_tile_labels(truth_mask, tiles)
+    row["verdict_auc"] = verdict_auc(tile_scores, tile_labels)
+    row["n_bad_tiles"] = int(tile_labels.sum()) if "tiles" in outputs else math.nan
+    row["n_tiles"] = len(tile_labels) if "tiles" in outputs else math.nan
+    row["n_detected"] = score.n_detected
+    row["n_truth_snr10"] = score.n_truth
+    row["n_pairs"] = score.n_close_pairs
+    row["n_clumps_detectable"] = int(np.count_nonzero(snr >= CLUMP_MIN_SNR))
+    return row, tile_scores, tile_labels
 
 
-def artefact_fraction(catalog: pd.DataFrame, truth_mask: np.ndarray) -> float:
-    """Fraction of detections whose pixel lies on a truth artefact."""
-    if not len(catalog):
-        return float("nan")
-    x = np.clip(np.rint(catalog["x"]).astype(int), 0, truth_mask.shape[1] - 1)
-    y = np.clip(np.rint(catalog["y"]).astype(int), 0, truth_mask.shape[0] - 1)
-    return float(np.mean((truth_mask[y, x] & SPURIOUS_BITS) != 0))
+# ------------------------------------------------------------------------ report
+
+METRICS: tuple[str, ...] = (
+    "completeness",
+    "purity",
+    "blend_recall",
+    "on_artefact",
+    "seg_iou",
+    "object_iou",
+    "clump_completeness",
+    "clump_purity",
+    *(f"{name.lower()}_{kind}" for name in ARTEFACT_PLANES for kind in ("recall", "fpr")),
+    "verdict_auc",
+    "seconds",
+)
+"""Scored metrics, in table order; the other numeric columns are counts."""
+
+LOWER_IS_BETTER = frozenset(
+    {"on_artefact", "seconds", *(f"{name.lower()}_fpr" for name in ARTEFACT_PLANES)}
+)
+
+COMPACT = (
+    ("completeness", "compl"),
+    ("purity", "purity"),
+    ("blend_recall", "blend"),
+    ("on_artefact", "on_art"),
+    ("seg_iou", "seg_iou"),
+    ("object_iou", "obj_iou"),
+    ("clump_completeness", "clump_c"),
+    ("clump_purity", "clump_p"),
+    ("cr_recall", "cr_rec"),
+    ("cr_fpr", "cr_fpr"),
+    ("streak_recall", "strk_rec"),
+    ("streak_fpr", "strk_fpr"),
+    ("verdict_auc", "auc"),
+    ("seconds", "seconds"),
+)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def print_row(row: dict[str, object], header: bool) -> None:
+    """One per-seed line with the headline metrics."""
+    keys = [("simulator", "simulator"), ("seed", "seed"), ("method", "method"), *COMPACT]
+    if header:
+        print(" ".join(f"{label:>9}" for _, label in keys))
+    print(" ".join(f"{_format(row[key]):>9}" for key, _ in keys), flush=True)
+
+
+def summarise(
+    rows: list[dict[str, object]], tiles: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]]
+) -> pd.DataFrame:
+    """Mean over seeds per (simulator, method); the verdict AUC pools the tiles of all seeds."""
+    table = pd.DataFrame(rows)
+    summary = table.groupby(["simulator", "method"], sort=False).mean(numeric_only=True)
+    summary = summary.drop(columns="seed")
+    for key, parts in tiles.items():
+        scores = np.concatenate([s for s, _ in parts])
+        labels = np.concatenate([lab for _, lab in parts])
+        summary.loc[key, "verdict_auc"] = verdict_auc(scores, labels)
+    return summary
+
+
+def shift_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Shifted minus nominal, metric by method, for methods run on both."""
+    simulators = summary.index.get_level_values("simulator")
+    if "nominal" not in simulators or "shifted" not in simulators:
+        return pd.DataFrame()
+    nominal = summary.xs("nominal", level="simulator")[list(METRICS)]
+    shifted = summary.xs("shifted", level="simulator")[list(METRICS)]
+    methods = [m for m in nominal.index if m in shifted.index]
+    return (shifted.loc[methods] - nominal.loc[methods]).T
+
+
+def _status(ok: bool | None) -> str:
+    return "n/a " if ok is None else "PASS" if ok else "FAIL"
+
+
+def checklist(summary: pd.DataFrame, method: str) -> list[dict[str, object]]:
+    """The targets of ``method``: nominal levels, margin over SEP, loss on the shift."""
+    items: list[dict[str, object]] = []
+    if ("nominal", method) not in summary.index:
+        return items
+    nominal = summary.loc[("nominal", method)]
+
+    def add(check: str, value: float, ok: bool | None) -> None:
+        if isinstance(value, float) and math.isnan(value):
+            ok = None
+        items.append({"check": check, "value": value, "status": _status(ok).strip()})
+
+    for metric, op, target in TARGETS:
+        value = float(nominal[metric])
+        ok = value >= target if op == ">=" else value <= target
+        add(f"{metric} {op} {target}", value, ok)
+    if ("nominal", "sep") in summary.index:
+        margin = float(nominal["blend_recall"] - summary.loc[("nominal", "sep"), "blend_recall"])
+        add(
+            f"blend_recall - sep's >= {BLEND_MARGIN_OVER_SEP}",
+            margin,
+            margin >= BLEND_MARGIN_OVER_SEP,
+        )
+    else:
+        add(f"blend_recall - sep's >= {BLEND_MARGIN_OVER_SEP}", math.nan, None)
+    shifts = shift_table(summary)
+    for metric in dict.fromkeys(m for m, _, _ in TARGETS):
+        if method in shifts.columns:
+            delta = float(shifts.loc[metric, method])
+            loss = delta if metric in LOWER_IS_BETTER else -delta
+            add(f"{metric} worse by <= {MAX_SHIFT_LOSS} on shift", delta, loss <= MAX_SHIFT_LOSS)
+        else:
+            add(f"{metric} worse by <= {MAX_SHIFT_LOSS} on shift", math.nan, None)
+    return items
+
+
+def _jsonable(value: object) -> object:
+    """NaN to None and numpy scalars to Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ------------------------------------------------------------------------ main
+
+
+def simulate(simulator: str, seed: int, size: int) -> SimulatedMosaic:
+    """The benchmark mosaic of ``simulator`` (``nominal`` or ``shifted``) and ``seed``."""
+    if simulator == "shifted":
+        return simulate_mosaic(scene_config(seed, size=size, shifted=True))
+    return simulate_mosaic(SimulationConfig(size=size, seed=seed))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
-    parser.add_argument("--methods", nargs="+", default=["classical", "sep", "photutils"])
+    parser.add_argument("--size", type=int, default=2048, help="mosaic side in pixels")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[901, 902], help="benchmark seeds (not training's)"
+    )
+    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    parser.add_argument("--no-shifted", action="store_true", help="skip the shifted simulator")
+    parser.add_argument("--json", type=Path, help="write every number to this JSON file")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help="model config of the unet method"
+    )
+    parser.add_argument(
+        "--check-method", default="unet", help="method held to the targets (default unet)"
+    )
     args = parser.parse_args()
-    rows = []
+
+    methods = list(dict.fromkeys(args.methods))
+    if "unet" in methods and not args.model.exists():
+        print(f"note: unet skipped, no model config at {args.model} (train one first)")
+        methods.remove("unet")
+    if "unet" not in args.methods:
+        print("note: unet not run (excluded by --methods)")
+    model = str(args.model)
+    simulators = ["nominal"] if args.no_shifted else ["nominal", "shifted"]
+
+    rows: list[dict[str, object]] = []
+    tiles: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            config = SimulationConfig(size=args.size, seed=seed)
-            sim = simulate_mosaic(config)
-            sim_dir = Path(tmp) / f"seed{seed}"
-            write_simulation(sim, sim_dir)
-            for method in args.methods:
-                start = time.perf_counter()
-                if method == "sep":
-                    catalog = sep_catalog(sim)
-                elif method == "photutils":
-                    catalog = photutils_catalog(sim)
-                else:
-                    catalog = survey_seg_catalog(sim_dir, method)
-                seconds = time.perf_counter() - start
-                score = score_catalog(
-                    catalog, sim.truth_sources, pixel_scale_arcsec=config.pixel_scale_arcsec
-                )
-                rows.append(
-                    {
-                        "seed": seed,
-                        "method": method,
-                        "completeness": score.completeness,
-                        "purity": score.purity,
-                        "blend_recall": score.blend_recall,
-                        "on_artefact": artefact_fraction(catalog, sim.truth_mask),
-                        "n_detected": score.n_detected,
-                        "n_truth_snr10": score.n_truth,
-                        "n_pairs": score.n_close_pairs,
-                        "seconds": seconds,
-                    }
-                )
-                print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1))
-    table = pd.DataFrame(rows)
-    summary = table.groupby("method", sort=False).mean(numeric_only=True).drop(columns="seed")
-    print("\nmean over seeds:")
-    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
-    if "sep" in summary.index:
-        print("\nblend recall minus SEP's:")
-        print((summary["blend_recall"] - summary.loc["sep", "blend_recall"]).to_string())
+        for simulator in simulators:
+            for seed in args.seeds:
+                sim = simulate(simulator, seed, args.size)
+                sim_dir = Path(tmp) / f"{simulator}-{seed}"
+                write_simulation(sim, sim_dir)
+                for method in methods:
+                    if method == "sep":
+                        outputs, seconds = sep_outputs(sim)
+                    elif method == "photutils":
+                        outputs, seconds = photutils_outputs(sim)
+                    else:
+                        outputs, seconds = survey_seg_outputs(sim_dir, method, model)
+                    metrics, tile_scores, tile_labels = score_outputs(outputs, sim)
+                    row = {"simulator": simulator, "seed": seed, "method": method}
+                    row.update(metrics, seconds=seconds)
+                    rows.append(row)
+                    if method in SURVEY_SEG_METHODS:
+                        tiles.setdefault((simulator, method), []).append((tile_scores, tile_labels))
+                    print_row(row, header=len(rows) == 1)
+
+    if not rows:
+        print("nothing was run")
+        return
+    summary = summarise(rows, tiles)
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print("\nmean over seeds (verdict_auc pools the tiles of all seeds; n/a = not applicable):")
+        print(summary[list(METRICS)].T.to_string(float_format=_format, na_rep="n/a"))
+        counts = [c for c in summary.columns if c.startswith("n_")]
+        print(summary[counts].T.to_string(float_format=lambda v: f"{v:.1f}"))
+        shifts = shift_table(summary)
+        if len(shifts):
+            print("\nshifted minus nominal:")
+            print(shifts.to_string(float_format=lambda v: f"{v:+.4f}", na_rep="n/a"))
+
+    items = checklist(summary, args.check_method)
+    if items:
+        print(f"\ntargets of {args.check_method}:")
+        for item in items:
+            print(f"  {item['status']:4}  {item['check']:<48} {_format(item['value'])}")
+        counts = pd.Series([item["status"] for item in items]).value_counts()
+        verdict = "FAIL" if counts.get("FAIL", 0) or counts.get("n/a", 0) else "PASS"
+        print(
+            f"  overall {verdict}: {counts.get('PASS', 0)} pass, {counts.get('FAIL', 0)} fail, "
+            f"{counts.get('n/a', 0)} not measured"
+        )
+    else:
+        print(f"\ntargets: {args.check_method} was not run on the nominal simulator; no checklist")
+
+    if args.json:
+        mean = {
+            simulator: {
+                method: summary.loc[(simulator, method)].to_dict()
+                for s, method in summary.index
+                if s == simulator
+            }
+            for simulator in dict.fromkeys(s for s, _ in summary.index)
+        }
+        model_metrics: dict[str, object] = {}
+        for simulator, prefix in (("nominal", ""), ("shifted", "shifted_")):
+            if (simulator, args.check_method) in summary.index:
+                values = summary.loc[(simulator, args.check_method), list(METRICS)]
+                model_metrics.update({prefix + k: v for k, v in values.items()})
+        document = {
+            "settings": {
+                "size": args.size,
+                "seeds": args.seeds,
+                "methods": methods,
+                "simulators": simulators,
+                "tile_size": TILE_SIZE,
+                "model": model if args.check_method == "unet" else None,
+                "check_method": args.check_method,
+            },
+            "runs": rows,
+            "mean": mean,
+            "shifted_minus_nominal": shift_table(summary).to_dict(),
+            "checklist": items,
+            "metrics": model_metrics,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_jsonable(document), indent=2) + "\n")
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":
