@@ -39,7 +39,20 @@ from survey_seg.store import (
 )
 from survey_seg.tiling import TileGrid, make_tile_grid, parse_region, select_tiles
 
-__all__ = ["RunConfig", "RunPlan", "RunSummary", "execute_run", "plan_run", "run_survey"]
+__all__ = [
+    "RunConfig",
+    "RunPlan",
+    "RunSummary",
+    "execute_run",
+    "finish_run",
+    "new_run_id",
+    "pending_tiles",
+    "plan_rerun",
+    "plan_run",
+    "prepare_outputs",
+    "run_survey",
+    "screen_tiles",
+]
 
 OUTPUT_NAMES = (
     MOSAIC_STORE,
@@ -97,7 +110,7 @@ class RunPlan:
     method_provenance: dict
     result_key: str
     mode: str
-    """``new``, ``resume`` or ``force``."""
+    """``new``, ``resume``, ``force`` or ``rerun`` (a region of an earlier run)."""
 
 
 @dataclass
@@ -180,6 +193,68 @@ def plan_run(
     return RunPlan(mosaic, out, config, grid, selected, provenance, key, mode)
 
 
+def plan_rerun(
+    out_dir: str | os.PathLike,
+    region: str,
+    *,
+    method: str | None = None,
+    model: str | None = None,
+    mosaic_path: str | os.PathLike | None = None,
+) -> RunPlan:
+    """Validate a rerun of exactly the tiles of an earlier run that meet ``region``.
+
+    The rerun keeps the earlier run's tiling and parameters; ``method`` and
+    ``model`` may change (a new model), and the mosaic may have been
+    recalibrated (it is then ingested again). Every other tile's rows and pixels
+    stay as they are.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Output directory of an earlier run.
+    region : str
+        ``cone:``, ``box:`` or ``tiles:`` region.
+    method, model : str, optional
+        Screening method and model config (default: the earlier run's).
+    mosaic_path : path-like, optional
+        The mosaic (default: the path recorded in the manifest).
+
+    Returns
+    -------
+    RunPlan
+    """
+    out = Path(out_dir)
+    manifest = OutputStore(out).read_manifest() if out.is_dir() else None
+    if manifest is None:
+        raise OutputError(
+            f"{out} holds no survey-seg run (no manifest.json); screen the mosaic first with "
+            "`survey-seg run` or the reprocess flow"
+        )
+    recorded = dict(manifest["config"])
+    config = RunConfig(
+        **{
+            **recorded,
+            "region": region,
+            "method": method or recorded["method"],
+            "model": model if method or model else recorded.get("model"),
+        }
+    )
+    mosaic = inspect_fits_mosaic(mosaic_path or manifest["input"]["path"])
+    grid = make_tile_grid(
+        mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
+    )
+    if grid.n_rows != manifest["grid"]["n_rows"] or grid.n_cols != manifest["grid"]["n_cols"]:
+        raise InputError(
+            f"the mosaic {mosaic.path} no longer has the shape of the run in {out}; "
+            "reprocess it into a new output directory"
+        )
+    method_object = make_method(config.method, model=config.model)
+    selected = tuple(tile.index for tile in select_tiles(grid, parse_region(region)))
+    provenance = method_object.provenance()
+    key = config.result_key(mosaic.sha256, provenance)
+    return RunPlan(mosaic, out, config, grid, selected, provenance, key, "rerun")
+
+
 def _check_output_dir(out: Path, mosaic: MosaicInfo, key: str, *, resume: bool, force: bool) -> str:
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory; choose another --out")
@@ -229,10 +304,14 @@ def execute_run(
 ) -> RunSummary:
     """Ingest, screen the plan's tiles (skipping finished ones on resume), merge.
 
+    The composition of :func:`prepare_outputs`, :func:`pending_tiles`,
+    :func:`screen_tiles` and :func:`finish_run`, which the Prefect flows call
+    one by one.
+
     Parameters
     ----------
     plan : RunPlan
-        From :func:`plan_run`.
+        From :func:`plan_run` or :func:`plan_rerun`.
     client : distributed.Client, optional
         Where tiles run; in this process when None.
     progress : bool
@@ -244,55 +323,109 @@ def execute_run(
     -------
     RunSummary
     """
-    start = time.perf_counter()
-    run_id = run_id or _new_run_id()
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
+    prepare_outputs(plan, run_id)
+    todo, finished = pending_tiles(plan)
+    failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
+    return finish_run(
+        plan,
+        run_id,
+        n_screened=len(todo) - len(failed),
+        n_skipped=len(finished),
+        n_failed=len(failed),
+        started=started,
+    )
+
+
+def prepare_outputs(plan: RunPlan, run_id: str) -> None:
+    """Make the output directory ready: replace (force), ingest, create the masks.
+
+    The manifest is written first with status ``running``.
+    """
     out = OutputStore(plan.out_dir)
     if plan.mode == "force":
         _remove_outputs(plan.out_dir)
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    previous = out.read_manifest() if plan.mode == "resume" else None
-    manifest = _manifest(plan, run_id, status="running", previous=previous)
-    out.write_manifest(manifest)
-
-    mosaic_path = plan.out_dir / MOSAIC_STORE
-    if not _ingest_is_current(mosaic_path, plan):
+    out.write_manifest(_manifest(plan, run_id, status="running", previous=_previous(plan, out)))
+    if not _ingest_is_current(plan.out_dir / MOSAIC_STORE, plan):
         ingest_mosaic(
             plan.mosaic,
             plan.out_dir,
             tile_size=plan.config.tile_size,
             background_cell=plan.config.background_cell,
         )
-    if plan.mode != "resume" or not (plan.out_dir / MASKS_STORE).exists():
+    if plan.mode in ("new", "force") or not (plan.out_dir / MASKS_STORE).exists():
         out.create_masks(plan.mosaic.shape, plan.config.tile_size, plan.mosaic.wcs)
 
-    finished = {
+
+def pending_tiles(plan: RunPlan) -> tuple[list[int], list[int]]:
+    """Split the plan's tiles into ``(to screen, already finished)``.
+
+    A tile is finished when its record says done with the plan's result key (same
+    input, parameters and model). A region rerun screens all its tiles again.
+    """
+    if plan.mode == "rerun":
+        return list(plan.selected), []
+    out = OutputStore(plan.out_dir)
+    finished = [
         index
         for index in plan.selected
         if (record := out.read_tile_record(index)) is not None
         and record.get("status") == "done"
         and record.get("result_key") == plan.result_key
-    }
-    todo = [index for index in plan.selected if index not in finished]
+    ]
+    done = set(finished)
+    return [index for index in plan.selected if index not in done], finished
+
+
+def screen_tiles(
+    plan: RunPlan, tiles: list[int], run_id: str, *, client=None, progress: bool = False
+) -> list[int]:
+    """Screen ``tiles`` (on dask when a client is given); return the tiles that failed.
+
+    A failed tile (after dask's retries) gets a record with status ``failed`` and
+    the reason, and the others go on.
+    """
+    out = OutputStore(plan.out_dir)
     task_args = (str(plan.out_dir), plan.config.tile_size, plan.config.halo, plan.config.method,
                  plan.config.model, run_id, plan.result_key)  # fmt: skip
-    failed = 0
-    for index, error in _run_tiles(todo, task_args, client=client, progress=progress):
+    failed = []
+    for index, error in _run_tiles(tiles, task_args, client=client, progress=progress):
         if error is not None:
-            failed += 1
+            failed.append(index)
             out.write_tile_result(
                 index, *_empty_tables(), _failed_record(plan, index, run_id, error)
             )
+    return failed
 
+
+def finish_run(
+    plan: RunPlan,
+    run_id: str,
+    *,
+    n_screened: int,
+    n_skipped: int,
+    n_failed: int,
+    started: float,
+) -> RunSummary:
+    """Merge every finished tile into the global tables and close the manifest."""
+    out = OutputStore(plan.out_dir)
+    previous = _previous(plan, out)
     summary = merge_run(plan, out)
     summary.run_id = run_id
-    summary.n_screened = len(todo) - failed
-    summary.n_skipped = len(finished)
-    summary.n_failed = failed
-    summary.wall_seconds = time.perf_counter() - start
-    manifest = _manifest(plan, run_id, status="complete" if not failed else "partial",
-                         previous=previous, summary=summary)  # fmt: skip
-    out.write_manifest(manifest)
+    summary.n_screened = n_screened
+    summary.n_skipped = n_skipped
+    summary.n_failed = n_failed
+    summary.wall_seconds = time.perf_counter() - started
+    status = "complete" if not n_failed else "partial"
+    out.write_manifest(_manifest(plan, run_id, status=status, previous=previous, summary=summary))
     return summary
+
+
+def _previous(plan: RunPlan, out: OutputStore) -> dict | None:
+    """The earlier manifest whose run history this run continues."""
+    return out.read_manifest() if plan.mode in ("resume", "rerun") else None
 
 
 def run_survey(
@@ -471,7 +604,7 @@ def _empty_tables():
 
 
 def _ingest_is_current(path: Path, plan: RunPlan) -> bool:
-    if plan.mode != "resume" or not path.exists():
+    if plan.mode not in ("resume", "rerun") or not path.exists():
         return False
     try:
         attrs = MosaicStore(path).attrs
@@ -495,7 +628,8 @@ def _remove_outputs(out_dir: Path) -> None:
                 path.unlink()
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
+    """A new run id: UTC time stamp and a random suffix."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 

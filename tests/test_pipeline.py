@@ -199,3 +199,35 @@ def test_manifest_carries_provenance(small_simulation, tmp_path):
 
     assert len(Table.read(out / "sources.fits")) == manifest["summary"]["n_sources"]
     shutil.rmtree(out)
+
+
+def test_region_rerun_touches_exactly_its_tiles(small_simulation, tmp_path):
+    from survey_seg.pipeline import execute_run, plan_rerun
+
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    run_survey(mosaic, out, RunConfig(tile_size=128, halo=64))
+    sources = pd.read_parquet(out / "sources.parquet")
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    mask, segmentation = OutputStore(out).read_masks()
+    plan = plan_rerun(out, "tiles:5,6")
+    assert plan.selected == (5, 6) and plan.mode == "rerun"
+    summary = execute_run(plan)
+    assert summary.n_screened == 2 and summary.n_skipped == 0
+    after = pd.read_parquet(out / "tiles.parquet")
+    changed = after["run_id"] != tiles["run_id"]
+    assert after.loc[changed, "tile_id"].tolist() == [5, 6]
+    # every other row and pixel is exactly as before (and the rerun tiles too: same input)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "sources.parquet"), sources)
+    new_mask, new_segmentation = OutputStore(out).read_masks()
+    np.testing.assert_array_equal(new_mask, mask)
+    np.testing.assert_array_equal(new_segmentation, segmentation)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["runs"]) == 2
+
+
+def test_region_rerun_needs_an_earlier_run(tmp_path):
+    from survey_seg.pipeline import plan_rerun
+
+    with pytest.raises(OutputError, match="holds no survey-seg run"):
+        plan_rerun(tmp_path, "tiles:1")
