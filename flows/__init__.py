@@ -1,0 +1,1 @@
+"""Prefect flows around the survey_seg library: thin wrappers, one library call per task."""

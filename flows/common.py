@@ -1,0 +1,226 @@
+"""What the flows share: cluster parameters, the run's Prefect API, tile batches, tasks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from survey_seg.cluster import ClusterSpec, dask_client
+from survey_seg.pipeline import RunPlan, RunSummary, finish_run, prepare_outputs, screen_tiles
+from survey_seg.tiling import parse_region
+
+__all__ = [
+    "ClusterParameters",
+    "batches",
+    "check_region",
+    "cluster_client",
+    "prefect_api",
+    "publish_summary",
+    "run_plan_on_cluster",
+]
+
+SERVER_START_TIMEOUT = 90.0
+
+
+class ClusterParameters(BaseModel):
+    """Where the tiles run (see :class:`survey_seg.cluster.ClusterSpec`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["auto", "local", "cuda", "address"] = "auto"
+    workers: int | None = Field(default=None, ge=1, description="worker processes")
+    threads_per_worker: int = Field(default=1, ge=1)
+    address: str | None = Field(default=None, description="scheduler address for kind=address")
+
+    def spec(self) -> ClusterSpec:
+        """The library's cluster spec."""
+        return ClusterSpec(
+            kind=self.kind,
+            n_workers=self.workers,
+            threads_per_worker=self.threads_per_worker,
+            address=self.address,
+        )
+
+
+def check_region(value: str | None) -> str | None:
+    """Pydantic validator body: a region must parse (error names the accepted forms)."""
+    if value is not None:
+        parse_region(value)
+    return value
+
+
+def batches(tiles: list[int], size: int) -> list[list[int]]:
+    """Consecutive batches of at most ``size`` tiles (a Prefect task costs ~0.2 s)."""
+    return [tiles[i : i + size] for i in range(0, len(tiles), size)]
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """One Prefect API for the whole run.
+
+    ``PREFECT_API_URL`` when set; otherwise a local server started for the run
+    (on 127.0.0.1, a free port, a throw-away database) and stopped after it. The
+    URL is exported so that dask workers started inside share it rather than
+    each starting a temporary server of its own.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        yield url
+        return
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    with tempfile.TemporaryDirectory(prefix="survey-seg-prefect-") as home:
+        env = {**os.environ, "PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_UI_ENABLED": "false"}  # fmt: skip
+        log = open(Path(home) / "server.log", "wb")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            _wait_for(url, server, Path(home) / "server.log")
+            os.environ["PREFECT_API_URL"] = url
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                try:
+                    yield url
+                finally:
+                    _drain_prefect_workers()
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            log.close()
+
+
+def _drain_prefect_workers() -> None:
+    """Send the logs and events still queued before the server goes away."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            tail = log.read_text(errors="replace")[-500:]
+            raise RuntimeError(f"the local Prefect server exited: {tail}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.5)
+    raise RuntimeError(f"the local Prefect server did not answer at {url} in time")
+
+
+@contextlib.contextmanager
+def cluster_client(parameters: ClusterParameters):
+    """The dask client of the run, workers sharing the run's Prefect API."""
+    with dask_client(parameters.spec()) as client:
+        yield client
+
+
+@task(name="prepare-outputs", cache_policy=NO_CACHE)
+def prepare_task(plan: RunPlan, run_id: str) -> None:
+    """Replace (force), ingest and create the output arrays."""
+    prepare_outputs(plan, run_id)
+
+
+@task(name="screen-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def screen_batch_task(plan: RunPlan, tiles: list[int], run_id: str, scheduler: str) -> list[int]:
+    """Screen one batch of tiles on the dask cluster; return the failed ones."""
+    from distributed import Client
+
+    with Client(scheduler, set_as_default=False) as client:
+        return screen_tiles(plan, tiles, run_id, client=client)
+
+
+@task(name="merge", cache_policy=NO_CACHE)
+def merge_task(
+    plan: RunPlan, run_id: str, n_screened: int, n_skipped: int, n_failed: int, started: float
+) -> RunSummary:
+    """Merge every finished tile into the global catalogs."""
+    return finish_run(
+        plan, run_id, n_screened=n_screened, n_skipped=n_skipped, n_failed=n_failed,
+        started=started,
+    )  # fmt: skip
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(out_dir: Path) -> Path:
+    """Write OUT/report.html and its quick-look PNGs."""
+    from survey_seg.report import make_report
+
+    return make_report(out_dir)
+
+
+def run_plan_on_cluster(
+    plan: RunPlan, tiles: list[int], skipped: int, run_id: str, client, batch_size: int
+) -> RunSummary:
+    """Prepare, screen ``tiles`` in batches mapped as Prefect tasks, merge."""
+    started = time.perf_counter()
+    prepare_task(plan, run_id)
+    scheduler = client.scheduler.address
+    futures = screen_batch_task.map(
+        plan=plan, tiles=batches(tiles, batch_size), run_id=run_id, scheduler=scheduler
+    )  # fmt: skip
+    failed = [tile for result in futures.result() for tile in result]
+    return merge_task(plan, run_id, len(tiles) - len(failed), skipped, len(failed), started)
+
+
+def publish_summary(summary: RunSummary, report: Path | None, *, key: str) -> None:
+    """Prefect artifacts: a summary table and where the report is."""
+    per_tile = summary.wall_seconds / max(summary.n_screened, 1)
+    create_table_artifact(
+        key=key,
+        table=[
+            {"quantity": "tiles accepted", "value": summary.verdicts.get("accept", 0)},
+            {"quantity": "tiles to inspect", "value": summary.verdicts.get("inspect", 0)},
+            {"quantity": "tiles rejected", "value": summary.verdicts.get("reject", 0)},
+            {"quantity": "tiles failed", "value": summary.n_failed},
+            {"quantity": "sources", "value": summary.n_sources},
+            {"quantity": "blended sources", "value": summary.n_blended},
+            {"quantity": "clumps", "value": summary.n_clumps},
+            {"quantity": "seconds per screened tile", "value": round(per_tile, 3)},
+        ],
+        description=f"survey-seg run {summary.run_id} in {summary.out_dir}",
+    )
+    if report is not None:
+        create_markdown_artifact(
+            key=f"{key}-report",
+            markdown=f"Report: [{report}]({report.resolve().as_uri()})",
+            description="quick-look report of the run",
+        )
+    get_run_logger().info(
+        "%d sources, %d blended, %d clumps; %s", summary.n_sources, summary.n_blended,
+        summary.n_clumps, summary.verdicts,
+    )  # fmt: skip

@@ -1,0 +1,194 @@
+"""Flow ``reprocess_survey``: ingest mosaics, screen every tile on dask, merge, report.
+
+Run it as::
+
+    python -m flows.reprocess MOSAIC.fits [MOSAIC2.fits ...] --out OUT_DIR [options]
+    python -m flows.reprocess --simulate 2048 --out demo-out      # the embedded demo
+
+Without ``PREFECT_API_URL`` the command starts one local Prefect API for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flows.common import (
+    ClusterParameters,
+    check_region,
+    cluster_client,
+    prefect_api,
+    publish_summary,
+    report_task,
+    run_plan_on_cluster,
+)
+from survey_seg.errors import SurveySegError
+from survey_seg.methods import DEFAULT_METHOD
+from survey_seg.pipeline import RunConfig, RunSummary, new_run_id, pending_tiles, plan_run
+
+__all__ = ["ReprocessParameters", "main", "reprocess_survey"]
+
+
+class ReprocessParameters(BaseModel):
+    """Parameters of :func:`reprocess_survey`, validated before any work starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mosaics: list[Path] = Field(min_length=1, description="FITS mosaics to screen")
+    out_dir: Path = Field(description="output directory (one sub-directory per mosaic if many)")
+    tile_size: int = Field(default=512, ge=8)
+    halo: int = Field(default=64, ge=0)
+    method: Literal["unet", "classical"] = DEFAULT_METHOD
+    model: str | None = Field(default=None, description="model config of a trained network")
+    region: str | None = Field(default=None, description="cone:, box: or tiles: region")
+    resume: bool = False
+    force: bool = False
+    batch_size: int = Field(default=32, ge=1, description="tiles per Prefect task")
+    cluster: ClusterParameters = Field(default_factory=ClusterParameters)
+    report: bool = True
+
+    @field_validator("mosaics")
+    @classmethod
+    def _mosaics_exist(cls, mosaics: list[Path]) -> list[Path]:
+        for path in mosaics:
+            if not Path(path).is_file():
+                raise ValueError(f"mosaic {path} does not exist; check the path")
+        stems = [Path(p).stem for p in mosaics]
+        if len(set(stems)) != len(stems):
+            raise ValueError("mosaics must have distinct file names (each gets OUT/<name>/)")
+        return mosaics
+
+    @field_validator("region")
+    @classmethod
+    def _region_parses(cls, region: str | None) -> str | None:
+        return check_region(region)
+
+    @model_validator(mode="after")
+    def _resume_or_force(self) -> ReprocessParameters:
+        if self.resume and self.force:
+            raise ValueError("resume and force exclude each other; pass one of them")
+        return self
+
+    def output_dir(self, mosaic: Path) -> Path:
+        """Where the results of ``mosaic`` go."""
+        return self.out_dir if len(self.mosaics) == 1 else self.out_dir / Path(mosaic).stem
+
+    def run_config(self) -> RunConfig:
+        """The library's run configuration."""
+        return RunConfig(
+            tile_size=self.tile_size, halo=self.halo, method=self.method, model=self.model,
+            region=self.region,
+        )  # fmt: skip
+
+
+@flow(name="reprocess-survey", log_prints=True)
+def reprocess_survey(parameters: ReprocessParameters) -> list[RunSummary]:
+    """Screen every tile of every mosaic and merge the results.
+
+    Every mosaic and output directory is validated before any of them is
+    touched; tiles already finished with the same input and model are skipped.
+    """
+    logger = get_run_logger()
+    config = parameters.run_config()
+    plans = [
+        plan_run(mosaic, parameters.output_dir(mosaic), config, resume=parameters.resume,
+                 force=parameters.force)
+        for mosaic in parameters.mosaics
+    ]  # fmt: skip
+    summaries = []
+    with cluster_client(parameters.cluster) as client:
+        for plan in plans:
+            run_id = new_run_id()
+            todo, finished = pending_tiles(plan)
+            logger.info("%s: %d tiles to screen, %d already done", plan.mosaic.path, len(todo),
+                        len(finished))  # fmt: skip
+            summary = run_plan_on_cluster(
+                plan, todo, len(finished), run_id, client, parameters.batch_size
+            )
+            report = report_task(plan.out_dir) if parameters.report else None
+            publish_summary(summary, report, key=f"survey-summary-{Path(plan.mosaic.path).stem}"
+                            .lower().replace("_", "-"))  # fmt: skip
+            summaries.append(summary)
+    return summaries
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the flow; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m flows.reprocess", description=__doc__)
+    parser.add_argument("mosaics", nargs="*", type=Path, help="FITS mosaics")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--simulate", type=int, metavar="SIZE",
+                        help="first simulate a SIZE x SIZE mosaic into OUT/simulation")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1, help="simulation seed")
+    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--halo", type=int, default=64)
+    parser.add_argument("--method", default=DEFAULT_METHOD)
+    parser.add_argument("--model")
+    parser.add_argument("--region")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--scheduler", help="address of a running dask scheduler")
+    parser.add_argument("--cluster", default="auto", choices=("auto", "local", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args(argv)
+    mosaics = list(args.mosaics)
+    out = args.out
+    try:
+        if args.simulate:
+            mosaics.append(_simulate(out / "simulation", args.simulate, args.seed))
+            out = out / "run"
+        parameters = ReprocessParameters(
+            mosaics=mosaics, out_dir=out, tile_size=args.tile_size, halo=args.halo,
+            method=args.method, model=args.model, region=args.region,
+            resume=args.resume, force=args.force or bool(args.simulate and out.exists()),
+            batch_size=args.batch_size, report=not args.no_report,
+            cluster=ClusterParameters(
+                kind="address" if args.scheduler else args.cluster, workers=args.workers,
+                address=args.scheduler,
+            ),
+        )  # fmt: skip
+    except ValidationError as error:
+        print(f"reprocess: error: {_first_error(error)}", file=sys.stderr)
+        return 2
+    try:
+        with prefect_api() as url:
+            print(f"Prefect API: {url}")
+            summaries = reprocess_survey(parameters)
+    except SurveySegError as error:
+        print(f"reprocess: error: {error}", file=sys.stderr)
+        return 2
+    for summary in summaries:
+        print(
+            f"{summary.out_dir}: {summary.n_screened} tiles screened, {summary.n_skipped} "
+            f"skipped, {summary.n_failed} failed; {summary.n_sources} sources, "
+            f"{summary.n_blended} blended, {summary.n_clumps} clumps "
+            f"in {summary.wall_seconds:.1f} s"
+        )
+    return 1 if any(s.n_failed for s in summaries) else 0
+
+
+def _simulate(directory: Path, size: int, seed: int) -> Path:
+    from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
+
+    return write_simulation(simulate_mosaic(SimulationConfig(size=size, seed=seed)), directory)[
+        "mosaic"
+    ]
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
