@@ -17,7 +17,7 @@ from typing import Literal
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from survey_seg.cluster import ClusterSpec, dask_client
 from survey_seg.pipeline import RunPlan, RunSummary, finish_run, prepare_outputs, screen_tiles
@@ -28,6 +28,7 @@ __all__ = [
     "batches",
     "check_region",
     "cluster_client",
+    "first_error",
     "prefect_api",
     "publish_summary",
     "run_plan_on_cluster",
@@ -224,3 +225,11 @@ def publish_summary(summary: RunSummary, report: Path | None, *, key: str) -> No
         "%d sources, %d blended, %d clumps; %s", summary.n_sources, summary.n_blended,
         summary.n_clumps, summary.verdicts,
     )  # fmt: skip
+
+
+def first_error(error: ValidationError) -> str:
+    """One line from a pydantic validation error: where, and what is wrong."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

@@ -23,6 +23,7 @@ from flows.common import (
     ClusterParameters,
     check_region,
     cluster_client,
+    first_error,
     prefect_api,
     publish_summary,
     report_task,
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )  # fmt: skip
     except ValidationError as error:
-        print(f"reprocess: error: {_first_error(error)}", file=sys.stderr)
+        print(f"reprocess: error: {first_error(error)}", file=sys.stderr)
         return 2
     try:
         with prefect_api() as url:
@@ -181,13 +182,6 @@ def _simulate(directory: Path, size: int, seed: int) -> Path:
     return write_simulation(simulate_mosaic(SimulationConfig(size=size, seed=seed)), directory)[
         "mosaic"
     ]
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
 
 
 if __name__ == "__main__":
