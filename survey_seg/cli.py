@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
+    report = commands.add_parser("report", help="write OUT/report.html with quick-look PNGs")
+    report.add_argument("out_dir", type=Path, help="output directory of a run")
+    report.set_defaults(handler=_report)
+
     demo = commands.add_parser("demo", help="simulate a mosaic, screen it, score it")
     demo.add_argument("out_dir", type=Path, nargs="?", default=Path("demo-out"))
     demo.add_argument("--size", type=int, default=2048, help="mosaic side in pixels")
@@ -156,6 +160,13 @@ def _train(args: argparse.Namespace) -> int:
         args.task, args.out, config, progress=not args.no_progress, log=lambda line: print(line)
     )
     print(f"trained {args.task} in {result.seconds:.0f} s: {result.config_path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from survey_seg.report import make_report
+
+    print(f"report: {make_report(args.out_dir)}")
     return 0
 
 
@@ -244,6 +255,9 @@ def _demo(args: argparse.Namespace) -> int:
         f"purity {score.purity:.3f}, blend recall {score.blend_recall:.3f} "
         f"({score.n_close_pairs} pairs closer than 1.5 arcsec)"
     )
+    from survey_seg.report import make_report
+
+    print(f"report: {make_report(args.out)}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return status
 

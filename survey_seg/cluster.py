@@ -12,8 +12,17 @@ Kinds:
 ``auto``
     ``cuda`` when a GPU and dask-cuda are present, ``local`` otherwise.
 ``address``
-    An existing scheduler (``tcp://host:8786``), e.g. one started by SLURM or
-    Kubernetes tooling.
+    An existing scheduler (``tcp://host:8786``).
+``slurm``
+    :class:`dask_jobqueue.SLURMCluster`, one worker job per ``n_workers``, its
+    options (queue, cores, memory, GPUs as ``--gres``) in ``options``
+    (``pip install 'survey-seg[slurm]'``).
+``kubernetes``
+    :class:`dask_kubernetes.operator.KubeCluster` from a ``DaskCluster``
+    resource given in ``options`` (``pip install 'survey-seg[kubernetes]'``).
+
+Specs live in YAML files (``deploy/clusters/*.yaml``); :meth:`ClusterSpec.from_file`
+reads them.
 """
 
 from __future__ import annotations
@@ -21,15 +30,23 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from distributed import Client, LocalCluster
 
 from survey_seg.errors import InputError
 
-__all__ = ["CLUSTER_KINDS", "ClusterSpec", "dask_client", "gpu_count", "resolve_kind"]
+__all__ = [
+    "CLUSTER_KINDS",
+    "ClusterSpec",
+    "build_batch_cluster",
+    "dask_client",
+    "gpu_count",
+    "resolve_kind",
+]
 
-CLUSTER_KINDS = ("auto", "local", "cuda", "address")
+CLUSTER_KINDS = ("auto", "local", "cuda", "address", "slurm", "kubernetes")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -51,6 +68,8 @@ class ClusterSpec:
     """Dashboard bind address: localhost and a free port by default."""
     connect_timeout: str = "20s"
     """How long to try reaching an existing scheduler."""
+    options: dict = field(default_factory=dict)
+    """Keyword arguments of the SLURMCluster, or the DaskCluster resource of KubeCluster."""
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:
@@ -67,6 +86,30 @@ class ClusterSpec:
             raise InputError(
                 f"threads per worker must be a positive integer, got {self.threads_per_worker!r}"
             )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> ClusterSpec:
+        """Read a spec from a YAML file whose keys are this class's fields.
+
+        Raises
+        ------
+        InputError
+            Unreadable YAML, or keys that are not fields (named in the message).
+        """
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise InputError(f"cannot read cluster spec {path} ({error}); fix the file") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(
+                f"cluster spec {path} has unknown keys {unknown}; use only {sorted(known)}"
+            )
+        return cls(**data)
 
 
 def gpu_count() -> int:
@@ -89,8 +132,8 @@ def resolve_kind(spec: ClusterSpec) -> str:
     InputError
         ``cuda`` asked for without a GPU or without dask-cuda.
     """
-    if spec.kind == "address":
-        return "address"
+    if spec.kind in ("address", "slurm", "kubernetes"):
+        return spec.kind
     has_dask_cuda = _has_dask_cuda()
     gpus = gpu_count()
     if spec.kind == "auto":
@@ -134,6 +177,10 @@ def dask_client(spec: ClusterSpec) -> Iterator[Client]:
         with client:
             yield client
         return
+    if kind in ("slurm", "kubernetes"):
+        with _batch_cluster(kind, spec) as cluster, Client(cluster) as client:
+            yield client
+        return
     threads = str(spec.threads_per_worker)
     env = {name: threads for name in THREAD_VARIABLES}
     if kind == "cuda":
@@ -157,6 +204,42 @@ def dask_client(spec: ClusterSpec) -> Iterator[Client]:
         )
     with cluster, Client(cluster) as client:
         yield client
+
+
+def build_batch_cluster(kind: str, spec: ClusterSpec):
+    """The SLURM or Kubernetes cluster object of a spec, not yet scaled.
+
+    Raises
+    ------
+    InputError
+        The library for that kind is not installed.
+    """
+    if kind == "slurm":
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise InputError(
+                "--cluster slurm needs dask-jobqueue: pip install 'survey-seg[slurm]'"
+            ) from None
+        return SLURMCluster(**spec.options)
+    try:
+        from dask_kubernetes.operator import KubeCluster
+    except ImportError:
+        raise InputError(
+            "--cluster kubernetes needs dask-kubernetes: pip install 'survey-seg[kubernetes]'"
+        ) from None
+    return KubeCluster(custom_cluster_spec=spec.options)
+
+
+@contextlib.contextmanager
+def _batch_cluster(kind: str, spec: ClusterSpec):
+    cluster = build_batch_cluster(kind, spec)
+    with cluster:
+        if kind == "slurm":
+            cluster.scale(jobs=spec.n_workers or 1)
+        else:
+            cluster.scale(spec.n_workers or 1)
+        yield cluster
 
 
 def _has_dask_cuda() -> bool:

@@ -514,6 +514,11 @@ class MosaicStore:
         background = interpolate_mesh(self.mesh.level, cell, tile.origin, tile.window_shape)
         return WindowData(image=image, variance=variance, background=background)
 
+    @property
+    def image(self) -> zarr.Array:
+        """The ingested image as a lazy, read-only array (index it to read)."""
+        return self._root["image"]
+
     def read_image(self) -> np.ndarray:
         """Read the whole image into memory (small mosaics, tests, quick looks)."""
         return np.asarray(self._root["image"][...])
@@ -585,6 +590,11 @@ class OutputStore:
         root = zarr.open_group(self.masks_path, mode="r+")
         root["mask"][tile.core_slices] = mask.astype(MASK_DTYPE, copy=False)
         root["segmentation"][tile.core_slices] = segmentation.astype(np.int64, copy=False)
+
+    def open_masks(self) -> tuple[zarr.Array, zarr.Array]:
+        """The ``mask`` and ``segmentation`` arrays as lazy, read-only arrays."""
+        root = zarr.open_group(self.masks_path, mode="r")
+        return root["mask"], root["segmentation"]
 
     def read_masks(self) -> tuple[np.ndarray, np.ndarray]:
         """Read the whole ``mask`` and ``segmentation`` arrays."""

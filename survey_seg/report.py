@@ -1,0 +1,1307 @@
+"""Quick-look report of a finished run: ``OUT/report.html`` and PNGs under ``OUT/report/``.
+
+:func:`make_report` reads only what a run wrote (``mosaic.zarr``, ``masks.zarr``,
+``sources.parquet``, ``clumps.parquet``, ``tiles.parquet`` and ``manifest.json``)
+and draws six figures:
+
+``mosaic_mask.png``
+    The mosaic (asinh stretch) with the artefact planes and the tile grid.
+``quality_map.png``
+    Per-tile artefact and no-data fractions and the tile verdicts.
+``segmentation.png``
+    The segmentation map, blended sources in hot colours, and a zoom on the most
+    crowded region.
+``clumps_gallery.png``
+    Cut-outs of the hosts with the most (and most probable) clumps.
+``rejected_gallery.png``
+    Cut-outs of the rejected tiles (or of the worst tiles when none was rejected).
+``histograms.png``
+    Catalog distributions: magnitude, size, S/N and number of clumps.
+
+Mosaics larger than ``max_pixels`` on a side are binned while they are read, one
+strip of rows at a time: image pixels are averaged, mask planes are OR-ed (so a
+one-pixel cosmic ray stays visible) and segmentation ids are sampled. Only
+matplotlib's object-oriented API with the Agg canvas is used; the global pyplot
+state is never touched. Arrays are ``(y, x)`` with 0-based mosaic pixels.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from astropy.visualization import AsinhStretch, ImageNormalize
+from astropy.wcs import WCS
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PatchCollection
+from matplotlib.colors import ListedColormap, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, Patch, Rectangle
+
+from survey_seg.errors import OutputError
+from survey_seg.masks import MaskBit, describe_bits
+from survey_seg.store import MASKS_STORE, MOSAIC_STORE, MosaicStore, OutputStore
+
+__all__ = ["FIGURES", "make_report"]
+
+REPORT_HTML = "report.html"
+REPORT_DIR = "report"
+FIGURES: tuple[str, ...] = (
+    "mosaic_mask.png",
+    "quality_map.png",
+    "segmentation.png",
+    "clumps_gallery.png",
+    "rejected_gallery.png",
+    "histograms.png",
+)
+"""File names of the report's PNGs, in the order the HTML shows them."""
+
+REQUIRED = (
+    "manifest.json",
+    MOSAIC_STORE,
+    MASKS_STORE,
+    "sources.parquet",
+    "clumps.parquet",
+    "tiles.parquet",
+)
+
+# Overlay colours of the artefact planes: none of them green, orange or red, which the
+# tile outlines use for the verdicts.
+PLANE_COLOURS: dict[str, str] = {
+    "NO_DATA": "#2a4bff",
+    "BAD": "#ffe600",
+    "SAT": "#ff00ff",
+    "CR": "#00e5ff",
+    "STREAK": "#a066ff",
+    "GHOST": "#ffa8d8",
+}
+PLANE_LABELS: dict[str, str] = {
+    "NO_DATA": "no valid data (NaN, zero weight)",
+    "BAD": "bad column / hot pixel",
+    "SAT": "saturated, bleed trail",
+    "CR": "cosmic ray",
+    "STREAK": "satellite / asteroid trail",
+    "GHOST": "ghost / scattered light",
+}
+PLANE_ALPHA: dict[str, float] = {
+    "NO_DATA": 0.75,
+    "BAD": 0.85,
+    "SAT": 0.7,
+    "CR": 1.0,
+    "STREAK": 0.75,
+    "GHOST": 0.45,
+}
+VERDICT_COLOURS: dict[str, str] = {
+    "accept": "#2ca02c",
+    "inspect": "#ff9f1c",
+    "reject": "#e8112d",
+    "failed": "#9e9e9e",
+}
+BLENDED_COLOUR = "#ff7b00"
+ISOLATED_COLOUR = "#5b8fd6"
+DPI = 110
+
+
+@dataclass(frozen=True)
+class _Binned:
+    """The mosaic, its mask and segmentation at the report's resolution."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    segmentation: np.ndarray
+    step: int
+    wcs: WCS
+    full_wcs: WCS
+    shape: tuple[int, int]
+
+
+class _Run:
+    """Lazy access to the outputs of one run (the only reader of its files here)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.root = out_dir
+        self.manifest = _read_manifest(out_dir)
+        try:
+            self.mosaic = MosaicStore(out_dir / MOSAIC_STORE)
+            self._image = self.mosaic.image
+            self._mask, self._segmentation = OutputStore(out_dir).open_masks()
+            self.sources = pd.read_parquet(out_dir / "sources.parquet")
+            self.clumps = pd.read_parquet(out_dir / "clumps.parquet")
+            self.tiles = pd.read_parquet(out_dir / "tiles.parquet")
+        except (OSError, KeyError, ValueError) as error:
+            raise OutputError(
+                f"{out_dir} holds an unreadable run output ({type(error).__name__}: "
+                f"{str(error)[:160]}); rerun `survey-seg run ... --force` to rewrite it"
+            ) from None
+        self.shape: tuple[int, int] = tuple(int(n) for n in self._image.shape)  # type: ignore[assignment]
+        self.wcs = self.mosaic.wcs
+        self.pixel_scale = float(self.mosaic.pixel_scale_arcsec)
+
+    def window(
+        self, y0: int, y1: int, x0: int, x1: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Full-resolution image, mask and segmentation of a window (clipped to the mosaic)."""
+        ys = slice(max(0, y0), min(self.shape[0], y1))
+        xs = slice(max(0, x0), min(self.shape[1], x1))
+        return (
+            np.asarray(self._image[ys, xs], dtype=np.float32),
+            np.asarray(self._mask[ys, xs]),
+            np.asarray(self._segmentation[ys, xs]),
+        )
+
+    def binned(self, max_pixels: int) -> _Binned:
+        """Read the whole mosaic binned so that neither side exceeds ``max_pixels``."""
+        ny, nx = self.shape
+        step = max(1, math.ceil(max(ny, nx) / max_pixels))
+        image = _block_reduce(self._image, step, "mean")
+        mask = _block_reduce(self._mask, step, "or")
+        offset = (step - 1) // 2
+        segmentation = np.asarray(self._segmentation[offset::step, offset::step])
+        segmentation = segmentation[: image.shape[0], : image.shape[1]]
+        wcs = self.wcs if step == 1 else self.wcs.slice((slice(None, None, step),) * 2)
+        return _Binned(image, mask, segmentation, step, wcs, self.wcs, self.shape)
+
+
+def make_report(
+    out_dir: str | os.PathLike,
+    *,
+    max_pixels: int = 2048,
+    title: str | None = None,
+) -> Path:
+    """Write the quick-look report of a finished run.
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        Output directory of ``survey-seg run`` (holding ``manifest.json``).
+    max_pixels : int
+        Largest side, in pixels, of the whole-mosaic images; bigger mosaics are
+        binned by an integer factor while they are read.
+    title : str, optional
+        Title of the page; by default one naming the input mosaic.
+
+    Returns
+    -------
+    pathlib.Path
+        ``OUT/report.html``; the PNGs are in ``OUT/report/``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``max_pixels`` is not an integer >= 16, or ``title`` is not a string.
+    OutputError
+        ``out_dir`` is not the directory of a finished run (a file is missing or
+        unreadable).
+    """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int | np.integer):
+        raise TypeError(f"max_pixels={max_pixels!r} is not an integer; pass e.g. 2048")
+    if max_pixels < 16:
+        raise ValueError(f"max_pixels={max_pixels} is too small; pass 16 or more")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title={title!r} is not a string; pass a str or None")
+    out = Path(out_dir)
+    _check_run_dir(out)
+    run = _Run(out)
+    figure_dir = out / REPORT_DIR
+    figure_dir.mkdir(exist_ok=True)
+    binned = run.binned(int(max_pixels))
+    thresholds = _thresholds(run.manifest)
+    notes: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks, empty slices
+        _save(_figure_mosaic(run, binned), figure_dir / "mosaic_mask.png")
+        _save(_figure_quality(run, binned, thresholds), figure_dir / "quality_map.png")
+        figure, notes["segmentation"] = _figure_segmentation(run, binned)
+        _save(figure, figure_dir / "segmentation.png")
+        figure, notes["clumps"] = _figure_clumps(run)
+        _save(figure, figure_dir / "clumps_gallery.png")
+        figure, notes["rejected"] = _figure_rejected(run)
+        _save(figure, figure_dir / "rejected_gallery.png")
+        _save(_figure_histograms(run), figure_dir / "histograms.png")
+    page = _html(run, binned, title, notes, thresholds)
+    path = out / REPORT_HTML
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _check_run_dir(out: Path) -> None:
+    if not out.is_dir():
+        raise OutputError(
+            f"{out} is not a directory; pass the --out directory of a `survey-seg run`"
+        )
+    if not (out / "manifest.json").is_file():
+        raise OutputError(
+            f"{out} holds no manifest.json, so it is not a survey-seg run directory; "
+            "pass the --out directory of a `survey-seg run`"
+        )
+    missing = [name for name in REQUIRED if not (out / name).exists()]
+    if missing:
+        raise OutputError(
+            f"{out} lacks {', '.join(missing)}: the run did not finish; "
+            "finish it with `survey-seg run ... --resume` before making the report"
+        )
+
+
+def _read_manifest(out: Path) -> dict[str, Any]:
+    manifest = OutputStore(out).read_manifest()
+    if not isinstance(manifest, dict):
+        raise OutputError(
+            f"{out / 'manifest.json'} is not a run manifest; rerun with --force to rewrite it"
+        )
+    return manifest
+
+
+def _block_reduce(array: Any, step: int, how: str) -> np.ndarray:
+    """Bin a 2-D (Zarr) array by ``step``, reading one strip of rows at a time.
+
+    ``how`` is ``"mean"`` (NaN-aware mean, float32) or ``"or"`` (bitwise OR).
+    The output has ``ceil(n / step)`` pixels on each axis; output pixel ``i``
+    covers input pixels ``i * step`` to ``i * step + step - 1``.
+    """
+    ny, nx = (int(n) for n in array.shape)
+    if step == 1:
+        data = np.asarray(array[...])
+        return data.astype(np.float32, copy=False) if how == "mean" else data
+    strip = step * max(1, math.ceil(256 / step))
+    nxb = math.ceil(nx / step)
+    rows = []
+    for y0 in range(0, ny, strip):
+        block = np.asarray(array[y0 : min(ny, y0 + strip), :])
+        h = block.shape[0]
+        hb = math.ceil(h / step)
+        pad = ((0, hb * step - h), (0, nxb * step - nx))
+        if how == "mean":
+            block = np.pad(block.astype(np.float32, copy=False), pad, constant_values=np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # blocks without data: NaN
+                rows.append(np.nanmean(block.reshape(hb, step, nxb, step), axis=(1, 3)))
+        else:
+            block = np.pad(block, pad, constant_values=0)
+            rows.append(np.bitwise_or.reduce(block.reshape(hb, step, nxb, step), axis=(1, 3)))
+    return np.concatenate(rows).astype(np.float32 if how == "mean" else array.dtype, copy=False)
+
+
+def _thresholds(manifest: dict[str, Any]) -> dict[str, float]:
+    """Inspect and reject fractions of the method, when its provenance records them."""
+    found: dict[str, float] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("inspect_fraction", "reject_fraction") and isinstance(
+                    value, int | float
+                ):
+                    found.setdefault(key, float(value))
+                else:
+                    visit(value)
+
+    visit(manifest.get("method", {}))
+    return found
+
+
+# --------------------------------------------------------------------------- drawing helpers
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path, dpi=DPI, facecolor="white")
+
+
+def _norm(image: np.ndarray) -> ImageNormalize:
+    """Asinh stretch from just below the sky to the bright end of the finite pixels."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return ImageNormalize(vmin=0.0, vmax=1.0, stretch=AsinhStretch(0.1))
+    if finite.size > 1_000_000:
+        finite = finite[:: finite.size // 1_000_000]
+    sky = float(np.median(finite))
+    sigma = 1.4826 * float(np.median(np.abs(finite - sky)))
+    if not sigma > 0:
+        sigma = float(np.std(finite)) or 1.0
+    vmin = sky - 1.5 * sigma
+    vmax = max(float(np.percentile(finite, 99.8)), sky + 25.0 * sigma)
+    return ImageNormalize(vmin=vmin, vmax=vmax, stretch=AsinhStretch(0.08), clip=False)
+
+
+def _grey() -> ListedColormap:
+    cmap = ListedColormap(np.linspace(0, 1, 256)[:, None].repeat(3, axis=1), name="grey")
+    return cmap.with_extremes(bad=PLANE_COLOURS["NO_DATA"], under="black", over="white")
+
+
+def _overlay(mask: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """RGBA image of the artefact planes and the fraction of pixels in each plane."""
+    rgba = np.zeros((*mask.shape, 4), dtype=np.float32)
+    fractions = {}
+    for name, colour in PLANE_COLOURS.items():
+        hit = (mask & np.uint32(int(MaskBit[name]))) != 0
+        fractions[name] = float(hit.mean()) if hit.size else 0.0
+        if hit.any():
+            rgba[hit, :3] = to_rgb(colour)
+            rgba[hit, 3] = PLANE_ALPHA[name]
+    return rgba, fractions
+
+
+def _wcs_axes(figure: Figure, position: Any, wcs: WCS) -> Any:
+    ax = figure.add_subplot(position, projection=wcs)
+    ra, dec = ax.coords[0], ax.coords[1]
+    ra.set_axislabel("RA (ICRS)")
+    dec.set_axislabel("Dec (ICRS)")
+    ra.set_major_formatter("hh:mm:ss")
+    dec.set_major_formatter("dd:mm:ss")
+    ra.set_ticklabel(exclude_overlapping=True, size=8)
+    dec.set_ticklabel(exclude_overlapping=True, size=8)
+    return ax
+
+
+def _tile_rect(row: pd.Series, step: int, **kwargs: Any) -> Rectangle:
+    """A tile core's outline in binned pixel coordinates (edges at ``x0 / step - 0.5``)."""
+    return Rectangle(
+        (row.x0 / step - 0.5, row.y0 / step - 0.5),
+        (row.x1 - row.x0) / step,
+        (row.y1 - row.y0) / step,
+        **kwargs,
+    )
+
+
+def _verdict(row: pd.Series) -> str:
+    verdict = str(row.verdict or "")
+    return verdict if verdict in VERDICT_COLOURS and row.status == "done" else "failed"
+
+
+def _empty_panel(ax: Any, text: str) -> None:
+    ax.set_facecolor("#f2f2f2")
+    ax.text(
+        0.5, 0.5, text, ha="center", va="center", fontsize=12, transform=ax.transAxes, wrap=True
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _scale_bar(ax: Any, width_pix: int, pixel_scale: float, colour: str = "white") -> None:
+    """A bar of a round number of arcsec in the lower-left corner of a cut-out."""
+    if not pixel_scale > 0:
+        return
+    target = width_pix * pixel_scale / 4.0
+    arcsec = max(
+        (v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120) if v <= target), default=0.1
+    )
+    length = arcsec / pixel_scale
+    x0, y0 = 0.06 * width_pix, 0.07 * width_pix
+    ax.plot([x0, x0 + length], [y0, y0], color=colour, lw=2, solid_capstyle="butt")
+    label = f'{arcsec:g}"' if arcsec < 60 else f"{arcsec / 60:g}'"
+    ax.text(
+        x0 + length / 2,
+        y0 + 0.03 * width_pix,
+        label,
+        color=colour,
+        fontsize=7,
+        ha="center",
+        va="bottom",
+    )
+
+
+def _short_id(source_id: int) -> str:
+    """``tile:local`` form of a global id ``(tile << 32) | local``."""
+    source_id = int(source_id)
+    return f"{source_id >> 32}:{source_id & 0xFFFFFFFF}"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figure_mosaic(run: _Run, b: _Binned) -> Figure:
+    ny, nx = b.image.shape
+    aspect = ny / max(nx, 1)
+    height = max(5.0, min(14.0, 7.7 * aspect + 0.3))
+    figure = _new_figure(12.0, height)
+    ax = _wcs_axes(figure, (0.075, 0.6 / height, 0.56, 1 - 1.0 / height), b.wcs)
+    ax.imshow(b.image, origin="lower", cmap=_grey(), norm=_norm(b.image), interpolation="nearest")
+    rgba, fractions = _overlay(b.mask)
+    ax.imshow(rgba, origin="lower", interpolation="nearest")
+    tiles = run.tiles
+    verdicts = [_verdict(row) for row in tiles.itertuples()]
+    counts = {v: verdicts.count(v) for v in VERDICT_COLOURS}
+    for verdict in VERDICT_COLOURS:
+        rects = [
+            _tile_rect(row, b.step)
+            for row, v in zip(tiles.itertuples(), verdicts, strict=True)
+            if v == verdict
+        ]
+        if not rects:
+            continue
+        reject = verdict == "reject"
+        ax.add_collection(
+            PatchCollection(
+                rects,
+                facecolor="none",
+                edgecolor=VERDICT_COLOURS[verdict],
+                lw=1.6 if reject else 0.8,
+                alpha=0.95 if reject else 0.6,
+                hatch="///" if reject else None,
+            )
+        )
+    for row, verdict in zip(tiles.itertuples(), verdicts, strict=True):
+        if len(tiles) <= 64:
+            ax.text(
+                row.x0 / b.step + 2,
+                row.y1 / b.step - 3,
+                str(row.tile_id),
+                color=VERDICT_COLOURS[verdict],
+                fontsize=6,
+                va="top",
+                alpha=0.9,
+            )
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    binned = f", binned {b.step}x{b.step}" if b.step > 1 else ""
+    ax.set_title(f"{_input_name(run)}: {b.shape[1]} x {b.shape[0]} pix{binned}", fontsize=10)
+    handles: list[Any] = [Line2D([], [], ls="none", label="Artefact planes (% of pixels)")]
+    for name, colour in PLANE_COLOURS.items():
+        share = 100.0 * fractions[name]
+        handles.append(
+            Patch(
+                facecolor=colour,
+                alpha=PLANE_ALPHA[name],
+                edgecolor="none",
+                label=f"{name}: {PLANE_LABELS[name]} ({share:.2g}%)",
+            )
+        )
+    handles.append(Line2D([], [], ls="none", label=""))
+    handles.append(Line2D([], [], ls="none", label="Tile cores (verdict: n)"))
+    for verdict in ("accept", "inspect", "reject", "failed"):
+        if verdict == "failed" and not counts.get(verdict):
+            continue
+        handles.append(
+            Patch(
+                facecolor="none",
+                edgecolor=VERDICT_COLOURS[verdict],
+                hatch="///" if verdict == "reject" else None,
+                lw=1.5,
+                label=f"{verdict}: {counts.get(verdict, 0)}"
+                + (" (REJECTED plane)" if verdict == "reject" else ""),
+            )
+        )
+    legend = figure.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(0.67, 1 - 0.5 / height),
+        fontsize=8,
+        frameon=False,
+        handlelength=1.6,
+    )
+    for text, handle in zip(legend.get_texts(), handles, strict=True):
+        if isinstance(handle, Line2D):
+            text.set_fontweight("bold")
+    figure.text(
+        0.675,
+        0.6 / height,
+        "Grey: asinh stretch of the mosaic from 1.5 sigma below\n"
+        "the sky; colours: mask planes of masks.zarr.",
+        fontsize=7,
+        color="#444444",
+        va="bottom",
+    )
+    return figure
+
+
+def _tile_map(tiles: pd.DataFrame, b: _Binned, values: np.ndarray) -> np.ndarray:
+    """A binned-resolution image holding each tile's value over its core (NaN elsewhere)."""
+    image = np.full(b.image.shape, np.nan, dtype=np.float64)
+    for row, value in zip(tiles.itertuples(), values, strict=True):
+        ys = slice(row.y0 // b.step, math.ceil(row.y1 / b.step))
+        xs = slice(row.x0 // b.step, math.ceil(row.x1 / b.step))
+        image[ys, xs] = value
+    return image
+
+
+def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figure:
+    tiles = run.tiles
+    ny, nx = b.image.shape
+    aspect = ny / max(nx, 1)
+    height = max(4.5, min(12.0, 3.9 * aspect + 1.5))
+    figure = _new_figure(18.0, height)
+    bottom, top = 1.0 / height, 0.5 / height
+    if not len(tiles):
+        ax = figure.add_subplot(111)
+        _empty_panel(ax, "no tile was screened (tiles.parquet is empty)")
+        return figure
+    artefact = tiles["artefact_fraction"].to_numpy(dtype=float)
+    no_data = tiles["no_data_fraction"].to_numpy(dtype=float)
+    vmax = float(np.nanmax(np.concatenate([artefact, no_data, [1e-3]])))
+    if "reject_fraction" in thresholds:
+        vmax = (
+            max(vmax, 1.15 * thresholds["reject_fraction"])
+            if vmax > 0.5 * thresholds["reject_fraction"]
+            else vmax
+        )
+    vmax = 100.0 * vmax
+    label_tiles = len(tiles) <= 100
+    fontsize = 7 if len(tiles) <= 36 else 5
+    left, width, pitch = 0.05, 0.215, 0.325
+    for k, (name, values) in enumerate(
+        (
+            ("Artefact fraction (BAD|SAT|CR|STREAK|GHOST)", artefact),
+            ("No-data fraction (NO_DATA)", no_data),
+        )
+    ):
+        ax = _wcs_axes(figure, (left + pitch * k, bottom, width, 1 - bottom - top), b.wcs)
+        image = _tile_map(tiles, b, 100.0 * values)
+        im = ax.imshow(
+            image, origin="lower", cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest"
+        )
+        ax.set_facecolor("#dddddd")
+        ax.set_title(name, fontsize=10)
+        ax.apply_aspect()
+        box = ax.get_position()
+        cax = figure.add_axes((box.x1 + 0.006, box.y0, 0.008, box.height))
+        bar = figure.colorbar(im, cax=cax)
+        bar.set_label("% of core pixels (dashed: inspect, solid: reject)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        for key, style in (("inspect_fraction", "--"), ("reject_fraction", "-")):
+            level = 100.0 * thresholds.get(key, np.inf)
+            if level <= vmax:
+                bar.ax.axhline(level, color="white", lw=1.5, ls=style)
+        if label_tiles:
+            for row, value in zip(tiles.itertuples(), values, strict=True):
+                shade = 100.0 * value / vmax if vmax else 0.0
+                ax.text(
+                    (row.x0 + row.x1) / 2 / b.step - 0.5,
+                    (row.y0 + row.y1) / 2 / b.step - 0.5,
+                    f"{100 * value:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color="black" if shade > 0.6 else "white",
+                )
+        _outline_tiles(ax, tiles, b)
+    ax = _wcs_axes(figure, (left + 2 * pitch, bottom, width, 1 - bottom - top), b.wcs)
+    order = ["accept", "inspect", "reject", "failed"]
+    codes = np.array([order.index(_verdict(row)) for row in tiles.itertuples()], dtype=float)
+    cmap = ListedColormap([VERDICT_COLOURS[v] for v in order])
+    ax.imshow(
+        _tile_map(tiles, b, codes),
+        origin="lower",
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=3.5,
+        interpolation="nearest",
+    )
+    ax.set_facecolor("#dddddd")
+    ax.set_title("Tile verdict", fontsize=10)
+    if label_tiles:
+        for row in tiles.itertuples():
+            ax.text(
+                (row.x0 + row.x1) / 2 / b.step - 0.5,
+                (row.y0 + row.y1) / 2 / b.step - 0.5,
+                str(row.tile_id),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="black",
+            )
+    _outline_tiles(ax, tiles, b)
+    verdicts = [_verdict(row) for row in tiles.itertuples()]
+    handles = [
+        Patch(color=VERDICT_COLOURS[v], label=f"{v}: {verdicts.count(v)}")
+        for v in order
+        if v != "failed" or v in verdicts
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.03, 1.0),
+        fontsize=8,
+        frameon=False,
+        title="tiles",
+        title_fontsize=8,
+        alignment="left",
+    )
+    for axis in figure.axes:
+        if hasattr(axis, "coords"):
+            axis.set_xlim(-0.5, nx - 0.5)
+            axis.set_ylim(-0.5, ny - 0.5)
+    return figure
+
+
+def _outline_tiles(ax: Any, tiles: pd.DataFrame, b: _Binned) -> None:
+    rects = [_tile_rect(row, b.step) for row in tiles.itertuples()]
+    ax.add_collection(
+        PatchCollection(rects, facecolor="none", edgecolor="white", lw=0.5, alpha=0.8)
+    )
+
+
+def _segment_colours(ids: np.ndarray, blended: np.ndarray) -> np.ndarray:
+    """Stable RGB colours per id: hot hues for blended, muted cool hues for isolated."""
+    from matplotlib.colors import hsv_to_rgb
+
+    ids = ids.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h1 = (ids * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        h2 = (ids * np.uint64(0xC2B2AE3D27D4EB4F)) >> np.uint64(40)
+    u = (h1 & np.uint64(0xFFFF)).astype(np.float64) / 65536.0
+    v = (h2 & np.uint64(0xFFFF)).astype(np.float64) / 65536.0
+    hue = np.where(blended, 0.0 + 0.17 * u, 0.47 + 0.28 * u)
+    saturation = np.where(blended, 0.75 + 0.25 * v, 0.35 + 0.25 * v)
+    value = np.where(blended, 0.75 + 0.25 * (1 - v), 0.45 + 0.3 * v)
+    return hsv_to_rgb(np.stack([hue, saturation, value], axis=-1))
+
+
+def _segmentation_rgb(segmentation: np.ndarray, blended_ids: set[int]) -> np.ndarray:
+    """RGB image of a segmentation map: black background, black lines between segments."""
+    ids, inverse = np.unique(segmentation, return_inverse=True)
+    blended = np.isin(ids, np.fromiter(blended_ids, dtype=np.int64, count=len(blended_ids)))
+    colours = _segment_colours(ids, blended)
+    colours[ids == 0] = 0.0
+    rgb = colours[inverse.reshape(segmentation.shape)]
+    edge = np.zeros(segmentation.shape, dtype=bool)
+    edge[:, 1:] |= (segmentation[:, 1:] != segmentation[:, :-1]) & (segmentation[:, :-1] != 0)
+    edge[1:, :] |= (segmentation[1:, :] != segmentation[:-1, :]) & (segmentation[:-1, :] != 0)
+    rgb[edge & (segmentation != 0)] *= 0.35
+    return rgb
+
+
+def _crowded_window(sources: pd.DataFrame, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` of the square window holding the most source centroids."""
+    ny, nx = shape
+    side = int(min(ny, nx, max(96, min(256, min(ny, nx) // 3))))
+    if not len(sources):
+        y0, x0 = (ny - side) // 2, (nx - side) // 2
+        return y0, y0 + side, x0, x0 + side
+    half = max(side // 2, 1)
+    x = sources["x"].to_numpy(dtype=float)
+    y = sources["y"].to_numpy(dtype=float)
+    good = np.isfinite(x) & np.isfinite(y)
+    counts, _, _ = np.histogram2d(
+        y[good],
+        x[good],
+        bins=(math.ceil(ny / half), math.ceil(nx / half)),
+        range=((0, math.ceil(ny / half) * half), (0, math.ceil(nx / half) * half)),
+    )
+    if counts.shape[0] > 1 and counts.shape[1] > 1:
+        counts = counts[:-1, :-1] + counts[1:, :-1] + counts[:-1, 1:] + counts[1:, 1:]
+    iy, ix = np.unravel_index(int(np.argmax(counts)), counts.shape)
+    y0 = int(min(max(0, iy * half), ny - side))
+    x0 = int(min(max(0, ix * half), nx - side))
+    return y0, y0 + side, x0, x0 + side
+
+
+def _figure_segmentation(run: _Run, b: _Binned) -> tuple[Figure, str]:
+    sources = run.sources
+    blended_ids = set(sources.loc[sources["is_blended"].astype(bool), "id"].astype(int))
+    ny, nx = b.segmentation.shape
+    aspect = ny / max(nx, 1)
+    height = max(5.0, min(12.0, 4.8 * aspect + 1.5))
+    figure = _new_figure(17.0, height)
+    bottom, span = 1.0 / height, 1 - 1.5 / height
+    ax = _wcs_axes(figure, (0.06, bottom, 0.26, span), b.wcs)
+    ax.set_facecolor("black")
+    n_blended = len(blended_ids)
+    n_sources = len(sources)
+    binned = f" (sampled every {b.step} pix)" if b.step > 1 else ""
+    ax.set_title(f"Segmentation: {n_sources} sources, {n_blended} blended{binned}", fontsize=10)
+    if n_sources == 0 and not b.segmentation.any():
+        ax.imshow(np.zeros((ny, nx, 3)), origin="lower")
+        ax.text(
+            0.5,
+            0.5,
+            "no sources detected",
+            color="white",
+            ha="center",
+            va="center",
+            fontsize=13,
+            transform=ax.transAxes,
+        )
+    else:
+        ax.imshow(
+            _segmentation_rgb(b.segmentation, blended_ids), origin="lower", interpolation="nearest"
+        )
+    y0, y1, x0, x1 = _crowded_window(sources, b.shape)
+    ax.add_patch(
+        Rectangle(
+            (x0 / b.step - 0.5, y0 / b.step - 0.5),
+            (x1 - x0) / b.step,
+            (y1 - y0) / b.step,
+            fill=False,
+            edgecolor="white",
+            lw=1.2,
+            ls="--",
+        )
+    )
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+
+    image, _, segmentation = run.window(y0, y1, x0, x1)
+    zoom_wcs = run.wcs.slice((slice(y0, y1), slice(x0, x1)))
+    inside = sources[
+        (sources.x >= x0 - 0.5)
+        & (sources.x < x1 - 0.5)
+        & (sources.y >= y0 - 0.5)
+        & (sources.y < y1 - 0.5)
+    ]
+    zoom = _wcs_axes(figure, (0.39, bottom, 0.26, span), zoom_wcs)
+    zoom.set_facecolor("black")
+    zoom.imshow(
+        _segmentation_rgb(segmentation, blended_ids), origin="lower", interpolation="nearest"
+    )
+    zoom.set_title(
+        f"Most crowded {x1 - x0} x {y1 - y0} pix: {len(inside)} sources (x {x0}-{x1}, y {y0}-{y1})",
+        fontsize=10,
+    )
+    cut = _wcs_axes(figure, (0.725, bottom, 0.265, span), zoom_wcs)
+    cut.imshow(image, origin="lower", cmap=_grey(), norm=_norm(image), interpolation="nearest")
+    _segment_outlines(cut, segmentation, blended_ids)
+    if len(inside):
+        is_blended = inside["is_blended"].astype(bool).to_numpy()
+        for flag, colour in ((True, BLENDED_COLOUR), (False, ISOLATED_COLOUR)):
+            chosen = inside[is_blended == flag]
+            cut.plot(chosen.x - x0, chosen.y - y0, "+", color=colour, ms=5, mew=1.0)
+    cut.set_title("Same region: image with segment outlines and centroids", fontsize=10)
+    for axis in (zoom, cut):
+        axis.set_xlim(-0.5, x1 - x0 - 0.5)
+        axis.set_ylim(-0.5, y1 - y0 - 0.5)
+    handles = [
+        Patch(color="#ff5a00", label="blended source (hot colours)"),
+        Patch(color="#5a8a9a", label="isolated source (muted colours)"),
+        Patch(facecolor="black", edgecolor="#777777", label="background (id 0)"),
+        Line2D([], [], color=BLENDED_COLOUR, marker="+", ls="-", label="outline/centroid: blended"),
+        Line2D(
+            [], [], color=ISOLATED_COLOUR, marker="+", ls="-", label="outline/centroid: isolated"
+        ),
+    ]
+    figure.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=5,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+    )
+    note = (
+        f"the zoom shows mosaic pixels x {x0}-{x1}, y {y0}-{y1}, the densest "
+        f"{x1 - x0} x {y1 - y0} pixel window ({len(inside)} source centroids)"
+    )
+    return figure, note
+
+
+def _segment_outlines(ax: Any, segmentation: np.ndarray, blended_ids: set[int]) -> None:
+    """Draw the boundary pixels of every segment, coloured by blended / isolated."""
+    if not segmentation.any():
+        return
+    edge = np.zeros(segmentation.shape, dtype=bool)
+    diff_x = segmentation[:, 1:] != segmentation[:, :-1]
+    diff_y = segmentation[1:, :] != segmentation[:-1, :]
+    edge[:, 1:] |= diff_x
+    edge[:, :-1] |= diff_x
+    edge[1:, :] |= diff_y
+    edge[:-1, :] |= diff_y
+    edge &= segmentation != 0
+    blended = np.isin(
+        segmentation, np.fromiter(blended_ids, dtype=np.int64, count=len(blended_ids))
+    )
+    rgba = np.zeros((*segmentation.shape, 4), dtype=np.float32)
+    rgba[edge & blended] = (*to_rgb(BLENDED_COLOUR), 0.9)
+    rgba[edge & ~blended] = (*to_rgb(ISOLATED_COLOUR), 0.9)
+    ax.imshow(rgba, origin="lower", interpolation="nearest")
+
+
+def _clump_hosts(run: _Run, n: int) -> pd.DataFrame:
+    """Hosts ranked by number of clumps, then by their best clump's probability."""
+    clumps = run.clumps
+    grouped = clumps.groupby("host_id").agg(
+        n=("id", "size"), best=("probability", "max"), cx=("x", "mean"), cy=("y", "mean")
+    )
+    grouped = grouped.sort_values(["n", "best"], ascending=False).head(n)
+    sources = run.sources.set_index("id")
+    hosts = grouped.join(sources[["x", "y", "a", "mag"]], how="left")
+    hosts["x"] = hosts["x"].fillna(hosts["cx"])
+    hosts["y"] = hosts["y"].fillna(hosts["cy"])
+    return hosts
+
+
+def _gallery_grid(figure: Figure, n: int, ncols: int = 4) -> list[Any]:
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    return [figure.add_subplot(nrows, ncols, k + 1) for k in range(n)]
+
+
+def _figure_clumps(run: _Run) -> tuple[Figure, str]:
+    clumps = run.clumps
+    if not len(clumps):
+        figure = _new_figure(7.0, 2.6)
+        _empty_panel(figure.add_subplot(111), "none: no clump was detected in this run")
+        return figure, "none: the run detected no clump"
+    hosts = _clump_hosts(run, 16)
+    n = len(hosts)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    figure = _new_figure(max(3.0 * ncols, 6.5), 3.3 * nrows + 0.8)
+    axes = _gallery_grid(figure, n, ncols)
+    for ax, (host_id, host) in zip(axes, hosts.iterrows(), strict=True):
+        own = clumps[clumps["host_id"] == host_id]
+        reach = np.hypot(own.x - host.x, own.y - host.y).max() if len(own) else 0.0
+        size = float(np.nan_to_num(host.get("a", np.nan), nan=4.0))
+        half = int(np.clip(max(4.0 * size, reach + 8.0, 20.0), 20, 128))
+        cx, cy = round(float(host.x)), round(float(host.y))
+        y0, x0 = cy - half, cx - half
+        image, _, _ = run.window(y0, cy + half + 1, x0, cx + half + 1)
+        oy, ox = max(0, y0), max(0, x0)
+        ax.imshow(image, origin="lower", cmap=_grey(), norm=_norm(image), interpolation="nearest")
+        radius = max(2.0, 0.06 * half)
+        for clump in own.itertuples():
+            ax.add_patch(
+                Circle(
+                    (clump.x - ox, clump.y - oy), radius, fill=False, edgecolor="#00e5ff", lw=1.2
+                )
+            )
+        ax.plot(host.x - ox, host.y - oy, "+", color="#ffb000", ms=7, mew=1.0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        mag = host.get("mag", np.nan)
+        mag_text = f", mag {mag:.1f}" if np.isfinite(mag) else ""
+        ax.set_title(
+            f"host {_short_id(host_id)}: {int(host.n)} clump{'s' * (int(host.n) != 1)}\n"
+            f"best score {host.best:.2f}{mag_text}",
+            fontsize=8,
+        )
+        _scale_bar(ax, image.shape[1], run.pixel_scale)
+    figure.suptitle(
+        f"Hosts with the most clumps ({len(clumps)} clumps in {clumps['host_id'].nunique()} "
+        "hosts)\ncyan circles: clumps, orange +: host centroid",
+        fontsize=10,
+    )
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (3.3 * nrows + 0.8)))
+    return figure, f"{n} of {clumps['host_id'].nunique()} hosts shown"
+
+
+def _figure_rejected(run: _Run) -> tuple[Figure, str]:
+    tiles = run.tiles
+    if not len(tiles):
+        figure = _new_figure(7.0, 2.6)
+        _empty_panel(figure.add_subplot(111), "none: no tile was screened")
+        return figure, "none: no tile was screened"
+    verdicts = np.array([_verdict(row) for row in tiles.itertuples()])
+    worst = np.maximum(tiles["artefact_fraction"].fillna(0), tiles["no_data_fraction"].fillna(0))
+    rejected = tiles[verdicts == "reject"]
+    if len(rejected):
+        chosen = rejected.assign(_w=worst[verdicts == "reject"]).sort_values("_w", ascending=False)
+        chosen = chosen.head(12)
+        heading = f"Rejected tiles ({len(rejected)}; {len(chosen)} shown)"
+        note = f"{len(rejected)} tiles were rejected; {len(chosen)} are shown"
+    else:
+        chosen = tiles.assign(_w=worst).sort_values("_w", ascending=False).head(8)
+        if (chosen["_w"] > 0).any():
+            chosen = chosen[chosen["_w"] > 0]
+            heading = (
+                f"No tile was rejected: the {len(chosen)} tiles with the highest artefact or "
+                "no-data fraction"
+            )
+        else:
+            chosen = chosen.head(4)
+            heading = f"No tile was rejected and none has artefacts: {len(chosen)} tiles shown"
+        note = f"none rejected; the {len(chosen)} tiles with the highest fractions are shown"
+    n = len(chosen)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    height = 3.8 * nrows + 0.9
+    figure = _new_figure(max(3.2 * ncols + 0.2, 6.5), height)
+    axes = _gallery_grid(figure, n, ncols)
+    for ax, row in zip(axes, chosen.itertuples(), strict=True):
+        image, mask, _ = run.window(row.y0, row.y1, row.x0, row.x1)
+        step = max(1, math.ceil(max(image.shape) / 384))
+        if step > 1:
+            image = _block_reduce(image, step, "mean")
+            mask = _block_reduce(mask, step, "or")
+        ax.imshow(image, origin="lower", cmap=_grey(), norm=_norm(image), interpolation="nearest")
+        ax.imshow(_overlay(mask)[0], origin="lower", interpolation="nearest")
+        verdict = _verdict(row)
+        for spine in ax.spines.values():
+            spine.set_edgecolor(VERDICT_COLOURS[verdict])
+            spine.set_linewidth(2.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(
+            f"tile {row.tile_id} (row {row.row}, col {row.col}): {verdict}\n"
+            f"artefact {100 * row.artefact_fraction:.1f}%, no data "
+            f"{100 * row.no_data_fraction:.1f}%",
+            fontsize=8,
+        )
+        _scale_bar(ax, image.shape[1], run.pixel_scale * step)
+    handles = [
+        Patch(facecolor=c, alpha=PLANE_ALPHA[name], label=name) for name, c in PLANE_COLOURS.items()
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    figure.suptitle(heading, fontsize=10)
+    figure.tight_layout(rect=(0, 0.4 / height, 1, 1 - 0.4 / height))
+    return figure, note
+
+
+def _figure_histograms(run: _Run) -> Figure:
+    sources = run.sources
+    figure = _new_figure(11.0, 7.6)
+    axes = [figure.add_subplot(2, 2, k + 1) for k in range(4)]
+    if not len(sources):
+        for ax in axes:
+            _empty_panel(ax, "none: no sources detected")
+        figure.suptitle("Catalog distributions", fontsize=11)
+        return figure
+    blended = sources["is_blended"].astype(bool).to_numpy()
+    groups = (("blended", blended, BLENDED_COLOUR), ("isolated", ~blended, ISOLATED_COLOUR))
+
+    mag = sources["mag"].to_numpy(dtype=float)
+    if np.isfinite(mag).any():
+        values, label = mag, "magnitude (MAGZERO - 2.5 log10 flux)"
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.log10(sources["flux"].to_numpy(dtype=float))
+        label = "log10 flux [adu]"
+    _split_hist(axes[0], values, groups, label, log_x=False)
+    axes[0].set_title("Brightness", fontsize=10)
+
+    a = sources["a"].to_numpy(dtype=float)
+    _split_hist(axes[1], a, groups, "semi-major axis a [pix] (second moments)", log_x=True)
+    axes[1].set_title("Size", fontsize=10)
+    if run.pixel_scale > 0:
+        scale = run.pixel_scale
+        top = axes[1].secondary_xaxis("top", functions=(lambda p: p * scale, lambda s: s / scale))
+        top.set_xlabel("a [arcsec]", fontsize=8)
+        top.tick_params(labelsize=7)
+        _plain_log_ticks(top.xaxis)
+
+    snr = sources["snr"].to_numpy(dtype=float)
+    _split_hist(axes[2], snr, groups, "S/N (flux / flux_err)", log_x=True)
+    axes[2].set_title("Signal to noise", fontsize=10)
+
+    n_clumps = sources["n_clumps"].fillna(0).to_numpy(dtype=int)
+    ax = axes[3]
+    top_count = int(n_clumps.max()) if n_clumps.size else 0
+    edges = np.arange(-0.5, top_count + 1.5)
+    counts, _, _ = ax.hist(n_clumps, bins=edges, color="#4c72b0", edgecolor="white", log=True)
+    for k, count in enumerate(counts):
+        if count:
+            ax.text(k, count, f"{int(count)}", ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("clumps per source", fontsize=9)
+    ax.set_ylabel("sources", fontsize=9)
+    ax.set_xticks(range(top_count + 1))
+    ax.set_title(
+        f"Clumps: {int((n_clumps > 0).sum())} sources host {int(n_clumps.sum())}", fontsize=10
+    )
+    figure.suptitle(
+        f"Catalog distributions: {len(sources)} sources, {int(blended.sum())} blended", fontsize=11
+    )
+    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    return figure
+
+
+def _split_hist(ax: Any, values: np.ndarray, groups: tuple, label: str, *, log_x: bool) -> None:
+    finite = np.isfinite(values) & ((values > 0) if log_x else True)
+    if not finite.any():
+        _empty_panel(ax, f"none: no finite {label.split(' ')[0]}")
+        return
+    low, high = float(values[finite].min()), float(values[finite].max())
+    if high <= low:
+        high = low + 1.0 if not log_x else low * 2.0
+    bins = np.geomspace(low, high, 30) if log_x else np.linspace(low, high, 30)
+    for name, selected, colour in groups:
+        chosen = values[finite & selected]
+        ax.hist(
+            chosen,
+            bins=bins,
+            histtype="step",
+            lw=1.6,
+            color=colour,
+            label=f"{name} ({chosen.size})",
+        )
+    if log_x:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel(label, fontsize=9)
+    ax.set_ylabel("sources", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, frameon=False)
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis 0.5, 1, 2, 5, 10 ... instead of 5x10^-1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _input_name(run: _Run) -> str:
+    path = run.manifest.get("input", {}).get("path") or run.mosaic.attrs.get("source_path", "")
+    return Path(str(path)).name or "mosaic"
+
+
+def _flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        rows = []
+        for key in sorted(node):
+            rows.extend(_flatten(node[key], f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    return [(prefix, node)]
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -> str:
+    parts = ["<table>"]
+    if header:
+        parts.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells = "".join(f"<td>{_cell(value)}</td>" for value in row)
+        parts.append(f"<tr>{cells}</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, list | tuple | dict):
+        text = json.dumps(value)
+    else:
+        text = str(value)
+    text = html.escape(text)
+    if len(text) >= 32 and all(c in "0123456789abcdef" for c in text):
+        return f"<code>{text}</code>"
+    return text
+
+
+CAPTIONS: dict[str, str] = {
+    "mosaic_mask.png": (
+        "The whole mosaic in grey (asinh stretch from just below the sky), north and east as "
+        "the WCS puts them, with RA/Dec on the axes. Coloured pixels are the artefact planes of "
+        "the mask (colour key on the right, with the percentage of pixels in each plane). When "
+        "the mosaic is binned, a plane is drawn where any pixel of the bin has it, so thin "
+        "artefacts stay visible (and look wider than they are). Outlines are the tile cores, "
+        "coloured by verdict (green accept, orange inspect, red hatched reject), with the tile "
+        "id in their upper-left corner."
+    ),
+    "quality_map.png": (
+        "Per tile core: the fraction of pixels in any artefact plane (left), in NO_DATA "
+        "(middle), and the verdict screening gave the tile (right). The verdict is set by the "
+        "larger of the two fractions; the dashed and solid lines on the colour bars mark the "
+        "method's inspect and reject thresholds when they fall within the range. Numbers are "
+        "percentages (left, middle) and tile ids (right)."
+    ),
+    "segmentation.png": (
+        "Left: the segmentation map (each source's footprint in its own colour, black "
+        "background); sources in a blend are in hot colours (red-yellow), isolated sources in "
+        "muted blue-green; dark lines separate touching segments. The dashed box is the most "
+        "crowded window, shown at full resolution in the middle, and on the right as the "
+        "image with each segment's outline and centroid (orange blended, blue isolated)."
+    ),
+    "clumps_gallery.png": (
+        "Cut-outs (asinh stretch, scale bar in arcsec) of the host galaxies with the most "
+        "clumps, then the highest clump probability. Cyan circles mark detected clumps, the "
+        "orange cross the host's centroid; each title gives the host id as tile:local, the "
+        "number of clumps, the best clump's score and the host's magnitude."
+    ),
+    "rejected_gallery.png": (
+        "The core of each rejected tile (or, when none was rejected, of the tiles with the "
+        "highest artefact or no-data fraction), with the artefact planes overlaid in the "
+        "colours of the mosaic figure; the frame colour is the verdict. Titles give the tile "
+        "id, its grid position and its fractions."
+    ),
+    "histograms.png": (
+        "Catalog distributions, blended (orange) against isolated (blue) sources: magnitude "
+        "(or log flux without a zero point), semi-major axis from second moments (pixels, "
+        "arcsec on top), signal to noise, and the number of clumps per source (log counts)."
+    ),
+}
+
+STYLE = """
+body { font-family: sans-serif; max-width: 1400px; margin: 1em auto; padding: 0 1em;
+       color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+code { font-size: 0.85em; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #333; max-width: 1100px; }
+.swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #888;
+          vertical-align: middle; }
+.warn { color: #a33; }
+"""
+
+
+def _html(
+    run: _Run,
+    b: _Binned,
+    title: str | None,
+    notes: dict[str, str],
+    thresholds: dict[str, float],
+) -> str:
+    manifest = run.manifest
+    summary = manifest.get("summary", {})
+    name = _input_name(run)
+    title = title or f"survey-seg report: {name}"
+    info = manifest.get("input", {})
+    method = manifest.get("method", {})
+    sources, clumps, tiles = run.sources, run.clumps, run.tiles
+    n_blended = int(sources["is_blended"].astype(bool).sum()) if len(sources) else 0
+    seconds = tiles["seconds"].dropna() if "seconds" in tiles else pd.Series([], dtype=float)
+    hashes = [
+        (k, v)
+        for k, v in _flatten(method)
+        if any(s in k.rsplit(".", 1)[-1].lower() for s in ("sha256", "sha1", "hash", "digest"))
+    ]
+    run_rows: list[tuple[Any, ...]] = [
+        ("input file", info.get("path", "")),
+        ("input sha256", info.get("sha256", "")),
+        ("image shape (ny, nx)", info.get("shape", list(b.shape))),
+        ("pixel scale [arcsec]", info.get("pixel_scale_arcsec", run.pixel_scale)),
+        ("zero point (MAGZERO)", info.get("zero_point")),
+        ("saturation (SATURATE)", info.get("saturation")),
+        ("method", method.get("method", method.get("name", ""))),
+        *((f"model {k}", v) for k, v in hashes),
+        ("run id", manifest.get("run_id", "")),
+        ("status", manifest.get("status", "")),
+        ("package version", manifest.get("package_version", "")),
+        ("result key", manifest.get("result_key", "")),
+        ("updated", manifest.get("updated", "")),
+    ]
+    count_rows = [
+        ("tiles screened / selected", f"{len(tiles)} / {summary.get('n_tiles', len(tiles))}"),
+        ("failed tiles", summary.get("n_failed", int((tiles["status"] != "done").sum()))),
+        ("Sources", len(sources)),
+        ("blended sources", n_blended),
+        ("clumps", len(clumps)),
+        ("hosts of clumps", int(clumps["host_id"].nunique()) if len(clumps) else 0),
+        ("wall time of the run [s]", summary.get("wall_seconds", "")),
+        (
+            "tile time: sum / median / max [s]",
+            f"{seconds.sum():.1f} / {seconds.median():.2f} / {seconds.max():.2f}"
+            if len(seconds)
+            else "n/a",
+        ),
+    ]
+    verdicts = [_verdict(row) for row in tiles.itertuples()]
+    verdict_rows = [
+        (
+            f'<span class="swatch" style="background:{VERDICT_COLOURS[v]}"></span> '
+            f"{html.escape(v)}",
+            verdicts.count(v),
+            f"{100.0 * verdicts.count(v) / max(len(verdicts), 1):.1f}%",
+        )
+        for v in ("accept", "inspect", "reject", "failed")
+        if v != "failed" or v in verdicts
+    ]
+    worst = tiles.assign(
+        worst=np.maximum(tiles["artefact_fraction"].fillna(0), tiles["no_data_fraction"].fillna(0))
+    ).sort_values("worst", ascending=False)
+    worst = worst[[_verdict(row) != "accept" for row in worst.itertuples()]].head(10)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Output directory <code>{html.escape(str(run.root))}</code>. "
+        + (
+            f"Whole-mosaic figures binned {b.step} x {b.step}.</p>"
+            if b.step > 1
+            else "Whole-mosaic figures at full resolution.</p>"
+        ),
+    ]
+    for message in summary.get("warnings", []) or []:
+        parts.append(f'<p class="warn">Warning: {html.escape(str(message))}</p>')
+    parts += ["<h2>Run</h2>", _table(run_rows), "<h2>Counts and timings</h2>", _table(count_rows)]
+    parts += ["<h2>Tile verdicts</h2>", _verdict_table(verdict_rows)]
+    if thresholds:
+        text = ", ".join(f"{k} = {v:g}" for k, v in sorted(thresholds.items()))
+        parts.append(
+            f"<p>A tile is inspected or rejected when its artefact or no-data fraction "
+            f"exceeds the method's thresholds ({html.escape(text)}).</p>"
+        )
+    if len(worst):
+        parts.append("<p>Tiles not accepted (worst first, at most 10):</p>")
+        parts.append(
+            _table(
+                [
+                    (
+                        r.tile_id,
+                        r.row,
+                        r.col,
+                        _verdict(r),
+                        f"{100 * r.artefact_fraction:.2f}%",
+                        f"{100 * r.no_data_fraction:.2f}%",
+                        r.n_sources,
+                        r.error or "",
+                    )
+                    for r in worst.itertuples()
+                ],
+                ("tile", "row", "col", "verdict", "artefact", "no data", "sources", "error"),
+            )
+        )
+    parts.append("<h2>Figures</h2>")
+    note_of = {
+        "segmentation.png": notes.get("segmentation"),
+        "clumps_gallery.png": notes.get("clumps"),
+        "rejected_gallery.png": notes.get("rejected"),
+    }
+    for figure in FIGURES:
+        caption = CAPTIONS[figure]
+        if note_of.get(figure):
+            caption += f" Here: {note_of[figure]}."
+        parts.append(
+            f'<figure><img src="{REPORT_DIR}/{figure}" alt="{html.escape(figure)}">'
+            f"<figcaption><b>{html.escape(figure)}</b>: {html.escape(caption)}</figcaption>"
+            "</figure>"
+        )
+    parts.append("<h2>Mask bits</h2>")
+    parts.append(
+        "<p>The <code>mask</code> array of <code>masks.zarr</code> is uint32; a pixel carries "
+        "the bitwise OR of the planes below (value = 2<sup>bit</sup>). The colour is the one "
+        "used in the figures.</p>"
+    )
+    bit_rows = []
+    for bit_name, spec in describe_bits().items():
+        colour = PLANE_COLOURS.get(bit_name)
+        swatch = f'<span class="swatch" style="background:{colour}"></span>' if colour else ""
+        bit_rows.append((spec["bit"], bit_name, spec["value"], spec["doc"], swatch))
+    parts.append(_bits_table(bit_rows))
+    parts.append("<h2>Method parameters</h2>")
+    parts.append(_table(_flatten(method), ("parameter", "value")))
+    parts.append("<h2>Run parameters</h2>")
+    parts.append(_table(_flatten(manifest.get("config", {})), ("parameter", "value")))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _verdict_table(rows: list[tuple[str, int, str]]) -> str:
+    body = "".join(
+        f"<tr><td>{label}</td><td>{count}</td><td>{html.escape(share)}</td></tr>"
+        for label, count, share in rows
+    )
+    return f"<table><tr><th>verdict</th><th>tiles</th><th>share</th></tr>{body}</table>"
+
+
+def _bits_table(rows: list[tuple[Any, ...]]) -> str:
+    body = "".join(
+        f"<tr><td>{bit}</td><td>{html.escape(name)}</td><td>{value}</td>"
+        f"<td>{html.escape(str(doc))}</td><td>{swatch}</td></tr>"
+        for bit, name, value, doc, swatch in rows
+    )
+    header = "<tr><th>bit</th><th>name</th><th>value</th><th>meaning</th><th>colour</th></tr>"
+    return f"<table>{header}{body}</table>"
