@@ -1,0 +1,167 @@
+"""The Prefect flows, run against one local Prefect API started for this module."""
+
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from flows.common import ClusterParameters, prefect_api
+from flows.reprocess import ReprocessParameters, reprocess_survey
+from flows.rerun_region import RerunParameters, rerun_region
+from survey_seg.errors import InputError
+
+LOCAL2 = ClusterParameters(kind="local", workers=2)
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_api() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def reprocessed(small_simulation, prefect_server, tmp_path_factory):
+    _, mosaic = small_simulation
+    out = tmp_path_factory.mktemp("flow") / "out"
+    parameters = ReprocessParameters(
+        mosaics=[mosaic], out_dir=out, tile_size=128, halo=64, method="classical",
+        batch_size=5, cluster=LOCAL2,
+    )  # fmt: skip
+    [summary] = reprocess_survey(parameters)
+    return out, summary
+
+
+def _files(directory):
+    return {
+        p.relative_to(directory): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_reprocess_flow_runs_end_to_end_on_two_workers(reprocessed):
+    out, summary = reprocessed
+    assert summary.n_screened == 16 and summary.n_failed == 0
+    sources = pd.read_parquet(out / "sources.parquet")
+    assert len(sources) == summary.n_sources > 0
+    assert (out / "report.html").exists()
+    assert (pd.read_parquet(out / "tiles.parquet")["status"] == "done").all()
+
+
+def test_region_rerun_touches_exactly_the_tiles_meeting_the_region(reprocessed, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reprocessed[0], out)
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    sources = pd.read_parquet(out / "sources.parquet")
+    before = _files(out / "masks.zarr")
+    # a cone around the corner shared by tiles 5, 6, 9 and 10 (pixel 256, 256)
+    from survey_seg.store import MosaicStore
+
+    ra, dec = MosaicStore(out / "mosaic.zarr").wcs.pixel_to_world_values(255.5, 255.5)
+    summary = rerun_region(
+        RerunParameters(out_dir=out, region=f"cone:{ra},{dec},0.0005", cluster=LOCAL2,
+                        report=False)
+    )  # fmt: skip
+    assert summary.n_screened == 4
+    after_tiles = pd.read_parquet(out / "tiles.parquet")
+    rerun = after_tiles.loc[after_tiles["run_id"] != tiles["run_id"], "tile_id"].tolist()
+    assert rerun == [5, 6, 9, 10]
+    # rows of the other tiles, and the pixels of their shards, are byte for byte as before
+    after_sources = pd.read_parquet(out / "sources.parquet")
+    others = ~sources["tile_id"].isin(rerun)
+    pd.testing.assert_frame_equal(
+        after_sources[~after_sources["tile_id"].isin(rerun)].reset_index(drop=True),
+        sources[others].reset_index(drop=True),
+    )
+    after = _files(out / "masks.zarr")
+    rerun_shards = {f"{t // 4}/{t % 4}" for t in rerun}
+    for path, digest in before.items():
+        shard = "/".join(path.parts[-2:])
+        if "/c/" in f"/{path.as_posix()}" and shard not in rerun_shards:
+            assert after[path] == digest, path
+
+
+def test_flow_on_a_real_scheduler_and_workers_matches_the_local_cluster(
+    small_simulation, reprocessed, prefect_server, tmp_path
+):
+    _, mosaic = small_simulation
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    processes = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port),
+                                   "--no-dashboard"])]  # fmt: skip
+    try:
+        for _ in range(2):
+            processes.append(
+                subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                  "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"])
+            )  # fmt: skip
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=60)
+        parameters = ReprocessParameters(
+            mosaics=[mosaic], out_dir=tmp_path / "out", tile_size=128, halo=64,
+            method="classical", batch_size=8,
+            cluster=ClusterParameters(kind="address", address=address),
+        )  # fmt: skip
+        [summary] = reprocess_survey(parameters)
+    finally:
+        for process in processes[::-1]:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+    assert summary.n_screened == 16
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "out" / "sources.parquet"),
+        pd.read_parquet(reprocessed[0] / "sources.parquet"),
+    )
+
+
+def test_bad_parameters_are_rejected_before_any_tile_runs(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    with pytest.raises(ValidationError, match="does not exist"):
+        ReprocessParameters(mosaics=[tmp_path / "missing.fits"], out_dir=tmp_path / "o")
+    with pytest.raises(ValidationError, match="accepted forms"):
+        ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path / "o", region="cone:1")
+    with pytest.raises(ValidationError, match="exclude each other"):
+        ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path / "o", resume=True, force=True)
+    with pytest.raises(ValidationError, match="extra"):
+        ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path / "o", tile_sise=64)
+    with pytest.raises(ValidationError, match="no manifest"):
+        RerunParameters(out_dir=tmp_path, region="tiles:1")
+
+
+def test_library_errors_stop_the_flow_before_outputs_are_touched(
+    small_simulation, prefect_server, tmp_path
+):
+    _, mosaic = small_simulation
+    parameters = ReprocessParameters(
+        mosaics=[mosaic], out_dir=tmp_path / "out", tile_size=4096, method="classical",
+        cluster=LOCAL2,
+    )  # fmt: skip
+    started = time.perf_counter()
+    with pytest.raises(InputError, match="larger than the image"):
+        reprocess_survey(parameters)
+    assert time.perf_counter() - started < 60
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_prints_one_line_errors(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.reprocess", str(tmp_path / "none.fits"), "--out",
+         str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "does not exist" in result.stderr
