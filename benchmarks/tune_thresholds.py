@@ -1,0 +1,133 @@
+"""Choose the network's post-processing thresholds on validation mosaics.
+
+The network runs once per validation mosaic (seeds 801, 802: neither training
+scenes nor the test seeds of ``benchmarks/quality.py``); its outputs are cached
+and the thresholds of :data:`survey_seg.train.DEFAULT_THRESHOLDS` are swept over
+a grid, each setting scored for completeness, purity, blend recall and clump
+completeness / purity. ``--write`` stores the chosen setting in the model config.
+
+Usage::
+
+    python benchmarks/tune_thresholds.py [--model CONFIG] [--size 1024] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
+from survey_seg.evaluate import artefact_pixel_scores, clump_snr, score_catalog, score_clumps
+from survey_seg.inference import DEFAULT_MODEL, network_input
+from survey_seg.network import NetworkScreener
+from survey_seg.screen import screen_tile
+from survey_seg.simulate import SimulationConfig, simulate_mosaic
+from survey_seg.store import WindowData
+from survey_seg.tiling import extract_window, make_tile_grid
+
+GRID = {
+    "object": [0.35, 0.45],
+    "centre": [0.15, 0.3],
+    "clump": [0.2, 0.3, 0.45],
+    "artefact": [0.5, 0.75, 0.9, 0.97],
+}
+
+
+def prepared(seed: int, size: int, screener: NetworkScreener):
+    """A validation mosaic as one window, with the network's prediction cached."""
+    sim = simulate_mosaic(SimulationConfig(size=size, seed=seed))
+    grid = make_tile_grid(sim.image.shape, tile_size=size, halo=64, wcs=sim.wcs)
+    tile = grid[0]
+    level, rms, _ = cell_statistics(sim.image, 64)
+    mesh = finish_mesh(level, rms, 64)
+    window = WindowData(
+        extract_window(sim.image, tile),
+        extract_window(sim.variance, tile),
+        interpolate_mesh(mesh.level, 64, tile.origin, tile.window_shape),
+    )
+    planes = network_input(window.image, window.variance, window.background, sim.config.saturation)
+    return sim, grid, tile, window, screener.predictor.predict(planes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[801, 802])
+    parser.add_argument("--write", action="store_true", help="store the best setting")
+    args = parser.parse_args()
+    screener = NetworkScreener(args.model, device="cpu")
+    cases = [prepared(seed, args.size, screener) for seed in args.seeds]
+    base = dict(screener.thresholds)
+    rows = []
+    for values in itertools.product(*GRID.values()):
+        thresholds = {**base, **dict(zip(GRID, values, strict=True))}
+        screener.thresholds = thresholds
+        scores = []
+        for sim, grid, tile, window, prediction in cases:
+            screener.predictor.predict = lambda planes, p=prediction: p
+            result = screen_tile(window, tile, grid, screener, saturation=sim.config.saturation)
+            catalog = score_catalog(result.sources, sim.truth_sources, truth_mask=sim.truth_mask)
+            snr = clump_snr(
+                sim.truth_clumps["flux"].to_numpy(),
+                sky_sigma=sim.config.sky_sigma,
+                psf_fwhm_pix=sim.config.psf_fwhm_pix,
+            )
+            clump_completeness, clump_purity = score_clumps(
+                result.clumps[["x", "y"]].to_numpy(),
+                sim.truth_clumps[["x", "y"]].to_numpy(),
+                snr,
+            )
+            core = result.mask
+            truth_core = sim.truth_mask[tile.core_slices]
+            pixel = artefact_pixel_scores(core, truth_core)
+            worst_fpr = max(fpr for _, fpr in pixel.values() if np.isfinite(fpr))
+            scores.append([
+                catalog.completeness, catalog.purity, catalog.blend_recall,
+                clump_completeness, clump_purity, pixel["CR"][0], worst_fpr,
+            ])  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined on a mosaic
+            mean = np.nanmean(np.array(scores, dtype=float), axis=0)
+        rows.append({**dict(zip(GRID, values, strict=True)),
+                     **dict(zip(["completeness", "purity", "blend_recall", "clump_completeness",
+                                 "clump_purity", "cr_recall", "worst_fpr"], mean,
+                                strict=True))})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["detection_score"] = table[["completeness", "purity", "blend_recall"]].min(axis=1)
+    # artefact planes must stay clean: at most 0.5 % false positives per class
+    table.loc[table["worst_fpr"] > 0.005, "detection_score"] -= 1.0
+    table["clump_score"] = table[["clump_completeness", "clump_purity"]].min(axis=1)
+    print(table.sort_values("detection_score", ascending=False).to_string(index=False,
+          float_format=lambda v: f"{v:.3f}"))  # fmt: skip
+    best_detection = table.sort_values("detection_score", ascending=False).iloc[0]
+    best_clump = (
+        table[
+            (table["object"] == best_detection["object"])
+            & (table["centre"] == best_detection["centre"])
+        ]
+        .sort_values("clump_score", ascending=False)
+        .iloc[0]
+    )
+    chosen = {
+        "object": float(best_detection["object"]),
+        "centre": float(best_detection["centre"]),
+        "clump": float(best_clump["clump"]),
+    }
+    print(f"\nchosen on validation seeds {args.seeds}: {chosen}")
+    if args.write:
+        config = json.loads(args.model.read_text())
+        config["thresholds"] = {**config["thresholds"], **chosen}
+        config["thresholds_tuned_on"] = {"seeds": args.seeds, "size": args.size}
+        args.model.write_text(json.dumps(config, indent=2))
+        print(f"written to {args.model}")
+
+
+if __name__ == "__main__":
+    main()
