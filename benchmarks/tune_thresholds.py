@@ -26,6 +26,7 @@ from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
 from survey_seg.evaluate import artefact_pixel_scores, clump_snr, score_catalog, score_clumps
 from survey_seg.inference import DEFAULT_MODEL, network_input
 from survey_seg.network import NetworkScreener
+from survey_seg.quality import NETWORK_ARTEFACT_BITS
 from survey_seg.screen import screen_tile
 from survey_seg.simulate import SimulationConfig, simulate_mosaic
 from survey_seg.store import WindowData
@@ -35,8 +36,9 @@ GRID = {
     "object": [0.35, 0.45],
     "centre": [0.15, 0.3],
     "clump": [0.2, 0.3, 0.45],
-    "artefact": [0.5, 0.75, 0.9, 0.97],
 }
+ARTEFACT_CANDIDATES = np.round(np.arange(0.3, 1.0, 0.025), 3)
+MAX_ARTEFACT_FPR = 0.003
 
 
 def prepared(seed: int, size: int, screener: NetworkScreener):
@@ -55,6 +57,29 @@ def prepared(seed: int, size: int, screener: NetworkScreener):
     return sim, grid, tile, window, screener.predictor.predict(planes)
 
 
+def artefact_thresholds(cases) -> list[float]:
+    """Per artefact channel, the lowest threshold keeping the false-positive rate low.
+
+    Low means at or below :data:`MAX_ARTEFACT_FPR` of the validation pixels.
+    """
+    chosen = []
+    for channel, bit in enumerate(NETWORK_ARTEFACT_BITS):
+        probabilities, negatives = [], []
+        for sim, _, tile, window, prediction in cases:
+            crop = tile.crop_slices
+            valid = np.isfinite(window.image[crop])
+            is_bit = (sim.truth_mask[tile.core_slices] & np.uint32(bit)) != 0
+            probabilities.append(prediction.artefact[channel][crop][valid & ~is_bit])
+            negatives.append(np.count_nonzero(valid & ~is_bit))
+        background = np.concatenate(probabilities)
+        rates = [np.count_nonzero(background > t) / max(sum(negatives), 1)
+                 for t in ARTEFACT_CANDIDATES]  # fmt: skip
+        passing = [t for t, rate in zip(ARTEFACT_CANDIDATES, rates, strict=True)
+                   if rate <= MAX_ARTEFACT_FPR]  # fmt: skip
+        chosen.append(float(passing[0]) if passing else float(ARTEFACT_CANDIDATES[-1]))
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -65,6 +90,8 @@ def main() -> None:
     screener = NetworkScreener(args.model, device="cpu")
     cases = [prepared(seed, args.size, screener) for seed in args.seeds]
     base = dict(screener.thresholds)
+    base["artefact"] = artefact_thresholds(cases)
+    print(f"artefact thresholds (CR, STREAK, GHOST, BAD, SAT): {base['artefact']}")
     rows = []
     for values in itertools.product(*GRID.values()):
         thresholds = {**base, **dict(zip(GRID, values, strict=True))}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
@@ -18,7 +20,7 @@ def artefact_planes(
     image: np.ndarray,
     saturation: float | None,
     *,
-    threshold: float,
+    threshold: float | Sequence[float],
     saturation_fraction: float = 0.98,
 ) -> np.ndarray:
     """uint32 artefact planes of a window.
@@ -34,8 +36,8 @@ def artefact_planes(
     saturation : float or None
         ``SATURATE``; pixels at or above ``saturation_fraction`` of it are SAT
         whatever the network says.
-    threshold : float
-        Probability above which a plane is set.
+    threshold : float or sequence of float
+        Probability above which a plane is set: one for all, or one per channel.
     saturation_fraction : float
         See ``saturation``.
 
@@ -43,9 +45,10 @@ def artefact_planes(
     -------
     numpy.ndarray
     """
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), (len(NETWORK_ARTEFACT_BITS),))
     planes = np.zeros(valid.shape, dtype=np.uint32)
     for channel, bit in enumerate(NETWORK_ARTEFACT_BITS):
-        planes[artefact_probability[channel] > threshold] |= np.uint32(bit)
+        planes[artefact_probability[channel] > thresholds[channel]] |= np.uint32(bit)
     if saturation:
         with np.errstate(invalid="ignore"):
             planes[valid & (image >= saturation_fraction * saturation)] |= np.uint32(MaskBit.SAT)

@@ -28,3 +28,12 @@ def test_tile_verdict():
     assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "inspect"
     planes[:3] = MaskBit.NO_DATA
     assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "reject"
+
+
+def test_artefact_thresholds_per_channel():
+    probability = np.full((5, 2, 2), 0.6, np.float32)
+    planes = artefact_planes(
+        probability, np.ones((2, 2), bool), np.zeros((2, 2)), None,
+        threshold=[0.5, 0.9, 0.9, 0.9, 0.9],
+    )  # fmt: skip
+    assert (planes == MaskBit.CR).all()
