@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=8, help="crops per step")
     train.add_argument("--seed", type=int, default=0, help="seed of scenes and weights")
     train.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
+    train.add_argument("--init", help="weight file to fine-tune from")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
@@ -152,7 +154,12 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         config = TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, seed=args.seed, device=args.device
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            learning_rate=args.learning_rate,
+            init_weights=args.init,
         )
     except ValueError as error:
         raise _UsageError(str(error)) from None

@@ -24,7 +24,10 @@ from survey_seg.store import WindowData
 
 __all__ = ["NetworkScreener"]
 
-SPURIOUS = np.uint32(MaskBit.CR | MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD | MaskBit.NO_DATA)
+SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
+"""Planes that veto a source covering mostly them: compact artefacts that can look like
+one. Trails and ghosts need no veto: the segmentation and centre heads were trained
+to see them as background."""
 SMOOTH_SIGMA = 0.7
 
 
@@ -135,7 +138,7 @@ def _drop_artefact_sources(
     blend_probability: np.ndarray,
     artefacts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sources whose pixels are mostly artefacts (or no data) are not sources."""
+    """Sources whose pixels are mostly cosmic rays, bad pixels or no data are not sources."""
     n = int(sources.max())
     if n == 0:
         return sources, footprints, blend_probability

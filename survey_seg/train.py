@@ -101,6 +101,8 @@ class TrainConfig:
     """Steps between checkpoints (a run restarted in the same directory resumes)."""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
+    init_weights: str | None = None
+    """Weight file to start from (fine-tuning); its sha256 is recorded."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "scene_size", "checkpoint_every"):
@@ -134,7 +136,8 @@ def scene_config(seed: int, *, size: int, shifted: bool = False) -> SimulationCo
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
     Training scenes jitter the PSF width and noise by up to 15 % and the Sersic
-    range; every other scene is rich in artefacts and clumpy galaxies. The
+    range; each scene is, independently, rich or not in artefacts, in clumpy
+    galaxies and in bright (saturated) stars. The
     ``shifted`` survey (for testing generalisation) moves PSF width and noise by
     30 % and narrows the Sersic range, outside the training jitter.
     """
@@ -148,22 +151,24 @@ def scene_config(seed: int, *, size: int, shifted: bool = False) -> SimulationCo
             sersic_n_range=(0.8, 2.5),
         )
     rng = np.random.default_rng([seed, 7919])
-    rich = seed % 2 == 1
+    # independent traits: a scene rich in artefacts is not more likely to be rich in
+    # clumpy galaxies or bright stars, so no trait can stand in for another
+    artefacts, clumpy, bright = rng.random(3) < 0.5
     return SimulationConfig(
         size=size,
         seed=seed,
         psf_fwhm_pix=base.psf_fwhm_pix * rng.uniform(0.85, 1.15),
         sky_sigma=base.sky_sigma * rng.uniform(0.85, 1.15),
         sersic_n_range=(rng.uniform(0.4, 0.7), rng.uniform(3.0, 5.0)),
-        clumpy_fraction=0.5 if rich else base.clumpy_fraction,
-        star_mag_range=(14.0, 24.0) if rich else base.star_mag_range,
-        star_mag_slope=0.0 if rich else base.star_mag_slope,
-        n_satellite_trails=80.0 if rich else base.n_satellite_trails,
-        n_ghosts=80.0 if rich else base.n_ghosts,
-        n_bad_columns=120.0 if rich else base.n_bad_columns,
-        n_chip_gaps=20.0 if rich else base.n_chip_gaps,
-        n_holes=20.0 if rich else base.n_holes,
-        n_cosmic_rays=600.0 if rich else base.n_cosmic_rays,
+        clumpy_fraction=0.5 if clumpy else base.clumpy_fraction,
+        star_mag_range=(14.0, 24.0) if bright else base.star_mag_range,
+        star_mag_slope=0.0 if bright else base.star_mag_slope,
+        n_satellite_trails=80.0 if artefacts else base.n_satellite_trails,
+        n_ghosts=80.0 if artefacts else base.n_ghosts,
+        n_bad_columns=120.0 if artefacts else base.n_bad_columns,
+        n_chip_gaps=20.0 if artefacts else base.n_chip_gaps,
+        n_holes=20.0 if artefacts else base.n_holes,
+        n_cosmic_rays=600.0 if artefacts else base.n_cosmic_rays,
     )
 
 
@@ -291,7 +296,7 @@ def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 SEGMENTATION_CLASS_WEIGHTS = torch.tensor([1.0, 1.0, 3.0])
-ARTEFACT_POSITIVE_WEIGHT = 3.0
+ARTEFACT_POSITIVE_WEIGHT = 1.5
 
 
 def task_loss(
@@ -369,6 +374,13 @@ def train(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = ScreeningUNet(config.architecture).to(device)
+    init_sha256 = None
+    if config.init_weights:
+        init_bytes = Path(config.init_weights).read_bytes()
+        init_sha256 = hashlib.sha256(init_bytes).hexdigest()
+        model.load_state_dict(
+            torch.load(config.init_weights, map_location=device, weights_only=True)
+        )
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.15
@@ -446,6 +458,7 @@ def train(
         "training": {
             **{k: v for k, v in asdict(config).items() if k not in ("architecture", "device")},
             "task": task,
+            "init_weights_sha256": init_sha256,
             "simulator_version": SIMULATOR_VERSION,
             "final_train_loss": float(np.mean(losses[-50:])),
             "validation_losses": validation_losses,
@@ -473,6 +486,8 @@ def _validate(model: ScreeningUNet, batch, weights: dict[str, float], device) ->
 
 def _config_fingerprint(task: str, config: TrainConfig) -> str:
     payload = {"task": task, **asdict(config)}
+    if config.init_weights:
+        payload["init_weights"] = hashlib.sha256(Path(config.init_weights).read_bytes()).hexdigest()
     payload.pop("device")
     payload.pop("threads")
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
