@@ -146,6 +146,7 @@ def main() -> None:
         "object": float(best_detection["object"]),
         "centre": float(best_detection["centre"]),
         "clump": float(best_clump["clump"]),
+        "artefact": base["artefact"],
     }
     print(f"\nchosen on validation seeds {args.seeds}: {chosen}")
     if args.write:
