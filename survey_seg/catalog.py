@@ -77,6 +77,12 @@ TILE_COLUMNS: tuple[Column, ...] = (
     Column("n_clumps", "int64", "", "clumps reported by the tile"),
     Column("no_data_fraction", "float64", "", "fraction of core pixels with NO_DATA"),
     Column("artefact_fraction", "float64", "", "fraction of core pixels with any artefact plane"),
+    Column(
+        "bad_probability",
+        "float64",
+        "",
+        "largest per-stamp probability of bad data (network methods; NaN otherwise)",
+    ),
     Column("seconds", "float64", "s", "wall time of screening the tile"),
     Column("error", "str", "", "reason of a failure, empty when done"),
 )

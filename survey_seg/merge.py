@@ -62,7 +62,7 @@ def tiles_table(records: Iterable[dict]) -> pd.DataFrame:
         return empty_table(TILE_COLUMNS)
     table = pd.DataFrame(rows)
     for column in TILE_COLUMNS:
-        missing = "" if column.dtype == "str" else 0
+        missing = {"str": "", "float64": np.nan}.get(column.dtype, 0)
         if column.name not in table:
             table[column.name] = missing
         else:  # a failed tile's record lacks the counts that done tiles have

@@ -129,6 +129,8 @@ class NetworkScreener:
             artefacts=artefacts,
             clumps=clumps,
             blend_probability=blend_probability,
+            stamp_quality=prediction.stamps,
+            stamp_size=self.predictor.model.config.stamp_size,
         )
 
 

@@ -356,7 +356,12 @@ def prepare_outputs(plan: RunPlan, run_id: str) -> None:
             background_cell=plan.config.background_cell,
         )
     if plan.mode in ("new", "force") or not (plan.out_dir / MASKS_STORE).exists():
-        out.create_masks(plan.mosaic.shape, plan.config.tile_size, plan.mosaic.wcs)
+        out.create_masks(
+            plan.mosaic.shape,
+            plan.config.tile_size,
+            plan.mosaic.wcs,
+            quality_stamp=_quality_stamp(plan),
+        )
 
 
 def pending_tiles(plan: RunPlan) -> tuple[list[int], list[int]]:
@@ -421,6 +426,13 @@ def finish_run(
     status = "complete" if not n_failed else "partial"
     out.write_manifest(_manifest(plan, run_id, status=status, previous=previous, summary=summary))
     return summary
+
+
+def _quality_stamp(plan: RunPlan) -> int | None:
+    """Stamp side of the method's quality head, when the tiling aligns with its stamps."""
+    stamp = plan.method_provenance.get("architecture", {}).get("stamp_size")
+    aligned = stamp and not plan.config.tile_size % stamp and not plan.config.halo % stamp
+    return int(stamp) if aligned else None
 
 
 def _previous(plan: RunPlan, out: OutputStore) -> dict | None:
@@ -518,7 +530,7 @@ def screen_and_store(
     result = screen_tile(
         window, tile, grid, method, saturation=mosaic.saturation, zero_point=mosaic.zero_point
     )
-    out.write_core(tile, result.mask, result.segmentation)
+    out.write_core(tile, result.mask, result.segmentation, result.quality)
     record = {
         **_tile_geometry(tile),
         **result.stats,

@@ -21,6 +21,7 @@ from scipy import ndimage
 from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS, conform
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
 from survey_seg.measure import measure_segments
+from survey_seg.models.unet import QUALITY_CLASSES
 from survey_seg.tiling import Tile, TileGrid
 
 __all__ = [
@@ -78,6 +79,10 @@ class DenseProducts:
         Clumps, each attached to a source label.
     blend_probability : numpy.ndarray or None
         Per source label ``1 .. n``; None means 1 for blended sources, 0 otherwise.
+    stamp_quality : numpy.ndarray or None
+        Per-stamp quality probabilities, if the method has a stamp head.
+    stamp_size : int
+        Side of those stamps in pixels.
     """
 
     flux_image: np.ndarray
@@ -88,6 +93,10 @@ class DenseProducts:
     artefacts: np.ndarray
     clumps: ClumpCandidates
     blend_probability: np.ndarray | None = None
+    stamp_quality: np.ndarray | None = None
+    """``(len(QUALITY_CLASSES), h, w)`` per-stamp probabilities on a grid of
+    ``stamp_size`` stamps starting at the window origin (network methods)."""
+    stamp_size: int = 0
 
 
 class ScreeningMethod(Protocol):
@@ -127,6 +136,9 @@ class TileResult:
         Rows the tile reports (primary objects only), in the catalog schemas.
     stats : dict
         Verdict, counts, fractions and timing for ``tiles.parquet``.
+    quality : numpy.ndarray or None
+        Per-stamp probability that the core's data are bad, on the stamp grid of
+        the mosaic (network methods, when the halo is a whole number of stamps).
     """
 
     tile_index: int
@@ -135,6 +147,7 @@ class TileResult:
     sources: pd.DataFrame
     clumps: pd.DataFrame
     stats: dict = field(default_factory=dict)
+    quality: np.ndarray | None = None
 
 
 def source_ids(
@@ -283,6 +296,11 @@ def screen_tile(
         "artefact_fraction": float(np.mean((core_planes & np.uint32(ARTEFACT_BITS)) != 0)),
         "seconds": time.perf_counter() - start,
     }
+    core_quality = _core_stamps(products, tile)
+    if core_quality is not None:
+        stats["bad_probability"] = float(core_quality[-1].max())
+        for name, values in zip(QUALITY_CLASSES[:-1], core_quality[:-1], strict=True):
+            stats[f"p_{name}"] = float(values.max())
     return TileResult(
         tile_index=tile.index,
         mask=core_planes,
@@ -290,7 +308,19 @@ def screen_tile(
         sources=sources,
         clumps=clump_table,
         stats=stats,
+        quality=None if core_quality is None else core_quality[-1].astype(np.float32),
     )
+
+
+def _core_stamps(products: DenseProducts, tile: Tile) -> np.ndarray | None:
+    """The window's stamp probabilities over the core, when the stamps align with it."""
+    size = products.stamp_size
+    if products.stamp_quality is None or not size or tile.halo % size:
+        return None
+    first = tile.halo // size
+    rows = -(-(tile.y1 - tile.y0) // size)
+    cols = -(-(tile.x1 - tile.x0) // size)
+    return products.stamp_quality[:, first : first + rows, first : first + cols]
 
 
 def _edge_plane(tile: Tile, halo: int) -> np.ndarray:

@@ -568,8 +568,14 @@ class OutputStore:
 
     # -- masks ---------------------------------------------------------------------------
 
-    def create_masks(self, shape: tuple[int, int], tile_size: int, wcs: WCS) -> None:
-        """Create empty ``mask`` and ``segmentation`` arrays, one shard per tile core."""
+    def create_masks(
+        self, shape: tuple[int, int], tile_size: int, wcs: WCS, *, quality_stamp: int | None = None
+    ) -> None:
+        """Create empty ``mask`` and ``segmentation`` arrays, one shard per tile core.
+
+        With ``quality_stamp`` (a divisor of ``tile_size``), also a ``quality`` map of
+        one float per stamp of that side, one chunk per tile core.
+        """
         shards = (min(tile_size, shape[0]), min(tile_size, shape[1]))
         chunks = tuple(_inner_chunk(s) for s in shards)
         root = zarr.open_group(self.masks_path, mode="w")
@@ -583,13 +589,36 @@ class OutputStore:
                 fill_value=0,
                 compressors=_codec(),
             )
-        root.attrs.update({"wcs": wcs_to_attrs(wcs), "mask_bits": describe_bits()})
+        attrs = {"wcs": wcs_to_attrs(wcs), "mask_bits": describe_bits()}
+        if quality_stamp:
+            per_tile = tile_size // quality_stamp
+            root.create_array(
+                "quality",
+                shape=tuple(-(-n // quality_stamp) for n in shape),
+                dtype="float32",
+                chunks=(per_tile, per_tile),
+                fill_value=np.nan,
+                compressors=_codec(),
+            )
+            attrs["quality_stamp"] = quality_stamp
+        root.attrs.update(attrs)
 
-    def write_core(self, tile: Tile, mask: np.ndarray, segmentation: np.ndarray) -> None:
-        """Write a tile's core results: exactly the shard that the tile owns."""
+    def write_core(
+        self,
+        tile: Tile,
+        mask: np.ndarray,
+        segmentation: np.ndarray,
+        quality: np.ndarray | None = None,
+    ) -> None:
+        """Write a tile's core results: exactly the shard (and quality chunk) it owns."""
         root = zarr.open_group(self.masks_path, mode="r+")
         root["mask"][tile.core_slices] = mask.astype(MASK_DTYPE, copy=False)
         root["segmentation"][tile.core_slices] = segmentation.astype(np.int64, copy=False)
+        stamp = root.attrs.get("quality_stamp")
+        if quality is not None and stamp:
+            y0, x0 = tile.y0 // stamp, tile.x0 // stamp
+            rows, cols = quality.shape
+            root["quality"][y0 : y0 + rows, x0 : x0 + cols] = quality
 
     def open_masks(self) -> tuple[zarr.Array, zarr.Array]:
         """The ``mask`` and ``segmentation`` arrays as lazy, read-only arrays."""
