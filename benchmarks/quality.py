@@ -419,6 +419,11 @@ def main() -> None:
     parser.add_argument(
         "--check-method", default="unet", help="method held to the targets (default unet)"
     )
+    parser.add_argument(
+        "--write-metrics",
+        action="store_true",
+        help="store the unet metrics in the model config (its 'metrics' entry)",
+    )
     args = parser.parse_args()
 
     methods = list(dict.fromkeys(args.methods))
@@ -480,6 +485,20 @@ def main() -> None:
         )
     else:
         print(f"\ntargets: {args.check_method} was not run on the nominal simulator; no checklist")
+
+    if args.write_metrics and args.check_method == "unet" and "unet" in methods:
+        model_config = json.loads(args.model.read_text())
+        metrics = {}
+        for simulator, prefix in (("nominal", ""), ("shifted", "shifted_")):
+            if (simulator, "unet") in summary.index:
+                values = summary.loc[(simulator, "unet"), list(METRICS)]
+                metrics.update({prefix + k: v for k, v in values.items()})
+        model_config["metrics"] = _jsonable(
+            {**metrics, "benchmark": {"script": "benchmarks/quality.py", "size": args.size,
+                                      "seeds": args.seeds}}
+        )  # fmt: skip
+        args.model.write_text(json.dumps(model_config, indent=2) + "\n")
+        print(f"\nmetrics written to {args.model}")
 
     if args.json:
         mean = {

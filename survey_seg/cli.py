@@ -164,7 +164,11 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise _UsageError(str(error)) from None
     result = train(
-        args.task, args.out, config, progress=not args.no_progress, log=lambda line: print(line)
+        args.task,
+        args.out,
+        config,
+        progress=not args.no_progress,
+        log=lambda line: print(line, flush=True),
     )
     print(f"trained {args.task} in {result.seconds:.0f} s: {result.config_path}")
     return 0
