@@ -25,6 +25,7 @@ from survey_seg.tiling import parse_region
 
 __all__ = [
     "ClusterParameters",
+    "add_cluster_arguments",
     "batches",
     "check_region",
     "cluster_client",
@@ -47,6 +48,15 @@ class ClusterParameters(BaseModel):
     threads_per_worker: int = Field(default=1, ge=1)
     address: str | None = Field(default=None, description="scheduler address for kind=address")
 
+    @classmethod
+    def from_args(cls, args) -> ClusterParameters:
+        """From the options added by :func:`add_cluster_arguments`."""
+        return cls(
+            kind="address" if args.scheduler else args.cluster,
+            workers=args.workers,
+            address=args.scheduler,
+        )
+
     def spec(self) -> ClusterSpec:
         """The library's cluster spec."""
         return ClusterSpec(
@@ -62,6 +72,14 @@ def check_region(value: str | None) -> str | None:
     if value is not None:
         parse_region(value)
     return value
+
+
+def add_cluster_arguments(parser) -> None:
+    """The command-line options of where tiles run and how they are batched."""
+    parser.add_argument("--workers", type=int, help="dask worker processes")
+    parser.add_argument("--scheduler", help="address of a running dask scheduler")
+    parser.add_argument("--cluster", default="auto", choices=("auto", "local", "cuda"))
+    parser.add_argument("--batch-size", type=int, default=32, help="tiles per Prefect task")
 
 
 def batches(tiles: list[int], size: int) -> list[list[int]]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flows.common import (
     ClusterParameters,
+    add_cluster_arguments,
     check_region,
     cluster_client,
     first_error,
@@ -132,10 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--method", default=DEFAULT_METHOD)
     parser.add_argument("--model")
     parser.add_argument("--region")
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--scheduler", help="address of a running dask scheduler")
-    parser.add_argument("--cluster", default="auto", choices=("auto", "local", "cuda"))
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_cluster_arguments(parser)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--no-report", action="store_true")
@@ -151,10 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             method=args.method, model=args.model, region=args.region,
             resume=args.resume, force=args.force or bool(args.simulate and out.exists()),
             batch_size=args.batch_size, report=not args.no_report,
-            cluster=ClusterParameters(
-                kind="address" if args.scheduler else args.cluster, workers=args.workers,
-                address=args.scheduler,
-            ),
+            cluster=ClusterParameters.from_args(args),
         )  # fmt: skip
     except ValidationError as error:
         print(f"reprocess: error: {first_error(error)}", file=sys.stderr)

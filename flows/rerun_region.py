@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flows.common import (
     ClusterParameters,
+    add_cluster_arguments,
     check_region,
     cluster_client,
     first_error,
@@ -87,20 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--method")
     parser.add_argument("--model")
     parser.add_argument("--mosaic", type=Path, help="recalibrated mosaic")
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--scheduler", help="address of a running dask scheduler")
-    parser.add_argument("--cluster", default="auto", choices=("auto", "local", "cuda"))
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_cluster_arguments(parser)
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
     try:
         parameters = RerunParameters(
             out_dir=args.out_dir, region=args.region, method=args.method, model=args.model,
             mosaic=args.mosaic, batch_size=args.batch_size, report=not args.no_report,
-            cluster=ClusterParameters(
-                kind="address" if args.scheduler else args.cluster, workers=args.workers,
-                address=args.scheduler,
-            ),
+            cluster=ClusterParameters.from_args(args),
         )  # fmt: skip
     except ValidationError as error:
         print(f"rerun_region: error: {first_error(error)}", file=sys.stderr)
