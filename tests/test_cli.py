@@ -28,7 +28,10 @@ SUMMARY = re.compile(
     r"\d+ sources, \d+ blended, \d+ clumps; tiles: .+$",
     re.MULTILINE,
 )
-FAST = ["--tile-size", "128", "--halo", "64", "--cluster", "serial", "--no-progress"]
+FAST = [
+    "--tile-size", "128", "--halo", "64", "--cluster", "serial", "--no-progress",
+    "--method", "classical",
+]  # fmt: skip
 
 
 def _cli(*args) -> subprocess.CompletedProcess:

@@ -55,7 +55,7 @@ def test_unreachable_scheduler_is_a_clear_error():
 
 def test_two_process_local_cluster_gives_the_serial_catalog(small_simulation, tmp_path):
     _, mosaic = small_simulation
-    config = RunConfig(tile_size=128, halo=64)
+    config = RunConfig(tile_size=128, halo=64, method="classical")
     run_survey(mosaic, tmp_path / "serial", config)
     with dask_client(ClusterSpec(kind="local", n_workers=2)) as client:
         workers = client.scheduler_info()["workers"]

@@ -16,7 +16,7 @@ IGNORED_PLANES = np.uint32(MaskBit.EDGE | MaskBit.REJECTED)
 
 
 def _run(mosaic, out, **config):
-    run_survey(mosaic, out, RunConfig(**config), force=out.exists())
+    run_survey(mosaic, out, RunConfig(**{"method": "classical", **config}), force=out.exists())
     sources = pd.read_parquet(out / "sources.parquet")
     mask, segmentation = OutputStore(out).read_masks()
     return sources, mask, segmentation
@@ -101,7 +101,7 @@ def test_running_twice_gives_identical_catalogs(small_simulation, whole_image, t
 def test_resume_after_interruption_skips_finished_tiles(small_simulation, tmp_path):
     _, mosaic = small_simulation
     out = tmp_path / "out"
-    config = RunConfig(tile_size=128, halo=64)
+    config = RunConfig(method="classical", tile_size=128, halo=64)
     run_survey(mosaic, out, config)
     reference = pd.read_parquet(out / "sources.parquet")
     reference_masks = OutputStore(out).read_masks()
@@ -130,15 +130,17 @@ def test_resume_after_interruption_skips_finished_tiles(small_simulation, tmp_pa
 def test_resume_refuses_other_parameters(small_simulation, tmp_path):
     _, mosaic = small_simulation
     out = tmp_path / "out"
-    run_survey(mosaic, out, RunConfig(tile_size=256, halo=64))
+    run_survey(mosaic, out, RunConfig(method="classical", tile_size=256, halo=64))
     with pytest.raises(OutputError, match="other parameters"):
-        plan_run(mosaic, out, RunConfig(tile_size=128, halo=64), resume=True)
+        plan_run(mosaic, out, RunConfig(method="classical", tile_size=128, halo=64), resume=True)
 
 
 def test_region_screens_only_the_tiles_it_meets(small_simulation, tmp_path):
     _, mosaic = small_simulation
     out = tmp_path / "out"
-    summary = run_survey(mosaic, out, RunConfig(tile_size=128, halo=64, region="tiles:1,6"))
+    summary = run_survey(
+        mosaic, out, RunConfig(method="classical", tile_size=128, halo=64, region="tiles:1,6")
+    )
     assert summary.n_screened == 2
     tiles = pd.read_parquet(out / "tiles.parquet")
     assert tiles["tile_id"].tolist() == [1, 6]
@@ -148,18 +150,20 @@ def test_region_screens_only_the_tiles_it_meets(small_simulation, tmp_path):
 def test_bad_input_leaves_earlier_output_untouched(small_simulation, tmp_path):
     _, mosaic = small_simulation
     out = tmp_path / "out"
-    run_survey(mosaic, out, RunConfig(tile_size=256, halo=64))
+    run_survey(mosaic, out, RunConfig(method="classical", tile_size=256, halo=64))
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     not_fits = tmp_path / "broken.fits"
     not_fits.write_text("not a FITS file")
     with pytest.raises(InputError, match="not a FITS file"):
-        run_survey(not_fits, out, RunConfig(tile_size=256, halo=64), force=True)
+        run_survey(not_fits, out, RunConfig(method="classical", tile_size=256, halo=64), force=True)
     with pytest.raises(InputError, match="larger than the image"):
-        run_survey(mosaic, out, RunConfig(tile_size=4096, halo=64), force=True)
+        run_survey(mosaic, out, RunConfig(method="classical", tile_size=4096, halo=64), force=True)
     with pytest.raises(InputError, match="cone"):
-        run_survey(mosaic, out, RunConfig(region="cone:1,2"), force=True)
+        run_survey(mosaic, out, RunConfig(method="classical", region="cone:1,2"), force=True)
     with pytest.raises(InputError, match="footprint"):
-        run_survey(mosaic, out, RunConfig(region="cone:10,-40,0.01"), force=True)
+        run_survey(
+            mosaic, out, RunConfig(method="classical", region="cone:10,-40,0.01"), force=True
+        )
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
 
@@ -182,13 +186,13 @@ def test_output_directory_rules(small_simulation, tmp_path):
 def test_halo_smaller_than_the_method_needs_is_refused(small_simulation, tmp_path):
     _, mosaic = small_simulation
     with pytest.raises(InputError, match="--halo"):
-        plan_run(mosaic, tmp_path / "out", RunConfig(halo=8))
+        plan_run(mosaic, tmp_path / "out", RunConfig(method="classical", halo=8))
 
 
 def test_manifest_carries_provenance(small_simulation, tmp_path):
     _, mosaic = small_simulation
     out = tmp_path / "out"
-    run_survey(mosaic, out, RunConfig(tile_size=256, halo=64))
+    run_survey(mosaic, out, RunConfig(method="classical", tile_size=256, halo=64))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert manifest["input"]["sha256"] and manifest["package_version"]
@@ -206,7 +210,7 @@ def test_region_rerun_touches_exactly_its_tiles(small_simulation, tmp_path):
 
     _, mosaic = small_simulation
     out = tmp_path / "out"
-    run_survey(mosaic, out, RunConfig(tile_size=128, halo=64))
+    run_survey(mosaic, out, RunConfig(method="classical", tile_size=128, halo=64))
     sources = pd.read_parquet(out / "sources.parquet")
     tiles = pd.read_parquet(out / "tiles.parquet")
     mask, segmentation = OutputStore(out).read_masks()
