@@ -104,7 +104,20 @@ def split_instances(
             ndimage.maximum_position(elevation, footprints, lacking), 1
         ):
             markers[py, px] = n_markers + offset
-    sources = watershed(-elevation, markers, mask=footprints > 0)
+    sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
+    # a child smaller than a footprint may be is a sliver (often a cosmic-ray hit on a
+    # wing): give its pixels back to its neighbours
+    child_area = np.bincount(sources.ravel())
+    child_footprint = np.zeros(child_area.size, dtype=np.int64)
+    child_footprint[sources.ravel()] = footprints.ravel()
+    is_sliver = child_area < min_area
+    is_sliver[0] = False
+    keeps_a_child = np.zeros(int(footprints.max()) + 1, dtype=bool)
+    keeps_a_child[child_footprint[~is_sliver][1:]] = True
+    slivers = np.flatnonzero(is_sliver & keeps_a_child[child_footprint])
+    if slivers.size:
+        markers[np.isin(markers, slivers)] = 0
+        sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
     sources, footprints = relabel_in_raster_order(sources), relabel_in_raster_order(footprints)
     n_sources = int(sources.max())
     blend_probability = ndimage.maximum(overlap_probability, sources, np.arange(1, n_sources + 1))

@@ -17,7 +17,7 @@ from skimage.segmentation import watershed
 
 from survey_seg.masks import MaskBit
 from survey_seg.measure import measure_segments, relabel_in_raster_order
-from survey_seg.quality import tile_verdict
+from survey_seg.quality import sharper_than_psf, tile_verdict
 from survey_seg.screen import ClumpCandidates, DenseProducts
 from survey_seg.store import WindowData
 
@@ -253,7 +253,7 @@ class ClassicalScreener:
             start = markers.max()
             for offset, (py, px) in enumerate(positions, start=1):
                 markers[py, px] = start + offset
-        sources = watershed(-compressed, markers, mask=inside)
+        sources = watershed(-compressed, markers, mask=inside, connectivity=2)
         area = np.bincount(sources.ravel())
         small = np.flatnonzero(area < c.deblend_min_area)
         small = small[small > 0]
@@ -268,7 +268,7 @@ class ClassicalScreener:
             drop = small[~keep[small]]
             if drop.size:
                 markers[np.isin(markers, drop)] = 0
-                sources = watershed(-compressed, markers, mask=inside)
+                sources = watershed(-compressed, markers, mask=inside, connectivity=2)
         return relabel_in_raster_order(sources)
 
     def _reject_artefact_footprints(
@@ -316,7 +316,9 @@ class ClassicalScreener:
         m = measure_segments(sources, flux, variance, snr, artefacts)
         with np.errstate(divide="ignore", invalid="ignore"):
             snr = m.flux / m.flux_err
-        sharp = (m.b < c.cosmic_ray_max_minor_axis) & (snr > c.cosmic_ray_min_snr)
+        sharp = sharper_than_psf(
+            m.b, snr, max_minor_axis=c.cosmic_ray_max_minor_axis, min_snr=c.cosmic_ray_min_snr
+        )
         trail = (m.a > c.streak_min_length) & (
             m.a > c.streak_min_elongation * np.maximum(m.b, 1e-3)
         )

@@ -8,7 +8,7 @@ from survey_seg.screen import ScreeningMethod
 __all__ = ["DEFAULT_METHOD", "METHOD_NAMES", "make_method"]
 
 METHOD_NAMES = ("unet", "classical")
-DEFAULT_METHOD = "classical"
+DEFAULT_METHOD = "unet"
 
 
 def make_method(name: str, *, model: str | None = None) -> ScreeningMethod:

@@ -17,8 +17,8 @@ from survey_seg.blends import find_centres, split_instances
 from survey_seg.clumps import find_clumps
 from survey_seg.inference import DEFAULT_MODEL, load_predictor, network_input
 from survey_seg.masks import MaskBit
-from survey_seg.measure import relabel_in_raster_order
-from survey_seg.quality import artefact_planes, tile_verdict
+from survey_seg.measure import measure_segments, relabel_in_raster_order
+from survey_seg.quality import artefact_planes, sharper_than_psf, tile_verdict
 from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
 
@@ -88,6 +88,31 @@ class NetworkScreener:
             reject_fraction=self.thresholds["reject_fraction"],
         )
 
+    def _cosmic_ray_sources(
+        self,
+        sources: np.ndarray,
+        flux: np.ndarray,
+        variance: np.ndarray,
+        snr: np.ndarray,
+        artefacts: np.ndarray,
+    ) -> np.ndarray:
+        """CR plane on sources sharper than the PSF allows (cosmic rays the network missed)."""
+        plane = np.zeros(sources.shape, dtype=np.uint32)
+        if sources.max() == 0:
+            return plane
+        m = measure_segments(sources, flux, variance, snr, artefacts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            source_snr = m.flux / m.flux_err
+        sharp = sharper_than_psf(
+            m.b,
+            source_snr,
+            max_minor_axis=self.thresholds.get("cosmic_ray_max_minor_axis", 0.72),
+            min_snr=self.thresholds.get("cosmic_ray_min_snr", 30.0),
+        )
+        if sharp.any():
+            plane[np.isin(sources, m.labels[sharp])] = np.uint32(MaskBit.CR)
+        return plane
+
     def segment(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Artefacts, sources, footprints and clumps of one window."""
         t = self.thresholds
@@ -116,6 +141,7 @@ class NetworkScreener:
             snr,
             object_threshold=t["object"],
         )
+        artefacts |= self._cosmic_ray_sources(sources, flux, variance, snr, artefacts)
         sources, footprints, blend_probability = _drop_artefact_sources(
             sources, footprints, blend_probability, artefacts
         )

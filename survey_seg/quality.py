@@ -8,7 +8,7 @@ import numpy as np
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
 
-__all__ = ["NETWORK_ARTEFACT_BITS", "artefact_planes", "tile_verdict"]
+__all__ = ["NETWORK_ARTEFACT_BITS", "artefact_planes", "sharper_than_psf", "tile_verdict"]
 
 NETWORK_ARTEFACT_BITS = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
 """Mask plane of each channel of the network's artefact head."""
@@ -68,3 +68,29 @@ def tile_verdict(
     if worst > inspect_fraction:
         return "inspect"
     return "accept"
+
+
+def sharper_than_psf(
+    minor_axis: np.ndarray, snr: np.ndarray, *, max_minor_axis: float, min_snr: float
+) -> np.ndarray:
+    """Segments too narrow for light that passed through the optics: cosmic rays.
+
+    Parameters
+    ----------
+    minor_axis : numpy.ndarray
+        RMS minor axis of each segment (pix).
+    snr : numpy.ndarray
+        S/N of each segment; faint segments are narrow by noise alone.
+    max_minor_axis : float
+        A PSF-convolved source is never narrower than this (about 0.72 pix for a
+        FWHM of 1.8 pix, where stars measure 0.9).
+    min_snr : float
+        Only segments brighter than this are judged.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean per segment.
+    """
+    with np.errstate(invalid="ignore"):
+        return (np.asarray(minor_axis) < max_minor_axis) & (np.asarray(snr) > min_snr)

@@ -65,3 +65,19 @@ def test_nothing_detected():
         object_threshold=0.5,
     )
     assert sources.max() == 0 and footprints.max() == 0 and blend.size == 0
+
+
+def test_a_sliver_child_goes_back_to_its_neighbour():
+    shape = (12, 12)
+    objects = np.zeros(shape)
+    objects[2:9, 2:9] = 1.0
+    objects[9, 9] = 1.0  # joined to the block through a corner only
+    light = _gauss(shape, 5, 5, 3)
+    light[9, 9] = 0.5  # a local maximum, seeded as a centre: a sliver of one or two pixels
+    centres = np.zeros(shape, bool)
+    centres[5, 5] = centres[9, 9] = True
+    sources, footprints, _ = split_instances(
+        objects, np.zeros(shape), centres, light, object_threshold=0.5
+    )
+    assert footprints.max() == 1
+    assert sources.max() == 1 and sources[9, 9] == sources[5, 5] == 1

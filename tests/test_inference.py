@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from survey_seg.errors import InputError
-from survey_seg.inference import Predictor, load_predictor, network_input
+from survey_seg.inference import DEFAULT_MODEL, Predictor, load_predictor, network_input
 from survey_seg.models.unet import HEADS, QUALITY_CLASSES, ScreeningUNet, UNetConfig
 
 TINY = UNetConfig(width=4, depth=2, stamp_size=16)
@@ -104,3 +104,9 @@ def test_cuda_request_without_gpu_is_refused(tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(InputError, match="no CUDA GPU"):
         Predictor(_write_model(tmp_path), device="cuda")
+
+
+def test_shipped_weights_load_and_match_their_hash():
+    predictor = Predictor(DEFAULT_MODEL, device="cpu")
+    assert predictor.sha256 == json.loads(DEFAULT_MODEL.read_text())["sha256"]
+    assert (DEFAULT_MODEL.parent / predictor.config["weights"]).stat().st_size < 10_000_000
