@@ -45,7 +45,8 @@ def test_cluster_specs_load(name):
     assert spec.dashboard_address.startswith("127.0.0.1") or name in ("slurm", "kubernetes")
 
 
-def test_slurm_spec_builds_a_job_script_with_a_gpu():
+def test_slurm_spec_builds_a_job_script_with_a_gpu(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # dask-jobqueue creates its log directory here
     spec = ClusterSpec.from_file(DEPLOY / "clusters" / "slurm.yaml")
     cluster = build_batch_cluster("slurm", spec)
     try:
