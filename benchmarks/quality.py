@@ -22,10 +22,11 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
   recall (a truth pixel counts when the plane is predicted within 1 px) and
   false-positive rate of the ``mask`` planes of ``masks.zarr``, NO_DATA pixels
   excluded. survey-seg methods only.
-- ``verdict_auc``: ROC AUC of the tile score ``max(artefact_fraction,
-  no_data_fraction)`` of ``tiles.parquet`` against the truth label "more than
-  2 % of the tile core is artefact or NO_DATA". Runs use 256-pixel tiles (64 per
-  2048^2 mosaic); the mean table pools the tiles of all seeds. survey-seg only.
+- ``verdict_auc``: ROC AUC of the tile score ``flagged_fraction`` (the verdict's
+  score: core pixels with NO_DATA or an artefact plane) of ``tiles.parquet``
+  against the truth label "more than 2 % of the tile core is artefact or NO_DATA".
+  Runs use 256-pixel tiles (64 per 2048^2 mosaic); the mean table pools the tiles
+  of all seeds. survey-seg only.
 - ``seconds``: wall time of the method on the mosaic (survey-seg: the whole
   in-process run, I/O included; SEP and photutils: background, detection,
   deblending, catalog and segmentation map in memory).
@@ -249,9 +250,7 @@ def score_outputs(
     if "tiles" in outputs:
         tiles = outputs["tiles"]
         tiles = tiles[tiles["status"] == "done"]
-        tile_scores = np.maximum(tiles["artefact_fraction"], tiles["no_data_fraction"]).to_numpy(
-            float
-        )
+        tile_scores = tiles["flagged_fraction"].to_numpy(float)
         tile_labels = truth_tile_labels(truth_mask, tiles)
     row["verdict_auc"] = verdict_auc(tile_scores, tile_labels)
     row["n_bad_tiles"] = int(tile_labels.sum()) if "tiles" in outputs else math.nan

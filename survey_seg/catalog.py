@@ -78,12 +78,21 @@ TILE_COLUMNS: tuple[Column, ...] = (
     Column("no_data_fraction", "float64", "", "fraction of core pixels with NO_DATA"),
     Column("artefact_fraction", "float64", "", "fraction of core pixels with any artefact plane"),
     Column(
+        "flagged_fraction",
+        "float64",
+        "",
+        "fraction of core pixels with NO_DATA or an artefact plane (the verdict's score)",
+    ),
+    Column(
         "bad_probability",
         "float64",
         "",
         "largest per-stamp probability of bad data (network methods; NaN otherwise)",
     ),
-    Column("seconds", "float64", "s", "wall time of screening the tile"),
+    Column("seconds", "float64", "s", "wall time of screening the tile (network included)"),
+    Column("seconds_network", "float64", "s", "of which the network's forward pass"),
+    Column("seconds_read", "float64", "s", "wall time of reading the tile window from Zarr"),
+    Column("seconds_write", "float64", "s", "wall time of writing the tile core to Zarr"),
     Column("error", "str", "", "reason of a failure, empty when done"),
 )
 

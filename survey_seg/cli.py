@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     train.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
     train.add_argument("--init", help="weight file to fine-tune from")
+    train.add_argument(
+        "--jitter", type=float, default=0.25, help="largest relative PSF and noise change"
+    )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
@@ -160,6 +163,7 @@ def _train(args: argparse.Namespace) -> int:
             device=args.device,
             learning_rate=args.learning_rate,
             init_weights=args.init,
+            condition_jitter=args.jitter,
         )
     except ValueError as error:
         raise _UsageError(str(error)) from None

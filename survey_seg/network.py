@@ -9,6 +9,7 @@ Configure once (the weights load once per process and device), call
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 from scipy import ndimage
@@ -117,7 +118,9 @@ class NetworkScreener:
         """Artefacts, sources, footprints and clumps of one window."""
         t = self.thresholds
         planes = network_input(window.image, window.variance, window.background, saturation)
+        network_start = time.perf_counter()
         prediction = self.predictor.predict(planes)
+        network_seconds = time.perf_counter() - network_start
         valid = planes[2] > 0
         artefacts = artefact_planes(
             prediction.artefact, valid, window.image, saturation, threshold=t["artefact"]
@@ -157,6 +160,7 @@ class NetworkScreener:
             blend_probability=blend_probability,
             stamp_quality=prediction.stamps,
             stamp_size=self.predictor.model.config.stamp_size,
+            network_seconds=network_seconds,
         )
 
 

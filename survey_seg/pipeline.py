@@ -128,6 +128,8 @@ class RunSummary:
     n_clumps: int
     verdicts: dict[str, int]
     wall_seconds: float
+    merge_seconds: float = 0.0
+    """Of the wall time, building the global tables from the tile records."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -417,7 +419,9 @@ def finish_run(
     """Merge every finished tile into the global tables and close the manifest."""
     out = OutputStore(plan.out_dir)
     previous = _previous(plan, out)
+    merge_start = time.perf_counter()
     summary = merge_run(plan, out)
+    summary.merge_seconds = time.perf_counter() - merge_start
     summary.run_id = run_id
     summary.n_screened = n_screened
     summary.n_skipped = n_skipped
@@ -526,14 +530,19 @@ def screen_and_store(
     """Screen one tile and write its results; runs on a worker. Returns its record."""
     mosaic, grid, method, out = _worker_context(out_dir, tile_size, halo, method_name, model)
     tile = grid[tile_index]
+    read_start = time.perf_counter()
     window = mosaic.read_window(tile)
+    seconds_read = time.perf_counter() - read_start
     result = screen_tile(
         window, tile, grid, method, saturation=mosaic.saturation, zero_point=mosaic.zero_point
     )
+    write_start = time.perf_counter()
     out.write_core(tile, result.mask, result.segmentation, result.quality)
     record = {
         **_tile_geometry(tile),
         **result.stats,
+        "seconds_read": seconds_read,
+        "seconds_write": time.perf_counter() - write_start,
         "run_id": run_id,
         "status": "done",
         "error": "",

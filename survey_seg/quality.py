@@ -8,7 +8,13 @@ import numpy as np
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
 
-__all__ = ["NETWORK_ARTEFACT_BITS", "artefact_planes", "sharper_than_psf", "tile_verdict"]
+__all__ = [
+    "NETWORK_ARTEFACT_BITS",
+    "artefact_planes",
+    "flagged_fraction",
+    "sharper_than_psf",
+    "tile_verdict",
+]
 
 NETWORK_ARTEFACT_BITS = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
 """Mask plane of each channel of the network's artefact head."""
@@ -56,13 +62,18 @@ def artefact_planes(
     return planes
 
 
+def flagged_fraction(core_planes: np.ndarray) -> float:
+    """Fraction of a tile core's pixels that are unusable: NO_DATA or any artefact plane."""
+    if core_planes.size == 0:
+        return 0.0
+    return float(np.mean((core_planes & np.uint32(ARTEFACT_BITS | MaskBit.NO_DATA)) != 0))
+
+
 def tile_verdict(
     core_planes: np.ndarray, *, inspect_fraction: float, reject_fraction: float
 ) -> str:
-    """``reject``, ``inspect`` or ``accept`` from the core's no-data and artefact fractions."""
-    no_data = float(np.mean((core_planes & np.uint32(MaskBit.NO_DATA)) != 0))
-    artefact = float(np.mean((core_planes & np.uint32(ARTEFACT_BITS)) != 0))
-    worst = max(no_data, artefact)
+    """``reject``, ``inspect`` or ``accept`` from the core's :func:`flagged_fraction`."""
+    worst = flagged_fraction(core_planes)
     if worst > reject_fraction:
         return "reject"
     if worst > inspect_fraction:

@@ -897,7 +897,7 @@ def _figure_rejected(run: _Run) -> tuple[Figure, str]:
         _empty_panel(figure.add_subplot(111), "none: no tile was screened")
         return figure, "none: no tile was screened"
     verdicts = np.array([_verdict(row) for row in tiles.itertuples()])
-    worst = np.maximum(tiles["artefact_fraction"].fillna(0), tiles["no_data_fraction"].fillna(0))
+    worst = tiles["flagged_fraction"].fillna(0)
     rejected = tiles[verdicts == "reject"]
     if len(rejected):
         chosen = rejected.assign(_w=worst[verdicts == "reject"]).sort_values("_w", ascending=False)
@@ -1208,9 +1208,9 @@ def _html(
         for v in ("accept", "inspect", "reject", "failed")
         if v != "failed" or v in verdicts
     ]
-    worst = tiles.assign(
-        worst=np.maximum(tiles["artefact_fraction"].fillna(0), tiles["no_data_fraction"].fillna(0))
-    ).sort_values("worst", ascending=False)
+    worst = tiles.assign(worst=tiles["flagged_fraction"].fillna(0)).sort_values(
+        "worst", ascending=False
+    )
     worst = worst[[_verdict(row) != "accept" for row in worst.itertuples()]].head(10)
     parts = [
         "<!DOCTYPE html>",

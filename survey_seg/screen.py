@@ -22,6 +22,7 @@ from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS, conform
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
 from survey_seg.measure import measure_segments
 from survey_seg.models.unet import QUALITY_CLASSES
+from survey_seg.quality import flagged_fraction
 from survey_seg.tiling import Tile, TileGrid
 
 __all__ = [
@@ -83,6 +84,8 @@ class DenseProducts:
         Per-stamp quality probabilities, if the method has a stamp head.
     stamp_size : int
         Side of those stamps in pixels.
+    network_seconds : float
+        Time spent in the network's forward pass (0 for methods without one).
     """
 
     flux_image: np.ndarray
@@ -97,6 +100,7 @@ class DenseProducts:
     """``(len(QUALITY_CLASSES), h, w)`` per-stamp probabilities on a grid of
     ``stamp_size`` stamps starting at the window origin (network methods)."""
     stamp_size: int = 0
+    network_seconds: float = 0.0
 
 
 class ScreeningMethod(Protocol):
@@ -294,7 +298,9 @@ def screen_tile(
         "n_truncated": int(sources["truncated"].sum()),
         "no_data_fraction": float(np.mean((core_planes & np.uint32(MaskBit.NO_DATA)) != 0)),
         "artefact_fraction": float(np.mean((core_planes & np.uint32(ARTEFACT_BITS)) != 0)),
+        "flagged_fraction": flagged_fraction(core_planes),
         "seconds": time.perf_counter() - start,
+        "seconds_network": products.network_seconds,
     }
     core_quality = _core_stamps(products, tile)
     if core_quality is not None:

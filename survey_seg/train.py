@@ -72,6 +72,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 """Post-processing thresholds written into a trained model's config (tunable there)."""
 
+SHIFT = 0.3
+"""Relative change of PSF width and sky noise of the shifted test survey."""
 CENTRE_SIGMA = 1.0
 CLUMP_SIGMA = 1.0
 MIN_CENTRE_SNR = 5.0
@@ -103,6 +105,9 @@ class TrainConfig:
     """torch CPU threads (default: torch's choice)."""
     init_weights: str | None = None
     """Weight file to start from (fine-tuning); its sha256 is recorded."""
+    condition_jitter: float = 0.25
+    """Largest relative change of PSF width and sky noise between training scenes
+    (below :data:`SHIFT`, so that the shifted test survey stays unseen)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "scene_size", "checkpoint_every"):
@@ -116,6 +121,11 @@ class TrainConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.condition_jitter < SHIFT:
+            raise ValueError(
+                f"condition_jitter must be in [0, {SHIFT}) so that the shifted test survey "
+                f"stays outside the training conditions, got {self.condition_jitter}"
+            )
 
 
 @dataclass
@@ -132,22 +142,24 @@ class TrainResult:
 # --------------------------------------------------------------------------- data
 
 
-def scene_config(seed: int, *, size: int, shifted: bool = False) -> SimulationConfig:
+def scene_config(
+    seed: int, *, size: int, shifted: bool = False, jitter: float = 0.25
+) -> SimulationConfig:
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
-    Training scenes jitter the PSF width and noise by up to 15 % and the Sersic
-    range; each scene is, independently, rich or not in artefacts, in clumpy
-    galaxies and in bright (saturated) stars. The
-    ``shifted`` survey (for testing generalisation) moves PSF width and noise by
-    30 % and narrows the Sersic range, outside the training jitter.
+    Training scenes jitter the PSF width and noise by up to ``jitter`` and the
+    Sersic range; each scene is, independently, rich or not in artefacts, in
+    clumpy galaxies and in bright (saturated) stars. The ``shifted`` survey (for
+    testing generalisation) moves PSF width and noise by :data:`SHIFT` (30 %) and
+    narrows the Sersic range, outside the training jitter.
     """
     base = SimulationConfig()
     if shifted:
         return SimulationConfig(
             size=size,
             seed=seed,
-            psf_fwhm_pix=base.psf_fwhm_pix * 1.3,
-            sky_sigma=base.sky_sigma * 1.3,
+            psf_fwhm_pix=base.psf_fwhm_pix * (1 + SHIFT),
+            sky_sigma=base.sky_sigma * (1 + SHIFT),
             sersic_n_range=(0.8, 2.5),
         )
     rng = np.random.default_rng([seed, 7919])
@@ -157,8 +169,8 @@ def scene_config(seed: int, *, size: int, shifted: bool = False) -> SimulationCo
     return SimulationConfig(
         size=size,
         seed=seed,
-        psf_fwhm_pix=base.psf_fwhm_pix * rng.uniform(0.85, 1.15),
-        sky_sigma=base.sky_sigma * rng.uniform(0.85, 1.15),
+        psf_fwhm_pix=base.psf_fwhm_pix * rng.uniform(1 - jitter, 1 + jitter),
+        sky_sigma=base.sky_sigma * rng.uniform(1 - jitter, 1 + jitter),
         sersic_n_range=(rng.uniform(0.4, 0.7), rng.uniform(3.0, 5.0)),
         clumpy_fraction=0.5 if clumpy else base.clumpy_fraction,
         star_mag_range=(14.0, 24.0) if bright else base.star_mag_range,
@@ -255,7 +267,9 @@ def make_batch(
     stamp = config.architecture.stamp_size
     inputs, targets = [], {}
     for seed in seeds:
-        sim = simulate_mosaic(scene_config(seed, size=config.scene_size))
+        sim = simulate_mosaic(
+            scene_config(seed, size=config.scene_size, jitter=config.condition_jitter)
+        )
         planes = scene_inputs(sim)
         dense = scene_targets(sim, stamp)
         # crops start on the stamp grid so the stamp labels stay aligned

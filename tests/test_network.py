@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,3 +56,12 @@ def test_network_tiling_agrees_with_the_whole_image(small_simulation, unet_whole
     detected_a = (mask_a & int(MaskBit.DETECTED)) != 0
     detected_b = (mask_b & int(MaskBit.DETECTED)) != 0
     assert np.mean(detected_a != detected_b) < 0.002
+
+
+def test_tile_table_splits_the_time_of_each_tile(unet_whole):
+    tiles = pd.read_parquet(unet_whole / "tiles.parquet")
+    assert (tiles["seconds_network"] > 0).all()
+    assert (tiles["seconds_network"] < tiles["seconds"]).all()
+    assert (tiles["seconds_read"] > 0).all() and (tiles["seconds_write"] > 0).all()
+    summary = json.loads((unet_whole / "manifest.json").read_text())["summary"]
+    assert 0 < summary["merge_seconds"] < summary["wall_seconds"]

@@ -1,7 +1,13 @@
 import numpy as np
+import pytest
 
 from survey_seg.masks import MaskBit
-from survey_seg.quality import NETWORK_ARTEFACT_BITS, artefact_planes, tile_verdict
+from survey_seg.quality import (
+    NETWORK_ARTEFACT_BITS,
+    artefact_planes,
+    flagged_fraction,
+    tile_verdict,
+)
 
 
 def test_artefact_planes_follow_probabilities_saturation_and_validity():
@@ -28,6 +34,15 @@ def test_tile_verdict():
     assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "inspect"
     planes[:3] = MaskBit.NO_DATA
     assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "reject"
+
+
+def test_verdict_counts_artefacts_and_missing_data_together():
+    planes = np.zeros((100, 100), np.uint32)
+    planes[0, :] = MaskBit.CR  # 1 % artefact
+    planes[1, :] = MaskBit.NO_DATA  # and 1 % without data: 2 % unusable
+    planes[2, :50] = MaskBit.STREAK | MaskBit.CR  # 0.5 % more, counted once
+    assert flagged_fraction(planes) == pytest.approx(0.025)
+    assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "inspect"
 
 
 def test_artefact_thresholds_per_channel():

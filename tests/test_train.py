@@ -61,7 +61,9 @@ def test_shifted_simulator_is_outside_the_training_jitter():
     nominal = scene_config(0, size=128)
     shifted = scene_config(0, size=128, shifted=True)
     assert shifted.psf_fwhm_pix == pytest.approx(1.3 * 1.8)
-    assert abs(nominal.psf_fwhm_pix / 1.8 - 1) <= 0.15
+    assert abs(nominal.psf_fwhm_pix / 1.8 - 1) <= TrainConfig().condition_jitter < 0.3
+    with pytest.raises(ValueError, match="shifted test survey"):
+        TrainConfig(condition_jitter=0.3)
 
 
 def test_config_validation():
