@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from survey_seg.measure import relabel_in_raster_order
+from survey_seg.measure import label_maximum, label_maximum_position, relabel_in_raster_order
 
 __all__ = ["find_centres", "split_instances"]
 
@@ -44,11 +44,12 @@ def find_centres(
     peaks = (heatmap == ndimage.maximum_filter(heatmap, size=size)) & (heatmap > threshold) & inside
     labels, n = ndimage.label(peaks, structure=EIGHT_CONNECTED)
     if n and n != peaks.sum():  # flat-topped peaks: keep one pixel of each
-        first = ndimage.minimum_position(
-            np.arange(peaks.size).reshape(peaks.shape), labels, np.arange(1, n + 1)
-        )
+        flat = labels.ravel()
+        inside = np.flatnonzero(flat)
+        first = np.full(n + 1, flat.size, dtype=np.int64)
+        np.minimum.at(first, flat[inside], inside)
         peaks = np.zeros_like(peaks)
-        peaks[tuple(np.array(first).T)] = True
+        peaks.flat[first[1:]] = True
     return peaks
 
 
@@ -100,10 +101,8 @@ def split_instances(
     lacking = np.flatnonzero(~seeded & ~too_small)
     lacking = lacking[lacking > 0]
     if lacking.size:
-        for offset, (py, px) in enumerate(
-            ndimage.maximum_position(elevation, footprints, lacking), 1
-        ):
-            markers[py, px] = n_markers + offset
+        ys, xs = label_maximum_position(elevation, footprints, lacking)
+        markers[ys, xs] = n_markers + np.arange(1, lacking.size + 1)
     sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
     # a child smaller than a footprint may be is a sliver (often a cosmic-ray hit on a
     # wing): give its pixels back to its neighbours
@@ -120,5 +119,5 @@ def split_instances(
         sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
     sources, footprints = relabel_in_raster_order(sources), relabel_in_raster_order(footprints)
     n_sources = int(sources.max())
-    blend_probability = ndimage.maximum(overlap_probability, sources, np.arange(1, n_sources + 1))
-    return sources, footprints, np.asarray(blend_probability, dtype=np.float64).reshape(n_sources)
+    blend_probability = label_maximum(overlap_probability, sources, np.arange(1, n_sources + 1))
+    return sources, footprints, blend_probability

@@ -16,7 +16,11 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from survey_seg.masks import MaskBit
-from survey_seg.measure import measure_segments, relabel_in_raster_order
+from survey_seg.measure import (
+    label_maximum_position,
+    measure_segments,
+    relabel_in_raster_order,
+)
 from survey_seg.quality import sharper_than_psf, tile_verdict
 from survey_seg.screen import ClumpCandidates, DenseProducts
 from survey_seg.store import WindowData
@@ -249,10 +253,8 @@ class ClassicalScreener:
         markers, _ = ndimage.label(peaks, structure=np.ones((3, 3), bool))
         without = np.setdiff1d(np.unique(footprints[inside]), np.unique(footprints[peaks]))
         if without.size:
-            positions = ndimage.maximum_position(snr, footprints, without)
-            start = markers.max()
-            for offset, (py, px) in enumerate(positions, start=1):
-                markers[py, px] = start + offset
+            ys, xs = label_maximum_position(snr, footprints, without)
+            markers[ys, xs] = markers.max() + np.arange(1, without.size + 1)
         sources = watershed(-compressed, markers, mask=inside, connectivity=2)
         area = np.bincount(sources.ravel())
         small = np.flatnonzero(area < c.deblend_min_area)
@@ -261,10 +263,9 @@ class ClassicalScreener:
             # a sliver is not a source: give its pixels to its neighbours, but keep
             # every footprint's brightest child
             keep = np.zeros(area.size, dtype=bool)
-            brightest = ndimage.maximum_position(
-                snr, footprints, np.arange(1, footprints.max() + 1)
-            )
-            keep[[sources[p] for p in brightest]] = True
+            ys, xs = label_maximum_position(snr, footprints, np.arange(1, footprints.max() + 1))
+            present = ys >= 0
+            keep[sources[ys[present], xs[present]]] = True
             drop = small[~keep[small]]
             if drop.size:
                 markers[np.isin(markers, drop)] = 0
@@ -355,9 +356,8 @@ class ClassicalScreener:
         if ys.size == 0:
             return ClumpCandidates.empty()
         labels = sources[ys, xs]
-        peaks = ndimage.maximum_position(snr, sources, np.arange(1, sources.max() + 1))
-        peak_yx = np.asarray(peaks, dtype=np.float64)[labels - 1]
-        far = np.hypot(ys - peak_yx[:, 0], xs - peak_yx[:, 1]) >= c.clump_min_separation
+        peak_y, peak_x = label_maximum_position(snr, sources, np.arange(1, sources.max() + 1))
+        far = np.hypot(ys - peak_y[labels - 1], xs - peak_x[labels - 1]) >= c.clump_min_separation
         ys, xs, labels = ys[far], xs[far], labels[far]
         box = ndimage.uniform_filter(residual, size=5) * 25.0
         host_flux = np.bincount(sources.ravel(), weights=work.ravel())

@@ -11,9 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-__all__ = ["SegmentMeasurements", "measure_segments", "relabel_in_raster_order"]
+__all__ = [
+    "SegmentMeasurements",
+    "label_maximum",
+    "label_maximum_position",
+    "measure_segments",
+    "relabel_in_raster_order",
+]
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,7 @@ def measure_segments(
     nx = labels.shape[1]
     py, px = np.divmod(inside, nx)
 
-    peaks = ndimage.maximum_position(detection_image, labels, index)
-    y_peak = np.array([p[0] for p in peaks], dtype=np.int64)
-    x_peak = np.array([p[1] for p in peaks], dtype=np.int64)
+    y_peak, x_peak = label_maximum_position(detection_image, labels, index)
 
     flux_values = np.nan_to_num(flux_image.ravel()[inside].astype(np.float64))
     var_values = np.nan_to_num(variance.ravel()[inside].astype(np.float64))
@@ -154,6 +157,51 @@ def measure_segments(
     )
 
 
+def label_maximum(values: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Largest of ``values`` in each label of ``index`` (``-inf`` for an absent label).
+
+    The result of :func:`scipy.ndimage.maximum` without its sort of the whole
+    image: one pass over the labelled pixels. NaN values are ignored.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)
+    best = np.full(int(max(flat.max(initial=0), index.max(initial=0))) + 1, -np.inf)
+    np.fmax.at(best, flat[inside], values.ravel()[inside].astype(np.float64))
+    return best[index]
+
+
+def label_maximum_position(
+    values: np.ndarray, labels: np.ndarray, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of the maximum of ``values`` in each label of ``index``.
+
+    Ties go to the first pixel in raster order, so the position is the same in
+    any window holding the label whole. An absent label gets ``(-1, -1)``.
+
+    Returns
+    -------
+    y, x : numpy.ndarray
+        int64 positions, one per entry of ``index``.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)
+    segment = flat[inside]
+    value = values.ravel()[inside].astype(np.float64)
+    size = int(max(flat.max(initial=0), index.max(initial=0))) + 1
+    best = np.full(size, -np.inf)
+    np.fmax.at(best, segment, value)
+    at_best = value == best[segment]
+    first = np.full(size, flat.size, dtype=np.int64)
+    np.minimum.at(first, segment[at_best], inside[at_best])
+    first = first[index]
+    y, x = np.divmod(first, labels.shape[1])
+    absent = first == flat.size
+    y[absent], x[absent] = -1, -1
+    return y, x
+
+
 def relabel_in_raster_order(labels: np.ndarray) -> np.ndarray:
     """Renumber labels ``1 .. n`` in order of their first pixel in raster order.
 
@@ -161,9 +209,11 @@ def relabel_in_raster_order(labels: np.ndarray) -> np.ndarray:
     segments in two windows are numbered alike (0 stays background).
     """
     flat = labels.ravel()
-    used, first = np.unique(flat, return_index=True)
-    keep = used != 0
-    order = used[keep][np.argsort(first[keep])]
-    lookup = np.zeros(int(flat.max()) + 1 if flat.size else 1, dtype=np.int32)
+    inside = np.flatnonzero(flat)
+    first = np.full(int(flat.max(initial=0)) + 1, flat.size, dtype=np.int64)
+    np.minimum.at(first, flat[inside], inside)
+    used = np.flatnonzero(first < flat.size)
+    order = used[np.argsort(first[used], kind="stable")]
+    lookup = np.zeros(first.size, dtype=np.int32)
     lookup[order] = np.arange(1, order.size + 1, dtype=np.int32)
     return lookup[labels]

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from survey_seg.measure import measure_segments
+from survey_seg.measure import (
+    label_maximum,
+    label_maximum_position,
+    measure_segments,
+    relabel_in_raster_order,
+)
 
 
 def _gaussian(shape, x0, y0, sigma_x, sigma_y, angle_deg, flux):
@@ -66,3 +72,29 @@ def test_negative_segment_falls_back_to_unweighted_centroid():
     m = measure_segments(labels, image, np.ones_like(image), image, np.zeros((10, 10), np.uint32))
     assert m.x_peak[0] + m.dx[0] == pytest.approx(5.0)
     assert m.y_peak[0] + m.dy[0] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_label_maxima_agree_with_scipy(seed):
+    rng = np.random.default_rng(seed)
+    labels, n = ndimage.label(rng.random((40, 50)) > 0.6)
+    values = rng.normal(size=labels.shape)
+    index = np.arange(1, n + 1)
+    assert np.array_equal(
+        label_maximum(values, labels, index), ndimage.maximum(values, labels, index)
+    )
+    y, x = label_maximum_position(values, labels, index)
+    expected = np.array(ndimage.maximum_position(values, labels, index))
+    assert np.array_equal(np.stack([y, x], axis=1), expected)
+
+
+def test_label_maximum_position_breaks_ties_in_raster_order_and_marks_absent_labels():
+    labels = np.array([[1, 1, 0], [1, 1, 3]])
+    values = np.array([[0.0, 2.0, 9.0], [2.0, 1.0, 5.0]])
+    y, x = label_maximum_position(values, labels, np.array([1, 2, 3]))
+    assert y.tolist() == [0, -1, 1] and x.tolist() == [1, -1, 2]
+
+
+def test_relabel_in_raster_order_numbers_by_first_pixel():
+    labels = np.array([[0, 7, 7], [4, 0, 2], [4, 9, 2]])
+    assert relabel_in_raster_order(labels).tolist() == [[0, 1, 1], [2, 0, 3], [2, 4, 3]]
