@@ -20,7 +20,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from survey_seg.cluster import ClusterSpec, dask_client
-from survey_seg.pipeline import RunPlan, RunSummary, finish_run, prepare_outputs, screen_tiles
+from survey_seg.pipeline import (
+    RunPlan,
+    RunSummary,
+    finish_run,
+    prepare_outputs,
+    screen_tiles,
+    warm_up_workers,
+)
 from survey_seg.tiling import parse_region
 
 __all__ = [
@@ -169,9 +176,9 @@ def cluster_client(parameters: ClusterParameters):
 
 
 @task(name="prepare-outputs", cache_policy=NO_CACHE)
-def prepare_task(plan: RunPlan, run_id: str) -> None:
-    """Replace (force), ingest and create the output arrays."""
-    prepare_outputs(plan, run_id)
+def prepare_task(plan: RunPlan, run_id: str) -> float:
+    """Replace (force), ingest and create the output arrays; return the ingest seconds."""
+    return prepare_outputs(plan, run_id)
 
 
 @task(name="screen-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -185,12 +192,18 @@ def screen_batch_task(plan: RunPlan, tiles: list[int], run_id: str, scheduler: s
 
 @task(name="merge", cache_policy=NO_CACHE)
 def merge_task(
-    plan: RunPlan, run_id: str, n_screened: int, n_skipped: int, n_failed: int, started: float
+    plan: RunPlan,
+    run_id: str,
+    n_screened: int,
+    n_skipped: int,
+    n_failed: int,
+    started: float,
+    ingest_seconds: float,
 ) -> RunSummary:
     """Merge every finished tile into the global catalogs."""
     return finish_run(
         plan, run_id, n_screened=n_screened, n_skipped=n_skipped, n_failed=n_failed,
-        started=started,
+        started=started, ingest_seconds=ingest_seconds,
     )  # fmt: skip
 
 
@@ -207,13 +220,17 @@ def run_plan_on_cluster(
 ) -> RunSummary:
     """Prepare, screen ``tiles`` in batches mapped as Prefect tasks, merge."""
     started = time.perf_counter()
-    prepare_task(plan, run_id)
+    warming = warm_up_workers(plan, client)  # held: dask cancels a dropped future
+    ingest_seconds = prepare_task(plan, run_id)
     scheduler = client.scheduler.address
     futures = screen_batch_task.map(
         plan=plan, tiles=batches(tiles, batch_size), run_id=run_id, scheduler=scheduler
     )  # fmt: skip
     failed = [tile for result in futures.result() for tile in result]
-    return merge_task(plan, run_id, len(tiles) - len(failed), skipped, len(failed), started)
+    del warming
+    return merge_task(
+        plan, run_id, len(tiles) - len(failed), skipped, len(failed), started, ingest_seconds
+    )
 
 
 def publish_summary(summary: RunSummary, report: Path | None, *, key: str) -> None:

@@ -130,6 +130,8 @@ class RunSummary:
     wall_seconds: float
     merge_seconds: float = 0.0
     """Of the wall time, building the global tables from the tile records."""
+    ingest_seconds: float = 0.0
+    """Of the wall time, copying the FITS mosaic into Zarr (0 when it was current)."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -327,9 +329,11 @@ def execute_run(
     """
     started = time.perf_counter()
     run_id = run_id or new_run_id()
-    prepare_outputs(plan, run_id)
+    warming = warm_up_workers(plan, client) if client is not None else []
+    ingest_seconds = prepare_outputs(plan, run_id)
     todo, finished = pending_tiles(plan)
     failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
+    del warming  # held until now: dask cancels a task whose future is dropped
     return finish_run(
         plan,
         run_id,
@@ -337,20 +341,57 @@ def execute_run(
         n_skipped=len(finished),
         n_failed=len(failed),
         started=started,
+        ingest_seconds=ingest_seconds,
     )
 
 
-def prepare_outputs(plan: RunPlan, run_id: str) -> None:
+def warm_up_workers(plan: RunPlan, client) -> list:
+    """Have every worker load the plan's method now, without waiting for it.
+
+    Importing torch and loading the network take seconds per worker; started
+    before the ingest, they overlap with it instead of delaying the first tiles.
+    A method that fails to load fails again, with its message, in the tile tasks.
+
+    Returns
+    -------
+    list of distributed.Future
+        Hold them until the tiles are submitted: dask cancels a dropped future.
+    """
+    return [
+        client.submit(
+            _load_method,
+            plan.config.method,
+            plan.config.model,
+            workers=[worker],
+            allow_other_workers=False,
+            pure=False,
+        )
+        for worker in client.scheduler_info()["workers"]
+    ]
+
+
+def _load_method(method_name: str, model: str | None) -> None:
+    make_method(method_name, model=model)
+
+
+def prepare_outputs(plan: RunPlan, run_id: str) -> float:
     """Make the output directory ready: replace (force), ingest, create the masks.
 
     The manifest is written first with status ``running``.
+
+    Returns
+    -------
+    float
+        Seconds spent ingesting the mosaic (0 when the store was current).
     """
     out = OutputStore(plan.out_dir)
     if plan.mode == "force":
         _remove_outputs(plan.out_dir)
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     out.write_manifest(_manifest(plan, run_id, status="running", previous=_previous(plan, out)))
-    if not _ingest_is_current(plan.out_dir / MOSAIC_STORE, plan):
+    ingest_start = time.perf_counter()
+    ingested = not _ingest_is_current(plan.out_dir / MOSAIC_STORE, plan)
+    if ingested:
         ingest_mosaic(
             plan.mosaic,
             plan.out_dir,
@@ -364,6 +405,7 @@ def prepare_outputs(plan: RunPlan, run_id: str) -> None:
             plan.mosaic.wcs,
             quality_stamp=_quality_stamp(plan),
         )
+    return time.perf_counter() - ingest_start if ingested else 0.0
 
 
 def pending_tiles(plan: RunPlan) -> tuple[list[int], list[int]]:
@@ -415,6 +457,7 @@ def finish_run(
     n_skipped: int,
     n_failed: int,
     started: float,
+    ingest_seconds: float = 0.0,
 ) -> RunSummary:
     """Merge every finished tile into the global tables and close the manifest."""
     out = OutputStore(plan.out_dir)
@@ -422,6 +465,7 @@ def finish_run(
     merge_start = time.perf_counter()
     summary = merge_run(plan, out)
     summary.merge_seconds = time.perf_counter() - merge_start
+    summary.ingest_seconds = ingest_seconds
     summary.run_id = run_id
     summary.n_screened = n_screened
     summary.n_skipped = n_skipped
