@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) -> None:
-    from survey_seg.methods import DEFAULT_METHOD, METHOD_NAMES
+    from survey_seg.methods import DEFAULT_METHOD, METHOD_NAMES, PRECISIONS
     from survey_seg.pipeline import RunConfig
 
     defaults = RunConfig()
@@ -118,6 +118,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) ->
     parser.add_argument("--halo", type=int, default=defaults.halo, metavar="PIX")
     parser.add_argument("--method", choices=METHOD_NAMES, default=DEFAULT_METHOD)
     parser.add_argument("--model", metavar="CONFIG", help="model config of a trained network")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=defaults.precision,
+        help="network arithmetic; auto: bfloat16 where the hardware has it",
+    )
     parser.add_argument(
         "--region",
         metavar="SPEC",
@@ -205,6 +211,7 @@ def _run(args: argparse.Namespace, *, force: bool | None = None):
         method=args.method,
         model=str(args.model) if args.model else None,
         region=args.region,
+        precision=args.precision,
     )
     plan = plan_run(
         args.mosaic,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from survey_seg.errors import InputError
+from survey_seg.methods import PRECISIONS
 from survey_seg.models.unet import ScreeningUNet, UNetConfig, split_heads
 
 __all__ = [
@@ -103,6 +104,23 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the network computes in on ``device`` for a ``--precision`` value."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return torch.float32
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = (
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    if precision == "bfloat16" or native:
+        return torch.bfloat16
+    return torch.float32
+
+
 def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
     """Read a model config file, checking that it names its weights and their hash."""
     path = Path(path)
@@ -134,9 +152,18 @@ class Predictor:
         Model config file; its ``weights`` entry names the weight file beside it.
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    precision : str
+        One of :data:`PRECISIONS`: the network runs under autocast to bfloat16
+        (about 2x faster on CPUs that have it, probabilities within about 0.05) or
+        in float32.
     """
 
-    def __init__(self, config_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto"):
+    def __init__(
+        self,
+        config_path: str | os.PathLike = DEFAULT_MODEL,
+        device: str = "auto",
+        precision: str = "auto",
+    ):
         self.config_path = Path(config_path)
         self.config = load_model_config(self.config_path)
         weights = self.config_path.parent / self.config["weights"]
@@ -151,6 +178,7 @@ class Predictor:
             )
         self.sha256 = digest
         self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
         architecture = UNetConfig(**self.config["architecture"])
         self.model = ScreeningUNet(architecture)
         try:
@@ -180,7 +208,11 @@ class Predictor:
         if pad_y or pad_x:
             x = torch.nn.functional.pad(x, (0, pad_x, 0, pad_y))
         x = x.contiguous(memory_format=torch.channels_last)
-        pixel_logits, stamp_logits = self.model(x)
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16
+        ):
+            pixel_logits, stamp_logits = self.model(x)
+        pixel_logits, stamp_logits = pixel_logits.float(), stamp_logits.float()
         heads = split_heads(pixel_logits[..., :height, :width])
         stamp_rows = -(-height // multiple)
         stamp_cols = -(-width // multiple)
@@ -198,13 +230,13 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _cached_predictor(config_path: str, sha256: str, device: str) -> Predictor:
-    return Predictor(config_path, device=device)
+def _cached_predictor(config_path: str, sha256: str, device: str, precision: str) -> Predictor:
+    return Predictor(config_path, device=device, precision=precision)
 
 
 def load_predictor(
-    config_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto"
+    config_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", precision: str = "auto"
 ) -> Predictor:
-    """The process-wide :class:`Predictor` for a model and device (loaded once)."""
+    """The process-wide :class:`Predictor` for a model, device and precision (loaded once)."""
     config = load_model_config(config_path)
-    return _cached_predictor(str(Path(config_path).resolve()), config["sha256"], device)
+    return _cached_predictor(str(Path(config_path).resolve()), config["sha256"], device, precision)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from survey_seg.errors import InputError
 from survey_seg.screen import ScreeningMethod
 
-__all__ = ["DEFAULT_METHOD", "METHOD_NAMES", "make_method"]
+__all__ = ["DEFAULT_METHOD", "METHOD_NAMES", "PRECISIONS", "make_method"]
 
 METHOD_NAMES = ("unet", "classical")
 DEFAULT_METHOD = "unet"
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Values of ``--precision``: ``auto`` is bfloat16 where the device computes it
+natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else float32."""
 
 
-def make_method(name: str, *, model: str | None = None) -> ScreeningMethod:
+def make_method(name: str, *, model: str | None = None, precision: str = "auto") -> ScreeningMethod:
     """Build the screening method called ``name``.
 
     Parameters
@@ -20,6 +23,8 @@ def make_method(name: str, *, model: str | None = None) -> ScreeningMethod:
         One of :data:`METHOD_NAMES`.
     model : str, optional
         Model config file of a network method (default: the shipped weights).
+    precision : str
+        Arithmetic of a network method: ``auto``, ``float32`` or ``bfloat16``.
 
     Returns
     -------
@@ -37,7 +42,9 @@ def make_method(name: str, *, model: str | None = None) -> ScreeningMethod:
     if name == "unet":
         from survey_seg.network import NetworkScreener
 
-        return NetworkScreener(model) if model else NetworkScreener()
+        if model:
+            return NetworkScreener(model, precision=precision)
+        return NetworkScreener(precision=precision)
     if model:
         raise InputError(f"--model applies to the unet method, not {name!r}")
     raise InputError(f"unknown method {name!r}; use one of {', '.join(METHOD_NAMES)}")

@@ -41,12 +41,20 @@ class NetworkScreener:
         The model's config file (its weights lie beside it).
     device : str
         ``auto`` (a GPU when present), ``cpu`` or ``cuda[:N]``.
+    precision : str
+        ``auto``, ``float32`` or ``bfloat16`` (see :data:`survey_seg.inference.PRECISIONS`).
     """
 
     name = "unet"
 
-    def __init__(self, model_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto"):
-        self.predictor = load_predictor(model_path, device)
+    def __init__(
+        self,
+        model_path: str | os.PathLike = DEFAULT_MODEL,
+        device: str = "auto",
+        precision: str = "auto",
+    ):
+        self.predictor = load_predictor(model_path, device, precision)
+        self.precision = precision
         self.thresholds = self.predictor.thresholds
 
     @property
@@ -74,6 +82,7 @@ class NetworkScreener:
             "method": self.name,
             "model": config.get("name"),
             "sha256": self.predictor.sha256,
+            "precision": self.precision,
             "thresholds": self.thresholds,
             "architecture": config["architecture"],
             "training": {

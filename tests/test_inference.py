@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from survey_seg.errors import InputError
-from survey_seg.inference import DEFAULT_MODEL, Predictor, load_predictor, network_input
+from survey_seg.inference import (
+    DEFAULT_MODEL,
+    Predictor,
+    load_predictor,
+    network_input,
+    resolve_precision,
+)
 from survey_seg.models.unet import HEADS, QUALITY_CLASSES, ScreeningUNet, UNetConfig
 
 TINY = UNetConfig(width=4, depth=2, stamp_size=16)
@@ -110,3 +116,25 @@ def test_shipped_weights_load_and_match_their_hash():
     predictor = Predictor(DEFAULT_MODEL, device="cpu")
     assert predictor.sha256 == json.loads(DEFAULT_MODEL.read_text())["sha256"]
     assert (DEFAULT_MODEL.parent / predictor.config["weights"]).stat().st_size < 10_000_000
+
+
+def test_precision_choices():
+    cpu = torch.device("cpu")
+    assert resolve_precision("float32", cpu) == torch.float32
+    assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    assert resolve_precision("auto", cpu) in (torch.float32, torch.bfloat16)
+    with pytest.raises(InputError, match="float32"):
+        resolve_precision("half", cpu)
+
+
+def test_bfloat16_probabilities_stay_close_to_float32():
+    from survey_seg.simulate import SimulationConfig, simulate_mosaic
+    from survey_seg.train import scene_inputs
+
+    planes = scene_inputs(simulate_mosaic(SimulationConfig(size=192, seed=3)))
+    exact = Predictor(DEFAULT_MODEL, device="cpu", precision="float32").predict(planes)
+    fast = Predictor(DEFAULT_MODEL, device="cpu", precision="bfloat16").predict(planes)
+    for name in ("segmentation", "centre", "clump", "artefact", "stamps"):
+        assert getattr(fast, name).dtype == np.float32
+        assert np.abs(getattr(fast, name) - getattr(exact, name)).max() < 0.1, name
+    assert exact.segmentation[1:].max() > 0.9  # the scene has objects to disagree on
