@@ -81,7 +81,7 @@ from survey_seg.evaluate import (
 )
 from survey_seg.inference import DEFAULT_MODEL
 from survey_seg.masks import MaskBit
-from survey_seg.methods import make_method
+from survey_seg.methods import PRECISIONS, make_method
 from survey_seg.pipeline import RunConfig, run_survey
 from survey_seg.simulate import SimulatedMosaic, SimulationConfig, simulate_mosaic, write_simulation
 from survey_seg.store import OutputStore
@@ -113,7 +113,7 @@ MAX_SHIFT_LOSS = 0.05
 
 
 def survey_seg_outputs(
-    sim_dir: Path, method: str, model: str | None
+    sim_dir: Path, method: str, model: str | None, precision: str = "auto"
 ) -> tuple[dict[str, object], float]:
     """Screen with survey-seg in-process (256-pixel tiles) and read back its outputs."""
     halo = HALO
@@ -125,6 +125,7 @@ def survey_seg_outputs(
         tile_size=TILE_SIZE,
         halo=halo,
         model=model if method == "unet" else None,
+        precision=precision,
         fits_copies=False,
     )
     start = time.perf_counter()
@@ -413,6 +414,9 @@ def main() -> None:
     parser.add_argument("--no-shifted", action="store_true", help="skip the shifted simulator")
     parser.add_argument("--json", type=Path, help="write every number to this JSON file")
     parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto", help="network arithmetic (run option)"
+    )
+    parser.add_argument(
         "--model", type=Path, default=DEFAULT_MODEL, help="model config of the unet method"
     )
     parser.add_argument(
@@ -448,7 +452,9 @@ def main() -> None:
                     elif method == "photutils":
                         outputs, seconds = photutils_outputs(sim)
                     else:
-                        outputs, seconds = survey_seg_outputs(sim_dir, method, model)
+                        outputs, seconds = survey_seg_outputs(
+                            sim_dir, method, model, args.precision
+                        )
                     metrics, tile_scores, tile_labels = score_outputs(outputs, sim)
                     row = {"simulator": simulator, "seed": seed, "method": method}
                     row.update(metrics, seconds=seconds)
@@ -494,7 +500,7 @@ def main() -> None:
                 metrics.update({prefix + k: v for k, v in values.items()})
         model_config["metrics"] = _jsonable(
             {**metrics, "benchmark": {"script": "benchmarks/quality.py", "size": args.size,
-                                      "seeds": args.seeds}}
+                                      "seeds": args.seeds, "precision": _precision(args)}}
         )  # fmt: skip
         args.model.write_text(json.dumps(model_config, indent=2) + "\n")
         print(f"\nmetrics written to {args.model}")
@@ -522,6 +528,7 @@ def main() -> None:
                 "tile_size": TILE_SIZE,
                 "model": model if args.check_method == "unet" else None,
                 "check_method": args.check_method,
+                "precision": _precision(args),
             },
             "runs": rows,
             "mean": mean,
@@ -532,6 +539,15 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_jsonable(document), indent=2) + "\n")
         print(f"\nwrote {args.json}")
+
+
+def _precision(args: argparse.Namespace) -> str:
+    """The arithmetic the network ran in on this machine (``--precision`` resolved)."""
+    import torch
+
+    from survey_seg.inference import resolve_precision
+
+    return str(resolve_precision(args.precision, torch.device("cpu"))).removeprefix("torch.")
 
 
 if __name__ == "__main__":
