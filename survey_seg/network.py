@@ -42,7 +42,7 @@ class NetworkScreener:
     device : str
         ``auto`` (a GPU when present), ``cpu`` or ``cuda[:N]``.
     precision : str
-        ``auto``, ``float32`` or ``bfloat16`` (see :data:`survey_seg.inference.PRECISIONS`).
+        ``auto``, ``float32`` or ``bfloat16`` (see :data:`survey_seg.methods.PRECISIONS`).
     """
 
     name = "unet"

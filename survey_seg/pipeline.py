@@ -26,7 +26,7 @@ from pathlib import Path
 from survey_seg import __version__
 from survey_seg.errors import InputError, OutputError
 from survey_seg.merge import merge_clumps, merge_sources, tiles_table
-from survey_seg.methods import DEFAULT_METHOD, make_method
+from survey_seg.methods import DEFAULT_METHOD, PRECISIONS, make_method
 from survey_seg.screen import screen_tile
 from survey_seg.store import (
     MASKS_STORE,
@@ -172,6 +172,10 @@ def plan_run(
     config = config or RunConfig()
     if resume and force:
         raise InputError("--resume and --force exclude each other; pass one of them")
+    if config.precision not in PRECISIONS:
+        raise InputError(
+            f"precision {config.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
+        )
     method = make_method(config.method, model=config.model, precision=config.precision)
     mosaic = inspect_fits_mosaic(mosaic_path)
     grid = make_tile_grid(

@@ -183,6 +183,13 @@ def test_output_directory_rules(small_simulation, tmp_path):
         plan_run(mosaic, tmp_path / "new", resume=True, force=True)
 
 
+def test_unknown_precision_is_refused_before_any_work(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    with pytest.raises(InputError, match="precision 'half' is unknown"):
+        plan_run(mosaic, tmp_path / "out", RunConfig(method="classical", precision="half"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_halo_smaller_than_the_method_needs_is_refused(small_simulation, tmp_path):
     _, mosaic = small_simulation
     with pytest.raises(InputError, match="--halo"):
