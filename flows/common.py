@@ -28,6 +28,7 @@ from survey_seg.pipeline import (
     screen_tiles,
     warm_up_workers,
 )
+from survey_seg.store import release_run_lock
 from survey_seg.tiling import parse_region
 
 __all__ = [
@@ -221,16 +222,19 @@ def run_plan_on_cluster(
     """Prepare, screen ``tiles`` in batches mapped as Prefect tasks, merge."""
     started = time.perf_counter()
     warming = warm_up_workers(plan, client)  # held: dask cancels a dropped future
-    ingest_seconds = prepare_task(plan, run_id)
-    scheduler = client.scheduler.address
-    futures = screen_batch_task.map(
-        plan=plan, tiles=batches(tiles, batch_size), run_id=run_id, scheduler=scheduler
-    )  # fmt: skip
-    failed = [tile for result in futures.result() for tile in result]
-    del warming
-    return merge_task(
-        plan, run_id, len(tiles) - len(failed), skipped, len(failed), started, ingest_seconds
-    )
+    try:
+        ingest_seconds = prepare_task(plan, run_id)
+        scheduler = client.scheduler.address
+        futures = screen_batch_task.map(
+            plan=plan, tiles=batches(tiles, batch_size), run_id=run_id, scheduler=scheduler
+        )  # fmt: skip
+        failed = [tile for result in futures.result() for tile in result]
+        del warming
+        return merge_task(
+            plan, run_id, len(tiles) - len(failed), skipped, len(failed), started, ingest_seconds
+        )
+    finally:
+        release_run_lock(plan.out_dir, run_id)  # also when a task failed for good
 
 
 def publish_summary(summary: RunSummary, report: Path | None, *, key: str) -> None:

@@ -31,11 +31,15 @@ from survey_seg.screen import screen_tile
 from survey_seg.store import (
     MASKS_STORE,
     MOSAIC_STORE,
+    RUN_LOCK,
     MosaicInfo,
     MosaicStore,
     OutputStore,
+    acquire_run_lock,
+    check_run_lock,
     ingest_mosaic,
     inspect_fits_mosaic,
+    release_run_lock,
 )
 from survey_seg.tiling import TileGrid, make_tile_grid, parse_region, select_tiles
 
@@ -242,6 +246,7 @@ def plan_rerun(
             f"{out} holds no survey-seg run (no manifest.json); screen the mosaic first with "
             "`survey-seg run` or the reprocess flow"
         )
+    check_run_lock(out)
     recorded = dict(manifest["config"])
     config = RunConfig(
         **{
@@ -273,7 +278,8 @@ def _check_output_dir(out: Path, mosaic: MosaicInfo, key: str, *, resume: bool, 
     existing = out if out.exists() else next(p for p in out.parents if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_file(existing):
         raise OutputError(f"cannot write to {existing}; choose a writable --out directory")
-    if not out.exists() or not any(out.iterdir()):
+    check_run_lock(out)
+    if not out.exists() or not any(p.name != RUN_LOCK for p in out.iterdir()):
         return "new"
     store = OutputStore(out)
     manifest = store.read_manifest()
@@ -338,19 +344,22 @@ def execute_run(
     started = time.perf_counter()
     run_id = run_id or new_run_id()
     warming = warm_up_workers(plan, client) if client is not None else []
-    ingest_seconds = prepare_outputs(plan, run_id)
-    todo, finished = pending_tiles(plan)
-    failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
-    del warming  # held until now: dask cancels a task whose future is dropped
-    return finish_run(
-        plan,
-        run_id,
-        n_screened=len(todo) - len(failed),
-        n_skipped=len(finished),
-        n_failed=len(failed),
-        started=started,
-        ingest_seconds=ingest_seconds,
-    )
+    try:
+        ingest_seconds = prepare_outputs(plan, run_id)
+        todo, finished = pending_tiles(plan)
+        failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
+        del warming  # held until now: dask cancels a task whose future is dropped
+        return finish_run(
+            plan,
+            run_id,
+            n_screened=len(todo) - len(failed),
+            n_skipped=len(finished),
+            n_failed=len(failed),
+            started=started,
+            ingest_seconds=ingest_seconds,
+        )
+    finally:
+        release_run_lock(plan.out_dir, run_id)
 
 
 def warm_up_workers(plan: RunPlan, client) -> list:
@@ -386,7 +395,8 @@ def _load_method(method_name: str, model: str | None, precision: str) -> None:
 def prepare_outputs(plan: RunPlan, run_id: str) -> float:
     """Make the output directory ready: replace (force), ingest, create the masks.
 
-    The manifest is written first with status ``running``.
+    Takes the output directory's run lock first (released by :func:`finish_run`),
+    then writes the manifest with status ``running``.
 
     Returns
     -------
@@ -394,9 +404,10 @@ def prepare_outputs(plan: RunPlan, run_id: str) -> float:
         Seconds spent ingesting the mosaic (0 when the store was current).
     """
     out = OutputStore(plan.out_dir)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    acquire_run_lock(plan.out_dir, run_id)
     if plan.mode == "force":
         _remove_outputs(plan.out_dir)
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
     out.write_manifest(_manifest(plan, run_id, status="running", previous=_previous(plan, out)))
     ingest_start = time.perf_counter()
     ingested = not _ingest_is_current(plan.out_dir / MOSAIC_STORE, plan)
@@ -481,6 +492,7 @@ def finish_run(
     summary.wall_seconds = time.perf_counter() - started
     status = "complete" if not n_failed else "partial"
     out.write_manifest(_manifest(plan, run_id, status=status, previous=previous, summary=summary))
+    release_run_lock(plan.out_dir, run_id)
     return summary
 
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -46,10 +47,13 @@ __all__ = [
     "MosaicStore",
     "OutputStore",
     "WindowData",
+    "acquire_run_lock",
     "atomic_write_bytes",
+    "check_run_lock",
     "file_sha256",
     "ingest_mosaic",
     "inspect_fits_mosaic",
+    "release_run_lock",
     "wcs_from_attrs",
     "wcs_to_attrs",
 ]
@@ -60,6 +64,7 @@ MOSAIC_STORE = "mosaic.zarr"
 MASKS_STORE = "masks.zarr"
 TILES_DIR = "tiles"
 MANIFEST = "manifest.json"
+RUN_LOCK = "run.lock"
 
 
 # --------------------------------------------------------------------------- FITS input
@@ -541,6 +546,87 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+# --------------------------------------------------------------------------- run lock
+
+
+def acquire_run_lock(out_dir: str | os.PathLike, run_id: str) -> None:
+    """Take ``OUT/run.lock`` for ``run_id``, so that no second run writes to ``OUT``.
+
+    The lock file is created atomically and names the run, its process and host.
+    A lock whose process is gone (same host, dead process) is stale and taken
+    over; the same run may take its own lock again (a retried task).
+
+    Raises
+    ------
+    OutputError
+        Another live run holds the lock.
+    """
+    path = Path(out_dir) / RUN_LOCK
+    record = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname()}
+    while True:
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder and holder.get("run_id") != run_id and _holder_is_alive(holder):
+                raise OutputError(_locked_message(path, holder)) from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale, unreadable or our own: take it over
+            continue
+        with os.fdopen(handle, "w") as stream:
+            json.dump(record, stream)
+        return
+
+
+def check_run_lock(out_dir: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` when a live run holds ``OUT/run.lock``."""
+    path = Path(out_dir) / RUN_LOCK
+    holder = _lock_holder(path)
+    if holder and _holder_is_alive(holder):
+        raise OutputError(_locked_message(path, holder))
+
+
+def release_run_lock(out_dir: str | os.PathLike, run_id: str) -> None:
+    """Remove ``OUT/run.lock`` if ``run_id`` holds it."""
+    path = Path(out_dir) / RUN_LOCK
+    holder = _lock_holder(path)
+    if holder and holder.get("run_id") == run_id:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _lock_holder(path: Path) -> dict | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _holder_is_alive(holder: dict) -> bool:
+    """Whether the lock's process still runs; a process on another host counts as alive."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False  # not a lock this module wrote: stale
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _locked_message(path: Path, holder: dict) -> str:
+    return (
+        f"another survey-seg run ({holder.get('run_id', '?')}, process {holder.get('pid', '?')} "
+        f"on {holder.get('host', '?')}) is writing to {path.parent}; wait for it to finish, "
+        f"or delete {path} if that run is no longer alive"
+    )
 
 
 def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:

@@ -127,6 +127,37 @@ def test_resume_after_interruption_skips_finished_tiles(small_simulation, tmp_pa
         np.testing.assert_array_equal(after, before)
 
 
+def test_second_run_on_a_locked_output_refuses_and_a_dead_runs_lock_is_taken_over(
+    small_simulation, tmp_path
+):
+    import socket
+    import subprocess
+    import sys
+
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    config = RunConfig(method="classical", tile_size=256, halo=64)
+    run_survey(mosaic, out, config)
+    assert not (out / "run.lock").exists()  # a finished run lets go of its lock
+    before = (out / "sources.parquet").read_bytes()
+    # a live run (a real process) holds the output directory
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = {"run_id": "live", "pid": holder.pid, "host": socket.gethostname()}
+    (out / "run.lock").write_text(json.dumps(lock))
+    try:
+        for options in ({"resume": True}, {"force": True}):
+            with pytest.raises(OutputError, match=r"another survey-seg run \(live"):
+                run_survey(mosaic, out, config, **options)
+        assert (out / "sources.parquet").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # that run died: resuming takes its lock over and finishes
+    summary = run_survey(mosaic, out, config, resume=True)
+    assert summary.n_skipped == 4 and not (out / "run.lock").exists()
+    assert (out / "sources.parquet").read_bytes() == before
+
+
 def test_resume_refuses_other_parameters(small_simulation, tmp_path):
     _, mosaic = small_simulation
     out = tmp_path / "out"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,14 @@ from survey_seg.background import interpolate_mesh
 from survey_seg.errors import InputError, OutputError
 from survey_seg.store import (
     MOSAIC_STORE,
+    RUN_LOCK,
     MosaicStore,
     OutputStore,
+    acquire_run_lock,
+    check_run_lock,
     ingest_mosaic,
     inspect_fits_mosaic,
+    release_run_lock,
     wcs_from_attrs,
     wcs_to_attrs,
 )
@@ -551,3 +556,37 @@ def test_write_table_writes_parquet_and_fits(tmp_path):
     store.write_table(sources, "plain", fits_copy=False)
     assert not (tmp_path / "plain.fits").exists()
     assert not list(tmp_path.glob(".*"))
+
+
+def test_run_lock_refuses_a_second_live_run_and_takes_over_a_stale_one(tmp_path):
+    import subprocess
+    import sys
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / RUN_LOCK
+        lock.write_text(
+            json.dumps({"run_id": "a", "pid": sleeper.pid, "host": socket.gethostname()})
+        )
+        with pytest.raises(OutputError, match=r"another survey-seg run \(a, process"):
+            acquire_run_lock(tmp_path, "b")
+        with pytest.raises(OutputError, match=r"delete .*run\.lock if that run is no longer alive"):
+            check_run_lock(tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # its process is gone: the lock is stale and the next run takes it over
+    check_run_lock(tmp_path)
+    acquire_run_lock(tmp_path, "b")
+    assert json.loads(lock.read_text())["run_id"] == "b"
+    acquire_run_lock(tmp_path, "b")  # the same run may take its lock again (a retried task)
+    release_run_lock(tmp_path, "other")  # not the holder: nothing happens
+    assert lock.exists()
+    release_run_lock(tmp_path, "b")
+    assert not lock.exists()
+
+
+def test_a_lock_from_another_host_counts_as_alive(tmp_path):
+    (tmp_path / RUN_LOCK).write_text(json.dumps({"run_id": "a", "pid": 1, "host": "elsewhere"}))
+    with pytest.raises(OutputError, match="on elsewhere"):
+        acquire_run_lock(tmp_path, "b")
