@@ -14,8 +14,6 @@ from scipy.spatial import cKDTree
 
 from survey_seg.masks import MaskBit, has_bit
 from survey_seg.simulate import (
-    ARTEFACT_CLASS_BITS,
-    ARTEFACT_CLASSES,
     CLUMP_COLUMNS,
     SIMULATOR_VERSION,
     SOURCE_COLUMNS,
@@ -25,10 +23,7 @@ from survey_seg.simulate import (
     _render_source,
     _sersic_stamp,
     _Source,
-    blend_stamps,
-    clump_stamps,
     mosaic_wcs,
-    quality_stamps,
     simulate_mosaic,
     write_simulation,
 )
@@ -525,101 +520,7 @@ def test_write_simulation_rejects_bad_arguments(small, tmp_path):
         write_simulation("not a sim", tmp_path)
 
 
-# ----------------------------------------------------------------------------- stamps
-
-
-def test_blend_stamps():
-    stamps = blend_stamps(40, size=64, seed=1)
-    assert stamps.images.shape == (40, 64, 64)
-    assert stamps.images.dtype == np.float32
-    assert stamps.variance.dtype == np.float32
-    assert stamps.classes.dtype == np.uint8
-    assert stamps.instances.dtype == np.int32
-    assert len(stamps.centres) == 40
-    again = blend_stamps(40, size=64, seed=1)
-    np.testing.assert_array_equal(again.images, stamps.images)
-    np.testing.assert_array_equal(again.instances, stamps.instances)
-    assert not np.array_equal(blend_stamps(40, size=64, seed=2).images, stamps.images)
-    # a prefix of the stamps does not depend on n
-    np.testing.assert_array_equal(blend_stamps(5, size=64, seed=1).images, stamps.images[:5])
-    n_gal = np.array([len(c) for c in stamps.centres])
-    assert set(n_gal) == {1, 2, 3}
-    assert set(np.unique(stamps.classes)) <= {0, 1, 2}
-    np.testing.assert_array_equal(stamps.classes > 0, stamps.instances > 0)
-    assert (stamps.instances.max(axis=(1, 2)) <= n_gal).all()
-    single = n_gal == 1
-    assert not (stamps.classes[single] == 2).any()
-    assert (stamps.classes[~single] == 2).any(axis=(1, 2)).sum() >= 5
-    for centres, instances in zip(stamps.centres, stamps.instances, strict=True):
-        assert centres.shape[1] == 2
-        y, x = np.round(centres[0]).astype(int)
-        assert instances[y, x] > 0
-    assert (stamps.variance >= 0.009**2 * (1 - 1e-6)).all()
-
-
-def test_clump_stamps():
-    stamps = clump_stamps(30, size=64, seed=1)
-    assert stamps.images.shape == (30, 64, 64)
-    assert stamps.images.dtype == np.float32
-    assert stamps.clump_masks.dtype == np.uint8
-    assert stamps.host_masks.dtype == np.uint8
-    again = clump_stamps(30, size=64, seed=1)
-    np.testing.assert_array_equal(again.images, stamps.images)
-    counts = [len(p) for p in stamps.positions]
-    assert min(counts) >= 0
-    assert max(counts) <= 6
-    assert len(set(counts)) >= 4
-    for positions, clumps, host in zip(
-        stamps.positions, stamps.clump_masks, stamps.host_masks, strict=True
-    ):
-        assert positions.shape == (len(positions), 2)
-        assert host[32, 32] == 1
-        if len(positions) == 0:
-            assert clumps.sum() == 0
-        for y, x in positions:
-            assert 0 <= y < 64
-            assert 0 <= x < 64
-            assert clumps[round(y), round(x)] == 1
-        if len(positions):
-            _, n = ndimage.label(clumps)
-            assert 1 <= n <= len(positions)
-
-
-def test_quality_stamps():
-    stamps = quality_stamps(60, size=64, seed=1)
-    assert stamps.images.shape == (60, 64, 64)
-    assert stamps.images.dtype == np.float32
-    assert stamps.labels.shape == (60, len(ARTEFACT_CLASSES))
-    assert stamps.labels.dtype == np.uint8
-    assert stamps.pixel_masks.dtype == np.uint32
-    assert stamps.bad.dtype == np.uint8
-    again = quality_stamps(60, size=64, seed=1)
-    np.testing.assert_array_equal(again.images, stamps.images)
-    np.testing.assert_array_equal(again.labels, stamps.labels)
-    for k, name in enumerate(ARTEFACT_CLASSES):
-        flagged = has_bit(stamps.pixel_masks, ARTEFACT_CLASS_BITS[name]).any(axis=(1, 2))
-        np.testing.assert_array_equal(stamps.labels[:, k], flagged)
-        assert stamps.labels[:, k].sum() >= 1
-    np.testing.assert_array_equal(stamps.bad, stamps.labels.any(axis=1))
-    assert 25 <= stamps.bad.sum() <= 30  # half the stamps get artefacts
-    np.testing.assert_array_equal(
-        np.isnan(stamps.images), has_bit(stamps.pixel_masks, MaskBit.NO_DATA)
-    )
-    assert np.nanmax(stamps.images) <= 200.0
-    clean = stamps.bad == 0
-    assert (stamps.pixel_masks[clean] == 0).all()
-
-
-def test_stamps_empty_and_config():
-    assert blend_stamps(0).images.shape == (0, 64, 64)
-    assert quality_stamps(0).labels.shape == (0, 6)
-    config = SimulationConfig(psf_fwhm_pix=3.0, sky_sigma=0.02)
-    stamps = clump_stamps(2, size=48, seed=0, config=config)
-    assert stamps.images.shape == (2, 48, 48)
-    assert (stamps.variance >= 0.02**2 * (1 - 1e-6)).all()
-
-
-# ------------------------------------------------------------------------- validation
+# ----------------------------------------------------------------------------- config
 
 
 @pytest.mark.parametrize(
@@ -661,12 +562,6 @@ def test_invalid_public_arguments():
         mosaic_wcs((0, 10))
     with pytest.raises(ValueError, match="pixel_scale_arcsec"):
         mosaic_wcs((10, 10), pixel_scale_arcsec=-0.1)
-    with pytest.raises(ValueError, match="n="):
-        blend_stamps(-1)
-    with pytest.raises(ValueError, match="size"):
-        clump_stamps(2, size=8)
-    with pytest.raises(ValueError, match="seed"):
-        quality_stamps(2, seed=-5)
 
 
 def test_dense_truth_maps_are_consistent_with_the_catalog():
