@@ -381,12 +381,12 @@ def checklist(summary: pd.DataFrame, method: str) -> list[dict[str, object]]:
     return items
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
     """NaN to None and numpy scalars to Python numbers, recursively."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -498,7 +498,7 @@ def main() -> None:
             if (simulator, "unet") in summary.index:
                 values = summary.loc[(simulator, "unet"), list(METRICS)]
                 metrics.update({prefix + k: v for k, v in values.items()})
-        model_config["metrics"] = _jsonable(
+        model_config["metrics"] = jsonable(
             {**metrics, "benchmark": {"script": "benchmarks/quality.py", "size": args.size,
                                       "seeds": args.seeds, "precision": _precision(args)}}
         )  # fmt: skip
@@ -537,7 +537,7 @@ def main() -> None:
             "metrics": model_metrics,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_jsonable(document), indent=2) + "\n")
+        args.json.write_text(json.dumps(jsonable(document), indent=2) + "\n")
         print(f"\nwrote {args.json}")
 
 

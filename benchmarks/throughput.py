@@ -437,19 +437,6 @@ def checklist(
     return items
 
 
-def _jsonable(value: object) -> object:
-    """NaN to None and numpy scalars to Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def print_report(
     table: pd.DataFrame,
     splits: dict[int, dict[str, float]],
@@ -610,7 +597,9 @@ def main() -> None:
             "checklist": items,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_jsonable(document), indent=2) + "\n")
+        from quality import jsonable  # benchmarks/quality.py, beside this script
+
+        args.json.write_text(json.dumps(jsonable(document), indent=2) + "\n")
         print(f"\nwrote {args.json}")
 
 

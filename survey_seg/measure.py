@@ -190,8 +190,7 @@ def label_maximum_position(
     segment = flat[inside]
     value = values.ravel()[inside].astype(np.float64)
     size = int(max(flat.max(initial=0), index.max(initial=0))) + 1
-    best = np.full(size, -np.inf)
-    np.fmax.at(best, segment, value)
+    best = label_maximum(values, labels, np.arange(size))
     at_best = value == best[segment]
     first = np.full(size, flat.size, dtype=np.int64)
     np.minimum.at(first, segment[at_best], inside[at_best])

@@ -33,6 +33,18 @@ def _kill_when_a_tile_is_done(out, pid: int, killed: list[bool]) -> None:
         time.sleep(0.01)
 
 
+def _assert_same_outputs(out, reference) -> None:
+    """Equal catalogs and equal mask and segmentation pixels."""
+    for name in ("sources.parquet", "clumps.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / name), pd.read_parquet(reference / name)
+        )
+    for after, before in zip(
+        OutputStore(out).read_masks(), OutputStore(reference).read_masks(), strict=True
+    ):
+        np.testing.assert_array_equal(after, before)
+
+
 def test_worker_killed_mid_run_gives_the_clean_outputs(small_simulation, clean_run, tmp_path):
     from distributed import Client, LocalCluster
 
@@ -49,14 +61,7 @@ def test_worker_killed_mid_run_gives_the_clean_outputs(small_simulation, clean_r
         summary = run_survey(mosaic, out, CONFIG, client=client)
         killer.join()
     assert killed and summary.n_failed == 0 and summary.n_screened == 16
-    for name in ("sources.parquet", "clumps.parquet"):
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(out / name), pd.read_parquet(clean_run / name)
-        )
-    for after, before in zip(
-        OutputStore(out).read_masks(), OutputStore(clean_run).read_masks(), strict=True
-    ):
-        np.testing.assert_array_equal(after, before)
+    _assert_same_outputs(out, clean_run)
 
 
 def test_driver_killed_mid_run_then_resume_gives_the_clean_outputs(
@@ -80,12 +85,5 @@ def test_driver_killed_mid_run_then_resume_gives_the_clean_outputs(
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"screened {16 - records} tiles ({records} already done, 0 failed)" in resumed.stdout
-    for name in ("sources.parquet", "clumps.parquet"):
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(out / name), pd.read_parquet(clean_run / name)
-        )
-    for after, before in zip(
-        OutputStore(out).read_masks(), OutputStore(clean_run).read_masks(), strict=True
-    ):
-        np.testing.assert_array_equal(after, before)
+    _assert_same_outputs(out, clean_run)
     assert not (out / "run.lock").exists()
