@@ -35,6 +35,14 @@ __all__ = [
 WEIGHTS_DIR = Path(__file__).parent / "models" / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "screening.json"
 SNR_SOFTENING = 3.0
+MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
+MODEL_KEYS_OPTIONAL = frozenset({"name", "heads", "training", "metrics", "thresholds_tuned_on"})
+THRESHOLDS_REQUIRED = frozenset(
+    {"object", "centre", "centre_min_distance", "clump", "artefact"}
+    | {"inspect_fraction", "reject_fraction"}
+)
+"""Post-processing thresholds that a model config must give (see :mod:`survey_seg.network`)."""
+THRESHOLDS_OPTIONAL = frozenset({"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr"})
 
 
 def network_input(
@@ -133,10 +141,31 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
         ) from None
     except json.JSONDecodeError as error:
         raise InputError(f"model config {path} is not valid JSON ({error}); restore it") from None
-    missing = {"weights", "sha256", "architecture", "thresholds"} - set(config)
-    if missing:
-        raise InputError(f"model config {path} lacks {sorted(missing)}; restore or retrain it")
+    if not isinstance(config, dict):
+        raise InputError(f"model config {path} is not a JSON object; restore or retrain it")
+    _check_keys(path, "", config, required=MODEL_KEYS_REQUIRED, optional=MODEL_KEYS_OPTIONAL)
+    thresholds = config["thresholds"]
+    if not isinstance(thresholds, dict):
+        raise InputError(f"model config {path}: thresholds is not an object; restore it")
+    _check_keys(
+        path, "thresholds ", thresholds, required=THRESHOLDS_REQUIRED, optional=THRESHOLDS_OPTIONAL
+    )
     return config
+
+
+def _check_keys(
+    path: Path, where: str, data: dict, *, required: frozenset[str], optional: frozenset[str]
+) -> None:
+    """Refuse missing and unknown keys (a typo must not silently fall back to a default)."""
+    missing = sorted(required - set(data))
+    if missing:
+        raise InputError(f"model config {path} lacks {where}{missing}; restore or retrain it")
+    unknown = sorted(set(data) - required - optional)
+    if unknown:
+        raise InputError(
+            f"model config {path} has unknown {where}keys {unknown}; "
+            f"use only {sorted(required | optional)}"
+        )
 
 
 def _sha256(path: Path) -> str:

@@ -36,9 +36,12 @@ from survey_seg.store import (
     MosaicStore,
     OutputStore,
     acquire_run_lock,
+    check_no_links,
     check_run_lock,
     ingest_mosaic,
     inspect_fits_mosaic,
+    is_output_failure,
+    output_failures,
     release_run_lock,
 )
 from survey_seg.tiling import TileGrid, make_tile_grid, parse_region, select_tiles
@@ -58,6 +61,8 @@ __all__ = [
     "screen_tiles",
 ]
 
+TILE_RETRIES = 2
+"""Retries of a tile whose screening raised, before it is recorded as failed."""
 OUTPUT_NAMES = (
     MOSAIC_STORE,
     MASKS_STORE,
@@ -68,6 +73,8 @@ OUTPUT_NAMES = (
     "clumps.fits",
     "tiles.parquet",
     "manifest.json",
+    "report.html",  # survey_seg.report.REPORT_HTML
+    "report",  # survey_seg.report.REPORT_DIR
 )
 
 
@@ -247,6 +254,7 @@ def plan_rerun(
             "`survey-seg run` or the reprocess flow"
         )
     check_run_lock(out)
+    check_no_links(out, OUTPUT_NAMES)
     recorded = dict(manifest["config"])
     config = RunConfig(
         **{
@@ -279,6 +287,8 @@ def _check_output_dir(out: Path, mosaic: MosaicInfo, key: str, *, resume: bool, 
     if not os.access(existing, os.W_OK | os.X_OK) or not _can_create_file(existing):
         raise OutputError(f"cannot write to {existing}; choose a writable --out directory")
     check_run_lock(out)
+    if out.exists():
+        check_no_links(out, OUTPUT_NAMES)
     if not out.exists() or not any(p.name != RUN_LOCK for p in out.iterdir()):
         return "new"
     store = OutputStore(out)
@@ -403,28 +413,30 @@ def prepare_outputs(plan: RunPlan, run_id: str) -> float:
     float
         Seconds spent ingesting the mosaic (0 when the store was current).
     """
-    out = OutputStore(plan.out_dir)
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    acquire_run_lock(plan.out_dir, run_id)
-    if plan.mode == "force":
-        _remove_outputs(plan.out_dir)
-    out.write_manifest(_manifest(plan, run_id, status="running", previous=_previous(plan, out)))
-    ingest_start = time.perf_counter()
-    ingested = not _ingest_is_current(plan.out_dir / MOSAIC_STORE, plan)
-    if ingested:
-        ingest_mosaic(
-            plan.mosaic,
-            plan.out_dir,
-            tile_size=plan.config.tile_size,
-            background_cell=plan.config.background_cell,
-        )
-    if plan.mode in ("new", "force") or not (plan.out_dir / MASKS_STORE).exists():
-        out.create_masks(
-            plan.mosaic.shape,
-            plan.config.tile_size,
-            plan.mosaic.wcs,
-            quality_stamp=_quality_stamp(plan),
-        )
+    with output_failures(plan.out_dir):
+        out = OutputStore(plan.out_dir)
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        acquire_run_lock(plan.out_dir, run_id)
+        if plan.mode == "force":
+            _remove_outputs(plan.out_dir)
+        manifest = _manifest(plan, run_id, status="running", previous=_previous(plan, out))
+        out.write_manifest(manifest)
+        ingest_start = time.perf_counter()
+        ingested = not _ingest_is_current(plan.out_dir / MOSAIC_STORE, plan)
+        if ingested:
+            ingest_mosaic(
+                plan.mosaic,
+                plan.out_dir,
+                tile_size=plan.config.tile_size,
+                background_cell=plan.config.background_cell,
+            )
+        if plan.mode in ("new", "force") or not (plan.out_dir / MASKS_STORE).exists():
+            out.create_masks(
+                plan.mosaic.shape,
+                plan.config.tile_size,
+                plan.mosaic.wcs,
+                quality_stamp=_quality_stamp(plan),
+            )
     return time.perf_counter() - ingest_start if ingested else 0.0
 
 
@@ -454,16 +466,23 @@ def screen_tiles(
     """Screen ``tiles`` (on dask when a client is given); return the tiles that failed.
 
     A failed tile (after dask's retries) gets a record with status ``failed`` and
-    the reason, and the others go on.
+    the reason, and the others go on. A full or unwritable output directory stops
+    the run at once with an :class:`~survey_seg.errors.OutputError`; the tiles
+    finished before it keep their outputs.
     """
     out = OutputStore(plan.out_dir)
     task_args = (str(plan.out_dir), plan.config, run_id, plan.result_key)
     failed = []
-    for index, error in _run_tiles(tiles, task_args, client=client, progress=progress):
-        if error is not None:
+    with output_failures(plan.out_dir):
+        for index, error in _run_tiles(tiles, task_args, client=client, progress=progress):
+            if error is None:
+                continue
+            if is_output_failure(error):
+                raise error
             failed.append(index)
+            reason = f"{type(error).__name__}: {error}"
             out.write_tile_result(
-                index, *_empty_tables(), _failed_record(plan, index, run_id, error)
+                index, *_empty_tables(), _failed_record(plan, index, run_id, reason)
             )
     return failed
 
@@ -482,16 +501,18 @@ def finish_run(
     out = OutputStore(plan.out_dir)
     previous = _previous(plan, out)
     merge_start = time.perf_counter()
-    summary = merge_run(plan, out)
-    summary.merge_seconds = time.perf_counter() - merge_start
-    summary.ingest_seconds = ingest_seconds
-    summary.run_id = run_id
-    summary.n_screened = n_screened
-    summary.n_skipped = n_skipped
-    summary.n_failed = n_failed
-    summary.wall_seconds = time.perf_counter() - started
-    status = "complete" if not n_failed else "partial"
-    out.write_manifest(_manifest(plan, run_id, status=status, previous=previous, summary=summary))
+    with output_failures(plan.out_dir):
+        summary = merge_run(plan, out)
+        summary.merge_seconds = time.perf_counter() - merge_start
+        summary.ingest_seconds = ingest_seconds
+        summary.run_id = run_id
+        summary.n_screened = n_screened
+        summary.n_skipped = n_skipped
+        summary.n_failed = n_failed
+        summary.wall_seconds = time.perf_counter() - started
+        status = "complete" if not n_failed else "partial"
+        manifest = _manifest(plan, run_id, status=status, previous=previous, summary=summary)
+        out.write_manifest(manifest)
     release_run_lock(plan.out_dir, run_id)
     return summary
 
@@ -614,36 +635,51 @@ def screen_and_store(
 
 def _run_tiles(
     todo: list[int], task_args: tuple, *, client, progress: bool
-) -> Iterator[tuple[int, str | None]]:
-    """Yield ``(tile, error or None)`` as tiles finish, on dask or in-process."""
+) -> Iterator[tuple[int, BaseException | None]]:
+    """Yield ``(tile, exception or None)`` as tiles finish, on dask or in-process."""
     bar = _progress_bar(len(todo), enabled=progress)
     try:
         if client is None:
             for index in todo:
-                try:
-                    screen_and_store(index, *task_args)
-                except Exception as error:  # a failing tile must not stop the survey
-                    yield index, f"{type(error).__name__}: {error}"
-                else:
-                    yield index, None
+                yield index, _screen_with_retries(index, task_args)
                 bar.update(1)
             return
         from distributed import as_completed
 
         futures = client.map(
-            screen_and_store, todo, *[[a] * len(todo) for a in task_args], retries=2, pure=False
+            screen_and_store,
+            todo,
+            *[[a] * len(todo) for a in task_args],
+            retries=TILE_RETRIES,
+            pure=False,
         )
         index_of = {future.key: index for future, index in zip(futures, todo, strict=True)}
-        for future in as_completed(futures):
-            index = index_of[future.key]
-            if future.status == "error":
-                error = future.exception()
-                yield index, f"{type(error).__name__}: {error}"
-            else:
-                yield index, None
-            bar.update(1)
+        try:
+            for future in as_completed(futures):
+                index = index_of[future.key]
+                if future.status == "error":
+                    yield index, future.exception()
+                else:
+                    yield index, None
+                bar.update(1)
+        finally:  # the caller stopped early (output full): start no more tiles
+            client.cancel([future for future in futures if not future.done()])
     finally:
         bar.close()
+
+
+def _screen_with_retries(index: int, task_args: tuple) -> Exception | None:
+    """Screen a tile in this process, retried as dask would; the last error or None."""
+    error = None
+    for _ in range(TILE_RETRIES + 1):
+        try:
+            screen_and_store(index, *task_args)
+            return None
+        except Exception as caught:  # a failing tile must not stop the survey
+            error = caught
+            if is_output_failure(caught):
+                break
+    return error
 
 
 def _progress_bar(total: int, *, enabled: bool):
@@ -702,7 +738,7 @@ def _remove_outputs(out_dir: Path) -> None:
     """Remove what an earlier run wrote (and nothing else)."""
     for name in OUTPUT_NAMES:
         path = out_dir / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():  # a link goes, never its target
             shutil.rmtree(path)
         else:
             with contextlib.suppress(FileNotFoundError):

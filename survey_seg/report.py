@@ -49,7 +49,14 @@ from matplotlib.patches import Circle, Patch, Rectangle
 
 from survey_seg.errors import OutputError
 from survey_seg.masks import MaskBit, describe_bits
-from survey_seg.store import MASKS_STORE, MOSAIC_STORE, MosaicStore, OutputStore
+from survey_seg.store import (
+    MASKS_STORE,
+    MOSAIC_STORE,
+    MosaicStore,
+    OutputStore,
+    atomic_write_bytes,
+    check_no_links,
+)
 
 __all__ = ["FIGURES", "make_report"]
 
@@ -210,6 +217,7 @@ def make_report(
         raise TypeError(f"title={title!r} is not a string; pass a str or None")
     out = Path(out_dir)
     _check_run_dir(out)
+    check_no_links(out, (REPORT_HTML, REPORT_DIR))
     run = _Run(out)
     figure_dir = out / REPORT_DIR
     figure_dir.mkdir(exist_ok=True)
@@ -229,7 +237,7 @@ def make_report(
         _save(_figure_histograms(run), figure_dir / "histograms.png")
     page = _html(run, binned, title, notes, thresholds)
     path = out / REPORT_HTML
-    path.write_text(page, encoding="utf-8")
+    atomic_write_bytes(path, page.encode("utf-8"))
     return path
 
 
@@ -321,7 +329,12 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(figure: Figure, path: Path) -> None:
-    figure.savefig(path, dpi=DPI, facecolor="white")
+    """Write a PNG atomically (a link planted at ``path`` is replaced, not followed)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _norm(image: np.ndarray) -> ImageNormalize:

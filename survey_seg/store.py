@@ -17,6 +17,7 @@ Layout of an output directory ``OUT/``::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -25,7 +26,7 @@ import re
 import socket
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,16 +44,20 @@ from survey_seg.masks import MASK_DTYPE, describe_bits
 from survey_seg.tiling import Tile
 
 __all__ = [
+    "OUTPUT_ERRNOS",
     "MosaicInfo",
     "MosaicStore",
     "OutputStore",
     "WindowData",
     "acquire_run_lock",
     "atomic_write_bytes",
+    "check_no_links",
     "check_run_lock",
     "file_sha256",
     "ingest_mosaic",
     "inspect_fits_mosaic",
+    "is_output_failure",
+    "output_failures",
     "release_run_lock",
     "wcs_from_attrs",
     "wcs_to_attrs",
@@ -546,6 +551,63 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def check_no_links(out_dir: str | os.PathLike, names: Iterable[str]) -> None:
+    """Refuse output entries that are symbolic links.
+
+    survey-seg writes only inside the output directory: a link planted there
+    (``OUT/tiles -> /home/me``) must not lead a write or a ``--force`` removal
+    outside it.
+
+    Raises
+    ------
+    OutputError
+        An entry ``OUT/name`` is a symbolic link (named, with its target).
+    """
+    for name in names:
+        path = Path(out_dir) / name
+        if path.is_symlink():
+            raise OutputError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); survey-seg writes only "
+                "inside the output directory and never through links: remove the link"
+            )
+
+
+OUTPUT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+"""OS errors that mean the output directory can take no more writes (full, read-only,
+permissions): the run stops at once rather than fail every remaining tile."""
+
+
+def is_output_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the output directory can take no more writes."""
+    return (
+        isinstance(error, OSError)
+        and not isinstance(error, OutputError)
+        and error.errno in OUTPUT_ERRNOS
+    )
+
+
+@contextlib.contextmanager
+def output_failures(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Turn a full or unwritable output directory into one :class:`OutputError`.
+
+    Every write is atomic (a temporary name, then a rename), so what was written
+    before the failure stays whole: the message says so and how to go on.
+    """
+    try:
+        yield
+    except OSError as error:
+        if not is_output_failure(error):
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        raise OutputError(
+            f"cannot write to the output directory {out_dir}: {error.strerror or error}{where}; "
+            "free space or fix its permissions, then run the same command again (a run with "
+            "--resume): finished tiles and earlier outputs are kept"
+        ) from None
 
 
 # --------------------------------------------------------------------------- run lock

@@ -66,7 +66,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "centre_min_distance": 2.0,
     "clump": 0.35,
     "artefact": 0.5,
-    "stamp_bad": 0.5,
     "inspect_fraction": 0.02,
     "reject_fraction": 0.25,
 }

@@ -6,6 +6,7 @@ A few cases run the real console entry in a subprocess; the rest call
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -19,8 +20,9 @@ from astropy.io import fits
 
 from survey_seg import __version__
 from survey_seg.cli import main
+from survey_seg.masks import MaskBit
 from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
-from survey_seg.store import inspect_fits_mosaic
+from survey_seg.store import OutputStore, inspect_fits_mosaic
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(
@@ -140,6 +142,18 @@ def _cube(d: Path) -> Path:
     return _write(d / "cube.fits", fits.PrimaryHDU(np.stack([_image()] * 3), _header()))
 
 
+def _line(d: Path) -> Path:
+    return _write(d / "line.fits", fits.PrimaryHDU(_image()[0], _header()))
+
+
+def _zero_size(d: Path) -> Path:
+    return _write(d / "zero.fits", fits.PrimaryHDU(np.zeros((0, 300), np.float32), _header()))
+
+
+def _all_inf(d: Path) -> Path:
+    return _write(d / "inf.fits", fits.PrimaryHDU(np.full((300, 300), np.inf), _header()))
+
+
 def _all_nan(d: Path) -> Path:
     nan = np.full((300, 300), np.nan, np.float32)
     return _write(d / "nan.fits", fits.PrimaryHDU(nan, _header()))
@@ -166,8 +180,11 @@ BAD_MOSAICS = {
     "not FITS": (_not_fits, ["not a FITS file", "pass a FITS mosaic"]),
     "truncated": (_truncated, ["truncated", "regenerate"]),
     "no image HDU": (_no_image, ["no image HDU", "IMAGE extension"]),
+    "1-D": (_line, ["1-D", "2-D plane"]),
     "3-D": (_cube, ["3-D", "2-D plane"]),
+    "zero size": (_zero_size, ["zero-size", "non-empty image"]),
     "all NaN": (_all_nan, ["no finite pixel"]),
+    "all inf": (_all_inf, ["no finite pixel"]),
     "no WCS": (_no_wcs, ["no celestial WCS", "add the WCS"]),
     "malformed WCS": (_bad_projection, ["malformed WCS", "XYZ", "CTYPE"]),
     "text CRVAL": (_text_crval, ["malformed WCS", "CRVAL2", "numeric"]),
@@ -207,6 +224,124 @@ def test_bad_option_is_one_line_and_leaves_earlier_output(case, mosaic, earlier_
     _assert_one_line_error(status, err, *words)
     assert out == ""
     assert _snapshot(earlier_run) == before
+
+
+def _model_copy(directory: Path, edit) -> Path:
+    """A copy of the shipped model (config and weights) with ``edit`` applied."""
+    import json
+    import shutil
+
+    from survey_seg.inference import DEFAULT_MODEL
+
+    config = json.loads(DEFAULT_MODEL.read_text())
+    shutil.copy(DEFAULT_MODEL.parent / config["weights"], directory / config["weights"])
+    edit(config, directory / config["weights"])
+    path = directory / "model.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def _flip_last_byte(config: dict, weights: Path) -> None:
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+BAD_MODELS = {
+    "wrong hash": (_flip_last_byte, ["sha256", "changed or corrupted", "reinstall"]),
+    "unknown key": (lambda c, w: c.update(treshold=0.5), ["unknown keys", "'treshold'"]),
+    "unknown threshold": (
+        lambda c, w: c["thresholds"].update(clumps=0.5),
+        ["unknown thresholds keys", "'clumps'", "use only"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_bad_model_is_one_line_and_leaves_earlier_output(
+    case, mosaic, earlier_run, tmp_path, capsys
+):
+    edit, words = BAD_MODELS[case]
+    model = _model_copy(tmp_path, edit)
+    before = _snapshot(earlier_run)
+    options = [*FAST[:-2], "--method", "unet", "--model", model]
+    status, out, err = _main(capsys, "run", mosaic, "--out", earlier_run, "--force", *options)
+    _assert_one_line_error(status, err, str(model.parent), *words)
+    assert out == ""
+    assert _snapshot(earlier_run) == before
+
+
+def test_integer_big_endian_data_with_inf_pixels_is_accepted(tmp_path, capsys):
+    """Integer, big-endian images are converted; inf pixels become no data."""
+    image = np.random.default_rng(1).normal(1000.0, 10.0, (256, 256))
+    big_endian = image.astype(">i2")
+    path = _write(tmp_path / "int16.fits", fits.PrimaryHDU(big_endian, _header()))
+    status, stdout, err = _main(capsys, "run", path, "--out", tmp_path / "out", *FAST)
+    assert status == 0, err
+    assert SUMMARY.search(stdout).groups() == ("4", "0", "0")
+    floats = image.astype(">f4")
+    floats[10:12, 20:30] = np.inf
+    path = _write(tmp_path / "inf.fits", fits.PrimaryHDU(floats, _header()))
+    status, stdout, err = _main(capsys, "run", path, "--out", tmp_path / "out_inf", *FAST)
+    assert status == 0, err
+    mask, _ = OutputStore(tmp_path / "out_inf").read_masks()
+    assert (mask[10:12, 20:30] & MaskBit.NO_DATA).all()
+
+
+def test_failed_tile_exits_1_and_resume_reruns_it(mosaic, tmp_path, capsys, monkeypatch):
+    from survey_seg import pipeline
+
+    screen = pipeline.screen_tile
+    attempts = []
+
+    def poisoned(window, tile, *args, **kwargs):
+        if tile.index == 2:
+            attempts.append(tile.index)
+            raise ValueError("bad pixels in tile 2")
+        return screen(window, tile, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "screen_tile", poisoned)
+    out = tmp_path / "out"
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", out, *FAST)
+    assert status == 1
+    assert SUMMARY.search(stdout).groups() == ("3", "0", "1")
+    assert err == "survey-seg: 1 tiles failed (see tiles.parquet); rerun with --resume\n"
+    assert len(attempts) == pipeline.TILE_RETRIES + 1
+    monkeypatch.setattr(pipeline, "screen_tile", screen)
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", out, "--resume", *FAST)
+    assert status == 0, err
+    assert SUMMARY.search(stdout).groups() == ("1", "3", "0")
+
+
+@pytest.mark.parametrize("error_number", [errno.ENOSPC, errno.EROFS, errno.EDQUOT])
+def test_output_filling_up_mid_run_is_one_line_and_resume_finishes(
+    error_number, mosaic, tmp_path, capsys, monkeypatch
+):
+    from survey_seg import store
+
+    write = store.atomic_write_bytes
+    budget = [1 + 3 * 2]  # the manifest, then two tiles of three files
+
+    def failing_write(path, data):
+        if budget[0] <= 0:
+            raise OSError(error_number, os.strerror(error_number), str(path))
+        budget[0] -= 1
+        write(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", failing_write)
+    out = tmp_path / "out"
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", out, *FAST)
+    _assert_one_line_error(
+        status, err, "cannot write to the output directory", os.strerror(error_number), "--resume"
+    )
+    assert stdout == ""
+    finished = sorted(p.name for p in (out / "tiles").glob("*.json"))
+    assert len(finished) == 2 and not list(out.rglob("*.tmp"))
+    assert not (out / "run.lock").exists()
+    monkeypatch.setattr(store, "atomic_write_bytes", write)
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", out, "--resume", *FAST)
+    assert status == 0, err
+    assert SUMMARY.search(stdout).groups() == ("2", "2", "0")
 
 
 def test_resume_and_force_together_are_refused(mosaic, earlier_run, capsys):

@@ -13,6 +13,7 @@ from survey_seg.inference import (
     resolve_precision,
 )
 from survey_seg.models.unet import HEADS, QUALITY_CLASSES, ScreeningUNet, UNetConfig
+from survey_seg.train import DEFAULT_THRESHOLDS
 
 TINY = UNetConfig(width=4, depth=2, stamp_size=16)
 
@@ -29,7 +30,7 @@ def _write_model(directory, *, config=TINY):
         "weights": weights.name,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "architecture": config.to_dict(),
-        "thresholds": {"object": 0.5},
+        "thresholds": dict(DEFAULT_THRESHOLDS),
         "training": {},
     }
     path = directory / "tiny.json"
@@ -79,6 +80,31 @@ def test_missing_or_broken_model_config_is_a_clear_error(tmp_path):
     (tmp_path / "partial.json").write_text('{"weights": "x.pt"}')
     with pytest.raises(InputError, match="lacks"):
         Predictor(tmp_path / "partial.json")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(weigths="x.pt"), r"unknown keys \['weigths'\]; use only"),
+        (lambda c: c["thresholds"].update(objet=0.4), r"unknown thresholds keys \['objet'\]"),
+        (lambda c: c["thresholds"].pop("clump"), r"lacks thresholds \['clump'\]"),
+        (lambda c: c.update(thresholds=[0.5]), "thresholds is not an object"),
+    ],
+)
+def test_model_config_with_unknown_or_missing_keys_is_refused(tmp_path, edit, message):
+    """A typo in a model config is an error, never a silent fallback to a default."""
+    path = _write_model(tmp_path)
+    spec = json.loads(path.read_text())
+    edit(spec)
+    path.write_text(json.dumps(spec))
+    with pytest.raises(InputError, match=message):
+        Predictor(path, device="cpu")
+
+
+def test_trained_thresholds_are_exactly_the_required_ones():
+    from survey_seg.inference import THRESHOLDS_REQUIRED
+
+    assert set(DEFAULT_THRESHOLDS) == THRESHOLDS_REQUIRED
 
 
 def test_weights_load_only_as_plain_tensors(tmp_path):

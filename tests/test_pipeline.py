@@ -7,7 +7,7 @@ import pytest
 
 from survey_seg.errors import InputError, OutputError
 from survey_seg.masks import MaskBit
-from survey_seg.pipeline import RunConfig, plan_run, run_survey
+from survey_seg.pipeline import OUTPUT_NAMES, RunConfig, plan_rerun, plan_run, run_survey
 from survey_seg.store import OutputStore
 
 MEASURED = ["x", "y", "ra", "dec", "x_peak", "y_peak", "flux", "flux_err", "area", "a", "b",
@@ -214,6 +214,49 @@ def test_output_directory_rules(small_simulation, tmp_path):
         plan_run(mosaic, tmp_path / "new", resume=True, force=True)
 
 
+def test_links_in_the_output_directory_are_refused_and_never_followed(small_simulation, tmp_path):
+    """No user-made path leads a write or a --force removal outside the output directory."""
+    _, mosaic = small_simulation
+    config = RunConfig(method="classical", tile_size=128, halo=64)
+    out = tmp_path / "out"
+    run_survey(mosaic, out, config)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    # a link among the entries a run writes: refused, by run, --force and rerun alike
+    shutil.rmtree(out / "tiles")
+    (out / "tiles").symlink_to(elsewhere, target_is_directory=True)
+    for plan in (
+        lambda: plan_run(mosaic, out, config, force=True),
+        lambda: plan_run(mosaic, out, config, resume=True),
+        lambda: plan_rerun(out, "tiles:1"),
+    ):
+        with pytest.raises(OutputError, match=r"tiles is a symbolic link.*remove the link"):
+            plan()
+    assert [p.name for p in elsewhere.iterdir()] == ["keep.txt"]
+    # a link to a file deep inside: the atomic write replaces the link, not its target
+    run_survey(mosaic, tmp_path / "out2", config)
+    record = tmp_path / "out2" / "tiles" / "000001.json"
+    record.unlink()
+    record.symlink_to(elsewhere / "keep.txt")
+    run_survey(mosaic, tmp_path / "out2", config, resume=True)
+    assert (elsewhere / "keep.txt").read_text() == "mine"
+    assert not record.is_symlink() and json.loads(record.read_text())["status"] == "done"
+
+
+def test_force_removes_the_earlier_report(small_simulation, tmp_path):
+    from survey_seg.report import REPORT_DIR, REPORT_HTML
+
+    assert {REPORT_HTML, REPORT_DIR} <= set(OUTPUT_NAMES)
+    _, mosaic = small_simulation
+    config = RunConfig(method="classical", tile_size=128, halo=64)
+    out = tmp_path / "out"
+    run_survey(mosaic, out, config)
+    (out / REPORT_HTML).write_text("<p>old run</p>")
+    run_survey(mosaic, out, config, force=True)
+    assert not (out / REPORT_HTML).exists()
+
+
 def test_unknown_precision_is_refused_before_any_work(small_simulation, tmp_path):
     _, mosaic = small_simulation
     with pytest.raises(InputError, match="precision 'half' is unknown"):
@@ -244,7 +287,7 @@ def test_manifest_carries_provenance(small_simulation, tmp_path):
 
 
 def test_region_rerun_touches_exactly_its_tiles(small_simulation, tmp_path):
-    from survey_seg.pipeline import execute_run, plan_rerun
+    from survey_seg.pipeline import execute_run
 
     _, mosaic = small_simulation
     out = tmp_path / "out"
@@ -269,7 +312,5 @@ def test_region_rerun_touches_exactly_its_tiles(small_simulation, tmp_path):
 
 
 def test_region_rerun_needs_an_earlier_run(tmp_path):
-    from survey_seg.pipeline import plan_rerun
-
     with pytest.raises(OutputError, match="holds no survey-seg run"):
         plan_rerun(tmp_path, "tiles:1")

@@ -135,6 +135,28 @@ def test_unfinished_run(simulated_run, tmp_path):
         make_report(copy)
 
 
+def test_report_never_writes_through_a_link(noise_run, tmp_path):
+    """A report.html planted as a link to a file outside the run is refused, the
+    file untouched; a link planted among the figures is replaced, not followed."""
+    copy = tmp_path / "copy"
+    shutil.copytree(noise_run, copy)
+    precious = tmp_path / "thesis.tex"
+    precious.write_text("precious")
+    (copy / "report.html").unlink(missing_ok=True)
+    (copy / "report.html").symlink_to(precious)
+    with pytest.raises(OutputError, match=r"report\.html is a symbolic link.*remove the link"):
+        make_report(copy)
+    (copy / "report.html").unlink()
+    (copy / "report").mkdir(exist_ok=True)
+    figure = copy / "report" / "histograms.png"
+    figure.unlink(missing_ok=True)
+    figure.symlink_to(precious)
+    make_report(copy)
+    assert precious.read_text() == "precious"
+    assert not figure.is_symlink()
+    _check_png(figure)
+
+
 @pytest.mark.parametrize(("value", "error"), [(8, ValueError), (1.5, TypeError), (True, TypeError)])
 def test_bad_max_pixels(simulated_run, value, error):
     out, _ = simulated_run
