@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from survey_seg.cluster import ClusterSpec, dask_client
 from survey_seg.pipeline import (
@@ -47,7 +47,11 @@ SERVER_START_TIMEOUT = 90.0
 
 
 class ClusterParameters(BaseModel):
-    """Where the tiles run (see :class:`survey_seg.cluster.ClusterSpec`)."""
+    """Where the tiles run (see :class:`survey_seg.cluster.ClusterSpec`).
+
+    Either a cluster spec file (``spec_file``, e.g. ``deploy/clusters/slurm.yaml``,
+    with TLS, SLURM or any other kind) or the other fields, not both.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,18 +59,49 @@ class ClusterParameters(BaseModel):
     workers: int | None = Field(default=None, ge=1, description="worker processes")
     threads_per_worker: int = Field(default=1, ge=1)
     address: str | None = Field(default=None, description="scheduler address for kind=address")
+    spec_file: str | None = Field(
+        default=None, description="cluster spec YAML (deploy/clusters/*.yaml) instead of the rest"
+    )
+
+    @field_validator("spec_file")
+    @classmethod
+    def _spec_file_reads(cls, spec_file: str | None) -> str | None:
+        if spec_file is not None:
+            ClusterSpec.from_file(spec_file)  # InputError is a ValueError: names the problem
+        return spec_file
+
+    @model_validator(mode="after")
+    def _spec_file_alone(self) -> ClusterParameters:
+        if self.spec_file is None:
+            return self
+        defaults = type(self).model_fields
+        clashing = [
+            name
+            for name in ("kind", "workers", "threads_per_worker", "address")
+            if getattr(self, name) != defaults[name].default
+        ]
+        if clashing:
+            raise ValueError(
+                f"spec_file {self.spec_file} and {', '.join(clashing)} both say where tiles "
+                f"run; leave {', '.join(clashing)} out or drop spec_file"
+            )
+        return self
 
     @classmethod
     def from_args(cls, args) -> ClusterParameters:
-        """From the options added by :func:`add_cluster_arguments`."""
-        return cls(
-            kind="address" if args.scheduler else args.cluster,
-            workers=args.workers,
-            address=args.scheduler,
-        )
+        """From the options added by :func:`add_cluster_arguments` (only those given)."""
+        given = {
+            "spec_file": None if args.cluster_spec is None else str(args.cluster_spec),
+            "kind": "address" if args.scheduler else args.cluster,
+            "workers": args.workers,
+            "address": args.scheduler,
+        }
+        return cls(**{name: value for name, value in given.items() if value is not None})
 
     def spec(self) -> ClusterSpec:
-        """The library's cluster spec."""
+        """The library's cluster spec (read from ``spec_file`` when it is set)."""
+        if self.spec_file is not None:
+            return ClusterSpec.from_file(self.spec_file)
         return ClusterSpec(
             kind=self.kind,
             n_workers=self.workers,
@@ -86,7 +121,13 @@ def add_cluster_arguments(parser) -> None:
     """The command-line options of where tiles run and how they are batched."""
     parser.add_argument("--workers", type=int, help="dask worker processes")
     parser.add_argument("--scheduler", help="address of a running dask scheduler")
-    parser.add_argument("--cluster", default="auto", choices=("auto", "local", "cuda"))
+    parser.add_argument("--cluster", choices=("auto", "local", "cuda"), help="default: auto")
+    parser.add_argument(
+        "--cluster-spec",
+        metavar="FILE",
+        help="cluster spec YAML (deploy/clusters/*.yaml, TLS included); not with --cluster, "
+        "--workers or --scheduler",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="tiles per Prefect task")
 
 
@@ -183,11 +224,16 @@ def prepare_task(plan: RunPlan, run_id: str) -> float:
 
 
 @task(name="screen-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def screen_batch_task(plan: RunPlan, tiles: list[int], run_id: str, scheduler: str) -> list[int]:
-    """Screen one batch of tiles on the dask cluster; return the failed ones."""
+def screen_batch_task(
+    plan: RunPlan, tiles: list[int], run_id: str, scheduler: str, security=None
+) -> list[int]:
+    """Screen one batch of tiles on the dask cluster; return the failed ones.
+
+    ``security`` is the run client's :class:`distributed.Security` (TLS clusters).
+    """
     from distributed import Client
 
-    with Client(scheduler, set_as_default=False) as client:
+    with Client(scheduler, set_as_default=False, security=security) as client:
         return screen_tiles(plan, tiles, run_id, client=client)
 
 
@@ -226,7 +272,8 @@ def run_plan_on_cluster(
         ingest_seconds = prepare_task(plan, run_id)
         scheduler = client.scheduler.address
         futures = screen_batch_task.map(
-            plan=plan, tiles=batches(tiles, batch_size), run_id=run_id, scheduler=scheduler
+            plan=plan, tiles=batches(tiles, batch_size), run_id=run_id, scheduler=scheduler,
+            security=unmapped(client.security),
         )  # fmt: skip
         failed = [tile for result in futures.result() for tile in result]
         del warming

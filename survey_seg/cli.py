@@ -6,6 +6,12 @@
     Screen a mosaic tile by tile on a dask cluster and merge the results.
 ``survey-seg demo [OUT_DIR]``
     Simulate a mosaic, screen it on a local cluster, score it against the truth.
+``survey-seg train TASK --out DIR``
+    Train a network on simulated scenes.
+``survey-seg report OUT_DIR``
+    Write ``OUT_DIR/report.html`` with quick-look PNGs.
+``survey-seg certs DIR``
+    Create a CA and one certificate for TLS between dask scheduler, workers and client.
 
 Problems a user can fix print one line naming the problem and the fix, and exit
 with status 2; a run in which some tiles failed exits with status 1.
@@ -105,7 +111,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=2048, help="mosaic side in pixels")
     demo.add_argument("--seed", type=int, default=1, help="simulation seed")
     _add_run_options(demo, resume=False)
-    demo.set_defaults(handler=_demo, workers=2)
+    demo.set_defaults(handler=_demo, default_workers=2)
+
+    certs = commands.add_parser(
+        "certs", help="create TLS certificates for the dask scheduler, workers and client"
+    )
+    certs.add_argument("directory", type=Path, help="directory for ca.pem, cert.pem, key.pem")
+    certs.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="DNS name or IP address the certificate names (repeat; default localhost, 127.0.0.1)",
+    )
+    certs.add_argument("--days", type=int, default=825, help="validity in days")
+    certs.add_argument("--overwrite", action="store_true", help="replace existing files")
+    certs.set_defaults(handler=_certs)
     return parser
 
 
@@ -134,8 +154,15 @@ def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) ->
     parser.add_argument(
         "--cluster",
         choices=("auto", "local", "cuda", "serial"),
-        default="auto",
-        help="auto: GPUs when present, else local processes; serial: no dask",
+        default=None,
+        help="auto (default): GPUs when present, else local processes; serial: no dask",
+    )
+    parser.add_argument(
+        "--cluster-spec",
+        type=Path,
+        metavar="FILE",
+        help="cluster spec YAML (e.g. deploy/clusters/slurm.yaml); not with --cluster, "
+        "--workers or --scheduler",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     if resume:
@@ -205,6 +232,7 @@ class _UsageError(SurveySegError):
 def _run(args: argparse.Namespace, *, force: bool | None = None):
     from survey_seg.pipeline import RunConfig, execute_run, plan_run
 
+    cluster = _cluster_spec(args)
     config = RunConfig(
         tile_size=args.tile_size,
         halo=args.halo,
@@ -220,7 +248,7 @@ def _run(args: argparse.Namespace, *, force: bool | None = None):
         resume=getattr(args, "resume", False),
         force=args.force if force is None else force,
     )
-    with _client(args) as client, warnings.catch_warnings(record=True) as caught:
+    with _client(cluster) as client, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         summary = execute_run(plan, client=client, progress=not args.no_progress)
     verdicts = ", ".join(f"{n} {v}" for v, n in sorted(summary.verdicts.items())) or "none"
@@ -241,24 +269,72 @@ def _run(args: argparse.Namespace, *, force: bool | None = None):
     return 0
 
 
-def _client(args: argparse.Namespace):
+def _cluster_spec(args: argparse.Namespace):
+    """The run's cluster spec from the options (None: in this process, no dask).
+
+    Checked before anything is written, so that a clash of options costs nothing.
+    """
+    from survey_seg.cluster import ClusterSpec
+
+    if args.cluster_spec is not None:
+        given = {
+            "--cluster": args.cluster,
+            "--workers": args.workers,
+            "--scheduler": args.scheduler,
+        }
+        clashing = [option for option, value in given.items() if value is not None]
+        if clashing:
+            raise _UsageError(
+                f"--cluster-spec and {', '.join(clashing)} both say where tiles run; "
+                f"drop {' and '.join(clashing)} (or put it in {args.cluster_spec})"
+            )
+        return ClusterSpec.from_file(args.cluster_spec)
+    if args.scheduler:
+        return ClusterSpec(kind="address", address=args.scheduler)
+    if args.cluster == "serial":
+        return None
+    workers = args.workers if args.workers is not None else getattr(args, "default_workers", None)
+    return ClusterSpec(kind=args.cluster or "auto", n_workers=workers)
+
+
+def _client(spec):
+    """A dask client for ``spec``, or None in a null context for serial runs."""
     import contextlib
 
-    from survey_seg.cluster import ClusterSpec, dask_client
+    from survey_seg.cluster import dask_client
 
-    if args.cluster == "serial" and not args.scheduler:
-        return contextlib.nullcontext(None)
-    if args.scheduler:
-        spec = ClusterSpec(kind="address", address=args.scheduler)
-    else:
-        spec = ClusterSpec(kind=args.cluster, n_workers=args.workers)
-    return dask_client(spec)
+    return contextlib.nullcontext(None) if spec is None else dask_client(spec)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from survey_seg.security import write_tls_certificates
+
+    kwargs = {"hosts": args.host} if args.host else {}
+    paths = write_tls_certificates(
+        args.directory, days=args.days, overwrite=args.overwrite, **kwargs
+    )
+    paths = {role: path.resolve() for role, path in paths.items()}
+    print(
+        f"wrote {paths['ca_file']}, {paths['cert']}, {paths['key']} "
+        f"(and {paths['ca_key']}, which only signs new certificates: keep it off the cluster)"
+    )
+    print(
+        f"cluster spec: tls_ca_file: {paths['ca_file']}, tls_cert: {paths['cert']}, "
+        f"tls_key: {paths['key']} (the same paths on every node)"
+    )
+    print(
+        "Kubernetes: kubectl -n survey create secret generic survey-seg-dask-tls "
+        + " ".join(f"--from-file={paths[role]}" for role in ("ca_file", "cert", "key"))
+    )
+    print("then: kubectl apply -f deploy/kubernetes/dask-cluster.yaml")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from survey_seg.evaluate import score_catalog
     from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
 
+    _cluster_spec(args)  # a clash of cluster options is refused before simulating
     started = time.perf_counter()
     simulation_dir = args.out_dir / "simulation"
     config = _simulation_config(SimulationConfig, args.size, args.seed)

@@ -12,7 +12,7 @@ Kinds:
 ``auto``
     ``cuda`` when a GPU and dask-cuda are present, ``local`` otherwise.
 ``address``
-    An existing scheduler (``tcp://host:8786``).
+    An existing scheduler (``tcp://host:8786``, ``tls://host:8786``).
 ``slurm``
     :class:`dask_jobqueue.SLURMCluster`, one worker job per ``n_workers``, its
     options (queue, cores, memory, GPUs as ``--gres``) in ``options``
@@ -20,6 +20,13 @@ Kinds:
 ``kubernetes``
     :class:`dask_kubernetes.operator.KubeCluster` from a ``DaskCluster``
     resource given in ``options`` (``pip install 'survey-seg[kubernetes]'``).
+    Without TLS only: KubeCluster reaches its scheduler in plain TCP. With TLS,
+    apply ``deploy/kubernetes/dask-cluster.yaml`` with kubectl and connect
+    with ``kind: address``.
+
+TLS: ``tls_ca_file``, ``tls_cert`` and ``tls_key`` (made by ``survey-seg certs
+DIR``, see :mod:`survey_seg.security`) make every connection between client,
+scheduler and workers encrypted and authenticated; plain TCP is then refused.
 
 Specs live in YAML files (``deploy/clusters/*.yaml``); :meth:`ClusterSpec.from_file`
 reads them.
@@ -33,9 +40,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Security
 
 from survey_seg.errors import InputError
+from survey_seg.security import dask_security
 
 __all__ = [
     "CLUSTER_KINDS",
@@ -48,6 +56,7 @@ __all__ = [
 
 CLUSTER_KINDS = ("auto", "local", "cuda", "address", "slurm", "kubernetes")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+KUBERNETES_TLS_MANIFEST = "deploy/kubernetes/dask-cluster.yaml"
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class ClusterSpec:
     """How to get dask workers."""
 
     kind: str = "auto"
-    """One of ``auto``, ``local``, ``cuda``, ``address``."""
+    """One of ``auto``, ``local``, ``cuda``, ``address``, ``slurm``, ``kubernetes``."""
     n_workers: int | None = None
     """Worker processes (``local``: default the number of cores; ``cuda``: one per GPU)."""
     threads_per_worker: int = 1
@@ -70,6 +79,12 @@ class ClusterSpec:
     """How long to try reaching an existing scheduler."""
     options: dict = field(default_factory=dict)
     """Keyword arguments of the SLURMCluster, or the DaskCluster resource of KubeCluster."""
+    tls_ca_file: str | None = None
+    """PEM certificate of the CA that signed ``tls_cert``; setting it turns TLS on."""
+    tls_cert: str | None = None
+    """PEM certificate that the scheduler, the workers and the client all present."""
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert`` (unless ``tls_cert`` holds it)."""
 
     def __post_init__(self) -> None:
         if self.kind not in CLUSTER_KINDS:
@@ -86,6 +101,56 @@ class ClusterSpec:
             raise InputError(
                 f"threads per worker must be a positive integer, got {self.threads_per_worker!r}"
             )
+        self._check_tls()
+
+    @property
+    def tls(self) -> bool:
+        """Whether the cluster's communications use TLS (``tls_ca_file`` is set)."""
+        return self.tls_ca_file is not None
+
+    def security(self) -> Security | None:
+        """The :class:`distributed.Security` of the spec's TLS files, or None without TLS.
+
+        Raises
+        ------
+        InputError
+            A TLS file is missing, unreadable or not PEM (the message names it).
+        """
+        if not self.tls:
+            return None
+        return dask_security(self.tls_ca_file, self.tls_cert, self.tls_key)
+
+    def _check_tls(self) -> None:
+        if not self.tls:
+            if self.tls_cert or self.tls_key:
+                raise InputError(
+                    "tls_cert and tls_key need tls_ca_file, the CA certificate that checks "
+                    "them; add tls_ca_file (ca.pem from `survey-seg certs DIR`)"
+                )
+            return
+        if not self.tls_cert:
+            raise InputError(
+                "tls_ca_file is set without tls_cert; add tls_cert and tls_key "
+                "(cert.pem and key.pem from `survey-seg certs DIR`)"
+            )
+        if self.kind == "kubernetes":
+            raise InputError(
+                "a kubernetes cluster spec cannot use TLS (dask-kubernetes' KubeCluster reaches "
+                f"its scheduler in plain TCP); apply {KUBERNETES_TLS_MANIFEST} with kubectl and "
+                "connect with kind: address (see deploy/clusters/kubernetes.yaml)"
+            )
+        if self.kind == "address" and not str(self.address).startswith("tls://"):
+            raise InputError(
+                f"scheduler address {self.address} is not a TLS address but the spec sets "
+                "tls_ca_file; use tls://HOST:PORT"
+            )
+        if self.kind == "slurm":
+            clashing = sorted({"security", "protocol"} & set(self.options))
+            if clashing:
+                raise InputError(
+                    f"options {clashing} clash with the spec's tls_* files; remove them "
+                    "from options (TLS sets the security and tls:// protocol)"
+                )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ClusterSpec:
@@ -154,7 +219,10 @@ def resolve_kind(spec: ClusterSpec) -> str:
 def dask_client(spec: ClusterSpec) -> Iterator[Client]:
     """Start (or connect to) the cluster described by ``spec`` and yield a client.
 
-    The cluster is closed on exit when this function started it.
+    The cluster is closed on exit when this function started it. With TLS
+    (``spec.tls``) the scheduler, the workers and the client all use the spec's
+    certificates and refuse plain TCP; the client of a started cluster takes
+    the cluster's security.
 
     Parameters
     ----------
@@ -164,11 +232,18 @@ def dask_client(spec: ClusterSpec) -> Iterator[Client]:
     Yields
     ------
     distributed.Client
+
+    Raises
+    ------
+    InputError
+        An unreachable scheduler, a missing TLS file, a missing library.
     """
     kind = resolve_kind(spec)
+    security = spec.security()
+    protocol = "tls://" if security is not None else None
     if kind == "address":
         try:
-            client = Client(spec.address, timeout=spec.connect_timeout)
+            client = Client(spec.address, timeout=spec.connect_timeout, security=security)
         except (OSError, TimeoutError) as error:
             raise InputError(
                 f"could not reach the dask scheduler at {spec.address} ({error}); check the "
@@ -192,6 +267,8 @@ def dask_client(spec: ClusterSpec) -> Iterator[Client]:
             dashboard_address=spec.dashboard_address,
             memory_limit=spec.memory_limit,
             env=env,
+            security=security,
+            protocol=protocol,
         )
     else:
         cluster = LocalCluster(
@@ -201,6 +278,8 @@ def dask_client(spec: ClusterSpec) -> Iterator[Client]:
             dashboard_address=spec.dashboard_address,
             memory_limit=spec.memory_limit,
             env=env,
+            security=security,
+            protocol=protocol,
         )
     with cluster, Client(cluster) as client:
         yield client
@@ -209,10 +288,14 @@ def dask_client(spec: ClusterSpec) -> Iterator[Client]:
 def build_batch_cluster(kind: str, spec: ClusterSpec):
     """The SLURM or Kubernetes cluster object of a spec, not yet scaled.
 
+    With TLS, SLURM workers get the spec's ``--tls-*`` files and a ``tls://``
+    scheduler address in their job script: the files must be at the same paths
+    on every node (a shared filesystem), readable by the jobs' user.
+
     Raises
     ------
     InputError
-        The library for that kind is not installed.
+        The library for that kind is not installed, or a TLS file is missing.
     """
     if kind == "slurm":
         try:
@@ -221,7 +304,10 @@ def build_batch_cluster(kind: str, spec: ClusterSpec):
             raise InputError(
                 "--cluster slurm needs dask-jobqueue: pip install 'survey-seg[slurm]'"
             ) from None
-        return SLURMCluster(**spec.options)
+        security = spec.security()
+        if security is None:
+            return SLURMCluster(**spec.options)
+        return SLURMCluster(security=security, protocol="tls://", **spec.options)
     try:
         from dask_kubernetes.operator import KubeCluster
     except ImportError:
