@@ -6,6 +6,7 @@ import gc
 import ipaddress
 import re
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -129,3 +130,58 @@ def test_certs_command_writes_the_files_and_says_what_next(tmp_path, capsys):
     assert err.startswith("survey-seg: error: TLS files already exist") and err.count("\n") == 1
     assert "--overwrite" in err
     assert main(["certs", str(directory), "--overwrite"]) == 0
+
+
+# --------------------------------------------------------------------------- no unpickling
+
+UNPICKLERS = {
+    ("pickle", "load"), ("pickle", "loads"), ("pd", "read_pickle"), ("pandas", "read_pickle"),
+    ("joblib", "load"), ("dill", "load"), ("marshal", "load"), ("shelve", "open"),
+    ("yaml", "load"), ("yaml", "unsafe_load"),
+}  # fmt: skip
+
+
+def _unsafe_loads(source: str) -> list[str]:
+    """Calls in ``source`` that could unpickle (or construct objects) from a file."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value
+        name = (owner.id if isinstance(owner, ast.Name) else "", node.func.attr)
+        keywords = {k.arg: k.value for k in node.keywords}
+        safe_torch = isinstance(keywords.get("weights_only"), ast.Constant) and (
+            keywords["weights_only"].value is True
+        )
+        pickled_numpy = isinstance(keywords.get("allow_pickle"), ast.Constant) and (
+            keywords["allow_pickle"].value is True
+        )
+        if (
+            name in UNPICKLERS
+            or (name == ("torch", "load") and not safe_torch)
+            or (name[1] == "load" and pickled_numpy)
+        ):
+            found.append(f"line {node.lineno}: {'.'.join(name)}")
+    return found
+
+
+def test_the_checker_finds_unsafe_loads():
+    source = (
+        "torch.load(p)\ntorch.load(p, weights_only=False)\npickle.loads(b)\n"
+        "np.load(p, allow_pickle=True)\nyaml.load(s)\n"
+        "torch.load(p, weights_only=True)\nyaml.safe_load(s)\nnp.load(p)\n"
+    )
+    assert len(_unsafe_loads(source)) == 5
+
+
+def test_nothing_unpickles_data_from_a_file():
+    root = Path(__file__).resolve().parents[1]
+    offenders = {
+        str(path.relative_to(root)): found
+        for folder in ("survey_seg", "flows", "benchmarks")
+        for path in sorted((root / folder).rglob("*.py"))
+        if (found := _unsafe_loads(path.read_text()))
+    }
+    assert offenders == {}
