@@ -109,17 +109,7 @@ def write_tls_certificates(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage("digital_signature", "key_cert_sign", "crl_sign"),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_public), critical=False)
@@ -138,17 +128,7 @@ def write_tls_certificates(
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage("digital_signature", "key_agreement"),
             critical=True,
         )
         .add_extension(
@@ -238,6 +218,19 @@ def dask_security(
         tls_worker_key=key,
         require_encryption=True,
     )
+
+
+KEY_USAGES = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+)  # fmt: skip
+
+
+def _key_usage(*allowed: str):
+    """An ``x509.KeyUsage`` that allows exactly ``allowed`` (names of :data:`KEY_USAGES`)."""
+    from cryptography import x509
+
+    return x509.KeyUsage(**{usage: usage in allowed for usage in KEY_USAGES})
 
 
 def _alternative_names(hosts: Sequence[str]) -> list:
