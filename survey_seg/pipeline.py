@@ -36,6 +36,7 @@ from survey_seg.store import (
     MosaicStore,
     OutputStore,
     acquire_run_lock,
+    check_lock_held_by,
     check_no_links,
     check_run_lock,
     ingest_mosaic,
@@ -618,6 +619,7 @@ def screen_and_store(
         window, tile, grid, method, saturation=mosaic.saturation, zero_point=mosaic.zero_point
     )
     write_start = time.perf_counter()
+    check_lock_held_by(out_dir, run_id)  # a task outliving its run writes nothing
     out.write_core(tile, result.mask, result.segmentation, result.quality)
     record = {
         **_tile_geometry(tile),

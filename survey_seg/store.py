@@ -51,6 +51,7 @@ __all__ = [
     "WindowData",
     "acquire_run_lock",
     "atomic_write_bytes",
+    "check_lock_held_by",
     "check_no_links",
     "check_run_lock",
     "file_sha256",
@@ -640,6 +641,21 @@ def acquire_run_lock(out_dir: str | os.PathLike, run_id: str) -> None:
         with os.fdopen(handle, "w") as stream:
             json.dump(record, stream)
         return
+
+
+def check_lock_held_by(out_dir: str | os.PathLike, run_id: str) -> None:
+    """Raise :class:`OutputError` unless run ``run_id`` holds ``OUT/run.lock``.
+
+    A tile task checks this before it writes: a task still running after its run
+    ended (stopped on a full disk, or its driver killed and the run resumed by
+    another) then writes nothing, so no write outlives the run that holds the lock.
+    """
+    holder = _lock_holder(Path(out_dir) / RUN_LOCK)
+    if not holder or holder.get("run_id") != run_id:
+        raise OutputError(
+            f"run {run_id} no longer holds {Path(out_dir) / RUN_LOCK}; its tile was not "
+            "written (rerun with --resume to finish the survey)"
+        )
 
 
 def check_run_lock(out_dir: str | os.PathLike) -> None:

@@ -21,6 +21,7 @@ from survey_seg.store import (
     MosaicStore,
     OutputStore,
     acquire_run_lock,
+    check_lock_held_by,
     check_run_lock,
     ingest_mosaic,
     inspect_fits_mosaic,
@@ -590,3 +591,14 @@ def test_a_lock_from_another_host_counts_as_alive(tmp_path):
     (tmp_path / RUN_LOCK).write_text(json.dumps({"run_id": "a", "pid": 1, "host": "elsewhere"}))
     with pytest.raises(OutputError, match="on elsewhere"):
         acquire_run_lock(tmp_path, "b")
+
+
+def test_only_the_run_holding_the_lock_may_write(tmp_path):
+    """A tile task that outlives its run (stopped, or taken over on resume) writes nothing."""
+    acquire_run_lock(tmp_path, "run-a")
+    check_lock_held_by(tmp_path, "run-a")
+    with pytest.raises(OutputError, match="run-b no longer holds"):
+        check_lock_held_by(tmp_path, "run-b")
+    release_run_lock(tmp_path, "run-a")
+    with pytest.raises(OutputError, match="its tile was not written"):
+        check_lock_held_by(tmp_path, "run-a")
