@@ -24,13 +24,18 @@ class Column:
     description: str
 
 
+POSITION_DOC = (
+    "mosaic {axis} (0-based): flux-weighted centroid, or for a deblended source of "
+    "the network its sub-pixel centre-head peak"
+)
+
 SOURCE_COLUMNS: tuple[Column, ...] = (
     Column("id", "int64", "", "global source id: (owner tile index << 32) | local id"),
-    Column("tile_id", "int64", "", "index of the tile whose core holds the centroid"),
-    Column("x", "float64", "pix", "flux-weighted centroid, mosaic column (0-based)"),
-    Column("y", "float64", "pix", "flux-weighted centroid, mosaic row (0-based)"),
-    Column("ra", "float64", "deg", "right ascension of the centroid (ICRS)"),
-    Column("dec", "float64", "deg", "declination of the centroid (ICRS)"),
+    Column("tile_id", "int64", "", "index of the tile whose core holds the position (x, y)"),
+    Column("x", "float64", "pix", POSITION_DOC.format(axis="column")),
+    Column("y", "float64", "pix", POSITION_DOC.format(axis="row")),
+    Column("ra", "float64", "deg", "right ascension of (x, y) (ICRS)"),
+    Column("dec", "float64", "deg", "declination of (x, y) (ICRS)"),
     Column("x_peak", "int64", "pix", "mosaic column of the brightest smoothed pixel"),
     Column("y_peak", "int64", "pix", "mosaic row of the brightest smoothed pixel"),
     Column("flux", "float64", "adu", "background-subtracted flux summed over the segment"),

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from survey_seg.blends import find_centres, split_instances
+from survey_seg.blends import deblended_centres, find_centres, split_instances
 from survey_seg.clumps import find_clumps
 from survey_seg.inference import DEFAULT_MODEL, load_predictor, network_input
 from survey_seg.masks import MaskBit
@@ -159,6 +159,7 @@ class NetworkScreener:
         )
         clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
         return DenseProducts(
+            centres=deblended_centres(prediction.centre, sources, footprints),
             flux_image=flux,
             variance=variance,
             detection_image=snr,

@@ -2,7 +2,7 @@
 
 A screening method (classical or network) turns a tile window into
 :class:`DenseProducts`; :func:`screen_tile` then measures the sources, keeps
-those whose centroid the tile's core holds (each object is reported by exactly
+those whose position the tile's core holds (each object is reported by exactly
 one tile), gives every source a global id that any tile seeing it computes
 alike, and composes the core's mask planes and segmentation. Pure in-memory
 work: reading and writing live in :mod:`survey_seg.store`.
@@ -86,6 +86,10 @@ class DenseProducts:
         Side of those stamps in pixels.
     network_seconds : float
         Time spent in the network's forward pass (0 for methods without one).
+    centres : numpy.ndarray or None
+        ``(n, 2)`` window positions ``(y, x)`` of sources whose centre the method
+        locates better than their flux centroid (deblended ones); NaN rows, or
+        None, keep the centroid.
     """
 
     flux_image: np.ndarray
@@ -101,6 +105,7 @@ class DenseProducts:
     ``stamp_size`` stamps starting at the window origin (network methods)."""
     stamp_size: int = 0
     network_seconds: float = 0.0
+    centres: np.ndarray | None = None
 
 
 class ScreeningMethod(Protocol):
@@ -229,6 +234,11 @@ def screen_tile(
     )
     x_peak, y_peak = m.x_peak + ox, m.y_peak + oy
     gx, gy = x_peak + m.dx, y_peak + m.dy
+    if products.centres is not None:
+        # offsets from the peak pixel, like the centroid's: they round alike in any window
+        located = np.isfinite(products.centres[:, 0])
+        gy[located] = y_peak[located] + (products.centres[located, 0] - m.y_peak[located])
+        gx[located] = x_peak[located] + (products.centres[located, 1] - m.x_peak[located])
     owner = grid.owner_index(gx, gy).astype(np.int64)
     ids = source_ids(grid, owner, y_peak, x_peak)
     footprint = products.footprints[m.y_peak, m.x_peak] if m.labels.size else np.zeros(0, int)

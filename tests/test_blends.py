@@ -1,6 +1,6 @@
 import numpy as np
 
-from survey_seg.blends import find_centres, split_instances
+from survey_seg.blends import deblended_centres, find_centres, split_instances
 
 
 def _gauss(shape, y0, x0, sigma):
@@ -81,3 +81,32 @@ def test_a_sliver_child_goes_back_to_its_neighbour():
     )
     assert footprints.max() == 1
     assert sources.max() == 1 and sources[9, 9] == sources[5, 5] == 1
+
+
+def test_deblended_centres_are_sub_pixel_and_only_for_blends():
+    shape = (40, 60)
+    heat = _gauss(shape, 20.3, 20.6, 1.0) + 0.8 * _gauss(shape, 19.8, 27.25, 1.0)
+    heat += _gauss(shape, 20, 50.4, 1.0)
+    sources = np.zeros(shape, np.int32)
+    sources[14:27, 14:24] = 1  # two sources sharing footprint 1
+    sources[14:27, 24:34] = 2
+    sources[14:27, 44:57] = 3  # alone in footprint 2
+    footprints = np.where(sources == 3, 2, np.where(sources > 0, 1, 0))
+    centres = deblended_centres(heat, sources, footprints)
+    assert centres.shape == (3, 2)
+    truth = np.array([[20.3, 20.6], [19.8, 27.25]])
+    error = np.abs(centres[:2] - truth)
+    assert error.max() < 0.2
+    assert (error < np.abs(np.rint(truth) - truth)).all()  # closer than the peak pixel
+    assert np.isnan(centres[2]).all()
+
+
+def test_deblended_centres_of_nothing_and_at_the_window_edge():
+    assert deblended_centres(
+        np.zeros((8, 8)), np.zeros((8, 8), int), np.zeros((8, 8), int)
+    ).shape == (0, 2)
+    heat = _gauss((10, 10), 0, 0.3, 1.0) + _gauss((10, 10), 0, 5, 1.0)
+    sources = np.zeros((10, 10), int)
+    sources[:3, :3], sources[:3, 3:8] = 1, 2
+    centres = deblended_centres(heat, sources, (sources > 0).astype(int))
+    assert np.isfinite(centres).all() and abs(centres[0, 1] - 0.3) < 0.2

@@ -1,5 +1,8 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS
 from survey_seg.classical import ClassicalScreener
@@ -66,3 +69,37 @@ def test_rejected_tile_carries_the_rejected_plane():
     assert result.stats["verdict"] == "reject"
     assert (result.mask & np.uint32(MaskBit.REJECTED)).all()
     assert result.stats["no_data_fraction"] == 0.6
+
+
+class _CentredScreener(ClassicalScreener):
+    """The classical method, but placing its one source where the test says."""
+
+    def __init__(self, mosaic_yx):
+        super().__init__()
+        self.mosaic_yx = np.asarray(mosaic_yx, float)
+        self.origin = (0, 0)
+
+    def segment(self, window, *, saturation):
+        products = super().segment(window, saturation=saturation)
+        centres = np.full((int(products.sources.max()), 2), np.nan)
+        centres[:] = self.mosaic_yx - np.asarray(self.origin)
+        return dataclasses.replace(products, centres=centres)
+
+
+def test_a_method_centre_sets_position_sky_and_owner():
+    rng = np.random.default_rng(4)
+    image = rng.normal(0, 1, (300, 300))
+    yy, xx = np.mgrid[:300, :300]
+    image += 2000 * np.exp(-((xx - 147.0) ** 2 + (yy - 100) ** 2) / (2 * 3.0**2)) / (2 * np.pi * 9)
+    grid = make_tile_grid(image.shape, tile_size=150, halo=40)
+    method = _CentredScreener((100.4, 151.3))  # its centroid is in tile 0, its centre in tile 1
+    results = []
+    for tile in grid:
+        method.origin = tile.origin
+        results.append(screen_tile(_window(image, tile), tile, grid, method))
+    sources = pd.concat([r.sources for r in results])
+    assert len(sources) == 1
+    row = sources.iloc[0]
+    assert row["tile_id"] == 1
+    assert (row["x"], row["y"]) == pytest.approx((151.3, 100.4))
+    assert row["x_peak"] == 147  # the peak stays the detection image's
