@@ -1,6 +1,6 @@
 """Choose the network's post-processing thresholds on validation mosaics.
 
-The network runs once per validation mosaic (seeds 801, 802: neither training
+The network runs once per validation mosaic (seeds 801-804: neither training
 scenes nor the test seeds of ``benchmarks/quality.py``); its outputs are cached
 and the thresholds of :data:`survey_seg.train.DEFAULT_THRESHOLDS` are swept over
 a grid, each setting scored for completeness, purity, blend recall and clump
@@ -11,7 +11,7 @@ the model config.
 
 Usage::
 
-    python benchmarks/tune_thresholds.py [--model CONFIG] [--size 1024] [--write]
+    python benchmarks/tune_thresholds.py [--model CONFIG] [--size 2048] [--write]
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def artefact_thresholds(cases) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[801, 802])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[801, 802, 803, 804])
     parser.add_argument("--write", action="store_true", help="store the best setting")
     args = parser.parse_args()
     screener = NetworkScreener(args.model, device="cpu")

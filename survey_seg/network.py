@@ -159,7 +159,6 @@ class NetworkScreener:
         )
         clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
         return DenseProducts(
-            centres=deblended_centres(prediction.centre, sources, footprints),
             flux_image=flux,
             variance=variance,
             detection_image=snr,
@@ -171,6 +170,7 @@ class NetworkScreener:
             stamp_quality=prediction.stamps,
             stamp_size=self.predictor.model.config.stamp_size,
             network_seconds=network_seconds,
+            centres=deblended_centres(prediction.centre, sources, footprints),
         )
 
 
