@@ -32,8 +32,9 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
   deblending, catalog and segmentation map in memory).
 
 Two simulators: ``nominal`` is the default :class:`SimulationConfig` at the
-benchmark seeds (default 901-906: six 2048^2 mosaics hold about 250 detectable
-clumps and 600 close pairs, so that a metric's 1-sigma error is near 0.02);
+benchmark seeds (default 901-906: six 2048^2 mosaics hold about 240 detectable
+clumps and 1,900 close pairs, so that the clump metrics' 1-sigma error is near
+0.025 and blend recall's near 0.01);
 ``shifted`` is ``survey_seg.train.scene_config(seed, size=size, shifted=True)`` (PSF width and
 noise +30 %, Sersic range 0.8-2.5), outside the training jitter. The network is
 trained on 256-pixel-ish scenes from ``scene_config`` with seeds
