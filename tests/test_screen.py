@@ -21,6 +21,13 @@ def _window(image, tile):
     )
 
 
+def _one_source_image(seed, x, y=100.0):
+    """A 300 x 300 unit-noise image with one Gaussian source (sigma 3 px) at ``(x, y)``."""
+    image = np.random.default_rng(seed).normal(0, 1, (300, 300))
+    yy, xx = np.mgrid[:300, :300]
+    return image + 2000 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 3.0**2)) / (2 * np.pi * 9)
+
+
 def test_source_ids_are_unique_and_name_their_owner():
     grid = make_tile_grid((1000, 700), tile_size=256, halo=40)
     rng = np.random.default_rng(0)
@@ -46,10 +53,7 @@ def test_empty_tile_gives_empty_tables_in_the_schemas():
 
 
 def test_source_across_a_core_edge_is_reported_once_with_one_id():
-    rng = np.random.default_rng(2)
-    image = rng.normal(0, 1, (300, 300))
-    yy, xx = np.mgrid[:300, :300]
-    image += 2000 * np.exp(-((xx - 150.7) ** 2 + (yy - 100) ** 2) / (2 * 3.0**2)) / (2 * np.pi * 9)
+    image = _one_source_image(seed=2, x=150.7)
     grid = make_tile_grid(image.shape, tile_size=150, halo=40)
     results = [screen_tile(_window(image, t), t, grid, ClassicalScreener()) for t in grid]
     sources = pd.concat([r.sources for r in results])
@@ -86,11 +90,8 @@ class _CentredScreener(ClassicalScreener):
         return dataclasses.replace(products, centres=centres)
 
 
-def test_a_method_centre_sets_position_sky_and_owner():
-    rng = np.random.default_rng(4)
-    image = rng.normal(0, 1, (300, 300))
-    yy, xx = np.mgrid[:300, :300]
-    image += 2000 * np.exp(-((xx - 147.0) ** 2 + (yy - 100) ** 2) / (2 * 3.0**2)) / (2 * np.pi * 9)
+def test_a_method_centre_sets_position_and_owner():
+    image = _one_source_image(seed=4, x=147.0)
     grid = make_tile_grid(image.shape, tile_size=150, halo=40)
     method = _CentredScreener((100.4, 151.3))  # its centroid is in tile 0, its centre in tile 1
     results = []
