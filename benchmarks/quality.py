@@ -34,8 +34,8 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
 Two simulators: ``nominal`` is the default :class:`SimulationConfig` at the
 benchmark seeds (default 901-906: six 2048^2 mosaics hold about 240 detectable
 clumps and 1,900 close pairs, so that the clump metrics' 1-sigma error is near
-0.025 and blend recall's near 0.01);
-``shifted`` is ``survey_seg.train.scene_config(seed, size=size, shifted=True)`` (PSF width and
+0.025 and blend recall's near 0.01); ``shifted`` is
+``survey_seg.train.scene_config(seed, size=size, shifted=True)`` (PSF width and
 noise +30 %, Sersic range 0.8-2.5), outside the training jitter. The network is
 trained on 256-pixel-ish scenes from ``scene_config`` with seeds
 ``seed * 1_000_000 + step * batch + k`` (and 10,000,000+ for validation): the

@@ -147,7 +147,11 @@ def main() -> None:
     if args.write:
         config = json.loads(args.model.read_text())
         config["thresholds"] = {**config["thresholds"], **chosen}
-        config["thresholds_tuned_on"] = {"seeds": args.seeds, "size": args.size}
+        config["thresholds_tuned_on"] = {
+            "seeds": args.seeds,
+            "size": args.size,
+            "rule": "worst margin over the targets",
+        }
         args.model.write_text(json.dumps(config, indent=2))
         print(f"written to {args.model}")
 
