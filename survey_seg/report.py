@@ -691,7 +691,7 @@ def _segmentation_rgb(segmentation: np.ndarray, blended_ids: set[int]) -> np.nda
 
 
 def _crowded_window(sources: pd.DataFrame, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)`` of the square window holding the most source centroids."""
+    """``(y0, y1, x0, x1)`` of the square window holding the most source positions."""
     ny, nx = shape
     side = int(min(ny, nx, max(96, min(256, min(ny, nx) // 3))))
     if not len(sources):
@@ -785,7 +785,7 @@ def _figure_segmentation(run: _Run, b: _Binned) -> tuple[Figure, str]:
         for flag, colour in ((True, BLENDED_COLOUR), (False, ISOLATED_COLOUR)):
             chosen = inside[is_blended == flag]
             cut.plot(chosen.x - x0, chosen.y - y0, "+", color=colour, ms=5, mew=1.0)
-    cut.set_title("Same region: image with segment outlines and centroids", fontsize=10)
+    cut.set_title("Same region: image with segment outlines and positions", fontsize=10)
     for axis in (zoom, cut):
         axis.set_xlim(-0.5, x1 - x0 - 0.5)
         axis.set_ylim(-0.5, y1 - y0 - 0.5)
@@ -793,9 +793,9 @@ def _figure_segmentation(run: _Run, b: _Binned) -> tuple[Figure, str]:
         Patch(color="#ff5a00", label="blended source (hot colours)"),
         Patch(color="#5a8a9a", label="isolated source (muted colours)"),
         Patch(facecolor="black", edgecolor="#777777", label="background (id 0)"),
-        Line2D([], [], color=BLENDED_COLOUR, marker="+", ls="-", label="outline/centroid: blended"),
+        Line2D([], [], color=BLENDED_COLOUR, marker="+", ls="-", label="outline/position: blended"),
         Line2D(
-            [], [], color=ISOLATED_COLOUR, marker="+", ls="-", label="outline/centroid: isolated"
+            [], [], color=ISOLATED_COLOUR, marker="+", ls="-", label="outline/position: isolated"
         ),
     ]
     figure.legend(
@@ -808,7 +808,7 @@ def _figure_segmentation(run: _Run, b: _Binned) -> tuple[Figure, str]:
     )
     note = (
         f"the zoom shows mosaic pixels x {x0}-{x1}, y {y0}-{y1}, the densest "
-        f"{x1 - x0} x {y1 - y0} pixel window ({len(inside)} source centroids)"
+        f"{x1 - x0} x {y1 - y0} pixel window ({len(inside)} source positions)"
     )
     return figure, note
 
@@ -896,7 +896,7 @@ def _figure_clumps(run: _Run) -> tuple[Figure, str]:
         _scale_bar(ax, image.shape[1], run.pixel_scale)
     figure.suptitle(
         f"Hosts with the most clumps ({len(clumps)} clumps in {clumps['host_id'].nunique()} "
-        "hosts)\ncyan circles: clumps, orange +: host centroid",
+        "hosts)\ncyan circles: clumps, orange +: host position",
         fontsize=10,
     )
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (3.3 * nrows + 0.8)))
@@ -1122,12 +1122,12 @@ CAPTIONS: dict[str, str] = {
         "background); sources in a blend are in hot colours (red-yellow), isolated sources in "
         "muted blue-green; dark lines separate touching segments. The dashed box is the most "
         "crowded window, shown at full resolution in the middle, and on the right as the "
-        "image with each segment's outline and centroid (orange blended, blue isolated)."
+        "image with each segment's outline and position (orange blended, blue isolated)."
     ),
     "clumps_gallery.png": (
         "Cut-outs (asinh stretch, scale bar in arcsec) of the host galaxies with the most "
         "clumps, then the highest clump probability. Cyan circles mark detected clumps, the "
-        "orange cross the host's centroid; each title gives the host id as tile:local, the "
+        "orange cross the host's position; each title gives the host id as tile:local, the "
         "number of clumps, the best clump's score and the host's magnitude."
     ),
     "rejected_gallery.png": (
