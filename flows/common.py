@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from survey_seg.cluster import ClusterSpec, dask_client
+from survey_seg.cluster import ClusterSpec, check_spec_file_alone, dask_client
 from survey_seg.pipeline import (
     RunPlan,
     RunSummary,
@@ -75,16 +75,14 @@ class ClusterParameters(BaseModel):
         if self.spec_file is None:
             return self
         defaults = type(self).model_fields
-        clashing = [
-            name
-            for name in ("kind", "workers", "threads_per_worker", "address")
-            if getattr(self, name) != defaults[name].default
-        ]
-        if clashing:
-            raise ValueError(
-                f"spec_file {self.spec_file} and {', '.join(clashing)} both say where tiles "
-                f"run; leave {', '.join(clashing)} out or drop spec_file"
-            )
+        check_spec_file_alone(
+            f"spec_file {self.spec_file}",
+            {
+                name: getattr(self, name)
+                for name in ("kind", "workers", "threads_per_worker", "address")
+                if getattr(self, name) != defaults[name].default
+            },
+        )
         return self
 
     @classmethod

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from survey_seg import __version__
-from survey_seg.errors import SurveySegError
+from survey_seg.errors import InputError, SurveySegError
 
 __all__ = ["main"]
 
@@ -274,20 +274,18 @@ def _cluster_spec(args: argparse.Namespace):
 
     Checked before anything is written, so that a clash of options costs nothing.
     """
-    from survey_seg.cluster import ClusterSpec
+    from survey_seg.cluster import ClusterSpec, check_spec_file_alone
 
     if args.cluster_spec is not None:
-        given = {
+        others = {
             "--cluster": args.cluster,
             "--workers": args.workers,
             "--scheduler": args.scheduler,
         }
-        clashing = [option for option, value in given.items() if value is not None]
-        if clashing:
-            raise _UsageError(
-                f"--cluster-spec and {', '.join(clashing)} both say where tiles run; "
-                f"drop {' and '.join(clashing)} (or put it in {args.cluster_spec})"
-            )
+        try:
+            check_spec_file_alone("--cluster-spec", others)
+        except InputError as error:
+            raise _UsageError(str(error)) from None
         return ClusterSpec.from_file(args.cluster_spec)
     if args.scheduler:
         return ClusterSpec(kind="address", address=args.scheduler)

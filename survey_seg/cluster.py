@@ -49,6 +49,7 @@ __all__ = [
     "CLUSTER_KINDS",
     "ClusterSpec",
     "build_batch_cluster",
+    "check_spec_file_alone",
     "dask_client",
     "gpu_count",
     "resolve_kind",
@@ -175,6 +176,30 @@ class ClusterSpec:
                 f"cluster spec {path} has unknown keys {unknown}; use only {sorted(known)}"
             )
         return cls(**data)
+
+
+def check_spec_file_alone(spec_file_name: str, others: dict[str, object]) -> None:
+    """Refuse a cluster spec file given together with other options on where tiles run.
+
+    Parameters
+    ----------
+    spec_file_name : str
+        How the user named the spec file (an option or a field, with its value).
+    others : dict
+        The other placement options by the name the user gave them; ``None`` is unset.
+
+    Raises
+    ------
+    InputError
+        Any of ``others`` is set: the message names them and says to drop one side.
+    """
+    clashing = [name for name, value in others.items() if value is not None]
+    if clashing:
+        named = " and ".join(clashing)
+        raise InputError(
+            f"{spec_file_name} and {named} both say where tiles run; "
+            f"drop {named} (or put it in the spec file) or drop the spec file"
+        )
 
 
 def gpu_count() -> int:

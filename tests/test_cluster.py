@@ -5,7 +5,7 @@ import yaml
 
 from survey_seg import cluster
 from survey_seg.cli import main
-from survey_seg.cluster import ClusterSpec, dask_client, resolve_kind
+from survey_seg.cluster import ClusterSpec, check_spec_file_alone, dask_client, resolve_kind
 from survey_seg.errors import InputError
 from survey_seg.pipeline import RunConfig, run_survey
 from survey_seg.security import write_tls_certificates
@@ -121,6 +121,12 @@ def test_run_on_a_tls_cluster_spec(mosaic_256, tmp_path, capsys):
     assert "screened 4 tiles (0 already done, 0 failed)" in capsys.readouterr().out
     tiles = pd.read_parquet(tmp_path / "out" / "tiles.parquet")
     assert (tiles["status"] == "done").all()
+
+
+def test_spec_file_alone_names_every_clashing_option_and_ignores_unset_ones():
+    check_spec_file_alone("--cluster-spec", {"--workers": None, "--scheduler": None})
+    with pytest.raises(InputError, match=r"^--cluster-spec and --workers and --scheduler both"):
+        check_spec_file_alone("--cluster-spec", {"--workers": 4, "--scheduler": "h:8786"})
 
 
 @pytest.mark.parametrize(
