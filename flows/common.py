@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from survey_seg.cluster import ClusterSpec, check_spec_file_alone, dask_client
+from survey_seg.errors import SurveySegError
 from survey_seg.pipeline import (
     RunPlan,
     RunSummary,
@@ -221,7 +222,22 @@ def prepare_task(plan: RunPlan, run_id: str) -> float:
     return prepare_outputs(plan, run_id)
 
 
-@task(name="screen-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def retry_unless_user_error(task, task_run, state) -> bool:
+    """Prefect retry condition: retry transient failures, not those the user must fix.
+
+    A lost connection is worth a retry; a :class:`~survey_seg.errors.SurveySegError`
+    (a full disk, a run lock taken by another run) would only be repeated.
+    """
+    return not isinstance(state.data, SurveySegError)
+
+
+@task(
+    name="screen-batch",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_user_error,
+)
 def screen_batch_task(
     plan: RunPlan, tiles: list[int], run_id: str, scheduler: str, security=None
 ) -> list[int]:

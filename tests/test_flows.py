@@ -8,12 +8,13 @@ import time
 
 import pandas as pd
 import pytest
+from prefect import flow, task
 from pydantic import ValidationError
 
-from flows.common import ClusterParameters, prefect_api
+from flows.common import ClusterParameters, prefect_api, retry_unless_user_error, screen_batch_task
 from flows.reprocess import ReprocessParameters, reprocess_survey
 from flows.rerun_region import RerunParameters, rerun_region
-from survey_seg.errors import InputError
+from survey_seg.errors import InputError, OutputError
 
 LOCAL2 = ClusterParameters(kind="local", workers=2)
 
@@ -165,3 +166,26 @@ def test_command_line_prints_one_line_errors(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "attempts"), [(OutputError("disk full"), 1), (OSError("reset"), 3)]
+)
+def test_batches_retry_transient_failures_but_not_errors_the_user_must_fix(
+    prefect_server, error, attempts
+):
+    calls = []
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_unless_user_error)
+    def failing_batch():
+        calls.append(1)
+        raise error
+
+    @flow
+    def one_batch():
+        failing_batch()
+
+    with pytest.raises(type(error), match=str(error)):
+        one_batch()
+    assert len(calls) == attempts
+    assert screen_batch_task.retry_condition_fn is retry_unless_user_error
