@@ -31,6 +31,8 @@ from survey_seg.screen import screen_tile
 from survey_seg.store import (
     MASKS_STORE,
     MOSAIC_STORE,
+    REPORT_DIR,
+    REPORT_HTML,
     RUN_LOCK,
     MosaicInfo,
     MosaicStore,
@@ -74,8 +76,8 @@ OUTPUT_NAMES = (
     "clumps.fits",
     "tiles.parquet",
     "manifest.json",
-    "report.html",  # survey_seg.report.REPORT_HTML
-    "report",  # survey_seg.report.REPORT_DIR
+    REPORT_HTML,
+    REPORT_DIR,
 )
 
 

@@ -52,6 +52,8 @@ from survey_seg.masks import MaskBit, describe_bits
 from survey_seg.store import (
     MASKS_STORE,
     MOSAIC_STORE,
+    REPORT_DIR,
+    REPORT_HTML,
     MosaicStore,
     OutputStore,
     atomic_write_bytes,
@@ -60,8 +62,6 @@ from survey_seg.store import (
 
 __all__ = ["FIGURES", "make_report"]
 
-REPORT_HTML = "report.html"
-REPORT_DIR = "report"
 FIGURES: tuple[str, ...] = (
     "mosaic_mask.png",
     "quality_map.png",

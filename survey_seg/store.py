@@ -71,6 +71,8 @@ MASKS_STORE = "masks.zarr"
 TILES_DIR = "tiles"
 MANIFEST = "manifest.json"
 RUN_LOCK = "run.lock"
+REPORT_HTML = "report.html"
+REPORT_DIR = "report"
 
 
 # --------------------------------------------------------------------------- FITS input

@@ -245,7 +245,7 @@ def test_links_in_the_output_directory_are_refused_and_never_followed(small_simu
 
 
 def test_force_removes_the_earlier_report(small_simulation, tmp_path):
-    from survey_seg.report import REPORT_DIR, REPORT_HTML
+    from survey_seg.store import REPORT_DIR, REPORT_HTML
 
     assert {REPORT_HTML, REPORT_DIR} <= set(OUTPUT_NAMES)
     _, mosaic = small_simulation
