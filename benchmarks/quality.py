@@ -53,7 +53,7 @@ Usage::
 
     python benchmarks/quality.py [--size 2048] [--seeds 901 ... 906]
         [--methods unet classical sep photutils] [--no-shifted] [--json PATH]
-        [--model PATH]
+        [--model PATH] [--precision P] [--flips N]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ MAX_SHIFT_LOSS = 0.05
 
 
 def survey_seg_outputs(
-    sim_dir: Path, method: str, model: str | None, precision: str = "auto"
+    sim_dir: Path, method: str, model: str | None, precision: str = "auto", flips: int | None = None
 ) -> tuple[dict[str, object], float]:
     """Screen with survey-seg in-process (256-pixel tiles) and read back its outputs."""
     halo = HALO
@@ -128,6 +128,7 @@ def survey_seg_outputs(
         halo=halo,
         model=model if method == "unet" else None,
         precision=precision,
+        flips=flips if method == "unet" else None,
         fits_copies=False,
     )
     start = time.perf_counter()
@@ -426,6 +427,9 @@ def main() -> None:
         "--model", type=Path, default=DEFAULT_MODEL, help="model config of the unet method"
     )
     parser.add_argument(
+        "--flips", type=int, choices=(1, 2, 4), help="network passes per window (run option)"
+    )
+    parser.add_argument(
         "--check-method", default="unet", help="method held to the targets (default unet)"
     )
     parser.add_argument(
@@ -459,7 +463,7 @@ def main() -> None:
                         outputs, seconds = photutils_outputs(sim)
                     else:
                         outputs, seconds = survey_seg_outputs(
-                            sim_dir, method, model, args.precision
+                            sim_dir, method, model, args.precision, args.flips
                         )
                     metrics, tile_scores, tile_labels = score_outputs(outputs, sim)
                     row = {"simulator": simulator, "seed": seed, "method": method}
@@ -506,7 +510,8 @@ def main() -> None:
                 metrics.update({prefix + k: v for k, v in values.items()})
         model_config["metrics"] = jsonable(
             {**metrics, "benchmark": {"script": "benchmarks/quality.py", "size": args.size,
-                                      "seeds": args.seeds, "precision": _precision(args)}}
+                                      "seeds": args.seeds, "precision": _precision(args),
+                                      "flips": _flips(args)}}
         )  # fmt: skip
         args.model.write_text(json.dumps(model_config, indent=2) + "\n")
         print(f"\nmetrics written to {args.model}")
@@ -535,6 +540,7 @@ def main() -> None:
                 "model": model if args.check_method == "unet" else None,
                 "check_method": args.check_method,
                 "precision": _precision(args),
+                "flips": _flips(args),
             },
             "runs": rows,
             "mean": mean,
@@ -554,6 +560,13 @@ def _precision(args: argparse.Namespace) -> str:
     from survey_seg.inference import resolve_precision
 
     return str(resolve_precision(args.precision, torch.device("cpu"))).removeprefix("torch.")
+
+
+def _flips(args: argparse.Namespace) -> int:
+    """The network's passes per window (``--flips``, else the model config's)."""
+    if args.flips is not None:
+        return args.flips
+    return int(json.loads(args.model.read_text()).get("test_time_flips", 1))
 
 
 if __name__ == "__main__":

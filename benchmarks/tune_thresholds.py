@@ -6,12 +6,13 @@ and the thresholds of :data:`survey_seg.train.DEFAULT_THRESHOLDS` are swept over
 a grid, each setting scored for completeness, purity, blend recall and clump
 completeness / purity; the setting whose worst margin over the targets of
 ``benchmarks/quality.py`` is best wins (artefact thresholds are set first, per
-class, by their false-positive rate). ``--write`` stores the chosen setting in
-the model config.
+class, by their false-positive rate). The network runs with ``--flips`` passes
+per window (default: the model's ``test_time_flips``). ``--write`` stores the
+chosen setting, and the flips it was chosen with, in the model config.
 
 Usage::
 
-    python benchmarks/tune_thresholds.py [--model CONFIG] [--size 2048] [--write]
+    python benchmarks/tune_thresholds.py [--model CONFIG] [--size 2048] [--flips N] [--write]
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from survey_seg.tiling import extract_window, make_tile_grid
 
 GRID = {
     "object": [0.35, 0.45, 0.55],
-    "centre": [0.25, 0.3, 0.4, 0.5],
-    "clump": [0.3, 0.4, 0.5],
+    "centre": [0.25, 0.275, 0.3, 0.4],
+    "clump": [0.3, 0.4, 0.45, 0.5],
 }
 ARTEFACT_CANDIDATES = np.round(np.arange(0.3, 1.0, 0.025), 3)
 MAX_ARTEFACT_FPR = 0.003
@@ -89,9 +90,11 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--seeds", type=int, nargs="+", default=[801, 802, 803, 804])
+    parser.add_argument("--flips", type=int, choices=(1, 2, 4), help="passes per window")
     parser.add_argument("--write", action="store_true", help="store the best setting")
     args = parser.parse_args()
-    screener = NetworkScreener(args.model, device="cpu")
+    screener = NetworkScreener(args.model, device="cpu", flips=args.flips)
+    print(f"test-time flips: {screener.predictor.flips}")
     cases = [prepared(seed, args.size, screener) for seed in args.seeds]
     base = dict(screener.thresholds)
     base["artefact"] = artefact_thresholds(cases)
@@ -147,6 +150,7 @@ def main() -> None:
     if args.write:
         config = json.loads(args.model.read_text())
         config["thresholds"] = {**config["thresholds"], **chosen}
+        config["test_time_flips"] = screener.predictor.flips
         config["thresholds_tuned_on"] = {
             "seeds": args.seeds,
             "size": args.size,

@@ -145,6 +145,14 @@ def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) ->
         help="network arithmetic; auto: bfloat16 where the hardware has it",
     )
     parser.add_argument(
+        "--flips",
+        type=int,
+        choices=(1, 2, 4),
+        default=defaults.flips,
+        help="network passes per tile on flips of it, averaged (default: the model's); "
+        "1 is fastest, more give fewer spurious detections",
+    )
+    parser.add_argument(
         "--region",
         metavar="SPEC",
         help="cone:RA,DEC,RADIUS_DEG | box:RA0,RA1,DEC0,DEC1 | tiles:I,J",
@@ -240,6 +248,7 @@ def _run(args: argparse.Namespace, *, force: bool | None = None):
         model=str(args.model) if args.model else None,
         region=args.region,
         precision=args.precision,
+        flips=args.flips,
     )
     plan = plan_run(
         args.mosaic,

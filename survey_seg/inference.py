@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "Prediction",
     "Predictor",
+    "check_flips",
     "load_model_config",
     "load_predictor",
     "network_input",
@@ -36,13 +37,19 @@ WEIGHTS_DIR = Path(__file__).parent / "models" / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "screening.json"
 SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
-MODEL_KEYS_OPTIONAL = frozenset({"name", "heads", "training", "metrics", "thresholds_tuned_on"})
+MODEL_KEYS_OPTIONAL = frozenset(
+    {"name", "heads", "training", "metrics", "thresholds_tuned_on", "test_time_flips"}
+)
 THRESHOLDS_REQUIRED = frozenset(
     {"object", "centre", "centre_min_distance", "clump", "artefact"}
     | {"inspect_fraction", "reject_fraction"}
 )
 """Post-processing thresholds that a model config must give (see :mod:`survey_seg.network`)."""
 THRESHOLDS_OPTIONAL = frozenset({"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr"})
+FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,))
+"""Flips of the input whose outputs are averaged, in order: one pass uses the image
+as it is, two add the half turn, four add the two mirror images. Every flip keeps
+columns as columns, as bad columns and chip gaps are in the training scenes."""
 
 
 def network_input(
@@ -185,6 +192,11 @@ class Predictor:
         One of :data:`PRECISIONS`: the network runs under autocast to bfloat16
         (about 2x faster on CPUs that have it, probabilities within about 0.05) or
         in float32.
+    flips : int, optional
+        Passes averaged per window, each on a flip of it (:data:`FLIP_DIMS`): 1, 2
+        or 4. Averaging removes responses that depend on the orientation (noise
+        peaks, fragments), at the cost of a pass each. Default: the model config's
+        ``test_time_flips`` (chosen with its thresholds), else 1.
     """
 
     def __init__(
@@ -192,6 +204,7 @@ class Predictor:
         config_path: str | os.PathLike = DEFAULT_MODEL,
         device: str = "auto",
         precision: str = "auto",
+        flips: int | None = None,
     ):
         self.config_path = Path(config_path)
         self.config = load_model_config(self.config_path)
@@ -222,13 +235,21 @@ class Predictor:
         # suits cuDNN on GPU; the outputs agree with the default layout to 1e-5
         self.model.eval().to(self.device, memory_format=torch.channels_last)
         self.thresholds: dict = dict(self.config["thresholds"])
+        if flips is None:
+            flips = check_flips(
+                self.config.get("test_time_flips", 1),
+                f"model config {self.config_path}: test_time_flips",
+            )
+        self.flips = check_flips(flips)
 
     @torch.inference_mode()
     def predict(self, planes: np.ndarray) -> Prediction:
         """Probabilities for one window of input planes ``(3, H, W)``.
 
         The window is zero-padded (as no data) to a multiple of the network's
-        stride and the padding cropped off the outputs.
+        stride, so that every flip sees the same stamp grid, and the padding is
+        cropped off the outputs; with several :attr:`flips` the probabilities of
+        the passes are averaged.
         """
         _, height, width = planes.shape
         multiple = self.model.config.stamp_size
@@ -236,22 +257,47 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(planes))[None].to(self.device)
         if pad_y or pad_x:
             x = torch.nn.functional.pad(x, (0, pad_x, 0, pad_y))
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16
-        ):
-            pixel_logits, stamp_logits = self.model(x)
-        pixel_logits, stamp_logits = pixel_logits.float(), stamp_logits.float()
-        heads = split_heads(pixel_logits[..., :height, :width])
-        stamp_rows = -(-height // multiple)
-        stamp_cols = -(-width // multiple)
+        total: dict[str, torch.Tensor] = {}
+        for dims in FLIP_DIMS[: self.flips]:
+            flipped = torch.flip(x, dims) if dims else x
+            with torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16
+            ):
+                pixel_logits, stamp_logits = self.model(
+                    flipped.contiguous(memory_format=torch.channels_last)
+                )
+            for name, probability in _probabilities(pixel_logits, stamp_logits).items():
+                probability = torch.flip(probability, dims) if dims else probability
+                total[name] = total[name] + probability if name in total else probability
+        stamp_rows, stamp_cols = -(-height // multiple), -(-width // multiple)
+        mean = {name: _numpy(value[0] / self.flips) for name, value in total.items()}
         return Prediction(
-            segmentation=_numpy(torch.softmax(heads["segmentation"], dim=1)[0]),
-            centre=_numpy(torch.sigmoid(heads["centre"])[0, 0]),
-            clump=_numpy(torch.sigmoid(heads["clump"])[0, 0]),
-            artefact=_numpy(torch.sigmoid(heads["artefact"])[0]),
-            stamps=_numpy(torch.sigmoid(stamp_logits)[0, :, :stamp_rows, :stamp_cols]),
+            segmentation=mean["segmentation"][:, :height, :width],
+            centre=mean["centre"][0, :height, :width],
+            clump=mean["clump"][0, :height, :width],
+            artefact=mean["artefact"][:, :height, :width],
+            stamps=mean["stamps"][:, :stamp_rows, :stamp_cols],
         )
+
+
+def check_flips(flips: object, name: str = "flips") -> int:
+    """A valid number of test-time flips (1, 2 or 4); ``name`` says where it was given."""
+    if isinstance(flips, bool) or flips not in (1, 2, 4):
+        raise InputError(f"{name} must be 1, 2 or 4 (passes per window), got {flips!r}")
+    return int(flips)
+
+
+def _probabilities(
+    pixel_logits: torch.Tensor, stamp_logits: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    heads = split_heads(pixel_logits.float())
+    return {
+        "segmentation": torch.softmax(heads["segmentation"], dim=1),
+        "centre": torch.sigmoid(heads["centre"]),
+        "clump": torch.sigmoid(heads["clump"]),
+        "artefact": torch.sigmoid(heads["artefact"]),
+        "stamps": torch.sigmoid(stamp_logits.float()),
+    }
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -259,13 +305,23 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _cached_predictor(config_path: str, sha256: str, device: str, precision: str) -> Predictor:
-    return Predictor(config_path, device=device, precision=precision)
+def _cached_predictor(
+    config_path: str, sha256: str, device: str, precision: str, flips: int | None
+) -> Predictor:
+    return Predictor(config_path, device=device, precision=precision, flips=flips)
 
 
 def load_predictor(
-    config_path: str | os.PathLike = DEFAULT_MODEL, device: str = "auto", precision: str = "auto"
+    config_path: str | os.PathLike = DEFAULT_MODEL,
+    device: str = "auto",
+    precision: str = "auto",
+    flips: int | None = None,
 ) -> Predictor:
-    """The process-wide :class:`Predictor` for a model, device and precision (loaded once)."""
+    """The process-wide :class:`Predictor` for a model, device, precision and flips.
+
+    Loaded once per process (the cache key holds the weights' sha256).
+    """
     config = load_model_config(config_path)
-    return _cached_predictor(str(Path(config_path).resolve()), config["sha256"], device, precision)
+    return _cached_predictor(
+        str(Path(config_path).resolve()), config["sha256"], device, precision, flips
+    )

@@ -14,7 +14,9 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else float32."""
 
 
-def make_method(name: str, *, model: str | None = None, precision: str = "auto") -> ScreeningMethod:
+def make_method(
+    name: str, *, model: str | None = None, precision: str = "auto", flips: int | None = None
+) -> ScreeningMethod:
     """Build the screening method called ``name``.
 
     Parameters
@@ -25,6 +27,9 @@ def make_method(name: str, *, model: str | None = None, precision: str = "auto")
         Model config file of a network method (default: the shipped weights).
     precision : str
         Arithmetic of a network method: ``auto``, ``float32`` or ``bfloat16``.
+    flips : int, optional
+        Test-time flips of a network method: 1, 2 or 4 passes per window
+        (default: the model config's).
 
     Returns
     -------
@@ -33,18 +38,19 @@ def make_method(name: str, *, model: str | None = None, precision: str = "auto")
     Raises
     ------
     InputError
-        For an unknown name.
+        For an unknown name, or a network option given to a method without one.
     """
-    if name == "classical":
-        from survey_seg.classical import ClassicalScreener
-
-        return ClassicalScreener()
+    if name not in METHOD_NAMES:
+        raise InputError(f"unknown method {name!r}; use one of {', '.join(METHOD_NAMES)}")
     if name == "unet":
         from survey_seg.network import NetworkScreener
 
         if model:
-            return NetworkScreener(model, precision=precision)
-        return NetworkScreener(precision=precision)
-    if model:
-        raise InputError(f"--model applies to the unet method, not {name!r}")
-    raise InputError(f"unknown method {name!r}; use one of {', '.join(METHOD_NAMES)}")
+            return NetworkScreener(model, precision=precision, flips=flips)
+        return NetworkScreener(precision=precision, flips=flips)
+    for option, value in (("--model", model), ("--flips", flips)):
+        if value is not None:
+            raise InputError(f"{option} applies to the unet method, not {name!r}; drop it")
+    from survey_seg.classical import ClassicalScreener
+
+    return ClassicalScreener()

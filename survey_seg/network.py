@@ -43,6 +43,9 @@ class NetworkScreener:
         ``auto`` (a GPU when present), ``cpu`` or ``cuda[:N]``.
     precision : str
         ``auto``, ``float32`` or ``bfloat16`` (see :data:`survey_seg.methods.PRECISIONS`).
+    flips : int, optional
+        Passes averaged per window on flips of it, 1, 2 or 4 (default: the model
+        config's ``test_time_flips``; see :class:`survey_seg.inference.Predictor`).
     """
 
     name = "unet"
@@ -52,8 +55,9 @@ class NetworkScreener:
         model_path: str | os.PathLike = DEFAULT_MODEL,
         device: str = "auto",
         precision: str = "auto",
+        flips: int | None = None,
     ):
-        self.predictor = load_predictor(model_path, device, precision)
+        self.predictor = load_predictor(model_path, device, precision, flips)
         self.precision = precision
         self.thresholds = self.predictor.thresholds
 
@@ -83,6 +87,7 @@ class NetworkScreener:
             "model": config.get("name"),
             "sha256": self.predictor.sha256,
             "precision": self.precision,
+            "flips": self.predictor.flips,
             "thresholds": self.thresholds,
             "architecture": config["architecture"],
             "training": {

@@ -27,7 +27,7 @@ from survey_seg import __version__
 from survey_seg.errors import InputError, OutputError
 from survey_seg.merge import merge_clumps, merge_sources, tiles_table
 from survey_seg.methods import DEFAULT_METHOD, PRECISIONS, make_method
-from survey_seg.screen import screen_tile
+from survey_seg.screen import ScreeningMethod, screen_tile
 from survey_seg.store import (
     MASKS_STORE,
     MOSAIC_STORE,
@@ -101,6 +101,10 @@ class RunConfig:
     """Arithmetic of a network method: ``float32``, ``bfloat16``, or ``auto`` for
     bfloat16 where the hardware computes it natively (it runs about 2x faster;
     the benchmark metrics move by less than 0.01)."""
+    flips: int | None = None
+    """Passes of a network method per window, each on a flip of it, averaged: 1, 2
+    or 4 (``None``: the model config's ``test_time_flips``). Each pass costs as much
+    network time as the first; more passes give fewer spurious detections."""
     fits_copies: bool = True
     """Also write the catalogs as FITS tables."""
 
@@ -190,7 +194,7 @@ def plan_run(
         raise InputError(
             f"precision {config.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
         )
-    method = make_method(config.method, model=config.model, precision=config.precision)
+    method = _make_method(config)
     mosaic = inspect_fits_mosaic(mosaic_path)
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
@@ -265,6 +269,8 @@ def plan_rerun(
             "region": region,
             "method": method or recorded["method"],
             "model": model if method or model else recorded.get("model"),
+            # flips belong to the recorded network: a new method or model takes its own
+            "flips": None if method or model else recorded.get("flips"),
         }
     )
     mosaic = inspect_fits_mosaic(mosaic_path or manifest["input"]["path"])
@@ -276,7 +282,7 @@ def plan_rerun(
             f"the mosaic {mosaic.path} no longer has the shape of the run in {out}; "
             "reprocess it into a new output directory"
         )
-    method_object = make_method(config.method, model=config.model, precision=config.precision)
+    method_object = _make_method(config)
     selected = tuple(tile.index for tile in select_tiles(grid, parse_region(region)))
     provenance = method_object.provenance()
     key = config.result_key(mosaic.sha256, provenance)
@@ -390,9 +396,7 @@ def warm_up_workers(plan: RunPlan, client) -> list:
     return [
         client.submit(
             _load_method,
-            plan.config.method,
-            plan.config.model,
-            plan.config.precision,
+            plan.config,
             workers=[worker],
             allow_other_workers=False,
             pure=False,
@@ -401,8 +405,15 @@ def warm_up_workers(plan: RunPlan, client) -> list:
     ]
 
 
-def _load_method(method_name: str, model: str | None, precision: str) -> None:
-    make_method(method_name, model=model, precision=precision)
+def _load_method(config: RunConfig) -> None:
+    _make_method(config)
+
+
+def _make_method(config: RunConfig) -> ScreeningMethod:
+    """The run's screening method (loaded once per process: the weights are cached)."""
+    return make_method(
+        config.method, model=config.model, precision=config.precision, flips=config.flips
+    )
 
 
 def prepare_outputs(plan: RunPlan, run_id: str) -> float:
@@ -604,7 +615,7 @@ def _worker_context(out_dir: str, config: RunConfig):
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
     )
-    method = make_method(config.method, model=config.model, precision=config.precision)
+    method = _make_method(config)
     return mosaic, grid, method, OutputStore(out_dir)
 
 

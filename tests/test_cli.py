@@ -271,6 +271,14 @@ def test_bad_model_is_one_line_and_leaves_earlier_output(
     assert _snapshot(earlier_run) == before
 
 
+@pytest.mark.parametrize("option", [["--flips", "2"], ["--model", "screening.json"]])
+def test_network_option_for_the_classical_method_is_one_line(option, mosaic, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", out, *FAST, *option)
+    _assert_one_line_error(status, err, f"{option[0]} applies to the unet method", "drop it")
+    assert stdout == "" and not out.exists()
+
+
 def test_integer_big_endian_data_with_inf_pixels_is_accepted(tmp_path, capsys):
     """Integer, big-endian images are converted; inf pixels become no data."""
     image = np.random.default_rng(1).normal(1000.0, 10.0, (256, 256))

@@ -49,8 +49,9 @@ def test_network_input_planes():
     assert planes[1, 1, 1] == pytest.approx(1.05)
 
 
-def test_predictor_shapes_and_padding(tmp_path):
-    predictor = Predictor(_write_model(tmp_path), device="cpu")
+@pytest.mark.parametrize("flips", [1, 2, 4])
+def test_predictor_shapes_and_padding(tmp_path, flips):
+    predictor = Predictor(_write_model(tmp_path), device="cpu", flips=flips)
     planes = np.random.default_rng(0).normal(size=(3, 50, 37)).astype(np.float32)
     prediction = predictor.predict(planes)
     assert prediction.segmentation.shape == (3, 50, 37)
@@ -59,6 +60,33 @@ def test_predictor_shapes_and_padding(tmp_path):
     assert prediction.artefact.shape == (HEADS["artefact"], 50, 37)
     assert prediction.stamps.shape == (len(QUALITY_CLASSES), 4, 3)
     assert 0 <= prediction.centre.min() and prediction.centre.max() <= 1
+
+
+def test_flips_average_the_passes_on_the_flipped_windows(tmp_path):
+    path = _write_model(tmp_path)
+    planes = np.random.default_rng(1).normal(size=(3, 32, 48)).astype(np.float32)
+    one = Predictor(path, device="cpu", precision="float32", flips=1)
+    two = Predictor(path, device="cpu", precision="float32", flips=2).predict(planes)
+    turned = one.predict(np.ascontiguousarray(planes[:, ::-1, ::-1]))
+    upright = one.predict(planes)
+    for name in ("segmentation", "centre", "clump", "artefact", "stamps"):
+        expected = (getattr(upright, name) + getattr(turned, name)[..., ::-1, ::-1]) / 2
+        np.testing.assert_allclose(getattr(two, name), expected, atol=1e-6, err_msg=name)
+    assert not np.allclose(two.centre, upright.centre, atol=1e-4)  # the turn changes outputs
+
+
+def test_flips_default_to_the_model_config_and_bad_values_are_refused(tmp_path):
+    path = _write_model(tmp_path)
+    assert Predictor(path, device="cpu").flips == 1
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "test_time_flips": 4}))
+    assert Predictor(path, device="cpu").flips == 4
+    assert Predictor(path, device="cpu", flips=2).flips == 2
+    with pytest.raises(InputError, match=r"^flips must be 1, 2 or 4 .* got 3"):
+        Predictor(path, device="cpu", flips=3)
+    path.write_text(json.dumps({**config, "test_time_flips": "two"}))
+    with pytest.raises(InputError, match=r"tiny.json: test_time_flips must be 1, 2 or 4"):
+        Predictor(path, device="cpu")
 
 
 def test_weight_file_with_a_wrong_hash_is_refused(tmp_path):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from survey_seg.evaluate import score_catalog
+from survey_seg.inference import DEFAULT_MODEL
 from survey_seg.masks import MaskBit
 from survey_seg.pipeline import RunConfig, run_survey
 from survey_seg.store import OutputStore
@@ -65,3 +66,8 @@ def test_tile_table_splits_the_time_of_each_tile(unet_whole):
     assert (tiles["seconds_read"] > 0).all() and (tiles["seconds_write"] > 0).all()
     summary = json.loads((unet_whole / "manifest.json").read_text())["summary"]
     assert 0 < summary["merge_seconds"] < summary["wall_seconds"]
+
+
+def test_manifest_records_the_flips_the_network_ran_with(unet_whole):
+    method = json.loads((unet_whole / "manifest.json").read_text())["method"]
+    assert method["flips"] == json.loads(DEFAULT_MODEL.read_text()).get("test_time_flips", 1)
