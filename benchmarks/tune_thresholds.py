@@ -156,7 +156,7 @@ def main() -> None:
             "size": args.size,
             "rule": "worst margin over the targets",
         }
-        args.model.write_text(json.dumps(config, indent=2))
+        args.model.write_text(json.dumps(config, indent=2) + "\n")
         print(f"written to {args.model}")
 
 
