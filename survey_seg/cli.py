@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--jitter", type=float, default=0.25, help="largest relative PSF and noise change"
     )
+    train.add_argument(
+        "--head-weight",
+        action="append",
+        default=[],
+        metavar="HEAD=W",
+        help="loss weight of one head, replacing the task's (repeatable), e.g. clump=2",
+    )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
@@ -205,6 +212,7 @@ def _train(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             init_weights=args.init,
             condition_jitter=args.jitter,
+            head_weights=_head_weights(args.head_weight),
         )
     except ValueError as error:
         raise _UsageError(str(error)) from None
@@ -217,6 +225,20 @@ def _train(args: argparse.Namespace) -> int:
     )
     print(f"trained {args.task} in {result.seconds:.0f} s: {result.config_path}")
     return 0
+
+
+def _head_weights(items: list[str]) -> dict[str, float] | None:
+    """``["clump=2", ...]`` as ``{"clump": 2.0}``; a usage error names a bad item."""
+    weights = {}
+    for item in items:
+        head, sep, value = item.partition("=")
+        try:
+            weights[head.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise _UsageError(f"--head-weight {item!r}: write HEAD=WEIGHT, e.g. clump=2")
+    return weights or None
 
 
 def _report(args: argparse.Namespace) -> int:

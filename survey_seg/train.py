@@ -41,6 +41,7 @@ __all__ = [
     "TASKS",
     "TrainConfig",
     "TrainResult",
+    "loss_weights",
     "make_batch",
     "scene_config",
     "train",
@@ -107,6 +108,9 @@ class TrainConfig:
     condition_jitter: float = 0.25
     """Largest relative change of PSF width and sky noise between training scenes
     (below :data:`SHIFT`, so that the shifted test survey stays unseen)."""
+    head_weights: dict[str, float] | None = None
+    """Loss weights that replace the task's (:data:`TASKS`) for the heads named, e.g.
+    ``{"clump": 2.0}`` to spend more of a fine-tuning run on clumps."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "scene_size", "checkpoint_every"):
@@ -120,6 +124,13 @@ class TrainConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for head, weight in (self.head_weights or {}).items():
+            if head not in TASKS["screening"]:
+                raise ValueError(
+                    f"head_weights names unknown head {head!r}; use {', '.join(TASKS['screening'])}"
+                )
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+                raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
         if not 0 <= self.condition_jitter < SHIFT:
             raise ValueError(
                 f"condition_jitter must be in [0, {SHIFT}) so that the shifted test survey "
@@ -398,7 +409,7 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.15
     )
-    weights = TASKS[task]
+    weights = loss_weights(task, config)
     fingerprint = _config_fingerprint(task, config)
     checkpoint_path = out / "checkpoint.pt"
     start_step, losses, validation_losses = 0, [], []
@@ -483,6 +494,24 @@ def train(
     }
     config_path.write_text(json.dumps(model_config, indent=2))
     return TrainResult(config_path, weights_path, losses, validation_losses, seconds)
+
+
+def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:
+    """The task's loss weights (:data:`TASKS`) with ``config.head_weights`` applied.
+
+    Raises
+    ------
+    ValueError
+        If ``head_weights`` names a head that ``task`` does not train.
+    """
+    weights = dict(TASKS[task])
+    for head, weight in (config.head_weights or {}).items():
+        if head not in weights:
+            raise ValueError(
+                f"task {task!r} does not train head {head!r}; it trains {', '.join(weights)}"
+            )
+        weights[head] = float(weight)
+    return weights
 
 
 @torch.no_grad()

@@ -424,6 +424,17 @@ def test_bad_simulation_size_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "sim" / "mosaic.fits").exists()
 
 
+@pytest.mark.parametrize(
+    ("weight", "named"),
+    [("clump", "HEAD=WEIGHT"), ("clump=heavy", "HEAD=WEIGHT"), ("clumps=2", "unknown head")],
+)
+def test_bad_head_weight_is_one_line(weight, named, tmp_path, capsys):
+    out = tmp_path / "train"
+    status, _, err = _main(capsys, "train", "screening", "--out", out, "--head-weight", weight)
+    _assert_one_line_error(status, err, named)
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- good runs
 
 

@@ -4,7 +4,15 @@ import torch
 
 from survey_seg.inference import Predictor
 from survey_seg.models.unet import ScreeningUNet, UNetConfig
-from survey_seg.train import TASKS, TrainConfig, make_batch, scene_config, task_loss, train
+from survey_seg.train import (
+    TASKS,
+    TrainConfig,
+    loss_weights,
+    make_batch,
+    scene_config,
+    task_loss,
+    train,
+)
 
 TINY = UNetConfig(width=4, depth=2, stamp_size=32)
 
@@ -73,3 +81,31 @@ def test_config_validation():
         TrainConfig(crop=100)
     with pytest.raises(ValueError, match="unknown task"):
         train("everything", "/tmp/unused", _config())
+
+
+def test_head_weights_replace_the_task_weights():
+    config = _config(head_weights={"clump": 2.0, "centre": 3})
+    weights = loss_weights("screening", config)
+    assert weights["clump"] == 2.0 and weights["centre"] == 3.0
+    assert weights["segmentation"] == TASKS["screening"]["segmentation"]
+    assert loss_weights("screening", _config()) == TASKS["screening"]
+    with pytest.raises(ValueError, match="does not train head 'artefact'"):
+        loss_weights("blends", _config(head_weights={"artefact": 2.0}))
+    with pytest.raises(ValueError, match="unknown head 'clumps'"):
+        _config(head_weights={"clumps": 2.0})
+    with pytest.raises(ValueError, match="must be positive"):
+        _config(head_weights={"clump": 0.0})
+
+
+def test_head_weights_change_the_loss_and_are_recorded(tmp_path):
+    inputs, targets = make_batch([11], np.random.default_rng(1), _config(batch_size=1))
+    model = ScreeningUNet(TINY)
+    with torch.no_grad():
+        outputs = model(inputs)
+    base = task_loss(*outputs, targets, TASKS["screening"])
+    clump_heavy = loss_weights("screening", _config(head_weights={"clump": 5.0}))
+    assert float(task_loss(*outputs, targets, clump_heavy)) > float(base)
+    result = train("screening", tmp_path, _config(steps=2, head_weights={"clump": 2.0}))
+    assert Predictor(result.config_path, device="cpu").config["training"]["head_weights"] == {
+        "clump": 2.0
+    }
