@@ -10,9 +10,17 @@ class, by their false-positive rate). The network runs with ``--flips`` passes
 per window (default: the model's ``test_time_flips``). ``--write`` stores the
 chosen setting, and the flips it was chosen with, in the model config.
 
+``--psf-scale S`` tunes for another observing condition: the validation mosaics
+get a PSF ``S`` times wider and a sky noise ``S`` times higher (keep ``S``
+inside the training jitter, so that the shifted test survey stays unseen), the
+artefact thresholds stay the model's, and ``--write`` stores the object, centre
+and clump thresholds as the model's ``psf_thresholds`` condition for PSF ratio
+``S`` (see :func:`survey_seg.network.thresholds_for_psf`).
+
 Usage::
 
-    python benchmarks/tune_thresholds.py [--model CONFIG] [--size 2048] [--flips N] [--write]
+    python benchmarks/tune_thresholds.py [--model CONFIG] [--size 2048] [--flips N]
+        [--psf-scale S] [--write]
 """
 
 from __future__ import annotations
@@ -36,19 +44,31 @@ from survey_seg.screen import screen_tile
 from survey_seg.simulate import SimulationConfig, simulate_mosaic
 from survey_seg.store import WindowData
 from survey_seg.tiling import extract_window, make_tile_grid
+from survey_seg.train import SHIFT
 
 GRID = {
     "object": [0.35, 0.45, 0.55],
     "centre": [0.25, 0.275, 0.3, 0.4],
-    "clump": [0.3, 0.4, 0.45, 0.5],
+    "clump": [0.25, 0.3, 0.35, 0.4, 0.45, 0.5],
 }
 ARTEFACT_CANDIDATES = np.round(np.arange(0.3, 1.0, 0.025), 3)
 MAX_ARTEFACT_FPR = 0.003
 
 
-def prepared(seed: int, size: int, screener: NetworkScreener):
-    """A validation mosaic as one window, with the network's prediction cached."""
-    sim = simulate_mosaic(SimulationConfig(size=size, seed=seed))
+def prepared(seed: int, size: int, screener: NetworkScreener, psf_scale: float = 1.0):
+    """A validation mosaic as one window, with the network's prediction cached.
+
+    Its PSF width and sky noise are the simulator's defaults times ``psf_scale``.
+    """
+    nominal = SimulationConfig()
+    sim = simulate_mosaic(
+        SimulationConfig(
+            size=size,
+            seed=seed,
+            psf_fwhm_pix=nominal.psf_fwhm_pix * psf_scale,
+            sky_sigma=nominal.sky_sigma * psf_scale,
+        )
+    )
     grid = make_tile_grid(sim.image.shape, tile_size=size, halo=64, wcs=sim.wcs)
     tile = grid[0]
     level, rms, _ = cell_statistics(sim.image, 64)
@@ -91,13 +111,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--seeds", type=int, nargs="+", default=[801, 802, 803, 804])
     parser.add_argument("--flips", type=int, choices=(1, 2, 4), help="passes per window")
+    parser.add_argument(
+        "--psf-scale",
+        type=float,
+        default=1.0,
+        help="tune for mosaics whose PSF width and noise are this times the simulator's",
+    )
     parser.add_argument("--write", action="store_true", help="store the best setting")
     args = parser.parse_args()
+    if not 1 - SHIFT < args.psf_scale < 1 + SHIFT:
+        parser.error(f"--psf-scale must lie inside the training jitter, within {SHIFT} of 1")
     screener = NetworkScreener(args.model, device="cpu", flips=args.flips)
-    print(f"test-time flips: {screener.predictor.flips}")
-    cases = [prepared(seed, args.size, screener) for seed in args.seeds]
+    print(f"test-time flips: {screener.predictor.flips}; PSF and noise scale {args.psf_scale}")
+    cases = [prepared(seed, args.size, screener, args.psf_scale) for seed in args.seeds]
     base = dict(screener.thresholds)
-    base["artefact"] = artefact_thresholds(cases)
+    if args.psf_scale == 1.0:
+        base["artefact"] = artefact_thresholds(cases)
     print(f"artefact thresholds (CR, STREAK, GHOST, BAD, SAT): {base['artefact']}")
     rows = []
     for values in itertools.product(*GRID.values()):
@@ -145,17 +174,25 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     best = table.iloc[0]
     chosen = {name: float(best[name]) for name in GRID}
-    chosen["artefact"] = base["artefact"]
     print(f"\nchosen on validation seeds {args.seeds}: {chosen}")
     if args.write:
         config = json.loads(args.model.read_text())
-        config["thresholds"] = {**config["thresholds"], **chosen}
-        config["test_time_flips"] = screener.predictor.flips
-        config["thresholds_tuned_on"] = {
-            "seeds": args.seeds,
-            "size": args.size,
-            "rule": "worst margin over the targets",
-        }
+        tuned_on = {"seeds": args.seeds, "size": args.size, "rule": "worst margin over the targets"}
+        if args.psf_scale == 1.0:
+            config["thresholds"] = {**config["thresholds"], **chosen, "artefact": base["artefact"]}
+            config["test_time_flips"] = screener.predictor.flips
+            config["thresholds_tuned_on"] = tuned_on
+        else:
+            entry = config.setdefault(
+                "psf_thresholds",
+                {"nominal_psf_fwhm_pix": SimulationConfig().psf_fwhm_pix, "conditions": []},
+            )
+            entry["conditions"] = sorted(
+                [c for c in entry["conditions"] if c["psf_ratio"] != args.psf_scale]
+                + [{"psf_ratio": args.psf_scale, **chosen}],
+                key=lambda condition: condition["psf_ratio"],
+            )
+            entry["tuned_on"] = {**tuned_on, "noise_scaled_with_psf": True}
         args.model.write_text(json.dumps(config, indent=2) + "\n")
         print(f"written to {args.model}")
 

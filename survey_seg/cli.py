@@ -160,6 +160,13 @@ def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) ->
         "1 is fastest, more give fewer spurious detections",
     )
     parser.add_argument(
+        "--psf-fwhm",
+        type=float,
+        metavar="PIX",
+        help="PSF FWHM of the mosaic in pixels, for the network's thresholds "
+        "(default: its PSFFWHM keyword)",
+    )
+    parser.add_argument(
         "--region",
         metavar="SPEC",
         help="cone:RA,DEC,RADIUS_DEG | box:RA0,RA1,DEC0,DEC1 | tiles:I,J",
@@ -271,6 +278,7 @@ def _run(args: argparse.Namespace, *, force: bool | None = None):
         region=args.region,
         precision=args.precision,
         flips=args.flips,
+        psf_fwhm=args.psf_fwhm,
     )
     plan = plan_run(
         args.mosaic,

@@ -39,6 +39,7 @@ SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
 MODEL_KEYS_OPTIONAL = frozenset(
     {"name", "heads", "training", "metrics", "thresholds_tuned_on", "test_time_flips"}
+    | {"psf_thresholds"}
 )
 THRESHOLDS_REQUIRED = frozenset(
     {"object", "centre", "centre_min_distance", "clump", "artefact"}
@@ -46,6 +47,8 @@ THRESHOLDS_REQUIRED = frozenset(
 )
 """Post-processing thresholds that a model config must give (see :mod:`survey_seg.network`)."""
 THRESHOLDS_OPTIONAL = frozenset({"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr"})
+PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump"})
+"""Thresholds that a model config may tune per PSF width (its ``psf_thresholds``)."""
 FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,))
 """Flips of the input whose outputs are averaged, in order: one pass uses the image
 as it is, two add the half turn, four add the two mirror images. Every flip keeps
@@ -157,7 +160,60 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
     _check_keys(
         path, "thresholds ", thresholds, required=THRESHOLDS_REQUIRED, optional=THRESHOLDS_OPTIONAL
     )
+    if "psf_thresholds" in config:
+        _check_psf_thresholds(path, config["psf_thresholds"])
     return config
+
+
+def _check_psf_thresholds(path: Path, entry: object) -> None:
+    """Refuse a ``psf_thresholds`` entry that :func:`thresholds_for_psf` could misread.
+
+    The entry is ``{"nominal_psf_fwhm_pix": F, "conditions": [{"psf_ratio": r,
+    "clump": t, ...}, ...], "tuned_on": {...}}``: thresholds tuned on mosaics whose
+    PSF is ``r`` times the nominal one (ratio 1 is the config's ``thresholds``).
+    """
+    where = f"model config {path}: psf_thresholds"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where} is not an object; restore it or retune")
+    _check_keys(
+        path,
+        "psf_thresholds ",
+        entry,
+        required=frozenset({"nominal_psf_fwhm_pix", "conditions"}),
+        optional=frozenset({"tuned_on"}),
+    )
+    if not _is_number(entry["nominal_psf_fwhm_pix"]) or not entry["nominal_psf_fwhm_pix"] > 0:
+        raise InputError(f"{where}.nominal_psf_fwhm_pix must be a number > 0; restore it")
+    conditions = entry["conditions"]
+    if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+        raise InputError(f"{where}.conditions must be a list of objects; restore it or retune")
+    ratios = []
+    for condition in conditions:
+        _check_keys(
+            path,
+            "psf_thresholds condition ",
+            condition,
+            required=frozenset({"psf_ratio"}),
+            optional=PSF_THRESHOLD_KEYS,
+        )
+        ratio = condition["psf_ratio"]
+        if not _is_number(ratio) or not ratio > 0 or ratio == 1:
+            raise InputError(
+                f"{where}: psf_ratio {ratio!r} must be a number > 0 other than 1 "
+                "(ratio 1 is the thresholds entry); restore it or retune"
+            )
+        for key in PSF_THRESHOLD_KEYS & set(condition):
+            if not _is_number(condition[key]) or not 0 < condition[key] < 1:
+                raise InputError(
+                    f"{where}: {key} {condition[key]!r} at psf_ratio {ratio} must lie in (0, 1)"
+                )
+        ratios.append(ratio)
+    if len(set(ratios)) != len(ratios):
+        raise InputError(f"{where} gives psf_ratio {sorted(ratios)} twice; keep one of each")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _check_keys(

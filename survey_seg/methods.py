@@ -15,7 +15,12 @@ natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else float32."""
 
 
 def make_method(
-    name: str, *, model: str | None = None, precision: str = "auto", flips: int | None = None
+    name: str,
+    *,
+    model: str | None = None,
+    precision: str = "auto",
+    flips: int | None = None,
+    psf_fwhm_pix: float | None = None,
 ) -> ScreeningMethod:
     """Build the screening method called ``name``.
 
@@ -30,6 +35,9 @@ def make_method(
     flips : int, optional
         Test-time flips of a network method: 1, 2 or 4 passes per window
         (default: the model config's).
+    psf_fwhm_pix : float, optional
+        PSF FWHM of the mosaic (pixels), for which a network method picks its
+        thresholds; the classical method's rules do not depend on it.
 
     Returns
     -------
@@ -45,9 +53,8 @@ def make_method(
     if name == "unet":
         from survey_seg.network import NetworkScreener
 
-        if model:
-            return NetworkScreener(model, precision=precision, flips=flips)
-        return NetworkScreener(precision=precision, flips=flips)
+        options = {"precision": precision, "flips": flips, "psf_fwhm_pix": psf_fwhm_pix}
+        return NetworkScreener(model, **options) if model else NetworkScreener(**options)
     for option, value in (("--model", model), ("--flips", flips)):
         if value is not None:
             raise InputError(f"{option} applies to the unet method, not {name!r}; drop it")

@@ -16,14 +16,19 @@ from scipy import ndimage
 
 from survey_seg.blends import deblended_centres, find_centres, split_instances
 from survey_seg.clumps import find_clumps
-from survey_seg.inference import DEFAULT_MODEL, load_predictor, network_input
+from survey_seg.inference import (
+    DEFAULT_MODEL,
+    PSF_THRESHOLD_KEYS,
+    load_predictor,
+    network_input,
+)
 from survey_seg.masks import MaskBit
 from survey_seg.measure import measure_segments, relabel_in_raster_order
 from survey_seg.quality import artefact_planes, sharper_than_psf, tile_verdict
 from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
 
-__all__ = ["NetworkScreener"]
+__all__ = ["NetworkScreener", "thresholds_for_psf"]
 
 SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
 """Planes that veto a source covering mostly them: compact artefacts that can look like
@@ -46,6 +51,9 @@ class NetworkScreener:
     flips : int, optional
         Passes averaged per window on flips of it, 1, 2 or 4 (default: the model
         config's ``test_time_flips``; see :class:`survey_seg.inference.Predictor`).
+    psf_fwhm_pix : float, optional
+        PSF FWHM of the mosaics to screen (pixels): the thresholds are the model's
+        for that PSF (:func:`thresholds_for_psf`). None: those of its training PSF.
     """
 
     name = "unet"
@@ -56,10 +64,14 @@ class NetworkScreener:
         device: str = "auto",
         precision: str = "auto",
         flips: int | None = None,
+        psf_fwhm_pix: float | None = None,
     ):
         self.predictor = load_predictor(model_path, device, precision, flips)
         self.precision = precision
-        self.thresholds = self.predictor.thresholds
+        self.psf_fwhm_pix = psf_fwhm_pix
+        self.thresholds = thresholds_for_psf(
+            self.predictor.thresholds, self.predictor.config.get("psf_thresholds"), psf_fwhm_pix
+        )
 
     @property
     def halo_required(self) -> int:
@@ -88,6 +100,7 @@ class NetworkScreener:
             "sha256": self.predictor.sha256,
             "precision": self.precision,
             "flips": self.predictor.flips,
+            "psf_fwhm_pix": self.psf_fwhm_pix,
             "thresholds": self.thresholds,
             "architecture": config["architecture"],
             "training": {
@@ -177,6 +190,50 @@ class NetworkScreener:
             network_seconds=network_seconds,
             centres=deblended_centres(prediction.centre, sources, footprints),
         )
+
+
+def thresholds_for_psf(
+    thresholds: dict, psf_thresholds: dict | None, psf_fwhm_pix: float | None
+) -> dict:
+    """The post-processing thresholds for mosaics of a given PSF width.
+
+    A wider PSF lowers the network's peaks on faint or unresolved objects (clumps
+    above all), so a model config may carry thresholds tuned on validation mosaics
+    whose PSF is ``psf_ratio`` times its training PSF (``psf_thresholds``, written
+    by ``benchmarks/tune_thresholds.py --psf-scale``). Each of :data:`PSF_THRESHOLD_KEYS`
+    is interpolated linearly in the ratio between the tuned conditions (ratio 1 is
+    ``thresholds``) and held at the nearest one outside them: no extrapolation.
+
+    Parameters
+    ----------
+    thresholds : dict
+        The model's thresholds at its training PSF.
+    psf_thresholds : dict or None
+        The model config's ``psf_thresholds`` entry (checked by
+        :func:`survey_seg.inference.load_model_config`).
+    psf_fwhm_pix : float or None
+        PSF FWHM of the mosaic (pixels); None keeps ``thresholds``.
+
+    Returns
+    -------
+    dict
+        A new thresholds dict.
+    """
+    chosen = dict(thresholds)
+    if not psf_thresholds or psf_fwhm_pix is None:
+        return chosen
+    if not psf_fwhm_pix > 0:
+        raise ValueError(f"psf_fwhm_pix={psf_fwhm_pix!r}; give the PSF FWHM in pixels (> 0)")
+    ratio = psf_fwhm_pix / psf_thresholds["nominal_psf_fwhm_pix"]
+    conditions = sorted(
+        [{"psf_ratio": 1.0, **thresholds}, *psf_thresholds["conditions"]],
+        key=lambda condition: condition["psf_ratio"],
+    )
+    ratios = [condition["psf_ratio"] for condition in conditions]
+    for key in sorted(PSF_THRESHOLD_KEYS):
+        values = [condition.get(key, thresholds[key]) for condition in conditions]
+        chosen[key] = float(np.interp(ratio, ratios, values))
+    return chosen
 
 
 def _drop_artefact_sources(

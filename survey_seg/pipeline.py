@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -107,6 +108,10 @@ class RunConfig:
     network time as the first; more passes give fewer spurious detections."""
     fits_copies: bool = True
     """Also write the catalogs as FITS tables."""
+    psf_fwhm: float | None = None
+    """PSF FWHM of the mosaic in pixels, for which a network method picks its
+    thresholds (``--psf-fwhm``). None: the mosaic's ``PSFFWHM`` keyword, and the
+    thresholds of the network's training PSF when it has none."""
 
     def result_key(self, mosaic_sha256: str, method_provenance: dict) -> str:
         """Hash of everything a tile's result depends on: equal keys, equal results."""
@@ -194,8 +199,18 @@ def plan_run(
         raise InputError(
             f"precision {config.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
         )
-    method = _make_method(config)
+    if config.psf_fwhm is not None and not (
+        isinstance(config.psf_fwhm, int | float) and math.isfinite(config.psf_fwhm)
+        and config.psf_fwhm > 0
+    ):  # fmt: skip
+        raise InputError(
+            f"--psf-fwhm {config.psf_fwhm!r} is not a PSF width; give the FWHM in pixels (> 0)"
+        )
+    if config.psf_fwhm is not None and config.method != "unet":
+        raise InputError(f"--psf-fwhm applies to the unet method, not {config.method!r}; drop it")
+    _make_method(config)  # a bad method or model is refused before the mosaic is read
     mosaic = inspect_fits_mosaic(mosaic_path)
+    method = _make_method(config, mosaic.psf_fwhm_pix)
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
     )
@@ -282,7 +297,7 @@ def plan_rerun(
             f"the mosaic {mosaic.path} no longer has the shape of the run in {out}; "
             "reprocess it into a new output directory"
         )
-    method_object = _make_method(config)
+    method_object = _make_method(config, mosaic.psf_fwhm_pix)
     selected = tuple(tile.index for tile in select_tiles(grid, parse_region(region)))
     provenance = method_object.provenance()
     key = config.result_key(mosaic.sha256, provenance)
@@ -409,10 +424,17 @@ def _load_method(config: RunConfig) -> None:
     _make_method(config)
 
 
-def _make_method(config: RunConfig) -> ScreeningMethod:
-    """The run's screening method (loaded once per process: the weights are cached)."""
+def _make_method(config: RunConfig, header_psf_fwhm: float | None = None) -> ScreeningMethod:
+    """The run's screening method (loaded once per process: the weights are cached).
+
+    Its PSF is ``config.psf_fwhm`` when given, else the mosaic's ``header_psf_fwhm``.
+    """
     return make_method(
-        config.method, model=config.model, precision=config.precision, flips=config.flips
+        config.method,
+        model=config.model,
+        precision=config.precision,
+        flips=config.flips,
+        psf_fwhm_pix=config.psf_fwhm if config.psf_fwhm is not None else header_psf_fwhm,
     )
 
 
@@ -615,7 +637,7 @@ def _worker_context(out_dir: str, config: RunConfig):
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
     )
-    method = _make_method(config)
+    method = _make_method(config, mosaic.psf_fwhm_pix)
     return mosaic, grid, method, OutputStore(out_dir)
 
 
@@ -791,6 +813,7 @@ def _manifest(
             "saturation": plan.mosaic.saturation,
             "zero_point": plan.mosaic.zero_point,
             "pixel_scale_arcsec": plan.mosaic.pixel_scale_arcsec,
+            "psf_fwhm_pix": plan.mosaic.psf_fwhm_pix,
         },
         "config": asdict(plan.config),
         "method": plan.method_provenance,

@@ -1187,7 +1187,13 @@ def _html(
         ("pixel scale [arcsec]", info.get("pixel_scale_arcsec", run.pixel_scale)),
         ("zero point (MAGZERO)", info.get("zero_point")),
         ("saturation (SATURATE)", info.get("saturation")),
+        ("PSF FWHM [pix] (PSFFWHM)", info.get("psf_fwhm_pix")),
         ("method", method.get("method", method.get("name", ""))),
+        *(
+            [("thresholds for PSF FWHM [pix]", method["psf_fwhm_pix"])]
+            if method.get("psf_fwhm_pix") is not None
+            else []
+        ),
         *((f"model {k}", v) for k, v in hashes),
         ("run id", manifest.get("run_id", "")),
         ("status", manifest.get("status", "")),

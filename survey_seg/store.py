@@ -45,6 +45,7 @@ from survey_seg.tiling import Tile
 
 __all__ = [
     "OUTPUT_ERRNOS",
+    "PSF_FWHM_KEY",
     "MosaicInfo",
     "MosaicStore",
     "OutputStore",
@@ -66,6 +67,8 @@ __all__ = [
 
 VARIANCE_EXTNAMES = ("VARIANCE", "VAR")
 WEIGHT_EXTNAMES = ("WEIGHT", "WHT", "IVAR", "INVVAR")
+PSF_FWHM_KEY = "PSFFWHM"
+"""Header keyword of the mosaic's PSF full width at half maximum, in pixels."""
 MOSAIC_STORE = "mosaic.zarr"
 MASKS_STORE = "masks.zarr"
 TILES_DIR = "tiles"
@@ -102,6 +105,9 @@ class MosaicInfo:
         ``MAGZERO`` keyword: ``mag = MAGZERO - 2.5 log10(flux)``.
     pixel_scale_arcsec : float
         Pixel scale from the WCS.
+    psf_fwhm_pix : float or None
+        ``PSFFWHM`` keyword: PSF full width at half maximum (pixels); the network
+        method picks its thresholds for it.
     sha256 : str
         Checksum of the file, for provenance and resume checks.
     """
@@ -115,6 +121,7 @@ class MosaicInfo:
     saturation: float | None
     zero_point: float | None
     pixel_scale_arcsec: float
+    psf_fwhm_pix: float | None
     sha256: str
 
 
@@ -166,6 +173,7 @@ def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
                 )
             wcs = _celestial_wcs(header, path, image_hdu)
             noise_hdu, noise_kind = _find_noise_hdu(hdus, image_hdu, shape, path)
+            psf_fwhm_pix = _psf_fwhm(header, path, image_hdu)
             if noise_hdu is not None:
                 _hdu_data(hdus[noise_hdu], path)  # reads it: catches truncation now
     except InputError:
@@ -185,6 +193,7 @@ def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
         saturation=_optional_float(header, "SATURATE"),
         zero_point=_optional_float(header, "MAGZERO"),
         pixel_scale_arcsec=scale,
+        psf_fwhm_pix=psf_fwhm_pix,
         sha256=file_sha256(path),
     )
 
@@ -342,6 +351,19 @@ def _optional_float(header: fits.Header, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _psf_fwhm(header: fits.Header, path: Path, image_hdu: int) -> float | None:
+    """The ``PSFFWHM`` keyword (pixels), None when absent; an InputError when unusable."""
+    if PSF_FWHM_KEY not in header:
+        return None
+    value = _optional_float(header, PSF_FWHM_KEY)
+    if value is None or value <= 0:
+        raise InputError(
+            f"{path} HDU {image_hdu} has {PSF_FWHM_KEY} = {header[PSF_FWHM_KEY]!r}; it must be "
+            "the PSF FWHM in pixels (> 0): correct the keyword or delete it"
+        )
+    return value
+
+
 def _wcslib_reason(error: BaseException) -> str:
     """The reason of a wcslib error, without its 'ERROR n in f() at line ...' lines."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -446,6 +468,7 @@ def ingest_mosaic(
             "saturation": info.saturation,
             "zero_point": info.zero_point,
             "pixel_scale_arcsec": info.pixel_scale_arcsec,
+            "psf_fwhm_pix": info.psf_fwhm_pix,
             "noise_kind": info.noise_kind,
             "background_cell": background_cell,
             "tile_size": tile_size,
@@ -505,6 +528,7 @@ class MosaicStore:
         self.saturation: float | None = attrs.get("saturation")
         self.zero_point: float | None = attrs.get("zero_point")
         self.pixel_scale_arcsec: float = float(attrs["pixel_scale_arcsec"])
+        self.psf_fwhm_pix: float | None = attrs.get("psf_fwhm_pix")
         self.mesh = BackgroundMesh(
             np.asarray(self._root["background_level"][...]),
             np.asarray(self._root["background_rms"][...]),

@@ -198,6 +198,8 @@ BAD_OPTIONS = {
     "halo too small": (["--halo", "4"], ["--halo 4", "or more"]),
     "bad integer": (["--tile-size", "big"], ["--tile-size", "invalid int value", "--help"]),
     "unknown method": (["--method", "magic"], ["--method", "invalid choice", "--help"]),
+    "negative PSF": (["--psf-fwhm", "-1"], ["--psf-fwhm -1.0", "FWHM in pixels"]),
+    "PSF not a number": (["--psf-fwhm", "wide"], ["--psf-fwhm", "invalid float value"]),
 }
 
 

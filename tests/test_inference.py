@@ -129,6 +129,37 @@ def test_model_config_with_unknown_or_missing_keys_is_refused(tmp_path, edit, me
         Predictor(path, device="cpu")
 
 
+PSF_ENTRY = {
+    "nominal_psf_fwhm_pix": 1.8,
+    "conditions": [{"psf_ratio": 1.25, "clump": 0.3, "centre": 0.25}],
+}
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ([1.25], "psf_thresholds is not an object"),
+        ({"conditions": []}, r"lacks psf_thresholds \['nominal_psf_fwhm_pix'\]"),
+        ({**PSF_ENTRY, "nominal_psf_fwhm_pix": -1}, "must be a number > 0"),
+        ({**PSF_ENTRY, "conditions": {"psf_ratio": 1.2}}, "must be a list of objects"),
+        ({**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2, "clumps": 0.3}]}, r"\['clumps'\]"),
+        ({**PSF_ENTRY, "conditions": [{"psf_ratio": 1, "clump": 0.3}]}, "other than 1"),
+        ({**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2, "clump": 1.5}]}, r"lie in \(0, 1\)"),
+        ({**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2}, {"psf_ratio": 1.2}]}, "twice"),
+    ],
+)
+def test_bad_psf_thresholds_are_refused(tmp_path, entry, message):
+    path = _write_model(tmp_path)
+    spec = json.loads(path.read_text())
+    spec["psf_thresholds"] = entry
+    path.write_text(json.dumps(spec))
+    with pytest.raises(InputError, match=message):
+        Predictor(path, device="cpu")
+    spec["psf_thresholds"] = PSF_ENTRY
+    path.write_text(json.dumps(spec))
+    assert Predictor(path, device="cpu").config["psf_thresholds"] == PSF_ENTRY
+
+
 def test_trained_thresholds_are_exactly_the_required_ones():
     from survey_seg.inference import THRESHOLDS_REQUIRED
 

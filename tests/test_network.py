@@ -71,3 +71,52 @@ def test_tile_table_splits_the_time_of_each_tile(unet_whole):
 def test_manifest_records_the_flips_the_network_ran_with(unet_whole):
     method = json.loads((unet_whole / "manifest.json").read_text())["method"]
     assert method["flips"] == json.loads(DEFAULT_MODEL.read_text()).get("test_time_flips", 1)
+
+
+def test_thresholds_for_psf_interpolate_between_tuned_conditions_and_never_extrapolate():
+    from survey_seg.network import thresholds_for_psf
+
+    nominal = {"object": 0.45, "centre": 0.25, "clump": 0.45, "artefact": [0.3] * 5}
+    entry = {
+        "nominal_psf_fwhm_pix": 2.0,
+        "conditions": [
+            {"psf_ratio": 1.25, "clump": 0.25, "centre": 0.35},
+            {"psf_ratio": 0.75, "clump": 0.55},
+        ],
+    }
+    assert thresholds_for_psf(nominal, entry, None) == nominal
+    assert thresholds_for_psf(nominal, None, 2.5) == nominal
+    assert thresholds_for_psf(nominal, entry, 2.0) == nominal
+    wider = thresholds_for_psf(nominal, entry, 2.25)  # ratio 1.125: half-way to 1.25
+    assert wider["clump"] == pytest.approx(0.35)
+    assert wider["centre"] == pytest.approx(0.30)
+    assert wider["object"] == 0.45 and wider["artefact"] == nominal["artefact"]
+    # beyond the tuned range the nearest condition holds
+    assert thresholds_for_psf(nominal, entry, 3.0)["clump"] == pytest.approx(0.25)
+    assert thresholds_for_psf(nominal, entry, 1.0)["clump"] == pytest.approx(0.55)
+    assert thresholds_for_psf(nominal, entry, 1.0)["centre"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="PSF FWHM in pixels"):
+        thresholds_for_psf(nominal, entry, 0.0)
+
+
+def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
+    from survey_seg.errors import InputError
+    from survey_seg.inference import load_model_config
+    from survey_seg.network import thresholds_for_psf
+    from survey_seg.pipeline import plan_run
+
+    _, mosaic = small_simulation
+    config = load_model_config(DEFAULT_MODEL)
+    plan = plan_run(mosaic, tmp_path / "out", RunConfig(tile_size=256))
+    assert plan.mosaic.psf_fwhm_pix == pytest.approx(1.8)  # the simulator's PSFFWHM
+    assert plan.method_provenance["psf_fwhm_pix"] == pytest.approx(1.8)
+    wide = plan_run(mosaic, tmp_path / "out", RunConfig(tile_size=256, psf_fwhm=2.34))
+    expected = thresholds_for_psf(config["thresholds"], config.get("psf_thresholds"), 2.34)
+    assert wide.method_provenance["thresholds"] == expected
+    assert wide.method_provenance["psf_fwhm_pix"] == 2.34
+    assert wide.result_key != plan.result_key
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputError, match="--psf-fwhm"):
+            plan_run(mosaic, tmp_path / "out", RunConfig(psf_fwhm=bad))
+    with pytest.raises(InputError, match="applies to the unet method"):
+        plan_run(mosaic, tmp_path / "out", RunConfig(method="classical", psf_fwhm=2.0))

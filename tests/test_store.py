@@ -201,6 +201,14 @@ def _weight_shape(tmp_path):
     return write_fits(tmp_path / "wht.fits", noisy_image(), wcs_header(), weight)
 
 
+def _negative_psf(tmp_path):
+    return write_fits(tmp_path / "psf.fits", noisy_image(), wcs_header(PSFFWHM=-2.0))
+
+
+def _text_psf(tmp_path):
+    return write_fits(tmp_path / "psftext.fits", noisy_image(), wcs_header(PSFFWHM="wide"))
+
+
 BAD_INPUTS = {
     # builder: (words naming the problem, words naming the fix)
     "missing": (_missing, ["does not exist"], ["check the path"]),
@@ -223,6 +231,8 @@ BAD_INPUTS = {
     "string CRVAL": (_string_crval, ["malformed WCS", "CRVAL1", "not a number"], ["numeric"]),
     "variance shape": (_variance_shape, ["VARIANCE", "(100, 100)", "(300, 260)"], ["drop it"]),
     "weight shape": (_weight_shape, ["WEIGHT", "(260, 300)"], ["image's shape"]),
+    "negative PSFFWHM": (_negative_psf, ["PSFFWHM = -2.0"], ["correct the keyword"]),
+    "text PSFFWHM": (_text_psf, ["PSFFWHM = 'wide'"], ["PSF FWHM in pixels"]),
 }
 
 
@@ -266,19 +276,21 @@ def test_good_mosaic_is_described(good_mosaic):
     assert info.noise_hdu is None and info.noise_kind == "none"
     assert info.pixel_scale_arcsec == pytest.approx(0.1, rel=1e-9)
     assert len(info.sha256) == 64
-    assert info.saturation is None and info.zero_point is None
+    assert info.saturation is None and info.zero_point is None and info.psf_fwhm_pix is None
 
 
 def test_image_in_an_extension_with_keywords(tmp_path):
-    header = wcs_header(SATURATE=5000.0, MAGZERO=24.5)
+    header = wcs_header(SATURATE=5000.0, MAGZERO=24.5, PSFFWHM=2.2)
     path = tmp_path / "ext.fits"
     image = noisy_image()
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, header=header, name="SCI")]).writeto(path)
     info = inspect_fits_mosaic(path)
     assert info.image_hdu == 1
     assert info.saturation == 5000.0 and info.zero_point == 24.5
+    assert info.psf_fwhm_pix == 2.2
     store = _ingest(path, tmp_path / "out")
     np.testing.assert_array_equal(store.read_image(), image)
+    assert store.psf_fwhm_pix == 2.2
 
 
 @pytest.mark.parametrize(
