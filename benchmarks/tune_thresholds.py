@@ -129,10 +129,12 @@ def main() -> None:
         base["artefact"] = artefact_thresholds(cases)
     print(f"artefact thresholds (CR, STREAK, GHOST, BAD, SAT): {base['artefact']}")
     rows = []
-    for values in itertools.product(*GRID.values()):
-        thresholds = {**base, **dict(zip(GRID, values, strict=True))}
-        screener.thresholds = thresholds
-        scores = []
+    lowest_clump = min(GRID["clump"])
+    for object_threshold, centre_threshold in itertools.product(GRID["object"], GRID["centre"]):
+        screener.thresholds = {
+            **base, "object": object_threshold, "centre": centre_threshold, "clump": lowest_clump,
+        }  # fmt: skip
+        scores: dict[float, list[list[float]]] = {clump: [] for clump in GRID["clump"]}
         for sim, grid, tile, window, prediction in cases:
             screener.predictor.predict = lambda planes, p=prediction: p
             result = screen_tile(window, tile, grid, screener, saturation=sim.config.saturation)
@@ -142,26 +144,28 @@ def main() -> None:
                 sky_sigma=sim.config.sky_sigma,
                 psf_fwhm_pix=sim.config.psf_fwhm_pix,
             )
-            clump_completeness, clump_purity = score_clumps(
-                result.clumps[["x", "y"]].to_numpy(),
-                sim.truth_clumps[["x", "y"]].to_numpy(),
-                snr,
-            )
-            core = result.mask
-            truth_core = sim.truth_mask[tile.core_slices]
-            pixel = artefact_pixel_scores(core, truth_core)
+            pixel = artefact_pixel_scores(result.mask, sim.truth_mask[tile.core_slices])
             worst_fpr = max(fpr for _, fpr in pixel.values() if np.isfinite(fpr))
-            scores.append([
-                catalog.completeness, catalog.purity, catalog.blend_recall,
-                clump_completeness, clump_purity, pixel["CR"][0], worst_fpr,
-            ])  # fmt: skip
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined on a mosaic
-            mean = np.nanmean(np.array(scores, dtype=float), axis=0)
-        rows.append({**dict(zip(GRID, values, strict=True)),
-                     **dict(zip(["completeness", "purity", "blend_recall", "clump_completeness",
-                                 "clump_purity", "cr_recall", "worst_fpr"], mean,
-                                strict=True))})  # fmt: skip
+            # the clump threshold only drops heatmap peaks: screened once at the lowest,
+            # the clumps of a higher threshold are those of higher probability
+            for clump_threshold in GRID["clump"]:
+                clumps = result.clumps[result.clumps["probability"] > clump_threshold]
+                clump_completeness, clump_purity = score_clumps(
+                    clumps[["x", "y"]].to_numpy(), sim.truth_clumps[["x", "y"]].to_numpy(), snr
+                )
+                scores[clump_threshold].append([
+                    catalog.completeness, catalog.purity, catalog.blend_recall,
+                    clump_completeness, clump_purity, pixel["CR"][0], worst_fpr,
+                ])  # fmt: skip
+        for clump_threshold, per_mosaic in scores.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined on a mosaic
+                mean = np.nanmean(np.array(per_mosaic, dtype=float), axis=0)
+            rows.append({"object": object_threshold, "centre": centre_threshold,
+                         "clump": clump_threshold,
+                         **dict(zip(["completeness", "purity", "blend_recall",
+                                     "clump_completeness", "clump_purity", "cr_recall",
+                                     "worst_fpr"], mean, strict=True))})  # fmt: skip
     table = pd.DataFrame(rows)
     targets = {metric: target for metric, _, target in TARGETS if metric in table}
     margins = table[list(targets)].fillna(0.0) - pd.Series(targets)

@@ -27,3 +27,23 @@ def test_no_clumps():
         np.zeros((8, 8)), np.ones((8, 8), np.int32), np.zeros((8, 8)), threshold=0.5
     )
     assert clumps.y.size == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_higher_threshold_keeps_exactly_the_higher_scoring_clumps(seed):
+    """Threshold tuning screens once at the lowest threshold and filters by score."""
+    rng = np.random.default_rng(seed)
+    from scipy import ndimage
+
+    heat = ndimage.gaussian_filter(rng.random((64, 64)), 1.5).astype(np.float32)
+    heat = (heat - heat.min()) / (heat.max() - heat.min())
+    heat[10:12, 10:12] = 0.8  # a flat-topped peak
+    sources = np.ones((64, 64), np.int32)
+    flux = rng.random((64, 64)).astype(np.float32)
+    low = find_clumps(heat, sources, flux, threshold=0.2)
+    assert (low.score > 0.7).sum() >= 2 and (low.score < 0.3).sum() >= 2
+    for threshold in (0.3, 0.5, 0.7):
+        high = find_clumps(heat, sources, flux, threshold=threshold)
+        kept = low.score > threshold
+        assert high.y.tolist() == low.y[kept].tolist()
+        assert high.x.tolist() == low.x[kept].tolist()
