@@ -41,8 +41,8 @@ def test_a_higher_threshold_keeps_exactly_the_higher_scoring_clumps(seed):
     sources = np.ones((64, 64), np.int32)
     flux = rng.random((64, 64)).astype(np.float32)
     low = find_clumps(heat, sources, flux, threshold=0.2)
-    assert (low.score > 0.7).sum() >= 2 and (low.score < 0.3).sum() >= 2
-    for threshold in (0.3, 0.5, 0.7):
+    assert (low.score > 0.75).sum() >= 2 and (low.score < 0.5).sum() >= 2
+    for threshold in (0.5, 0.6, 0.75):
         high = find_clumps(heat, sources, flux, threshold=threshold)
         kept = low.score > threshold
         assert high.y.tolist() == low.y[kept].tolist()
