@@ -32,6 +32,7 @@ from survey_seg.screen import ScreeningMethod, screen_tile
 from survey_seg.store import (
     MASKS_STORE,
     MOSAIC_STORE,
+    PSF_FWHM_KEY,
     REPORT_DIR,
     REPORT_HTML,
     RUN_LOCK,
@@ -609,6 +610,11 @@ def merge_run(plan: RunPlan, out: OutputStore) -> RunSummary:
         )
     if not len(sources):
         messages.append("no source was detected in the screened tiles")
+    if "psf_fwhm_pix" in plan.method_provenance and plan.method_provenance["psf_fwhm_pix"] is None:
+        messages.append(
+            f"the mosaic has no {PSF_FWHM_KEY} keyword, so the network's thresholds for its "
+            "training PSF were used; give the PSF FWHM with --psf-fwhm PIX"
+        )
     for message in messages:
         warnings.warn(message, stacklevel=2)
     return RunSummary(

@@ -120,3 +120,17 @@ def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
             plan_run(mosaic, tmp_path / "out", RunConfig(psf_fwhm=bad))
     with pytest.raises(InputError, match="applies to the unet method"):
         plan_run(mosaic, tmp_path / "out", RunConfig(method="classical", psf_fwhm=2.0))
+
+
+def test_mosaic_without_psf_keyword_warns_which_thresholds_were_used(small_simulation, tmp_path):
+    from astropy.io import fits
+
+    _, mosaic = small_simulation
+    with fits.open(mosaic) as hdus:
+        del hdus[0].header["PSFFWHM"]
+        hdus.writeto(tmp_path / "no_psf.fits")
+    config = RunConfig(tile_size=256, region="tiles:0", fits_copies=False)
+    with pytest.warns(UserWarning, match="no PSFFWHM keyword.*--psf-fwhm"):
+        summary = run_survey(tmp_path / "no_psf.fits", tmp_path / "out", config)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"]["psf_fwhm_pix"] is None and summary.n_screened == 1
