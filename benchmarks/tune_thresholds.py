@@ -49,7 +49,7 @@ from survey_seg.train import SHIFT
 GRID = {
     "object": [0.35, 0.45, 0.55],
     "centre": [0.25, 0.275, 0.3, 0.4],
-    "clump": [0.25, 0.3, 0.35, 0.4, 0.45, 0.5],
+    "clump": [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65],
 }
 ARTEFACT_CANDIDATES = np.round(np.arange(0.3, 1.0, 0.025), 3)
 MAX_ARTEFACT_FPR = 0.003

@@ -208,7 +208,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from survey_seg.train import TrainConfig, train
+    from survey_seg.train import TrainConfig, loss_weights, train
 
     try:
         config = TrainConfig(
@@ -221,6 +221,7 @@ def _train(args: argparse.Namespace) -> int:
             condition_jitter=args.jitter,
             head_weights=_head_weights(args.head_weight),
         )
+        loss_weights(args.task, config)  # a head the task does not train
     except ValueError as error:
         raise _UsageError(str(error)) from None
     result = train(

@@ -391,6 +391,7 @@ def train(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     config = config or TrainConfig()
+    weights = loss_weights(task, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -409,7 +410,6 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.learning_rate, total_steps=config.steps, pct_start=0.15
     )
-    weights = loss_weights(task, config)
     fingerprint = _config_fingerprint(task, config)
     checkpoint_path = out / "checkpoint.pt"
     start_step, losses, validation_losses = 0, [], []

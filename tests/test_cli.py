@@ -427,12 +427,17 @@ def test_bad_simulation_size_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("weight", "named"),
-    [("clump", "HEAD=WEIGHT"), ("clump=heavy", "HEAD=WEIGHT"), ("clumps=2", "unknown head")],
+    ("task", "weight", "named"),
+    [
+        ("screening", "clump", "HEAD=WEIGHT"),
+        ("screening", "clump=heavy", "HEAD=WEIGHT"),
+        ("screening", "clumps=2", "unknown head"),
+        ("blends", "artefact=2", "does not train head 'artefact'"),
+    ],
 )
-def test_bad_head_weight_is_one_line(weight, named, tmp_path, capsys):
+def test_bad_head_weight_is_one_line(task, weight, named, tmp_path, capsys):
     out = tmp_path / "train"
-    status, _, err = _main(capsys, "train", "screening", "--out", out, "--head-weight", weight)
+    status, _, err = _main(capsys, "train", task, "--out", out, "--head-weight", weight)
     _assert_one_line_error(status, err, named)
     assert not out.exists()
 

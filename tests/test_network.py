@@ -111,8 +111,11 @@ def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
     assert plan.mosaic.psf_fwhm_pix == pytest.approx(1.8)  # the simulator's PSFFWHM
     assert plan.method_provenance["psf_fwhm_pix"] == pytest.approx(1.8)
     wide = plan_run(mosaic, tmp_path / "out", RunConfig(tile_size=256, psf_fwhm=2.34))
-    expected = thresholds_for_psf(config["thresholds"], config.get("psf_thresholds"), 2.34)
+    expected = thresholds_for_psf(config["thresholds"], config["psf_thresholds"], 2.34)
     assert wide.method_provenance["thresholds"] == expected
+    # the shipped model asks less of a clump peak under a wider PSF
+    assert expected["clump"] < config["thresholds"]["clump"]
+    assert plan.method_provenance["thresholds"] == config["thresholds"]
     assert wide.method_provenance["psf_fwhm_pix"] == 2.34
     assert wide.result_key != plan.result_key
     for bad in (0.0, -1.0, float("nan")):
