@@ -11,8 +11,8 @@ per window (default: the model's ``test_time_flips``). ``--write`` stores the
 chosen setting, and the flips it was chosen with, in the model config.
 
 ``--psf-scale S`` tunes for another observing condition: the validation mosaics
-get a PSF ``S`` times wider and a sky noise ``S`` times higher (keep ``S``
-inside the training jitter, so that the shifted test survey stays unseen), the
+get a PSF ``S`` times wider and a sky noise ``S`` times higher (``S`` within
+the training jitter, 0.25, of 1, so that the shifted test survey stays unseen), the
 artefact thresholds stay the model's, and ``--write`` stores the object, centre
 and clump thresholds as the model's ``psf_thresholds`` condition for PSF ratio
 ``S`` (see :func:`survey_seg.network.thresholds_for_psf`).
@@ -120,7 +120,9 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="store the best setting")
     args = parser.parse_args()
     if not 1 - SHIFT < args.psf_scale < 1 + SHIFT:
-        parser.error(f"--psf-scale must lie inside the training jitter, within {SHIFT} of 1")
+        parser.error(
+            f"--psf-scale must lie within {SHIFT} of 1: the shifted test survey begins there"
+        )
     screener = NetworkScreener(args.model, device="cpu", flips=args.flips)
     print(f"test-time flips: {screener.predictor.flips}; PSF and noise scale {args.psf_scale}")
     cases = [prepared(seed, args.size, screener, args.psf_scale) for seed in args.seeds]
