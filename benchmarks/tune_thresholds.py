@@ -37,7 +37,7 @@ from quality import TARGETS  # benchmarks/quality.py, beside this script
 
 from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
 from survey_seg.evaluate import artefact_pixel_scores, clump_snr, score_catalog, score_clumps
-from survey_seg.inference import DEFAULT_MODEL, network_input
+from survey_seg.inference import DEFAULT_MODEL, PSF_THRESHOLD_KEYS, network_input
 from survey_seg.network import NetworkScreener
 from survey_seg.quality import NETWORK_ARTEFACT_BITS
 from survey_seg.screen import screen_tile
@@ -48,9 +48,12 @@ from survey_seg.train import SHIFT
 
 GRID = {
     "object": [0.35, 0.45, 0.55],
-    "centre": [0.25, 0.275, 0.3, 0.4],
+    "centre": [0.2, 0.225, 0.25, 0.275, 0.3, 0.35],
+    "centre_min_distance": [1.0, 2.0],
     "clump": [0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65],
 }
+"""Thresholds swept. ``centre_min_distance`` (pixels between two centre peaks) is swept
+at the training PSF only: a PSF condition keeps the nominal one."""
 ARTEFACT_CANDIDATES = np.round(np.arange(0.3, 1.0, 0.025), 3)
 MAX_ARTEFACT_FPR = 0.003
 
@@ -132,9 +135,15 @@ def main() -> None:
     print(f"artefact thresholds (CR, STREAK, GHOST, BAD, SAT): {base['artefact']}")
     rows = []
     lowest_clump = min(GRID["clump"])
-    for object_threshold, centre_threshold in itertools.product(GRID["object"], GRID["centre"]):
+    distances = (
+        GRID["centre_min_distance"] if args.psf_scale == 1.0 else [base["centre_min_distance"]]
+    )
+    for object_threshold, centre_threshold, min_distance in itertools.product(
+        GRID["object"], GRID["centre"], distances
+    ):
         screener.thresholds = {
-            **base, "object": object_threshold, "centre": centre_threshold, "clump": lowest_clump,
+            **base, "object": object_threshold, "centre": centre_threshold,
+            "centre_min_distance": min_distance, "clump": lowest_clump,
         }  # fmt: skip
         scores: dict[float, list[list[float]]] = {clump: [] for clump in GRID["clump"]}
         for sim, grid, tile, window, prediction in cases:
@@ -164,7 +173,7 @@ def main() -> None:
                 warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined on a mosaic
                 mean = np.nanmean(np.array(per_mosaic, dtype=float), axis=0)
             rows.append({"object": object_threshold, "centre": centre_threshold,
-                         "clump": clump_threshold,
+                         "centre_min_distance": min_distance, "clump": clump_threshold,
                          **dict(zip(["completeness", "purity", "blend_recall",
                                      "clump_completeness", "clump_purity", "cr_recall",
                                      "worst_fpr"], mean, strict=True))})  # fmt: skip
@@ -179,7 +188,8 @@ def main() -> None:
     table = table.sort_values(["worst_margin", "mean_margin"], ascending=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     best = table.iloc[0]
-    chosen = {name: float(best[name]) for name in GRID}
+    swept = [name for name in GRID if args.psf_scale == 1.0 or name in PSF_THRESHOLD_KEYS]
+    chosen = {name: float(best[name]) for name in swept}
     print(f"\nchosen on validation seeds {args.seeds}: {chosen}")
     if args.write:
         config = json.loads(args.model.read_text())
