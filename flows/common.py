@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from survey_seg.cluster import ClusterSpec, check_spec_file_alone, dask_client
-from survey_seg.errors import SurveySegError
+from survey_seg.errors import InputError, SurveySegError
 from survey_seg.pipeline import (
     RunPlan,
     RunSummary,
@@ -41,10 +42,13 @@ __all__ = [
     "first_error",
     "prefect_api",
     "publish_summary",
+    "quiet_dask_logs",
     "run_plan_on_cluster",
 ]
 
 SERVER_START_TIMEOUT = 90.0
+DASK_LOG_LEVEL_VARIABLE = "DASK_LOGGING__DISTRIBUTED"
+"""Environment variable of dask's ``logging.distributed`` level (read by every worker)."""
 
 
 class ClusterParameters(BaseModel):
@@ -209,9 +213,39 @@ def _wait_for(url: str, server: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"the local Prefect server did not answer at {url} in time")
 
 
+def quiet_dask_logs() -> None:
+    """Let dask print its warnings and errors under Prefect, not its INFO chatter.
+
+    Prefect's console handler sits on the root logger and prints every record that
+    reaches it. dask's ``distributed`` loggers are at INFO, and ``LocalCluster``'s
+    ``silence_logs`` quiets only dask's own handlers, which dask does not add when
+    the root logger has one; so a flow would print every scheduler, nanny and worker
+    start, connection and shutdown (and a traceback when a connection closes during
+    shutdown). This sets the level of the ``distributed`` loggers here and, through
+    :data:`DASK_LOG_LEVEL_VARIABLE`, in the worker processes a local cluster spawns:
+    ``warning`` unless that variable is set (``info`` or ``debug`` to debug a cluster).
+
+    Raises
+    ------
+    InputError
+        The variable holds no logging level.
+    """
+    level = os.environ.setdefault(DASK_LOG_LEVEL_VARIABLE, "warning")
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise InputError(
+            f"{DASK_LOG_LEVEL_VARIABLE}={level!r} is not a logging level; set it to debug, "
+            "info, warning or error, or unset it"
+        )
+    logging.getLogger("distributed").setLevel(level.upper())
+
+
 @contextlib.contextmanager
 def cluster_client(parameters: ClusterParameters):
-    """The dask client of the run, workers sharing the run's Prefect API."""
+    """The dask client of the run, workers sharing the run's Prefect API.
+
+    dask logs only warnings and errors (see :func:`quiet_dask_logs`).
+    """
+    quiet_dask_logs()
     with dask_client(parameters.spec()) as client:
         yield client
 

@@ -1,6 +1,8 @@
 """The Prefect flows, run against one local Prefect API started for this module."""
 
 import hashlib
+import logging
+import os
 import socket
 import subprocess
 import sys
@@ -11,7 +13,14 @@ import pytest
 from prefect import flow, task
 from pydantic import ValidationError
 
-from flows.common import ClusterParameters, prefect_api, retry_unless_user_error, screen_batch_task
+from flows.common import (
+    DASK_LOG_LEVEL_VARIABLE,
+    ClusterParameters,
+    prefect_api,
+    quiet_dask_logs,
+    retry_unless_user_error,
+    screen_batch_task,
+)
 from flows.reprocess import ReprocessParameters, reprocess_survey
 from flows.rerun_region import RerunParameters, rerun_region
 from survey_seg.errors import InputError, OutputError
@@ -166,6 +175,25 @@ def test_command_line_prints_one_line_errors(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(("asked", "level"), [(None, logging.WARNING), ("info", logging.INFO)])
+def test_dask_prints_warnings_not_info_under_prefect_unless_asked(monkeypatch, asked, level):
+    distributed_logger = logging.getLogger("distributed")
+    monkeypatch.setattr(distributed_logger, "level", distributed_logger.level)  # restored after
+    monkeypatch.setenv(DASK_LOG_LEVEL_VARIABLE, "unset below, restored after")
+    monkeypatch.delenv(DASK_LOG_LEVEL_VARIABLE)
+    if asked is not None:
+        monkeypatch.setenv(DASK_LOG_LEVEL_VARIABLE, asked)
+    quiet_dask_logs()
+    assert logging.getLogger("distributed.scheduler").getEffectiveLevel() == level
+    assert os.environ[DASK_LOG_LEVEL_VARIABLE] == (asked or "warning")  # for spawned workers
+
+
+def test_a_bad_dask_log_level_names_the_variable(monkeypatch):
+    monkeypatch.setenv(DASK_LOG_LEVEL_VARIABLE, "loud")
+    with pytest.raises(InputError, match=f"{DASK_LOG_LEVEL_VARIABLE}='loud' is not a logging"):
+        quiet_dask_logs()
 
 
 @pytest.mark.parametrize(
