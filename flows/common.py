@@ -220,7 +220,7 @@ def quiet_dask_logs() -> None:
     reaches it. dask's ``distributed`` loggers are at INFO, and ``LocalCluster``'s
     ``silence_logs`` quiets only dask's own handlers, which dask does not add when
     the root logger has one; so a flow would print every scheduler, nanny and worker
-    start, connection and shutdown (and a traceback when a connection closes during
+    start, connection and shutdown (and INFO tracebacks of connections closed during
     shutdown). This sets the level of the ``distributed`` loggers here and, through
     :data:`DASK_LOG_LEVEL_VARIABLE`, in the worker processes a local cluster spawns:
     ``warning`` unless that variable is set (``info`` or ``debug`` to debug a cluster).
