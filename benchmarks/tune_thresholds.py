@@ -11,8 +11,8 @@ per window (default: the model's ``test_time_flips``). ``--write`` stores the
 chosen setting, and the flips it was chosen with, in the model config.
 
 ``--psf-scale S`` tunes for another observing condition: the validation mosaics
-get a PSF ``S`` times wider and a sky noise ``S`` times higher (``S`` within
-the training jitter, 0.25, of 1, so that the shifted test survey stays unseen), the
+get a PSF ``S`` times wider and a sky noise ``S`` times higher (``S`` closer to
+1 than ``survey_seg.train.SHIFT``, 0.3, so that the shifted test survey stays unseen), the
 artefact thresholds stay the model's, and ``--write`` stores the object, centre
 and clump thresholds as the model's ``psf_thresholds`` condition for PSF ratio
 ``S`` (see :func:`survey_seg.network.thresholds_for_psf`).
