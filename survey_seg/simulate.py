@@ -70,7 +70,7 @@ __all__ = [
     "write_simulation",
 ]
 
-SIMULATOR_VERSION: str = "1"
+SIMULATOR_VERSION: str = "2"
 """Bumped whenever the same seed would give different pixels or tables."""
 
 REFERENCE_AREA: int = 2048 * 2048
@@ -182,8 +182,8 @@ class SimulationConfig:
     blend_separation_arcsec : tuple of float
         Range of companion separations (arcsec).
     clumpy_fraction : float
-        Fraction of the galaxies brighter than ``clumpy_mag_limit`` made clumpy
-        star-forming galaxies (Sersic index 0.5-1.5, half-light radius at least 8 px,
+        Probability that a galaxy brighter than ``clumpy_mag_limit`` is made a clumpy
+        star-forming galaxy (Sersic index 0.5-1.5, half-light radius at least 8 px,
         1-6 clumps).
     clumpy_mag_limit : float
         Only galaxies brighter than this may become clumpy.
@@ -869,9 +869,10 @@ def _draw_mosaic_galaxies(
                 break
         x[i] = min(max(xi, 0.0), nx - 1.0)
         y[i] = min(max(yi, 0.0), ny - 1.0)
+    # each eligible galaxy is clumpy with probability clumpy_fraction: a rounded count
+    # (round(0.5 * 1) == 0) left small scenes, such as training scenes, without any
     eligible = np.flatnonzero(mags <= config.clumpy_mag_limit)
-    n_clumpy = round(config.clumpy_fraction * len(eligible))
-    clumpy = set(rng.choice(eligible, n_clumpy, replace=False).tolist()) if n_clumpy else set()
+    clumpy = set(eligible[rng.random(len(eligible)) < config.clumpy_fraction].tolist())
     r_half_max = max(config.r_half_range_arcsec[1] / config.pixel_scale_arcsec, 8.0)
     r_half_max = min(r_half_max, _CLUMPY_HOST_R_HALF_PIX[1])
     galaxies = []

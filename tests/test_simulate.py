@@ -372,6 +372,19 @@ def test_clump_truth(clumpy):
     assert set(tc["host_id"]) == set(hosts.index)
 
 
+def test_small_scenes_get_clumpy_galaxies_at_the_configured_rate():
+    # each bright galaxy is clumpy with probability clumpy_fraction, so scenes with a
+    # single eligible galaxy get clumpy hosts too (a rounded count gave them none)
+    eligible = clumpy_hosts = 0
+    for seed in range(150):
+        sim = simulate_mosaic(SimulationConfig(size=192, seed=seed, clumpy_fraction=0.2))
+        galaxies = sim.truth_sources.query("kind == 'galaxy'")
+        eligible += int((galaxies["mag"] <= sim.config.clumpy_mag_limit).sum())
+        clumpy_hosts += int((galaxies["n_clumps"] > 0).sum())
+    assert eligible >= 100
+    assert 0.12 < clumpy_hosts / eligible < 0.3  # 0.04 with the rounded count
+
+
 def test_clumps_are_visible_in_noiseless_render(clumpy):
     # a clump adds a local maximum on top of the smooth host
     ts = clumpy.truth_sources.set_index("id")
