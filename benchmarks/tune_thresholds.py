@@ -7,9 +7,9 @@ a grid, each setting scored for completeness, purity, blend recall and clump
 completeness / purity; the setting whose worst margin over the targets of
 ``benchmarks/quality.py`` is best wins, ties going to the best second-worst
 margin and so on (artefact thresholds are set first, per class, by their
-false-positive rate). The network runs with ``--flips`` passes
-per window (default: the model's ``test_time_flips``). ``--write`` stores the
-chosen setting, and the flips it was chosen with, in the model config.
+false-positive rate). The network runs with ``--flips`` passes per window
+(default: the model's ``test_time_flips``). ``--write`` stores the chosen
+setting, and the flips it was chosen with, in the model config.
 
 ``--psf-scale S`` tunes for another observing condition: the validation mosaics
 get a PSF ``S`` times wider and a sky noise ``S`` times higher (``S`` closer to
@@ -189,9 +189,7 @@ def main() -> None:
     ordered[table["worst_fpr"].to_numpy() > 0.005, 0] -= 1.0
     table["worst_margin"] = ordered[:, 0]
     table["next_margin"] = ordered[:, 1]
-    ranks = [f"_margin_{k}" for k in range(ordered.shape[1])]
-    table[ranks] = ordered
-    table = table.sort_values(ranks, ascending=False).drop(columns=ranks)
+    table = table.iloc[np.lexsort(-ordered.T[::-1])]  # lexsort's last key is the first
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     best = table.iloc[0]
     swept = [name for name in GRID if args.psf_scale == 1.0 or name in PSF_THRESHOLD_KEYS]
