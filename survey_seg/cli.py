@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     train.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
     train.add_argument("--init", help="weight file to fine-tune from")
+    train.add_argument("--width", type=int, default=16, help="channels of the U-Net's first level")
+    train.add_argument("--depth", type=int, default=3, help="pooling steps of the U-Net")
     train.add_argument(
         "--jitter", type=float, default=0.25, help="largest relative PSF and noise change"
     )
@@ -208,10 +210,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from survey_seg.models.unet import UNetConfig
     from survey_seg.train import TrainConfig, loss_weights, train
 
     try:
         config = TrainConfig(
+            architecture=UNetConfig(width=args.width, depth=args.depth),
             steps=args.steps,
             batch_size=args.batch_size,
             seed=args.seed,

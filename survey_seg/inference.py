@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
 MODEL_KEYS_OPTIONAL = frozenset(
     {"name", "heads", "training", "metrics", "thresholds_tuned_on", "test_time_flips"}
-    | {"psf_thresholds"}
+    | {"psf_thresholds", "clump_model"}
 )
 THRESHOLDS_REQUIRED = frozenset(
     {"object", "centre", "centre_min_distance", "clump", "artefact"}
@@ -242,6 +243,10 @@ class Predictor:
     ----------
     config_path : path-like
         Model config file; its ``weights`` entry names the weight file beside it.
+        Its optional ``clump_model`` entry names another model config beside it
+        (a network trained for clumps, ``survey-seg train clumps``) whose clump
+        map replaces this network's; the thresholds stay this config's, tuned
+        with that map.
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     precision : str
@@ -264,32 +269,17 @@ class Predictor:
     ):
         self.config_path = Path(config_path)
         self.config = load_model_config(self.config_path)
-        weights = self.config_path.parent / self.config["weights"]
-        if not weights.exists():
-            raise InputError(f"weight file {weights} does not exist; reinstall or retrain")
-        digest = _sha256(weights)
-        if digest != self.config["sha256"]:
-            raise InputError(
-                f"weight file {weights} has sha256 {digest[:12]}..., but its config expects "
-                f"{self.config['sha256'][:12]}...; it was changed or corrupted: reinstall "
-                "survey-seg or retrain with `survey-seg train`"
-            )
-        self.sha256 = digest
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        architecture = UNetConfig(**self.config["architecture"])
-        self.model = ScreeningUNet(architecture)
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(state)
-        except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError) as error:
-            raise InputError(
-                f"weight file {weights} does not hold plain tensors of this architecture "
-                f"({str(error).splitlines()[0][:120]}); reinstall survey-seg or retrain"
-            ) from None
-        # channels-last runs the convolutions about 1.6x faster on CPU (oneDNN) and
-        # suits cuDNN on GPU; the outputs agree with the default layout to 1e-5
-        self.model.eval().to(self.device, memory_format=torch.channels_last)
+        self.model, self.sha256 = _load_network(self.config_path, self.config, self.device)
+        self.clump_config: dict | None = None
+        self.clump_model: ScreeningUNet | None = None
+        self.clump_sha256: str | None = None
+        if "clump_model" in self.config:
+            clump_path, self.clump_config = _clump_model_config(self.config_path, self.config)
+            self.clump_model, self.clump_sha256 = _load_network(
+                clump_path, self.clump_config, self.device
+            )
         self.thresholds: dict = dict(self.config["thresholds"])
         if flips is None:
             flips = check_flips(
@@ -305,28 +295,22 @@ class Predictor:
         The window is zero-padded (as no data) to a multiple of the network's
         stride, so that every flip sees the same stamp grid, and the padding is
         cropped off the outputs; with several :attr:`flips` the probabilities of
-        the passes are averaged.
+        the passes are averaged. With a :attr:`clump_model`, the clump map is its
+        (it runs the same flips).
         """
         _, height, width = planes.shape
         multiple = self.model.config.stamp_size
+        if self.clump_model is not None:
+            multiple = math.lcm(multiple, self.clump_model.config.stamp_size)
         pad_y, pad_x = -height % multiple, -width % multiple
         x = torch.from_numpy(np.ascontiguousarray(planes))[None].to(self.device)
         if pad_y or pad_x:
             x = torch.nn.functional.pad(x, (0, pad_x, 0, pad_y))
-        total: dict[str, torch.Tensor] = {}
-        for dims in FLIP_DIMS[: self.flips]:
-            flipped = torch.flip(x, dims) if dims else x
-            with torch.autocast(
-                self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16
-            ):
-                pixel_logits, stamp_logits = self.model(
-                    flipped.contiguous(memory_format=torch.channels_last)
-                )
-            for name, probability in _probabilities(pixel_logits, stamp_logits).items():
-                probability = torch.flip(probability, dims) if dims else probability
-                total[name] = total[name] + probability if name in total else probability
-        stamp_rows, stamp_cols = -(-height // multiple), -(-width // multiple)
-        mean = {name: _numpy(value[0] / self.flips) for name, value in total.items()}
+        mean = self._mean_over_flips(self.model, x)
+        if self.clump_model is not None:
+            mean["clump"] = self._mean_over_flips(self.clump_model, x)["clump"]
+        stamp = self.model.config.stamp_size
+        stamp_rows, stamp_cols = -(-height // stamp), -(-width // stamp)
         return Prediction(
             segmentation=mean["segmentation"][:, :height, :width],
             centre=mean["centre"][0, :height, :width],
@@ -334,6 +318,90 @@ class Predictor:
             artefact=mean["artefact"][:, :height, :width],
             stamps=mean["stamps"][:, :stamp_rows, :stamp_cols],
         )
+
+    def _mean_over_flips(self, model: ScreeningUNet, x: torch.Tensor) -> dict[str, np.ndarray]:
+        """Each head's probabilities from ``model`` on ``x``, averaged over the flips."""
+        total: dict[str, torch.Tensor] = {}
+        for dims in FLIP_DIMS[: self.flips]:
+            flipped = torch.flip(x, dims) if dims else x
+            with torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16
+            ):
+                pixel_logits, stamp_logits = model(
+                    flipped.contiguous(memory_format=torch.channels_last)
+                )
+            for name, probability in _probabilities(pixel_logits, stamp_logits).items():
+                probability = torch.flip(probability, dims) if dims else probability
+                total[name] = total[name] + probability if name in total else probability
+        return {name: _numpy(value[0] / self.flips) for name, value in total.items()}
+
+
+def _load_network(
+    config_path: Path, config: dict, device: torch.device
+) -> tuple[ScreeningUNet, str]:
+    """The network of a checked model config, and its weights' sha256.
+
+    The weights are hashed before :func:`torch.load` reads them (``weights_only``).
+    """
+    weights = config_path.parent / config["weights"]
+    if not weights.exists():
+        raise InputError(f"weight file {weights} does not exist; reinstall or retrain")
+    digest = _sha256(weights)
+    if digest != config["sha256"]:
+        raise InputError(
+            f"weight file {weights} has sha256 {digest[:12]}..., but its config expects "
+            f"{config['sha256'][:12]}...; it was changed or corrupted: reinstall "
+            "survey-seg or retrain with `survey-seg train`"
+        )
+    try:
+        model = ScreeningUNet(UNetConfig(**config["architecture"]))
+    except (TypeError, ValueError) as error:
+        raise InputError(
+            f"model config {config_path}: architecture {config['architecture']} is not "
+            f"a U-Net's ({error}); restore it"
+        ) from None
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError) as error:
+        raise InputError(
+            f"weight file {weights} does not hold plain tensors of this architecture "
+            f"({str(error).splitlines()[0][:120]}); reinstall survey-seg or retrain"
+        ) from None
+    # channels-last runs the convolutions about 1.6x faster on CPU (oneDNN) and
+    # suits cuDNN on GPU; the outputs agree with the default layout to 1e-5
+    return model.eval().to(device, memory_format=torch.channels_last), digest
+
+
+def _clump_model_config(config_path: Path, config: dict) -> tuple[Path, dict]:
+    """The path and checked config of the network named by a config's ``clump_model``.
+
+    That network's clump map replaces the main network's: it must have a clump
+    head, name no clump model of its own, and see no farther than the main network
+    (whose depth sets the halo and the tile alignment).
+    """
+    name = config["clump_model"]
+    where = f"model config {config_path}: clump_model"
+    if not isinstance(name, str) or Path(name).name != name:
+        raise InputError(f"{where} must be the file name of a model config beside it, got {name!r}")
+    clump_path = config_path.parent / name
+    if clump_path.resolve() == config_path.resolve():
+        raise InputError(f"{where} names the config itself; name the clump network's config")
+    clump_config = load_model_config(clump_path)
+    if "clump_model" in clump_config:
+        raise InputError(f"{where}: {name} names a clump model of its own; remove that entry")
+    if "clump" not in clump_config.get("heads", ["clump"]):
+        raise InputError(
+            f"{where}: {name} was trained without a clump head (heads "
+            f"{clump_config['heads']}); train one with `survey-seg train clumps`"
+        )
+    depth = clump_config["architecture"].get("depth", UNetConfig().depth)
+    if depth > config["architecture"].get("depth", UNetConfig().depth):
+        raise InputError(
+            f"{where}: {name} is deeper (depth {depth}) than the main network, so the "
+            "halo would be too small for it; use a clump network of at most its depth"
+        )
+    return clump_path, clump_config
 
 
 def check_flips(flips: object, name: str = "flips") -> int:
@@ -362,7 +430,7 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _cached_predictor(
-    config_path: str, sha256: str, device: str, precision: str, flips: int | None
+    config_path: str, weights_key: str, device: str, precision: str, flips: int | None
 ) -> Predictor:
     return Predictor(config_path, device=device, precision=precision, flips=flips)
 
@@ -375,9 +443,11 @@ def load_predictor(
 ) -> Predictor:
     """The process-wide :class:`Predictor` for a model, device, precision and flips.
 
-    Loaded once per process (the cache key holds the weights' sha256).
+    Loaded once per process (the cache key holds the sha256 of its weights, and of
+    its clump model's).
     """
     config = load_model_config(config_path)
-    return _cached_predictor(
-        str(Path(config_path).resolve()), config["sha256"], device, precision, flips
-    )
+    key = config["sha256"]
+    if "clump_model" in config:
+        key += _clump_model_config(Path(config_path), config)[1]["sha256"]
+    return _cached_predictor(str(Path(config_path).resolve()), key, device, precision, flips)

@@ -92,9 +92,9 @@ class NetworkScreener:
         return 2**self.predictor.model.config.depth
 
     def provenance(self) -> dict[str, object]:
-        """Name, weight hash, thresholds and training summary, for the manifest."""
+        """Name, weight hashes, thresholds and training summaries, for the manifest."""
         config = self.predictor.config
-        return {
+        provenance: dict[str, object] = {
             "method": self.name,
             "model": config.get("name"),
             "sha256": self.predictor.sha256,
@@ -103,10 +103,17 @@ class NetworkScreener:
             "psf_fwhm_pix": self.psf_fwhm_pix,
             "thresholds": self.thresholds,
             "architecture": config["architecture"],
-            "training": {
-                k: config["training"].get(k) for k in ("seed", "steps", "simulator_version")
-            },
+            "training": _training_summary(config),
         }
+        clump_config = self.predictor.clump_config
+        if clump_config is not None:
+            provenance["clump_model"] = {
+                "model": clump_config.get("name"),
+                "sha256": self.predictor.clump_sha256,
+                "architecture": clump_config["architecture"],
+                "training": _training_summary(clump_config),
+            }
+        return provenance
 
     def verdict(self, core_artefacts: np.ndarray) -> str:
         """Tile verdict from the fractions of core pixels with no data or an artefact."""
@@ -234,6 +241,12 @@ def thresholds_for_psf(
         values = [condition.get(key, thresholds[key]) for condition in conditions]
         chosen[key] = float(np.interp(ratio, ratios, values))
     return chosen
+
+
+def _training_summary(config: dict) -> dict[str, object]:
+    """Seed, steps and simulator version of a model config's training run."""
+    training = config.get("training", {})
+    return {k: training.get(k) for k in ("seed", "steps", "simulator_version")}
 
 
 def _drop_artefact_sources(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -442,7 +443,28 @@ def test_bad_head_weight_is_one_line(task, weight, named, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("option", "value"), [("--width", "0"), ("--depth", "-1")])
+def test_bad_network_size_is_one_line(option, value, tmp_path, capsys):
+    out = tmp_path / "train"
+    status, _, err = _main(capsys, "train", "clumps", "--out", out, option, value)
+    _assert_one_line_error(status, err, "width and depth must be positive")
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- good runs
+
+
+def test_train_builds_the_network_size_asked_for(tmp_path, capsys):
+    out = tmp_path / "train"
+    status, stdout, err = _main(
+        capsys, "train", "clumps", "--out", out, "--steps", "1", "--batch-size", "1",
+        "--width", "4", "--depth", "2", "--no-progress",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "trained clumps" in stdout
+    config = json.loads((out / "clumps.json").read_text())
+    assert config["architecture"] == {"width": 4, "depth": 2, "stamp_size": 64}
+    assert config["heads"] == ["clump", "segmentation"]
 
 
 def test_run_force_replaces_an_earlier_run(mosaic, tmp_path, capsys):

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -18,22 +19,21 @@ from survey_seg.train import DEFAULT_THRESHOLDS
 TINY = UNetConfig(width=4, depth=2, stamp_size=16)
 
 
-def _write_model(directory, *, config=TINY):
-    torch.manual_seed(0)
+def _write_model(directory, *, config=TINY, name="tiny", seed=0, **entries):
+    torch.manual_seed(seed)
     model = ScreeningUNet(config)
-    weights = directory / "tiny.pt"
+    weights = directory / f"{name}.pt"
     torch.save(model.state_dict(), weights)
-    import hashlib
-
     spec = {
-        "name": "tiny",
+        "name": name,
         "weights": weights.name,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "architecture": config.to_dict(),
         "thresholds": dict(DEFAULT_THRESHOLDS),
         "training": {},
+        **entries,
     }
-    path = directory / "tiny.json"
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(spec))
     return path
 
@@ -177,12 +177,59 @@ def test_weights_load_only_as_plain_tensors(tmp_path):
 
     torch.save({"payload": Sneaky()}, weights)
     spec = json.loads(path.read_text())
-    import hashlib
-
     spec["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     path.write_text(json.dumps(spec))
     with pytest.raises(InputError, match="does not hold plain tensors"):
         Predictor(path, device="cpu")
+
+
+def test_clump_model_replaces_the_clump_map_only(tmp_path):
+    clump_net = UNetConfig(width=2, depth=1, stamp_size=8)
+    clumps = _write_model(tmp_path, config=clump_net, name="clumps", seed=1, heads=["clump"])
+    main = _write_model(tmp_path, name="main")
+    combined = _write_model(tmp_path, name="combined", clump_model=clumps.name)
+    planes = np.random.default_rng(2).normal(size=(3, 48, 32)).astype(np.float32)
+    kwargs = {"device": "cpu", "precision": "float32", "flips": 2}
+    both = Predictor(combined, **kwargs)
+    assert both.clump_sha256 == json.loads(clumps.read_text())["sha256"]
+    together = both.predict(planes)
+    alone = Predictor(main, **kwargs).predict(planes)
+    clump_alone = Predictor(clumps, **kwargs).predict(planes)
+    np.testing.assert_allclose(together.clump, clump_alone.clump, atol=1e-6)
+    assert np.abs(together.clump - alone.clump).max() > 1e-4  # two different networks
+    for name in ("segmentation", "centre", "artefact", "stamps"):
+        np.testing.assert_allclose(getattr(together, name), getattr(alone, name), atol=1e-6)
+
+
+def test_clump_model_with_a_wrong_hash_is_refused(tmp_path):
+    clumps = _write_model(tmp_path, name="clumps", seed=1)
+    combined = _write_model(tmp_path, name="combined", clump_model=clumps.name)
+    weights = tmp_path / "clumps.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"clumps.pt has sha256 .*changed or corrupted"):
+        Predictor(combined, device="cpu")
+    with pytest.raises(InputError, match=r"clumps.pt has sha256"):
+        load_predictor(combined, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("entry", "clump_spec", "message"),
+    [
+        ("sub/clumps.json", {}, "must be the file name of a model config beside it"),
+        ("combined.json", {}, "names the config itself"),
+        ("missing.json", {}, "missing.json does not exist"),
+        ("clumps.json", {"clump_model": "other.json"}, "names a clump model of its own"),
+        ("clumps.json", {"heads": ["segmentation"]}, "trained without a clump head"),
+        ("clumps.json", {"config": UNetConfig(width=2, depth=3, stamp_size=16)}, "deeper"),
+    ],
+)
+def test_bad_clump_model_entries_are_refused(tmp_path, entry, clump_spec, message):
+    _write_model(tmp_path, name="clumps", **clump_spec)
+    combined = _write_model(tmp_path, name="combined", clump_model=entry)
+    with pytest.raises(InputError, match=message):
+        Predictor(combined, device="cpu")
 
 
 def test_predictor_is_loaded_once_per_process(tmp_path):
