@@ -1,6 +1,6 @@
 """Choose the network's post-processing thresholds on validation mosaics.
 
-The network runs once per validation mosaic (seeds 801-804: neither training
+The network runs once per validation mosaic (seeds 801-808: neither training
 scenes nor the test seeds of ``benchmarks/quality.py``); its outputs are cached
 and the thresholds of :data:`survey_seg.train.DEFAULT_THRESHOLDS` are swept over
 a grid, each setting scored for completeness, purity, blend recall and clump
@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[801, 802, 803, 804])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(801, 809)))
     parser.add_argument("--flips", type=int, choices=(1, 2, 4), help="passes per window")
     parser.add_argument(
         "--psf-scale",

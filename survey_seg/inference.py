@@ -308,7 +308,7 @@ class Predictor:
             x = torch.nn.functional.pad(x, (0, pad_x, 0, pad_y))
         mean = self._mean_over_flips(self.model, x)
         if self.clump_model is not None:
-            mean["clump"] = self._mean_over_flips(self.clump_model, x)["clump"]
+            mean["clump"] = self._mean_over_flips(self.clump_model, x, heads=("clump",))["clump"]
         stamp = self.model.config.stamp_size
         stamp_rows, stamp_cols = -(-height // stamp), -(-width // stamp)
         return Prediction(
@@ -319,8 +319,10 @@ class Predictor:
             stamps=mean["stamps"][:, :stamp_rows, :stamp_cols],
         )
 
-    def _mean_over_flips(self, model: ScreeningUNet, x: torch.Tensor) -> dict[str, np.ndarray]:
-        """Each head's probabilities from ``model`` on ``x``, averaged over the flips."""
+    def _mean_over_flips(
+        self, model: ScreeningUNet, x: torch.Tensor, heads: tuple[str, ...] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Probabilities of ``heads`` (default: all) from ``model``, mean over the flips."""
         total: dict[str, torch.Tensor] = {}
         for dims in FLIP_DIMS[: self.flips]:
             flipped = torch.flip(x, dims) if dims else x
@@ -331,6 +333,8 @@ class Predictor:
                     flipped.contiguous(memory_format=torch.channels_last)
                 )
             for name, probability in _probabilities(pixel_logits, stamp_logits).items():
+                if heads is not None and name not in heads:
+                    continue
                 probability = torch.flip(probability, dims) if dims else probability
                 total[name] = total[name] + probability if name in total else probability
         return {name: _numpy(value[0] / self.flips) for name, value in total.items()}

@@ -230,16 +230,16 @@ def test_bad_option_is_one_line_and_leaves_earlier_output(case, mosaic, earlier_
 
 
 def _model_copy(directory: Path, edit) -> Path:
-    """A copy of the shipped model (config and weights) with ``edit`` applied."""
-    import json
+    """A copy of the shipped model (configs and weights) with ``edit`` applied."""
     import shutil
 
     from survey_seg.inference import DEFAULT_MODEL
 
+    copy = directory / "model"
+    shutil.copytree(DEFAULT_MODEL.parent, copy)
     config = json.loads(DEFAULT_MODEL.read_text())
-    shutil.copy(DEFAULT_MODEL.parent / config["weights"], directory / config["weights"])
-    edit(config, directory / config["weights"])
-    path = directory / "model.json"
+    edit(config, copy / config["weights"])
+    path = copy / "model.json"
     path.write_text(json.dumps(config))
     return path
 
@@ -252,6 +252,10 @@ def _flip_last_byte(config: dict, weights: Path) -> None:
 
 BAD_MODELS = {
     "wrong hash": (_flip_last_byte, ["sha256", "changed or corrupted", "reinstall"]),
+    "clump network's wrong hash": (
+        lambda c, w: _flip_last_byte(c, w.parent / "clumps.pt"),
+        ["clumps.pt has sha256", "changed or corrupted", "reinstall"],
+    ),
     "unknown key": (lambda c, w: c.update(treshold=0.5), ["unknown keys", "'treshold'"]),
     "unknown threshold": (
         lambda c, w: c["thresholds"].update(clumps=0.5),

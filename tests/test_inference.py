@@ -246,8 +246,15 @@ def test_cuda_request_without_gpu_is_refused(tmp_path):
 
 def test_shipped_weights_load_and_match_their_hash():
     predictor = Predictor(DEFAULT_MODEL, device="cpu")
-    assert predictor.sha256 == json.loads(DEFAULT_MODEL.read_text())["sha256"]
-    assert (DEFAULT_MODEL.parent / predictor.config["weights"]).stat().st_size < 10_000_000
+    config = json.loads(DEFAULT_MODEL.read_text())
+    assert predictor.sha256 == config["sha256"]
+    weight_files = [config["weights"]]
+    if "clump_model" in config:
+        clump_config = json.loads((DEFAULT_MODEL.parent / config["clump_model"]).read_text())
+        assert predictor.clump_sha256 == clump_config["sha256"]
+        weight_files.append(clump_config["weights"])
+    for name in weight_files:
+        assert (DEFAULT_MODEL.parent / name).stat().st_size < 10_000_000, name
 
 
 def test_precision_choices():
