@@ -391,6 +391,11 @@ def _clump_model_config(config_path: Path, config: dict) -> tuple[Path, dict]:
     clump_path = config_path.parent / name
     if clump_path.resolve() == config_path.resolve():
         raise InputError(f"{where} names the config itself; name the clump network's config")
+    if not clump_path.exists():
+        raise InputError(
+            f"{where} names {clump_path}, which does not exist; copy the clump network's "
+            f"config and weights beside {config_path.name}, or remove the entry"
+        )
     clump_config = load_model_config(clump_path)
     if "clump_model" in clump_config:
         raise InputError(f"{where}: {name} names a clump model of its own; remove that entry")

@@ -219,7 +219,7 @@ def test_clump_model_with_a_wrong_hash_is_refused(tmp_path):
     [
         ("sub/clumps.json", {}, "must be the file name of a model config beside it"),
         ("combined.json", {}, "names the config itself"),
-        ("missing.json", {}, "missing.json does not exist"),
+        ("missing.json", {}, "missing.json, which does not exist; copy"),
         ("clumps.json", {"clump_model": "other.json"}, "names a clump model of its own"),
         ("clumps.json", {"heads": ["segmentation"]}, "trained without a clump head"),
         ("clumps.json", {"config": UNetConfig(width=2, depth=3, stamp_size=16)}, "deeper"),
