@@ -16,9 +16,11 @@ from scipy import ndimage
 
 from survey_seg.blends import deblended_centres, find_centres, split_instances
 from survey_seg.clumps import find_clumps
+from survey_seg.errors import InputError
 from survey_seg.inference import (
     DEFAULT_MODEL,
     PSF_THRESHOLD_KEYS,
+    Predictor,
     load_predictor,
     network_input,
 )
@@ -35,6 +37,8 @@ SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
 one. Trails and ghosts need no veto: the segmentation and centre heads were trained
 to see them as background."""
 SMOOTH_SIGMA = 0.7
+SCREENING_HEADS = ("segmentation", "centre", "clump", "artefact", "stamps")
+"""Heads that screening reads; a model config's ``heads`` lists those it was trained for."""
 
 
 class NetworkScreener:
@@ -67,6 +71,7 @@ class NetworkScreener:
         psf_fwhm_pix: float | None = None,
     ):
         self.predictor = load_predictor(model_path, device, precision, flips)
+        _check_trained_heads(self.predictor)
         self.precision = precision
         self.psf_fwhm_pix = psf_fwhm_pix
         self.thresholds = thresholds_for_psf(
@@ -241,6 +246,25 @@ def thresholds_for_psf(
         values = [condition.get(key, thresholds[key]) for condition in conditions]
         chosen[key] = float(np.interp(ratio, ratios, values))
     return chosen
+
+
+def _check_trained_heads(predictor: Predictor) -> None:
+    """Refuse a model whose training left heads that screening reads untrained.
+
+    A ``blends``, ``clumps`` or ``quality`` model (``survey-seg train``) trains some
+    heads only; the others would give random planes. A clump model supplies ``clump``.
+    """
+    trained = set(predictor.config.get("heads", SCREENING_HEADS))
+    if predictor.clump_config is not None:
+        trained.add("clump")
+    untrained = [head for head in SCREENING_HEADS if head not in trained]
+    if untrained:
+        raise InputError(
+            f"model config {predictor.config_path} was trained for heads "
+            f"{predictor.config['heads']} only, so its {untrained} would be noise; screen "
+            "with a model of `survey-seg train screening` (a `clumps` model can serve as "
+            "its clump_model)"
+        )
 
 
 def _training_summary(config: dict) -> dict[str, object]:

@@ -110,6 +110,21 @@ def test_provenance_records_the_clump_model_only_when_there_is_one(tmp_path):
     }
 
 
+@pytest.mark.parametrize("heads", [["clump", "segmentation"], ["artefact", "stamps"]])
+def test_a_model_trained_for_some_heads_only_is_refused(heads, tmp_path):
+    import shutil
+
+    from survey_seg.errors import InputError
+    from survey_seg.network import NetworkScreener
+
+    shipped = json.loads(DEFAULT_MODEL.read_text())
+    shutil.copy(DEFAULT_MODEL.parent / shipped["weights"], tmp_path)
+    config = {key: value for key, value in shipped.items() if key != "clump_model"}
+    (tmp_path / "part.json").write_text(json.dumps({**config, "heads": heads}))
+    with pytest.raises(InputError, match=r"part.json was trained for heads .* would be noise"):
+        NetworkScreener(tmp_path / "part.json", "cpu")
+
+
 def test_thresholds_for_psf_interpolate_between_tuned_conditions_and_never_extrapolate():
     from survey_seg.network import thresholds_for_psf
 
