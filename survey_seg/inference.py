@@ -25,6 +25,7 @@ from survey_seg.models.unet import ScreeningUNet, UNetConfig, split_heads
 
 __all__ = [
     "DEFAULT_MODEL",
+    "PREDICTION_HEADS",
     "Prediction",
     "Predictor",
     "check_flips",
@@ -54,6 +55,10 @@ FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,))
 """Flips of the input whose outputs are averaged, in order: one pass uses the image
 as it is, two add the half turn, four add the two mirror images. Every flip keeps
 columns as columns, as bad columns and chip gaps are in the training scenes."""
+
+
+PREDICTION_HEADS = ("segmentation", "centre", "clump", "artefact", "stamps")
+"""The fields of :class:`Prediction`, each the probabilities of one network head."""
 
 
 def network_input(
@@ -320,7 +325,7 @@ class Predictor:
         )
 
     def _mean_over_flips(
-        self, model: ScreeningUNet, x: torch.Tensor, heads: tuple[str, ...] | None = None
+        self, model: ScreeningUNet, x: torch.Tensor, heads: tuple[str, ...] = PREDICTION_HEADS
     ) -> dict[str, np.ndarray]:
         """Probabilities of ``heads`` (default: all) from ``model``, mean over the flips."""
         total: dict[str, torch.Tensor] = {}
@@ -332,9 +337,8 @@ class Predictor:
                 pixel_logits, stamp_logits = model(
                     flipped.contiguous(memory_format=torch.channels_last)
                 )
-            for name, probability in _probabilities(pixel_logits, stamp_logits).items():
-                if heads is not None and name not in heads:
-                    continue
+            probabilities = _probabilities(pixel_logits, stamp_logits, heads)
+            for name, probability in probabilities.items():
                 probability = torch.flip(probability, dims) if dims else probability
                 total[name] = total[name] + probability if name in total else probability
         return {name: _numpy(value[0] / self.flips) for name, value in total.items()}
@@ -421,15 +425,15 @@ def check_flips(flips: object, name: str = "flips") -> int:
 
 
 def _probabilities(
-    pixel_logits: torch.Tensor, stamp_logits: torch.Tensor
+    pixel_logits: torch.Tensor, stamp_logits: torch.Tensor, heads: tuple[str, ...]
 ) -> dict[str, torch.Tensor]:
-    heads = split_heads(pixel_logits.float())
+    """Probabilities of ``heads`` only (softmax over the segmentation classes)."""
+    logits = {**split_heads(pixel_logits), "stamps": stamp_logits}
     return {
-        "segmentation": torch.softmax(heads["segmentation"], dim=1),
-        "centre": torch.sigmoid(heads["centre"]),
-        "clump": torch.sigmoid(heads["clump"]),
-        "artefact": torch.sigmoid(heads["artefact"]),
-        "stamps": torch.sigmoid(stamp_logits.float()),
+        name: torch.softmax(logits[name].float(), dim=1)
+        if name == "segmentation"
+        else torch.sigmoid(logits[name].float())
+        for name in heads
     }
 
 

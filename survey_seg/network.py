@@ -19,6 +19,7 @@ from survey_seg.clumps import find_clumps
 from survey_seg.errors import InputError
 from survey_seg.inference import (
     DEFAULT_MODEL,
+    PREDICTION_HEADS,
     PSF_THRESHOLD_KEYS,
     Predictor,
     load_predictor,
@@ -37,8 +38,6 @@ SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
 one. Trails and ghosts need no veto: the segmentation and centre heads were trained
 to see them as background."""
 SMOOTH_SIGMA = 0.7
-SCREENING_HEADS = ("segmentation", "centre", "clump", "artefact", "stamps")
-"""Heads that screening reads; a model config's ``heads`` lists those it was trained for."""
 
 
 class NetworkScreener:
@@ -254,10 +253,10 @@ def _check_trained_heads(predictor: Predictor) -> None:
     A ``blends``, ``clumps`` or ``quality`` model (``survey-seg train``) trains some
     heads only; the others would give random planes. A clump model supplies ``clump``.
     """
-    trained = set(predictor.config.get("heads", SCREENING_HEADS))
+    trained = set(predictor.config.get("heads", PREDICTION_HEADS))
     if predictor.clump_config is not None:
         trained.add("clump")
-    untrained = [head for head in SCREENING_HEADS if head not in trained]
+    untrained = [head for head in PREDICTION_HEADS if head not in trained]
     if untrained:
         raise InputError(
             f"model config {predictor.config_path} was trained for heads "

@@ -38,6 +38,13 @@ def _write_model(directory, *, config=TINY, name="tiny", seed=0, **entries):
     return path
 
 
+def _corrupt(weights):
+    """Flip the last byte of a weight file (its sha256 no longer matches)."""
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
 def test_network_input_planes():
     image = np.array([[10.0, np.nan], [30.0, 210.0]], np.float32)
     variance = np.array([[4.0, 4.0], [0.0, 4.0]], np.float32)
@@ -92,9 +99,7 @@ def test_flips_default_to_the_model_config_and_bad_values_are_refused(tmp_path):
 def test_weight_file_with_a_wrong_hash_is_refused(tmp_path):
     path = _write_model(tmp_path)
     weights = tmp_path / "tiny.pt"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    _corrupt(weights)
     with pytest.raises(InputError, match=r"sha256.*changed or corrupted"):
         Predictor(path, device="cpu")
 
@@ -205,9 +210,7 @@ def test_clump_model_with_a_wrong_hash_is_refused(tmp_path):
     clumps = _write_model(tmp_path, name="clumps", seed=1)
     combined = _write_model(tmp_path, name="combined", clump_model=clumps.name)
     weights = tmp_path / "clumps.pt"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    _corrupt(weights)
     with pytest.raises(InputError, match=r"clumps.pt has sha256 .*changed or corrupted"):
         Predictor(combined, device="cpu")
     with pytest.raises(InputError, match=r"clumps.pt has sha256"):
