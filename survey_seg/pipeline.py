@@ -706,9 +706,29 @@ def _run_tiles(
                     yield index, None
                 bar.update(1)
         finally:  # the caller stopped early (output full): start no more tiles
-            client.cancel([future for future in futures if not future.done()])
+            pending = [future for future in futures if not future.done()]
+            if pending:
+                client.cancel(pending)
+                _wait_until_stopped(client, {future.key for future in pending})
     finally:
         bar.close()
+
+
+def _wait_until_stopped(client, keys: set, timeout: float = 120.0) -> None:
+    """Wait until no worker still runs one of ``keys``.
+
+    Cancelling a task does not stop it once it runs: a tile in flight when the run
+    stops would still write its record and masks after the run lock is released.
+    """
+    deadline = time.monotonic() + timeout
+    while any(client.run(_running_keys, keys).values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running_keys(keys: set, dask_worker=None) -> list:
+    """The ``keys`` that this dask worker is executing now."""
+    running = [*dask_worker.state.executing, *dask_worker.state.long_running]
+    return [task.key for task in running if task.key in keys]
 
 
 def _screen_with_retries(index: int, task_args: tuple) -> Exception | None:

@@ -160,6 +160,42 @@ def test_disk_full_on_the_workers_stops_the_run_then_resume_gives_the_clean_outp
     assert {k: v for k, v in _finished_records(out).items() if k in finished} == finished
 
 
+def _slow_writes(seconds: float) -> None:
+    """In this process, make every output write take ``seconds`` longer."""
+    from survey_seg import store
+
+    original = store.atomic_write_bytes
+
+    def write(path, data):
+        time.sleep(seconds)
+        original(path, data)
+
+    store.atomic_write_bytes = write
+
+
+def test_a_stopped_run_returns_only_after_its_tiles_in_flight_are_done(small_simulation, tmp_path):
+    """Cancelling does not stop a running dask task: a tile in flight on another
+    worker when the disk fills must not write after the run has stopped and
+    released its lock."""
+    from distributed import Client, LocalCluster
+
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        full, slow = client.scheduler_info()["workers"]
+        client.run(_fill_disk_after, 0, errno.ENOSPC, workers=[full])
+        client.run(_slow_writes, 0.5, workers=[slow])
+        with pytest.raises(OutputError):
+            run_survey(mosaic, out, CONFIG, client=client)
+        finished = _finished_records(out)
+        time.sleep(2.0)  # longer than a slow tile's three writes
+        assert _finished_records(out) == finished
+        assert not list(out.rglob("*.tmp")) and not (out / "run.lock").exists()
+
+
 def test_disk_full_at_the_merge_keeps_the_earlier_catalogs(small_simulation, tmp_path):
     """A region rerun whose merge hits a full disk leaves the earlier global outputs
     byte for byte as they were."""
