@@ -51,7 +51,7 @@ the per-seed values (shifted minus nominal and the margin over SEP paired by
 seed) and its distance from the target in those errors, so that a miss by noise
 can be told from a real one. Clumps come in a few clumpy hosts per mosaic, and
 the detectable ones of a mosaic range from faint to bright together: the clump
-metrics' errors (about 0.03-0.05 on six mosaics) are twice what their count
+metrics' errors (about 0.03-0.05 on six mosaics) are up to twice what their count
 alone would suggest.
 
 Usage::
