@@ -16,3 +16,39 @@ def small_simulation(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sim512")
     paths = write_simulation(sim, directory)
     return sim, Path(paths["mosaic"])
+
+
+@pytest.fixture
+def write_model():
+    """Write a seeded random U-Net and its model config; returns the config's path.
+
+    ``write_model(directory, config=UNetConfig(...), name="tiny", seed=0, **entries)``:
+    ``entries`` are added to (or replace) the config's entries.
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    from survey_seg.models.unet import ScreeningUNet, UNetConfig
+    from survey_seg.train import DEFAULT_THRESHOLDS
+
+    def write(directory: Path, *, config=None, name="tiny", seed=0, **entries) -> Path:
+        config = config or UNetConfig(width=4, depth=2, stamp_size=16)
+        torch.manual_seed(seed)
+        weights = directory / f"{name}.pt"
+        torch.save(ScreeningUNet(config).state_dict(), weights)
+        spec = {
+            "name": name,
+            "weights": weights.name,
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "architecture": config.to_dict(),
+            "thresholds": dict(DEFAULT_THRESHOLDS),
+            "training": {},
+            **entries,
+        }
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(spec))
+        return path
+
+    return write

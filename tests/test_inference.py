@@ -13,29 +13,8 @@ from survey_seg.inference import (
     network_input,
     resolve_precision,
 )
-from survey_seg.models.unet import HEADS, QUALITY_CLASSES, ScreeningUNet, UNetConfig
+from survey_seg.models.unet import HEADS, QUALITY_CLASSES, UNetConfig
 from survey_seg.train import DEFAULT_THRESHOLDS
-
-TINY = UNetConfig(width=4, depth=2, stamp_size=16)
-
-
-def _write_model(directory, *, config=TINY, name="tiny", seed=0, **entries):
-    torch.manual_seed(seed)
-    model = ScreeningUNet(config)
-    weights = directory / f"{name}.pt"
-    torch.save(model.state_dict(), weights)
-    spec = {
-        "name": name,
-        "weights": weights.name,
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "architecture": config.to_dict(),
-        "thresholds": dict(DEFAULT_THRESHOLDS),
-        "training": {},
-        **entries,
-    }
-    path = directory / f"{name}.json"
-    path.write_text(json.dumps(spec))
-    return path
 
 
 def _corrupt(weights):
@@ -57,8 +36,8 @@ def test_network_input_planes():
 
 
 @pytest.mark.parametrize("flips", [1, 2, 4])
-def test_predictor_shapes_and_padding(tmp_path, flips):
-    predictor = Predictor(_write_model(tmp_path), device="cpu", flips=flips)
+def test_predictor_shapes_and_padding(write_model, tmp_path, flips):
+    predictor = Predictor(write_model(tmp_path), device="cpu", flips=flips)
     planes = np.random.default_rng(0).normal(size=(3, 50, 37)).astype(np.float32)
     prediction = predictor.predict(planes)
     assert prediction.segmentation.shape == (3, 50, 37)
@@ -69,8 +48,8 @@ def test_predictor_shapes_and_padding(tmp_path, flips):
     assert 0 <= prediction.centre.min() and prediction.centre.max() <= 1
 
 
-def test_flips_average_the_passes_on_the_flipped_windows(tmp_path):
-    path = _write_model(tmp_path)
+def test_flips_average_the_passes_on_the_flipped_windows(write_model, tmp_path):
+    path = write_model(tmp_path)
     planes = np.random.default_rng(1).normal(size=(3, 32, 48)).astype(np.float32)
     one = Predictor(path, device="cpu", precision="float32", flips=1)
     two = Predictor(path, device="cpu", precision="float32", flips=2).predict(planes)
@@ -82,8 +61,8 @@ def test_flips_average_the_passes_on_the_flipped_windows(tmp_path):
     assert not np.allclose(two.centre, upright.centre, atol=1e-4)  # the turn changes outputs
 
 
-def test_flips_default_to_the_model_config_and_bad_values_are_refused(tmp_path):
-    path = _write_model(tmp_path)
+def test_flips_default_to_the_model_config_and_bad_values_are_refused(write_model, tmp_path):
+    path = write_model(tmp_path)
     assert Predictor(path, device="cpu").flips == 1
     config = json.loads(path.read_text())
     path.write_text(json.dumps({**config, "test_time_flips": 4}))
@@ -96,8 +75,8 @@ def test_flips_default_to_the_model_config_and_bad_values_are_refused(tmp_path):
         Predictor(path, device="cpu")
 
 
-def test_weight_file_with_a_wrong_hash_is_refused(tmp_path):
-    path = _write_model(tmp_path)
+def test_weight_file_with_a_wrong_hash_is_refused(write_model, tmp_path):
+    path = write_model(tmp_path)
     weights = tmp_path / "tiny.pt"
     _corrupt(weights)
     with pytest.raises(InputError, match=r"sha256.*changed or corrupted"):
@@ -124,9 +103,9 @@ def test_missing_or_broken_model_config_is_a_clear_error(tmp_path):
         (lambda c: c.update(thresholds=[0.5]), "thresholds is not an object"),
     ],
 )
-def test_model_config_with_unknown_or_missing_keys_is_refused(tmp_path, edit, message):
+def test_model_config_with_unknown_or_missing_keys_is_refused(write_model, tmp_path, edit, message):
     """A typo in a model config is an error, never a silent fallback to a default."""
-    path = _write_model(tmp_path)
+    path = write_model(tmp_path)
     spec = json.loads(path.read_text())
     edit(spec)
     path.write_text(json.dumps(spec))
@@ -153,8 +132,8 @@ PSF_ENTRY = {
         ({**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2}, {"psf_ratio": 1.2}]}, "twice"),
     ],
 )
-def test_bad_psf_thresholds_are_refused(tmp_path, entry, message):
-    path = _write_model(tmp_path)
+def test_bad_psf_thresholds_are_refused(write_model, tmp_path, entry, message):
+    path = write_model(tmp_path)
     spec = json.loads(path.read_text())
     spec["psf_thresholds"] = entry
     path.write_text(json.dumps(spec))
@@ -171,9 +150,9 @@ def test_trained_thresholds_are_exactly_the_required_ones():
     assert set(DEFAULT_THRESHOLDS) == THRESHOLDS_REQUIRED
 
 
-def test_weights_load_only_as_plain_tensors(tmp_path):
+def test_weights_load_only_as_plain_tensors(write_model, tmp_path):
     """A weight file that would need unpickling of code is refused by weights_only."""
-    path = _write_model(tmp_path)
+    path = write_model(tmp_path)
     weights = tmp_path / "tiny.pt"
 
     class Sneaky:
@@ -188,11 +167,11 @@ def test_weights_load_only_as_plain_tensors(tmp_path):
         Predictor(path, device="cpu")
 
 
-def test_clump_model_replaces_the_clump_map_only(tmp_path):
+def test_clump_model_replaces_the_clump_map_only(write_model, tmp_path):
     clump_net = UNetConfig(width=2, depth=1, stamp_size=8)
-    clumps = _write_model(tmp_path, config=clump_net, name="clumps", seed=1, heads=["clump"])
-    main = _write_model(tmp_path, name="main")
-    combined = _write_model(tmp_path, name="combined", clump_model=clumps.name)
+    clumps = write_model(tmp_path, config=clump_net, name="clumps", seed=1, heads=["clump"])
+    main = write_model(tmp_path, name="main")
+    combined = write_model(tmp_path, name="combined", clump_model=clumps.name)
     planes = np.random.default_rng(2).normal(size=(3, 48, 32)).astype(np.float32)
     kwargs = {"device": "cpu", "precision": "float32", "flips": 2}
     both = Predictor(combined, **kwargs)
@@ -206,9 +185,9 @@ def test_clump_model_replaces_the_clump_map_only(tmp_path):
         np.testing.assert_allclose(getattr(together, name), getattr(alone, name), atol=1e-6)
 
 
-def test_clump_model_with_a_wrong_hash_is_refused(tmp_path):
-    clumps = _write_model(tmp_path, name="clumps", seed=1)
-    combined = _write_model(tmp_path, name="combined", clump_model=clumps.name)
+def test_clump_model_with_a_wrong_hash_is_refused(write_model, tmp_path):
+    clumps = write_model(tmp_path, name="clumps", seed=1)
+    combined = write_model(tmp_path, name="combined", clump_model=clumps.name)
     weights = tmp_path / "clumps.pt"
     _corrupt(weights)
     with pytest.raises(InputError, match=r"clumps.pt has sha256 .*changed or corrupted"):
@@ -228,23 +207,23 @@ def test_clump_model_with_a_wrong_hash_is_refused(tmp_path):
         ("clumps.json", {"config": UNetConfig(width=2, depth=3, stamp_size=16)}, "deeper"),
     ],
 )
-def test_bad_clump_model_entries_are_refused(tmp_path, entry, clump_spec, message):
-    _write_model(tmp_path, name="clumps", **clump_spec)
-    combined = _write_model(tmp_path, name="combined", clump_model=entry)
+def test_bad_clump_model_entries_are_refused(write_model, tmp_path, entry, clump_spec, message):
+    write_model(tmp_path, name="clumps", **clump_spec)
+    combined = write_model(tmp_path, name="combined", clump_model=entry)
     with pytest.raises(InputError, match=message):
         Predictor(combined, device="cpu")
 
 
-def test_predictor_is_loaded_once_per_process(tmp_path):
-    path = _write_model(tmp_path)
+def test_predictor_is_loaded_once_per_process(write_model, tmp_path):
+    path = write_model(tmp_path)
     assert load_predictor(path, "cpu") is load_predictor(path, "cpu")
 
 
-def test_cuda_request_without_gpu_is_refused(tmp_path):
+def test_cuda_request_without_gpu_is_refused(write_model, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(InputError, match="no CUDA GPU"):
-        Predictor(_write_model(tmp_path), device="cuda")
+        Predictor(write_model(tmp_path), device="cuda")
 
 
 def test_shipped_weights_load_and_match_their_hash():

@@ -73,31 +73,19 @@ def test_manifest_records_the_flips_the_network_ran_with(unet_whole):
     assert method["flips"] == json.loads(DEFAULT_MODEL.read_text()).get("test_time_flips", 1)
 
 
-def test_provenance_records_the_clump_model_only_when_there_is_one(tmp_path):
-    import hashlib
+def test_provenance_records_the_clump_model_only_when_there_is_one(write_model, tmp_path):
     import shutil
 
-    import torch
-
-    from survey_seg.models.unet import ScreeningUNet, UNetConfig
+    from survey_seg.models.unet import UNetConfig
     from survey_seg.network import NetworkScreener
 
     shipped = json.loads(DEFAULT_MODEL.read_text())
     shutil.copy(DEFAULT_MODEL.parent / shipped["weights"], tmp_path)
     plain = {key: value for key, value in shipped.items() if key != "clump_model"}
     (tmp_path / "plain.json").write_text(json.dumps(plain))
-    torch.manual_seed(0)
-    torch.save(ScreeningUNet(UNetConfig(width=4)).state_dict(), tmp_path / "clumps.pt")
-    sha256 = hashlib.sha256((tmp_path / "clumps.pt").read_bytes()).hexdigest()
-    clump_spec = {
-        "name": "clumps",
-        "weights": "clumps.pt",
-        "sha256": sha256,
-        "architecture": UNetConfig(width=4).to_dict(),
-        "thresholds": shipped["thresholds"],
-        "training": {"seed": 3, "steps": 10, "simulator_version": "2", "task": "clumps"},
-    }
-    (tmp_path / "clumps.json").write_text(json.dumps(clump_spec))
+    training = {"seed": 3, "steps": 10, "simulator_version": "2", "task": "clumps"}
+    clumps = write_model(tmp_path, config=UNetConfig(width=4), name="clumps", training=training)
+    sha256 = json.loads(clumps.read_text())["sha256"]
     (tmp_path / "with.json").write_text(json.dumps({**plain, "clump_model": "clumps.json"}))
     assert "clump_model" not in NetworkScreener(tmp_path / "plain.json", "cpu").provenance()
     provenance = NetworkScreener(tmp_path / "with.json", "cpu").provenance()
