@@ -13,14 +13,23 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_type_hints
 
 from prefect import get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from survey_seg.cluster import ClusterSpec, check_spec_file_alone, dask_client
+from survey_seg.config import OUTPUT_OPTIONS, RUN_OPTIONS, RunConfig, check_run_config
 from survey_seg.errors import InputError, SurveySegError
 from survey_seg.pipeline import (
     RunPlan,
@@ -35,6 +44,7 @@ from survey_seg.tiling import parse_region
 
 __all__ = [
     "ClusterParameters",
+    "RunParameters",
     "add_cluster_arguments",
     "batches",
     "check_region",
@@ -111,6 +121,57 @@ class ClusterParameters(BaseModel):
             threads_per_worker=self.threads_per_worker,
             address=self.address,
         )
+
+
+def _run_option_fields() -> dict[str, Any]:
+    """Pydantic fields of the options of ``survey-seg run``.
+
+    One per entry of :data:`RUN_OPTIONS` and :data:`OUTPUT_OPTIONS`, with the
+    command line's types, defaults, choices and help.
+    """
+    hints = get_type_hints(RunConfig)
+    defaults = RunConfig()
+    fields: dict[str, Any] = {}
+    for option in RUN_OPTIONS:
+        default = getattr(defaults, option.field)
+        kind = Literal[option.choices] if option.choices else hints[option.field]  # type: ignore[valid-type]
+        if option.choices and default is None:
+            kind = kind | None
+        fields[option.field] = (kind, Field(default=default, description=option.help))
+    for output in OUTPUT_OPTIONS:
+        fields[output.name] = (bool, Field(default=False, description=output.help))
+    return fields
+
+
+class _RunParametersBase(BaseModel):
+    """Validation of the run options as a whole (the fields are added below)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _options_usable(self) -> _RunParametersBase:
+        chosen = [output.flag for output in OUTPUT_OPTIONS if getattr(self, output.name)]
+        if len(chosen) > 1:
+            raise ValueError(f"{' and '.join(chosen)} exclude each other; pass one of them")
+        check_run_config(self.run_config())  # InputError is a ValueError: names the fix
+        check_region(self.region)
+        return self
+
+    def run_config(self) -> RunConfig:
+        """The library's run configuration."""
+        return RunConfig(**{option.field: getattr(self, option.field) for option in RUN_OPTIONS})
+
+    def output_options(self) -> dict[str, bool]:
+        """``resume``, ``force`` and ``clean``, as ``plan_run`` takes them."""
+        return {output.name: getattr(self, output.name) for output in OUTPUT_OPTIONS}
+
+
+RunParameters = create_model(
+    "RunParameters",
+    __base__=_RunParametersBase,
+    __doc__="The options of ``survey-seg run``, from the one definition in survey_seg.config.",
+    **_run_option_fields(),
+)
 
 
 def check_region(value: str | None) -> str | None:

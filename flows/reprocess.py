@@ -14,15 +14,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from flows.common import (
     ClusterParameters,
+    RunParameters,
     add_cluster_arguments,
-    check_region,
     cluster_client,
     first_error,
     prefect_api,
@@ -30,27 +29,22 @@ from flows.common import (
     report_task,
     run_plan_on_cluster,
 )
+from survey_seg.config import add_run_arguments, run_options_from_args
 from survey_seg.errors import SurveySegError
-from survey_seg.methods import DEFAULT_METHOD
-from survey_seg.pipeline import RunConfig, RunSummary, new_run_id, pending_tiles, plan_run
+from survey_seg.pipeline import RunSummary, new_run_id, pending_tiles, plan_run
 
 __all__ = ["ReprocessParameters", "main", "reprocess_survey"]
 
 
-class ReprocessParameters(BaseModel):
-    """Parameters of :func:`reprocess_survey`, validated before any work starts."""
+class ReprocessParameters(RunParameters):
+    """Parameters of :func:`reprocess_survey`, validated before any work starts.
 
-    model_config = ConfigDict(extra="forbid")
+    The run options (``tile_size`` ... ``region``, ``resume``, ``force``, ``clean``)
+    are those of ``survey-seg run``, from one definition (:class:`RunParameters`).
+    """
 
     mosaics: list[Path] = Field(min_length=1, description="FITS mosaics to screen")
     out_dir: Path = Field(description="output directory (one sub-directory per mosaic if many)")
-    tile_size: int = Field(default=512, ge=8)
-    halo: int = Field(default=64, ge=0)
-    method: Literal["unet", "classical"] = DEFAULT_METHOD
-    model: str | None = Field(default=None, description="model config of a trained network")
-    region: str | None = Field(default=None, description="cone:, box: or tiles: region")
-    resume: bool = False
-    force: bool = False
     batch_size: int = Field(default=32, ge=1, description="tiles per Prefect task")
     cluster: ClusterParameters = Field(default_factory=ClusterParameters)
     report: bool = True
@@ -66,27 +60,9 @@ class ReprocessParameters(BaseModel):
             raise ValueError("mosaics must have distinct file names (each gets OUT/<name>/)")
         return mosaics
 
-    @field_validator("region")
-    @classmethod
-    def _region_parses(cls, region: str | None) -> str | None:
-        return check_region(region)
-
-    @model_validator(mode="after")
-    def _resume_or_force(self) -> ReprocessParameters:
-        if self.resume and self.force:
-            raise ValueError("resume and force exclude each other; pass one of them")
-        return self
-
     def output_dir(self, mosaic: Path) -> Path:
         """Where the results of ``mosaic`` go."""
         return self.out_dir if len(self.mosaics) == 1 else self.out_dir / Path(mosaic).stem
-
-    def run_config(self) -> RunConfig:
-        """The library's run configuration."""
-        return RunConfig(
-            tile_size=self.tile_size, halo=self.halo, method=self.method, model=self.model,
-            region=self.region,
-        )  # fmt: skip
 
 
 @flow(name="reprocess-survey", log_prints=True)
@@ -99,8 +75,7 @@ def reprocess_survey(parameters: ReprocessParameters) -> list[RunSummary]:
     logger = get_run_logger()
     config = parameters.run_config()
     plans = [
-        plan_run(mosaic, parameters.output_dir(mosaic), config, resume=parameters.resume,
-                 force=parameters.force)
+        plan_run(mosaic, parameters.output_dir(mosaic), config, **parameters.output_options())
         for mosaic in parameters.mosaics
     ]  # fmt: skip
     summaries = []
@@ -122,21 +97,19 @@ def reprocess_survey(parameters: ReprocessParameters) -> list[RunSummary]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of the flow; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m flows.reprocess", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.reprocess",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("mosaics", nargs="*", type=Path, help="FITS mosaics")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--simulate", type=int, metavar="SIZE",
                         help="first simulate a SIZE x SIZE mosaic into OUT/simulation")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1, help="simulation seed")
-    parser.add_argument("--tile-size", type=int, default=512)
-    parser.add_argument("--halo", type=int, default=64)
-    parser.add_argument("--method", default=DEFAULT_METHOD)
-    parser.add_argument("--model")
-    parser.add_argument("--region")
+    add_run_arguments(parser)
     add_cluster_arguments(parser)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--no-report", action="store_true", help="write no report.html")
     args = parser.parse_args(argv)
     mosaics = list(args.mosaics)
     out = args.out
@@ -145,9 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             mosaics.append(_simulate(out / "simulation", args.simulate, args.seed))
             out = out / "run"
         parameters = ReprocessParameters(
-            mosaics=mosaics, out_dir=out, tile_size=args.tile_size, halo=args.halo,
-            method=args.method, model=args.model, region=args.region,
-            resume=args.resume, force=args.force or bool(args.simulate and out.exists()),
+            mosaics=mosaics, out_dir=out, **run_options_from_args(args),
+            resume=args.resume, force=args.force,
+            clean=args.clean or bool(args.simulate and (out / "manifest.json").exists()),
             batch_size=args.batch_size, report=not args.no_report,
             cluster=ClusterParameters.from_args(args),
         )  # fmt: skip

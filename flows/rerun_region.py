@@ -82,7 +82,11 @@ def rerun_region(parameters: RerunParameters) -> RunSummary:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of the flow; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m flows.rerun_region", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.rerun_region",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("out_dir", type=Path, help="output directory of an earlier run")
     parser.add_argument("--region", required=True, help="cone:RA,DEC,R | box:... | tiles:...")
     parser.add_argument("--method")

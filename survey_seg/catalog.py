@@ -6,12 +6,22 @@ sky coordinates are ICRS degrees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["CLUMP_COLUMNS", "SOURCE_COLUMNS", "TILE_COLUMNS", "Column", "conform", "empty_table"]
+__all__ = [
+    "CATALOGS",
+    "CLUMP_COLUMNS",
+    "FLUX_COLUMNS",
+    "SOURCE_COLUMNS",
+    "TILE_COLUMNS",
+    "Column",
+    "conform",
+    "empty_table",
+    "table_columns",
+]
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,13 @@ CLUMP_COLUMNS: tuple[Column, ...] = (
     Column("ra", "float64", "deg", "right ascension (ICRS)"),
     Column("dec", "float64", "deg", "declination (ICRS)"),
     Column("probability", "float64", "", "detection score: network probability or a S/N proxy"),
-    Column("flux_fraction", "float64", "", "clump flux above the smooth host over host flux"),
+    Column(
+        "flux_fraction",
+        "float64",
+        "",
+        "clump light above the host's local level (5x5 pixels, each to the nearest clump) "
+        "over the host's light; in [0, 1], summing to at most 1 per host",
+    ),
 )
 
 TILE_COLUMNS: tuple[Column, ...] = (
@@ -100,6 +116,47 @@ TILE_COLUMNS: tuple[Column, ...] = (
     Column("seconds_write", "float64", "s", "wall time of writing the tile core to Zarr"),
     Column("error", "str", "", "reason of a failure, empty when done"),
 )
+
+CATALOGS: dict[str, tuple[Column, ...]] = {
+    "sources": SOURCE_COLUMNS,
+    "clumps": CLUMP_COLUMNS,
+    "tiles": TILE_COLUMNS,
+}
+"""The schema of each global table, by its file stem (``OUT/sources.parquet``, ...)."""
+
+FLUX_COLUMNS: tuple[str, ...] = ("flux", "flux_err")
+"""Columns in the units of the mosaic's pixels (``adu`` unless the mosaic says otherwise)."""
+
+
+def table_columns(name: str, *, flux_unit: str | None = None) -> tuple[Column, ...]:
+    """Return the columns of the global table ``name``, with the run's flux unit.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`CATALOGS`: ``"sources"``, ``"clumps"`` or ``"tiles"``.
+    flux_unit : str or None
+        Unit of the mosaic's pixel values (its ``BUNIT``, e.g. ``"nanomaggy"``); it
+        replaces the unit of the :data:`FLUX_COLUMNS`. None keeps ``adu``.
+
+    Returns
+    -------
+    tuple of Column
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a known table, or ``flux_unit`` is empty or not a string.
+    """
+    if name not in CATALOGS:
+        raise ValueError(f"unknown table {name!r}; known tables are {sorted(CATALOGS)}")
+    if flux_unit is not None and (not isinstance(flux_unit, str) or not flux_unit.strip()):
+        raise ValueError(f"flux_unit must be a non-empty string or None, not {flux_unit!r}")
+    columns = CATALOGS[name]
+    if flux_unit is None:
+        return columns
+    unit = flux_unit.strip()
+    return tuple(replace(c, unit=unit) if c.name in FLUX_COLUMNS else c for c in columns)
 
 
 def empty_table(columns: tuple[Column, ...]) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from survey_seg.clumps import clump_flux_fraction
 from survey_seg.masks import MaskBit
 from survey_seg.measure import (
     label_maximum_position,
@@ -359,9 +360,7 @@ class ClassicalScreener:
         peak_y, peak_x = label_maximum_position(snr, sources, np.arange(1, sources.max() + 1))
         far = np.hypot(ys - peak_y[labels - 1], xs - peak_x[labels - 1]) >= c.clump_min_separation
         ys, xs, labels = ys[far], xs[far], labels[far]
-        box = ndimage.uniform_filter(residual, size=5) * 25.0
-        host_flux = np.bincount(sources.ravel(), weights=work.ravel())
-        fraction = box[ys, xs] / np.maximum(host_flux[labels], 1e-12)
+        fraction = clump_flux_fraction(work, sources, ys, xs, labels)
         return ClumpCandidates(
             y=ys.astype(np.float64),
             x=xs.astype(np.float64),

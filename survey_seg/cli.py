@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("out_dir", type=Path, nargs="?", default=Path("demo-out"))
     demo.add_argument("--size", type=int, default=2048, help="mosaic side in pixels")
     demo.add_argument("--seed", type=int, default=1, help="simulation seed")
-    _add_run_options(demo, resume=False)
+    _add_run_options(demo, output_options=False)
     demo.set_defaults(handler=_demo, default_workers=2)
 
     certs = commands.add_parser(
@@ -138,41 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) -> None:
-    from survey_seg.methods import DEFAULT_METHOD, METHOD_NAMES, PRECISIONS
-    from survey_seg.pipeline import RunConfig
+def _add_run_options(parser: argparse.ArgumentParser, *, output_options: bool = True) -> None:
+    from survey_seg.config import add_run_arguments
 
-    defaults = RunConfig()
-    parser.add_argument("--tile-size", type=int, default=defaults.tile_size, metavar="PIX")
-    parser.add_argument("--halo", type=int, default=defaults.halo, metavar="PIX")
-    parser.add_argument("--method", choices=METHOD_NAMES, default=DEFAULT_METHOD)
-    parser.add_argument("--model", metavar="CONFIG", help="model config of a trained network")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=defaults.precision,
-        help="network arithmetic; auto: bfloat16 where the hardware has it",
-    )
-    parser.add_argument(
-        "--flips",
-        type=int,
-        choices=(1, 2, 4),
-        default=defaults.flips,
-        help="network passes per tile on flips of it, averaged (default: the model's); "
-        "1 is fastest, more give fewer spurious detections",
-    )
-    parser.add_argument(
-        "--psf-fwhm",
-        type=float,
-        metavar="PIX",
-        help="PSF FWHM of the mosaic in pixels, for the network's thresholds "
-        "(default: its PSFFWHM keyword)",
-    )
-    parser.add_argument(
-        "--region",
-        metavar="SPEC",
-        help="cone:RA,DEC,RADIUS_DEG | box:RA0,RA1,DEC0,DEC1 | tiles:I,J",
-    )
+    add_run_arguments(parser, output_options=output_options)
     parser.add_argument("--workers", type=int, metavar="N", help="dask worker processes")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="use a running dask scheduler")
     parser.add_argument(
@@ -189,12 +158,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, resume: bool = True) ->
         "--workers or --scheduler",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    if resume:
-        # not an argparse exclusive group: the run refuses the pair itself, naming the fix
-        parser.add_argument("--resume", action="store_true", help="finish an interrupted run")
-        parser.add_argument(
-            "--force", action="store_true", help="replace an earlier run (not with --resume)"
-        )
+    parser.add_argument(
+        "--no-report", action="store_true", help="do not write OUT/report.html at the end"
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -271,27 +237,27 @@ class _UsageError(SurveySegError):
     """A bad command-line value."""
 
 
-def _run(args: argparse.Namespace, *, force: bool | None = None):
-    from survey_seg.pipeline import RunConfig, execute_run, plan_run
+def _run(args: argparse.Namespace, *, clean: bool | None = None):
+    from survey_seg.config import run_config_from_args
+    from survey_seg.pipeline import execute_run, plan_run
 
     cluster = _cluster_spec(args)
-    config = RunConfig(
-        tile_size=args.tile_size,
-        halo=args.halo,
-        method=args.method,
-        model=str(args.model) if args.model else None,
-        region=args.region,
-        precision=args.precision,
-        flips=args.flips,
-        psf_fwhm=args.psf_fwhm,
-    )
+    config = run_config_from_args(args)
     plan = plan_run(
         args.mosaic,
         args.out,
         config,
         resume=getattr(args, "resume", False),
-        force=args.force if force is None else force,
+        force=getattr(args, "force", False),
+        clean=args.clean if clean is None else clean,
     )
+    if plan.mode == "clean":
+        print(f"--clean: discarding the earlier run in {plan.out_dir}")
+    elif plan.mode == "rerun":
+        print(
+            f"--force: screening {len(plan.selected)} of {len(plan.grid)} tiles again; "
+            "the others keep their results"
+        )
     with _client(cluster) as client, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         summary = execute_run(plan, client=client, progress=not args.no_progress)
@@ -302,6 +268,10 @@ def _run(args: argparse.Namespace, *, force: bool | None = None):
         f"sources, {summary.n_blended} blended, {summary.n_clumps} clumps; tiles: {verdicts}"
     )
     print(f"outputs in {summary.out_dir}")
+    if not args.no_report:
+        from survey_seg.report import make_report
+
+        print(f"report: {make_report(summary.out_dir)}")
     for warning in caught:
         print(f"survey-seg: warning: {warning.message}", file=sys.stderr)
     if summary.n_failed:
@@ -385,7 +355,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"simulated a {args.size} x {args.size} mosaic: {paths['mosaic']}")
     args.mosaic = paths["mosaic"]
     args.out = args.out_dir / "run"
-    status = _run(args, force=(args.out / "manifest.json").exists())
+    status = _run(args, clean=(args.out / "manifest.json").exists())
     import pandas as pd
 
     sources = pd.read_parquet(args.out / "sources.parquet")
@@ -395,9 +365,6 @@ def _demo(args: argparse.Namespace) -> int:
         f"purity {score.purity:.3f}, blend recall {score.blend_recall:.3f} "
         f"({score.n_close_pairs} pairs closer than 1.5 arcsec)"
     )
-    from survey_seg.report import make_report
-
-    print(f"report: {make_report(args.out)}")
     print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return status
 

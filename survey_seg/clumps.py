@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from survey_seg.blends import find_centres
 from survey_seg.screen import ClumpCandidates
@@ -53,12 +52,89 @@ def find_clumps(
 
 
 def clump_flux_fraction(
-    flux_image: np.ndarray, sources: np.ndarray, ys: np.ndarray, xs: np.ndarray, hosts: np.ndarray
+    flux_image: np.ndarray,
+    sources: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    hosts: np.ndarray,
+    *,
+    radius: int = 2,
 ) -> np.ndarray:
-    """Flux in a 5x5 box above the mean of the surrounding 9x9 ring, over the host flux."""
-    box5 = ndimage.uniform_filter(flux_image, size=5) * 25.0
-    box9 = ndimage.uniform_filter(flux_image, size=9) * 81.0
-    ring_mean = (box9 - box5) / (81.0 - 25.0)
-    excess = box5[ys, xs] - 25.0 * ring_mean[ys, xs]
-    host_flux = np.bincount(sources.ravel(), weights=flux_image.ravel())
-    return excess / np.maximum(host_flux[hosts], 1e-12)
+    """Each clump's share of its host's light, within [0, 1].
+
+    A clump's flux is the light above the host's local level (the median of the
+    host's pixels in the 2-pixel ring around the clump's ``2 radius + 1`` box) in
+    the pixels of its box that belong to the host. A pixel in the boxes of
+    several clumps counts for the nearest one only, and no pixel gives more than
+    its own positive flux; the host's light is the sum of its positive pixels. So
+    the fractions of a host's clumps lie in [0, 1] and add up to at most 1.
+
+    Parameters
+    ----------
+    flux_image : numpy.ndarray
+        Background-subtracted image.
+    sources : numpy.ndarray
+        int source labels (0: background).
+    ys, xs : numpy.ndarray
+        Integer pixel positions of the clump peaks.
+    hosts : numpy.ndarray
+        Label of each clump's host source.
+    radius : int
+        Half side of a clump's box, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 flux fractions, one per clump.
+    """
+    ys, xs, hosts = (np.asarray(a, dtype=np.int64) for a in (ys, xs, hosts))
+    if ys.size == 0:
+        return np.zeros(0)
+    flux = np.where(np.isfinite(flux_image), flux_image, 0.0).astype(np.float64)
+    positive = np.maximum(flux, 0.0)
+    boxes, owner = _nearest_clump_pixels(sources, ys, xs, hosts, radius)
+    clump_flux = np.zeros(ys.size)
+    for k, (pixel_y, pixel_x) in enumerate(boxes):
+        level = _host_ring_level(flux, sources, ys[k], xs[k], hosts[k], radius)
+        above = flux[pixel_y, pixel_x] - level
+        owned = owner[pixel_y, pixel_x] == k
+        clump_flux[k] = np.clip(above, 0.0, positive[pixel_y, pixel_x])[owned].sum()
+    host_light = np.bincount(sources.ravel(), weights=positive.ravel())[hosts]
+    fraction = np.divide(clump_flux, host_light, out=np.zeros(ys.size), where=host_light > 0)
+    return np.clip(fraction, 0.0, 1.0)  # only rounding can leave [0, 1]
+
+
+def _host_ring_level(
+    flux: np.ndarray, sources: np.ndarray, y: int, x: int, host: int, radius: int
+) -> float:
+    """Median flux of the host's own pixels in the 2-pixel ring around a clump's box."""
+    height, width = flux.shape
+    outer = radius + 2
+    y0, y1 = max(0, y - outer), min(height, y + outer + 1)
+    x0, x1 = max(0, x - outer), min(width, x + outer + 1)
+    grid_y, grid_x = np.mgrid[y0:y1, x0:x1]
+    in_ring = np.maximum(abs(grid_y - y), abs(grid_x - x)) > radius
+    in_ring &= sources[y0:y1, x0:x1] == host
+    return float(np.median(flux[y0:y1, x0:x1][in_ring])) if in_ring.any() else 0.0
+
+
+def _nearest_clump_pixels(
+    sources: np.ndarray, ys: np.ndarray, xs: np.ndarray, hosts: np.ndarray, radius: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """The host pixels in each clump's box, and which clump is nearest to each of them."""
+    height, width = sources.shape
+    nearest = np.full(sources.shape, np.inf)
+    owner = np.full(sources.shape, -1, dtype=np.int64)
+    boxes = []
+    for k in range(ys.size):
+        y0, y1 = max(0, ys[k] - radius), min(height, ys[k] + radius + 1)
+        x0, x1 = max(0, xs[k] - radius), min(width, xs[k] + radius + 1)
+        grid_y, grid_x = np.mgrid[y0:y1, x0:x1]
+        inside = sources[y0:y1, x0:x1] == hosts[k]
+        pixel_y, pixel_x = grid_y[inside], grid_x[inside]
+        distance = np.hypot(pixel_y - ys[k], pixel_x - xs[k])
+        closer = distance < nearest[pixel_y, pixel_x]
+        nearest[pixel_y[closer], pixel_x[closer]] = distance[closer]
+        owner[pixel_y[closer], pixel_x[closer]] = k
+        boxes.append((pixel_y, pixel_x))
+    return boxes, owner

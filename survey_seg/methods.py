@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+from survey_seg.config import DEFAULT_METHOD, METHOD_NAMES, PRECISIONS
 from survey_seg.errors import InputError
 from survey_seg.screen import ScreeningMethod
 
 __all__ = ["DEFAULT_METHOD", "METHOD_NAMES", "PRECISIONS", "make_method"]
 
-METHOD_NAMES = ("unet", "classical")
-DEFAULT_METHOD = "unet"
-PRECISIONS = ("auto", "float32", "bfloat16")
-"""Values of ``--precision``: ``auto`` is bfloat16 where the device computes it
-natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else float32."""
 
 
 def make_method(

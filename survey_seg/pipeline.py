@@ -2,16 +2,13 @@
 
 :func:`plan_run` validates all input and the output directory without writing
 anything; :func:`execute_run` does the work. A bad input therefore never
-touches an earlier output, even with ``force``. The dask client is passed in by
+touches an earlier output, even with ``clean``. The dask client is passed in by
 the caller (see :mod:`survey_seg.cluster`); without one, tiles run in-process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
 import os
 import shutil
 import tempfile
@@ -25,9 +22,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from survey_seg import __version__
+from survey_seg.config import RunConfig, check_run_config
 from survey_seg.errors import InputError, OutputError
 from survey_seg.merge import merge_clumps, merge_sources, tiles_table
-from survey_seg.methods import DEFAULT_METHOD, PRECISIONS, make_method
+from survey_seg.methods import make_method
 from survey_seg.screen import ScreeningMethod, screen_tile
 from survey_seg.store import (
     MASKS_STORE,
@@ -48,6 +46,7 @@ from survey_seg.store import (
     is_output_failure,
     output_failures,
     release_run_lock,
+    wcs_to_attrs,
 )
 from survey_seg.tiling import TileGrid, make_tile_grid, parse_region, select_tiles
 
@@ -59,6 +58,7 @@ __all__ = [
     "finish_run",
     "new_run_id",
     "pending_tiles",
+    "photometry",
     "plan_rerun",
     "plan_run",
     "prepare_outputs",
@@ -77,53 +77,11 @@ OUTPUT_NAMES = (
     "clumps.parquet",
     "clumps.fits",
     "tiles.parquet",
+    "masks.fits",
     "manifest.json",
     REPORT_HTML,
     REPORT_DIR,
 )
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Parameters of a run."""
-
-    tile_size: int = 512
-    """Side of a tile core in pixels: one Zarr shard of every array."""
-    halo: int = 64
-    """Context read around each core, in pixels; objects larger than it are flagged."""
-    method: str = DEFAULT_METHOD
-    """Screening method (``--method``)."""
-    model: str | None = None
-    """Model config file of a network method (default: the shipped weights)."""
-    region: str | None = None
-    """Screen only the tiles meeting this region (``cone:``, ``box:`` or ``tiles:``)."""
-    background_cell: int = 64
-    """Side of the background mesh cells in pixels."""
-    precision: str = "auto"
-    """Arithmetic of a network method: ``float32``, ``bfloat16``, or ``auto`` for
-    bfloat16 where the hardware computes it natively (it runs about 2x faster;
-    the benchmark metrics move by less than 0.01)."""
-    flips: int | None = None
-    """Passes of a network method per window, each on a flip of it, averaged: 1, 2
-    or 4 (``None``: the model config's ``test_time_flips``). Each pass costs as much
-    network time as the first; more passes give fewer spurious detections."""
-    fits_copies: bool = True
-    """Also write the catalogs as FITS tables."""
-    psf_fwhm: float | None = None
-    """PSF FWHM of the mosaic in pixels, for which a network method picks its
-    thresholds (``--psf-fwhm``). None: the mosaic's ``PSFFWHM`` keyword, and the
-    thresholds of the network's training PSF when it has none."""
-
-    def result_key(self, mosaic_sha256: str, method_provenance: dict) -> str:
-        """Hash of everything a tile's result depends on: equal keys, equal results."""
-        payload = {
-            "mosaic": mosaic_sha256,
-            "tile_size": self.tile_size,
-            "halo": self.halo,
-            "background_cell": self.background_cell,
-            "method": method_provenance,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -138,7 +96,8 @@ class RunPlan:
     method_provenance: dict
     result_key: str
     mode: str
-    """``new``, ``resume``, ``force`` or ``rerun`` (a region of an earlier run)."""
+    """``new``, ``resume``, ``clean`` (an earlier run discarded first) or ``rerun`` (tiles
+    of an earlier run screened again, the others kept)."""
 
 
 @dataclass
@@ -170,6 +129,7 @@ def plan_run(
     *,
     resume: bool = False,
     force: bool = False,
+    clean: bool = False,
 ) -> RunPlan:
     """Validate a run without writing anything.
 
@@ -178,11 +138,18 @@ def plan_run(
     mosaic_path : path-like
         FITS mosaic.
     out_dir : path-like
-        Output directory: new, empty, or an earlier run's (with ``resume`` or ``force``).
+        Output directory: new, empty, or an earlier run's (with ``resume``,
+        ``force`` or ``clean``).
     config : RunConfig, optional
         Run parameters.
-    resume, force : bool
-        Finish an earlier run in ``out_dir`` / replace it.
+    resume : bool
+        Finish the earlier run in ``out_dir``: screen its unfinished tiles.
+    force : bool
+        Screen the selected tiles again (those meeting ``config.region``, else
+        all) though they are finished, keeping every other tile's rows and
+        pixels; the earlier run must have the same tiling.
+    clean : bool
+        Discard the earlier run in ``out_dir``, every tile of it, and start anew.
 
     Returns
     -------
@@ -194,21 +161,11 @@ def plan_run(
         One-line messages naming the problem and the fix.
     """
     config = config or RunConfig()
-    if resume and force:
-        raise InputError("--resume and --force exclude each other; pass one of them")
-    if config.precision not in PRECISIONS:
-        raise InputError(
-            f"precision {config.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
-        )
-    if config.psf_fwhm is not None and not (
-        isinstance(config.psf_fwhm, int | float) and math.isfinite(config.psf_fwhm)
-        and config.psf_fwhm > 0
-    ):  # fmt: skip
-        raise InputError(
-            f"--psf-fwhm {config.psf_fwhm!r} is not a PSF width; give the FWHM in pixels (> 0)"
-        )
-    if config.psf_fwhm is not None and config.method != "unet":
-        raise InputError(f"--psf-fwhm applies to the unet method, not {config.method!r}; drop it")
+    chosen = [flag for flag, on in (("--resume", resume), ("--force", force), ("--clean", clean))
+              if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise InputError(f"{' and '.join(chosen)} exclude each other; pass one of them")
+    check_run_config(config)
     _make_method(config)  # a bad method or model is refused before the mosaic is read
     mosaic = inspect_fits_mosaic(mosaic_path)
     method = _make_method(config, mosaic.psf_fwhm_pix)
@@ -235,7 +192,10 @@ def plan_run(
     provenance = method.provenance()
     key = config.result_key(mosaic.sha256, provenance)
     out = Path(out_dir)
-    mode = _check_output_dir(out, mosaic, key, resume=resume, force=force)
+    mode = _check_output_dir(
+        out, mosaic, config, key, resume=resume, force=force, clean=clean,
+        every_tile=len(selected) == len(grid),
+    )  # fmt: skip
     return RunPlan(mosaic, out, config, grid, selected, provenance, key, mode)
 
 
@@ -279,8 +239,8 @@ def plan_rerun(
     check_run_lock(out)
     check_no_links(out, OUTPUT_NAMES)
     recorded = dict(manifest["config"])
-    config = RunConfig(
-        **{
+    config = RunConfig.from_record(
+        {
             **recorded,
             "region": region,
             "method": method or recorded["method"],
@@ -305,7 +265,18 @@ def plan_rerun(
     return RunPlan(mosaic, out, config, grid, selected, provenance, key, "rerun")
 
 
-def _check_output_dir(out: Path, mosaic: MosaicInfo, key: str, *, resume: bool, force: bool) -> str:
+def _check_output_dir(
+    out: Path,
+    mosaic: MosaicInfo,
+    config: RunConfig,
+    key: str,
+    *,
+    resume: bool,
+    force: bool,
+    clean: bool,
+    every_tile: bool,
+) -> str:
+    """The plan's mode for ``out``: ``new``, ``resume``, ``rerun`` (force) or ``clean``."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"output {out} exists and is not a directory; choose another --out")
     existing = out if out.exists() else next(p for p in out.parents if p.exists())
@@ -322,12 +293,16 @@ def _check_output_dir(out: Path, mosaic: MosaicInfo, key: str, *, resume: bool, 
         raise OutputError(
             f"{out} is not empty and holds no survey-seg run; choose a new or empty --out"
         )
+    if clean:
+        return "clean"
     if force:
-        return "force"
+        _check_same_tiling(out, manifest, mosaic, config, every_tile=every_tile)
+        return "rerun"
     if not resume:
         raise OutputError(
             f"{out} already holds a run ({manifest.get('run_id', '?')}); pass --resume to "
-            "finish it or --force to replace it"
+            "finish it, --force to screen tiles again (keeping the others' results) or "
+            "--clean to discard it"
         )
     if (
         manifest.get("input", {}).get("sha256") != mosaic.sha256
@@ -335,9 +310,41 @@ def _check_output_dir(out: Path, mosaic: MosaicInfo, key: str, *, resume: bool, 
     ):
         raise OutputError(
             f"{out} holds a run of another mosaic or other parameters; pass --force to "
-            "replace it or choose another --out"
+            "screen its tiles again with these, --clean to discard it, or choose another --out"
         )
     return "resume"
+
+
+def _check_same_tiling(
+    out: Path, manifest: dict, mosaic: MosaicInfo, config: RunConfig, *, every_tile: bool
+) -> None:
+    """Refuse ``--force`` when the earlier run's tiles cannot be kept beside new ones.
+
+    The tiles must have the same cores and halos (same mosaic shape, tile size,
+    halo and background cells). Unless every tile is screened again, the mosaic
+    must also cover the same sky (a recalibrated mosaic may differ in its pixels).
+    """
+    recorded = manifest.get("config", {})
+    tiling = {
+        "mosaic shape": (list(manifest.get("input", {}).get("shape", [])), list(mosaic.shape)),
+        "--tile-size": (recorded.get("tile_size"), config.tile_size),
+        "--halo": (recorded.get("halo"), config.halo),
+        "background cell": (recorded.get("background_cell"), config.background_cell),
+    }
+    changed = [f"{name} {old} -> {new}" for name, (old, new) in tiling.items() if old != new]
+    if not changed and not every_tile and manifest.get("input", {}).get("sha256") != mosaic.sha256:
+        try:
+            earlier_wcs = MosaicStore(out / MOSAIC_STORE).attrs.get("wcs")
+        except Exception:  # no readable ingest: its tiles cannot be matched to this mosaic
+            earlier_wcs = None
+        if earlier_wcs != wcs_to_attrs(mosaic.wcs):
+            changed.append("the mosaic's WCS")
+    if changed:
+        raise OutputError(
+            f"{out} holds a run of another tiling ({', '.join(changed)}), whose finished tiles "
+            "--force would keep; pass --clean to discard that run and start a new one, or "
+            "choose another --out"
+        )
 
 
 def _can_create_file(directory: Path) -> bool:
@@ -440,7 +447,7 @@ def _make_method(config: RunConfig, header_psf_fwhm: float | None = None) -> Scr
 
 
 def prepare_outputs(plan: RunPlan, run_id: str) -> float:
-    """Make the output directory ready: replace (force), ingest, create the masks.
+    """Make the output directory ready: discard (clean), ingest, create the masks.
 
     Takes the output directory's run lock first (released by :func:`finish_run`),
     then writes the manifest with status ``running``.
@@ -454,7 +461,7 @@ def prepare_outputs(plan: RunPlan, run_id: str) -> float:
         out = OutputStore(plan.out_dir)
         plan.out_dir.mkdir(parents=True, exist_ok=True)
         acquire_run_lock(plan.out_dir, run_id)
-        if plan.mode == "force":
+        if plan.mode == "clean":
             _remove_outputs(plan.out_dir)
         manifest = _manifest(plan, run_id, status="running", previous=_previous(plan, out))
         out.write_manifest(manifest)
@@ -467,7 +474,7 @@ def prepare_outputs(plan: RunPlan, run_id: str) -> float:
                 tile_size=plan.config.tile_size,
                 background_cell=plan.config.background_cell,
             )
-        if plan.mode in ("new", "force") or not (plan.out_dir / MASKS_STORE).exists():
+        if plan.mode in ("new", "clean") or not (plan.out_dir / MASKS_STORE).exists():
             out.create_masks(
                 plan.mosaic.shape,
                 plan.config.tile_size,
@@ -539,7 +546,8 @@ def finish_run(
     previous = _previous(plan, out)
     merge_start = time.perf_counter()
     with output_failures(plan.out_dir):
-        summary = merge_run(plan, out)
+        provenance = _manifest(plan, run_id, status="running", previous=previous)
+        summary = merge_run(plan, out, provenance=provenance)
         summary.merge_seconds = time.perf_counter() - merge_start
         summary.ingest_seconds = ingest_seconds
         summary.run_id = run_id
@@ -574,15 +582,20 @@ def run_survey(
     client=None,
     resume: bool = False,
     force: bool = False,
+    clean: bool = False,
     progress: bool = False,
 ) -> RunSummary:
     """Validate, then execute a run: :func:`plan_run` followed by :func:`execute_run`."""
-    plan = plan_run(mosaic_path, out_dir, config, resume=resume, force=force)
+    plan = plan_run(mosaic_path, out_dir, config, resume=resume, force=force, clean=clean)
     return execute_run(plan, client=client, progress=progress)
 
 
-def merge_run(plan: RunPlan, out: OutputStore) -> RunSummary:
-    """Build the global catalogs and the tile table from every finished tile record."""
+def merge_run(plan: RunPlan, out: OutputStore, *, provenance: dict | None = None) -> RunSummary:
+    """Build the global catalogs and the tile table from every finished tile record.
+
+    With FITS copies, also export the masks as ``masks.fits``; ``provenance`` (the
+    run manifest) is summarised in the header of every FITS product.
+    """
     records, source_tables, clump_tables = [], [], []
     for index in range(len(plan.grid)):
         record = out.read_tile_record(index)
@@ -597,9 +610,14 @@ def merge_run(plan: RunPlan, out: OutputStore) -> RunSummary:
     clumps = merge_clumps(clump_tables, sources)
     tiles = tiles_table(records)
     fits_copies = plan.config.fits_copies
-    out.write_table(sources, "sources", fits_copy=fits_copies)
-    out.write_table(clumps, "clumps", fits_copy=fits_copies)
+    flux_unit = getattr(plan.mosaic, "flux_unit", None)
+    for table, name in ((sources, "sources"), (clumps, "clumps")):
+        out.write_table(
+            table, name, fits_copy=fits_copies, flux_unit=flux_unit, provenance=provenance
+        )
     out.write_table(tiles, "tiles", fits_copy=False)
+    if fits_copies:
+        out.write_masks_fits(provenance=provenance)
     verdicts = tiles["verdict"].value_counts().to_dict() if len(tiles) else {}
     messages = []
     n_truncated = sum(int(r.get("n_truncated", 0)) for r in records)
@@ -614,6 +632,11 @@ def merge_run(plan: RunPlan, out: OutputStore) -> RunSummary:
         messages.append(
             f"the mosaic has no {PSF_FWHM_KEY} keyword, so the network's thresholds for its "
             "training PSF were used; give the PSF FWHM with --psf-fwhm PIX"
+        )
+    if photometry(plan)["zero_point"] is None and len(sources):
+        messages.append(
+            "the mosaic has no MAGZERO keyword, so every mag is NaN; give the zero point "
+            "with --zero-point MAG (e.g. 22.5 for nanomaggies)"
         )
     for message in messages:
         warnings.warn(message, stacklevel=2)
@@ -656,8 +679,9 @@ def screen_and_store(
     read_start = time.perf_counter()
     window = mosaic.read_window(tile)
     seconds_read = time.perf_counter() - read_start
+    zero_point = config.zero_point if config.zero_point is not None else mosaic.zero_point
     result = screen_tile(
-        window, tile, grid, method, saturation=mosaic.saturation, zero_point=mosaic.zero_point
+        window, tile, grid, method, saturation=mosaic.saturation, zero_point=zero_point
     )
     write_start = time.perf_counter()
     check_lock_held_by(out_dir, run_id)  # a task outliving its run writes nothing
@@ -672,7 +696,9 @@ def screen_and_store(
         "error": "",
         "result_key": result_key,
     }
-    out.write_tile_result(tile_index, result.sources, result.clumps, record)
+    out.write_tile_result(
+        tile_index, result.sources, result.clumps, record, flux_unit=mosaic.flux_unit
+    )
     return record
 
 
@@ -752,6 +778,22 @@ def _progress_bar(total: int, *, enabled: bool):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def photometry(plan: RunPlan) -> dict:
+    """The run's flux unit and zero point, and where each comes from."""
+    if plan.config.zero_point is not None:
+        zero_point, zero_point_from = plan.config.zero_point, "--zero-point"
+    elif plan.mosaic.zero_point is not None:
+        zero_point, zero_point_from = plan.mosaic.zero_point, "MAGZERO"
+    else:
+        zero_point, zero_point_from = None, None
+    return {
+        "flux_unit": plan.mosaic.flux_unit or "adu",
+        "flux_unit_from": "BUNIT" if plan.mosaic.flux_unit else None,
+        "zero_point": zero_point,
+        "zero_point_from": zero_point_from,
+    }
 
 
 def _tile_geometry(tile) -> dict:
@@ -840,7 +882,9 @@ def _manifest(
             "zero_point": plan.mosaic.zero_point,
             "pixel_scale_arcsec": plan.mosaic.pixel_scale_arcsec,
             "psf_fwhm_pix": plan.mosaic.psf_fwhm_pix,
+            "flux_unit": plan.mosaic.flux_unit,
         },
+        "photometry": photometry(plan),
         "config": asdict(plan.config),
         "method": plan.method_provenance,
         "result_key": plan.result_key,

@@ -40,11 +40,8 @@ wing is below a tenth of ``sky_sigma``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +54,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.special import expit
 
+from survey_seg.files import atomic_path
 from survey_seg.masks import ARTEFACT_CLASS_BITS, ARTEFACT_CLASSES, MASK_DTYPE, MaskBit
 
 __all__ = [
@@ -1428,20 +1426,6 @@ def _truth_tables(
 # --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; move it into place on success."""
-    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.replace(temporary, final)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def write_simulation(sim: SimulatedMosaic, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write a simulated mosaic and its truth to ``out_dir``.
 
@@ -1489,14 +1473,14 @@ def write_simulation(sim: SimulatedMosaic, out_dir: str | os.PathLike) -> dict[s
     variance_hdu = fits.ImageHDU(
         data=np.asarray(sim.variance, dtype=np.float32), header=variance_header, name="VARIANCE"
     )
-    with _atomic_path(paths["mosaic"]) as temporary:
+    with atomic_path(paths["mosaic"]) as temporary:
         fits.HDUList([primary, variance_hdu]).writeto(temporary, overwrite=True)
 
     for key, table in (
         ("truth_sources", sim.truth_sources),
         ("truth_clumps", sim.truth_clumps),
     ):
-        with _atomic_path(paths[key]) as temporary:
+        with atomic_path(paths[key]) as temporary:
             table.to_parquet(temporary, index=False)
 
     mask_header = wcs_header.copy()
@@ -1505,6 +1489,6 @@ def write_simulation(sim: SimulatedMosaic, out_dir: str | os.PathLike) -> dict[s
     for bit in MaskBit:
         mask_header.add_comment(f"bit {int(bit).bit_length() - 1}: {bit.name}")
     mask_hdu = fits.PrimaryHDU(data=np.asarray(sim.truth_mask, dtype=np.uint32), header=mask_header)
-    with _atomic_path(paths["truth_mask"]) as temporary:
+    with atomic_path(paths["truth_mask"]) as temporary:
         mask_hdu.writeto(temporary, overwrite=True)
     return paths

@@ -9,6 +9,7 @@ Layout of an output directory ``OUT/``::
 
     mosaic.zarr/      ingested input: image, variance (optional), background mesh
     masks.zarr/       mask (uint32 planes), segmentation (int64 global ids)
+    masks.fits        the same arrays as FITS images with the WCS (MASK, SEGMENT, QUALITY)
     tiles/            per-tile results: NNNNNN.sources.parquet, NNNNNN.clumps.parquet,
                       NNNNNN.json (the tile's record, written last)
     sources.parquet, clumps.parquet, tiles.parquet, *.fits, manifest.json
@@ -24,26 +25,31 @@ import math
 import os
 import re
 import socket
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import zarr
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
+from survey_seg import __version__
 from survey_seg.background import BackgroundMesh, cell_statistics, finish_mesh
+from survey_seg.catalog import CATALOGS, Column, table_columns
 from survey_seg.errors import InputError, OutputError
+from survey_seg.files import atomic_output, atomic_write_bytes
 from survey_seg.masks import MASK_DTYPE, describe_bits
 from survey_seg.tiling import Tile
 
 __all__ = [
+    "MASKS_FITS",
     "OUTPUT_ERRNOS",
     "PSF_FWHM_KEY",
     "MosaicInfo",
@@ -71,6 +77,7 @@ PSF_FWHM_KEY = "PSFFWHM"
 """Header keyword of the mosaic's PSF full width at half maximum, in pixels."""
 MOSAIC_STORE = "mosaic.zarr"
 MASKS_STORE = "masks.zarr"
+MASKS_FITS = "masks.fits"
 TILES_DIR = "tiles"
 MANIFEST = "manifest.json"
 RUN_LOCK = "run.lock"
@@ -110,6 +117,9 @@ class MosaicInfo:
         method picks its thresholds for it.
     sha256 : str
         Checksum of the file, for provenance and resume checks.
+    flux_unit : str or None
+        ``BUNIT`` keyword: the unit of the pixel values, hence of the catalogs' fluxes
+        (None: not given; the fluxes are then in the image's own counts, ``adu``).
     """
 
     path: Path
@@ -123,6 +133,7 @@ class MosaicInfo:
     pixel_scale_arcsec: float
     psf_fwhm_pix: float | None
     sha256: str
+    flux_unit: str | None = None
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
@@ -195,6 +206,7 @@ def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
         pixel_scale_arcsec=scale,
         psf_fwhm_pix=psf_fwhm_pix,
         sha256=file_sha256(path),
+        flux_unit=_optional_string(header, "BUNIT"),
     )
 
 
@@ -351,6 +363,12 @@ def _optional_float(header: fits.Header, key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _optional_string(header: fits.Header, key: str) -> str | None:
+    """A string keyword, stripped; None when absent or blank."""
+    value = header.get(key)
+    return str(value).strip() or None if value is not None else None
+
+
 def _psf_fwhm(header: fits.Header, path: Path, image_hdu: int) -> float | None:
     """The ``PSFFWHM`` keyword (pixels), None when absent; an InputError when unusable."""
     if PSF_FWHM_KEY not in header:
@@ -467,6 +485,7 @@ def ingest_mosaic(
             "source_sha256": info.sha256,
             "saturation": info.saturation,
             "zero_point": info.zero_point,
+            "flux_unit": info.flux_unit,
             "pixel_scale_arcsec": info.pixel_scale_arcsec,
             "psf_fwhm_pix": info.psf_fwhm_pix,
             "noise_kind": info.noise_kind,
@@ -529,6 +548,7 @@ class MosaicStore:
         self.zero_point: float | None = attrs.get("zero_point")
         self.pixel_scale_arcsec: float = float(attrs["pixel_scale_arcsec"])
         self.psf_fwhm_pix: float | None = attrs.get("psf_fwhm_pix")
+        self.flux_unit: str | None = attrs.get("flux_unit")
         self.mesh = BackgroundMesh(
             np.asarray(self._root["background_level"][...]),
             np.asarray(self._root["background_rms"][...]),
@@ -562,22 +582,6 @@ class MosaicStore:
 
 
 # --------------------------------------------------------------------------- outputs
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def check_no_links(out_dir: str | os.PathLike, names: Iterable[str]) -> None:
@@ -733,12 +737,223 @@ def _locked_message(path: Path, holder: dict) -> str:
     )
 
 
-def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:
+def _atomic_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
     import io
 
+    import pyarrow.parquet as pq
+
     buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False)
+    if isinstance(table, pa.Table):
+        pq.write_table(table, buffer)
+    else:
+        table.to_parquet(buffer, index=False)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+FITS_BLOCK = 2880
+"""Size of a FITS block: every header and data unit is padded to a multiple of it."""
+UINT32_BZERO = 2147483648
+"""``BZERO`` of a uint32 image stored as FITS int32 (as astropy writes it)."""
+MASK_DESCRIPTION = (
+    "bit planes of each pixel: the OR of 1 << bit of every plane that applies "
+    "(mask_bits names each bit)"
+)
+SEGMENTATION_DESCRIPTION = (
+    "id of the source whose segment holds the pixel (the id column of sources.parquet), "
+    "0 where there is none"
+)
+QUALITY_DESCRIPTION = (
+    "probability that the data of each stamp of quality_stamp x quality_stamp mosaic "
+    "pixels are bad (network methods); NaN where not screened"
+)
+
+
+def _described(table: pd.DataFrame, columns: tuple[Column, ...]) -> pa.Table:
+    """``table`` as Arrow, each schema column's field carrying its unit and description."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    by_name = {column.name: column for column in columns}
+    fields = []
+    for field in arrow.schema:
+        column = by_name.get(field.name)
+        if column is not None:
+            metadata = {"description": column.description}
+            if column.unit:
+                metadata["unit"] = column.unit
+            field = field.with_metadata(metadata)
+        fields.append(field)
+    schema = pa.schema(fields, metadata=arrow.schema.metadata)
+    return pa.Table.from_arrays(arrow.columns, schema=schema)
+
+
+def _fits_table(
+    table: pd.DataFrame, name: str, columns: tuple[Column, ...], provenance: dict | None
+) -> fits.HDUList:
+    """A FITS file of ``table``: provenance cards, then the table HDU ``NAME``.
+
+    Each schema column gets ``TUNITn`` (when it has a unit) and ``TCOMMn`` (its
+    description).
+    """
+    from astropy.table import Table
+
+    hdu = fits.table_to_hdu(Table.from_pandas(table))
+    hdu.name = name.upper()
+    by_name = {column.name: column for column in columns}
+    for index, column_name in enumerate(table.columns, start=1):
+        column = by_name.get(column_name)
+        if column is None:
+            continue
+        if column.unit:
+            hdu.columns[index - 1].unit = column.unit  # astropy writes it as TUNITn
+        hdu.header[f"TCOMM{index}"] = column.description
+    if any(len(str(card.value)) > 68 for card in hdu.header.cards if isinstance(card.value, str)):
+        hdu.header.set("LONGSTRN", "OGIP 1.0", "long strings continue on CONTINUE cards")
+    primary = fits.PrimaryHDU(header=_provenance_header(provenance))
+    return fits.HDUList([primary, hdu])
+
+
+def _set_card(header: fits.Header, key: str, value: Any, comment: str = "") -> None:
+    """Set a card, its comment cut to what fits beside the value on the card.
+
+    A long string goes on ``CONTINUE`` cards, which also carry a long comment.
+    """
+    if isinstance(value, str) and len(value) > 68:
+        header[key] = (value, comment)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        probe = fits.Card(key, value, "#").image.rstrip()
+    room = 80 - (len(probe) - 1) if probe.endswith("/ #") else 0
+    header[key] = (value, comment[:room] if room >= 10 else "")
+
+
+def _provenance_header(provenance: dict | None) -> fits.Header:
+    """Provenance cards from a run manifest (as ``pipeline._manifest`` builds it).
+
+    Package version, run id, date, input path and sha256, method and model, tile
+    size, halo and result key; only the package version without a manifest.
+    """
+    manifest = provenance or {}
+    header = fits.Header()
+    _set_card(header, "ORIGIN", "survey-seg", "software that wrote this file")
+    version = str(manifest.get("package_version") or __version__)
+    _set_card(header, "SSEG_VER", version, "survey-seg package version")
+    if manifest.get("run_id"):
+        _set_card(header, "RUN_ID", str(manifest["run_id"]), "survey-seg run id")
+    _set_card(header, "DATE", _fits_date(manifest.get("updated")), "UTC time the run merged")
+    source = manifest.get("input") or {}
+    if source.get("path"):
+        _set_card(header, "MOSAIC", str(source["path"]), "input mosaic")
+    if source.get("sha256"):
+        _set_card(header, "MOSAISHA", str(source["sha256"]))
+    method = manifest.get("method") or {}
+    if method.get("method"):
+        _set_card(header, "METHOD", str(method["method"]), "screening method")
+    if method.get("model"):
+        _set_card(header, "MODEL", str(method["model"]), "network model name")
+    if method.get("sha256"):
+        _set_card(header, "MODELSHA", str(method["sha256"]))
+    clump_model = method.get("clump_model") or {}
+    if clump_model.get("model"):
+        _set_card(header, "CLMODEL", str(clump_model["model"]), "clump model name")
+    if clump_model.get("sha256"):
+        _set_card(header, "CLMODSHA", str(clump_model["sha256"]))
+    grid = manifest.get("grid") or {}
+    if grid.get("tile_size") is not None:
+        _set_card(header, "TILESIZE", int(grid["tile_size"]), "[pix] side of a tile core")
+    if grid.get("halo") is not None:
+        _set_card(header, "HALO", int(grid["halo"]), "[pix] context read around each core")
+    if manifest.get("result_key"):
+        _set_card(header, "RESULTKY", str(manifest["result_key"]), "hash of inputs and parameters")
+    if any(key.endswith("SHA") for key in header):
+        header.add_comment("MOSAISHA, MODELSHA, CLMODSHA: sha256 of the input mosaic,")
+        header.add_comment("of the model weights, of the clump model weights;")
+        header.add_comment("manifest.json beside this file has the full provenance")
+    if any(len(str(card.value)) > 68 for card in header.cards if isinstance(card.value, str)):
+        _set_card(header, "LONGSTRN", "OGIP 1.0", "long strings continue on CONTINUE cards")
+    return header
+
+
+def _fits_date(updated: Any) -> str:
+    """A manifest's ISO time stamp as a FITS ``DATE`` (UTC, to the second); now without one."""
+    try:
+        moment = datetime.fromisoformat(str(updated)) if updated else datetime.now(UTC)
+    except ValueError:
+        moment = datetime.now(UTC)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _binned_wcs(wcs: WCS, factor: int) -> WCS:
+    """The WCS of the grid of ``factor`` x ``factor`` blocks of mosaic pixels.
+
+    Pixel (i, j) of the grid is the block starting at mosaic pixel (factor i,
+    factor j); ``wcs`` must have no distortion. Mosaic pixel ``p`` (0-based) is at
+    grid pixel ``(p - (factor - 1) / 2) / factor``.
+    """
+    binned = wcs.deepcopy()
+    binned.wcs.crpix = (np.asarray(wcs.wcs.crpix) + (factor - 1) / 2) / factor
+    if binned.wcs.has_cd():
+        binned.wcs.cd = np.asarray(wcs.wcs.cd) * factor
+    else:
+        binned.wcs.cdelt = np.asarray(wcs.wcs.cdelt) * factor
+    binned.wcs.set()
+    return binned
+
+
+def _has_distortion(wcs: WCS) -> bool:
+    """Whether ``wcs`` maps pixels through a distortion (SIP or lookup tables)."""
+    return any(
+        getattr(wcs, name, None) is not None
+        for name in ("sip", "cpdis1", "cpdis2", "det2im1", "det2im2")
+    )
+
+
+def _image_header(name: str, shape: tuple[int, ...], bitpix: int, bzero: int = 0) -> fits.Header:
+    """The mandatory cards of an IMAGE extension of ``shape`` (numpy order)."""
+    header = fits.Header()
+    header["XTENSION"] = ("IMAGE", "image extension")
+    header["BITPIX"] = (bitpix, "array data type")
+    header["NAXIS"] = (len(shape), "number of array dimensions")
+    for axis, length in enumerate(reversed(shape), start=1):
+        header[f"NAXIS{axis}"] = int(length)
+    header["PCOUNT"] = (0, "number of parameters")
+    header["GCOUNT"] = (1, "number of groups")
+    if bzero:
+        header["BSCALE"] = (1, "physical = BZERO + BSCALE * stored")
+        header["BZERO"] = (bzero, "offset of unsigned integers stored as signed")
+    header["EXTNAME"] = (name, "extension name")
+    return header
+
+
+def _mask_bit_cards(header: fits.Header, bits: dict[str, dict[str, Any]]) -> None:
+    """``MSKBITn = 'NAME' / meaning`` for every plane: value ``1 << n`` in the image."""
+    header.add_comment("mask planes: a pixel is the OR of 1 << n of every plane MSKBITn set")
+    for plane, spec in sorted(bits.items(), key=lambda item: int(item[1]["bit"])):
+        _set_card(header, f"MSKBIT{int(spec['bit'])}", plane, str(spec.get("doc", "")))
+
+
+def _stream_image(
+    stream: BinaryIO, array: zarr.Array, header: fits.Header, dtype: str, block_rows: int
+) -> None:
+    """Write one image HDU: its header, then ``block_rows`` rows at a time, then padding.
+
+    ``dtype`` is the big-endian FITS type of the data; ``">i4"`` stores uint32 pixels
+    shifted by ``BZERO`` (the top bit flipped).
+    """
+    stream.write(header.tostring().encode("ascii"))
+    written = 0
+    for y0 in range(0, array.shape[0], block_rows):
+        block = np.asarray(array[y0 : y0 + block_rows])
+        if dtype == ">i4" and block.dtype == np.uint32:
+            block = (block ^ np.uint32(UINT32_BZERO)).view(np.int32)
+        data = np.ascontiguousarray(block, dtype=dtype).tobytes()
+        stream.write(data)
+        written += len(data)
+    stream.write(b"\0" * (-written % FITS_BLOCK))
 
 
 class OutputStore:
@@ -769,6 +984,15 @@ class OutputStore:
         shards = (min(tile_size, shape[0]), min(tile_size, shape[1]))
         chunks = tuple(_inner_chunk(s) for s in shards)
         root = zarr.open_group(self.masks_path, mode="w")
+        wcs_attrs = wcs_to_attrs(wcs)
+        array_attrs = {
+            "mask": {
+                "description": MASK_DESCRIPTION,
+                "wcs": wcs_attrs,
+                "mask_bits": describe_bits(),
+            },
+            "segmentation": {"description": SEGMENTATION_DESCRIPTION, "wcs": wcs_attrs},
+        }
         for name, dtype in (("mask", MASK_DTYPE), ("segmentation", np.int64)):
             root.create_array(
                 name,
@@ -778,10 +1002,17 @@ class OutputStore:
                 shards=shards,
                 fill_value=0,
                 compressors=_codec(),
+                attributes=array_attrs[name],
             )
-        attrs = {"wcs": wcs_to_attrs(wcs), "mask_bits": describe_bits()}
+        attrs = {"wcs": wcs_attrs, "mask_bits": describe_bits()}
         if quality_stamp:
             per_tile = tile_size // quality_stamp
+            quality_attrs: dict[str, Any] = {
+                "description": QUALITY_DESCRIPTION,
+                "quality_stamp": quality_stamp,
+            }
+            if not _has_distortion(wcs):
+                quality_attrs["wcs"] = wcs_to_attrs(_binned_wcs(wcs, quality_stamp))
             root.create_array(
                 "quality",
                 shape=tuple(-(-n // quality_stamp) for n in shape),
@@ -789,6 +1020,7 @@ class OutputStore:
                 chunks=(per_tile, per_tile),
                 fill_value=np.nan,
                 compressors=_codec(),
+                attributes=quality_attrs,
             )
             attrs["quality_stamp"] = quality_stamp
         root.attrs.update(attrs)
@@ -820,6 +1052,96 @@ class OutputStore:
         root = zarr.open_group(self.masks_path, mode="r")
         return np.asarray(root["mask"][...]), np.asarray(root["segmentation"][...])
 
+    def write_masks_fits(
+        self, *, provenance: dict | None = None, block_rows: int | None = None
+    ) -> Path:
+        """Export ``masks.zarr`` as ``OUT/masks.fits``, streamed in blocks of rows.
+
+        The file holds an empty primary HDU with the provenance cards, then one
+        image HDU per array, each with the mosaic's WCS (0-based pixel (x, y) of
+        the catalogs maps to their (ra, dec)) and the provenance cards:
+
+        - ``MASK``: the uint32 bit planes, stored as int32 with ``BZERO =
+          2147483648`` (astropy reads them back as uint32); ``MSKBITn = 'NAME'``
+          names plane ``n`` (value ``1 << n``).
+        - ``SEGMENT``: the int64 source ids (the ``id`` column of the sources).
+        - ``QUALITY``: the float32 per-stamp probability of bad data, when the run
+          has one, with ``STAMP`` and the WCS of its stamp grid.
+
+        Memory stays bounded by ``block_rows`` rows of one array. The file is
+        written under a temporary name and renamed, so an earlier ``masks.fits``
+        is never half overwritten.
+
+        Parameters
+        ----------
+        provenance : dict or None
+            The run manifest (package version, run id, input, method, grid) whose
+            summary goes into the headers; None writes only the package version.
+        block_rows : int or None
+            Rows read and written at a time; None: the height of a Zarr chunk.
+
+        Returns
+        -------
+        pathlib.Path
+            The path of ``masks.fits``.
+
+        Raises
+        ------
+        ValueError
+            ``block_rows`` is not a positive integer, or ``provenance`` not a dict.
+        OutputError
+            The directory has no ``masks.zarr`` to export.
+        """
+        if block_rows is not None and (
+            isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1
+        ):
+            raise ValueError(f"block_rows must be a positive integer or None, not {block_rows!r}")
+        if provenance is not None and not isinstance(provenance, dict):
+            raise ValueError(f"provenance must be a manifest dict or None, not {provenance!r}")
+        if not (self.masks_path / "zarr.json").is_file():
+            raise OutputError(
+                f"{self.masks_path} does not exist; run the survey before exporting its masks"
+            )
+        return self._write_masks_fits(provenance, block_rows)
+
+    def _write_masks_fits(self, provenance: dict | None, block_rows: int | None) -> Path:
+        root = zarr.open_group(self.masks_path, mode="r")
+        attrs = dict(root.attrs)
+        wcs = wcs_from_attrs(attrs["wcs"])
+        cards = _provenance_header(provenance)
+        wcs_cards = wcs.to_header(relax=True)
+        images = []  # (array, header, big-endian FITS dtype)
+        mask, segmentation = root["mask"], root["segmentation"]
+        header = _image_header("MASK", mask.shape, 32, bzero=UINT32_BZERO)
+        header.extend(wcs_cards)
+        _mask_bit_cards(header, attrs.get("mask_bits") or describe_bits())
+        images.append((mask, header, ">i4"))
+        header = _image_header("SEGMENT", segmentation.shape, 64)
+        header.add_comment("id of the source whose segment holds the pixel, 0 where none;")
+        header.add_comment("the id column of sources.parquet and sources.fits")
+        header.extend(wcs_cards)
+        images.append((segmentation, header, ">i8"))
+        stamp = attrs.get("quality_stamp")
+        if stamp and "quality" in root:
+            quality = root["quality"]
+            header = _image_header("QUALITY", quality.shape, -32)
+            _set_card(header, "STAMP", int(stamp), "[pix] side of a stamp of mosaic pixels")
+            header.add_comment("probability that the data of each stamp are bad; NaN: not screened")
+            if _has_distortion(wcs):
+                header.add_comment("stamp (i, j) covers mosaic pixels from (STAMP i, STAMP j)")
+            else:
+                header.extend(_binned_wcs(wcs, int(stamp)).to_header(relax=True))
+            images.append((quality, header, ">f4"))
+        path = self.root / MASKS_FITS
+        with atomic_output(path) as stream:
+            primary = fits.PrimaryHDU(header=cards).header
+            stream.write(primary.tostring().encode("ascii"))
+            for array, header, dtype in images:
+                header.extend(cards)
+                rows = block_rows or int(array.chunks[0])
+                _stream_image(stream, array, header, dtype, rows)
+        return path
+
     # -- per-tile results ----------------------------------------------------------------
 
     def tile_paths(self, tile_index: int) -> dict[str, Path]:
@@ -832,13 +1154,24 @@ class OutputStore:
         }
 
     def write_tile_result(
-        self, tile_index: int, sources: pd.DataFrame, clumps: pd.DataFrame, record: dict
+        self,
+        tile_index: int,
+        sources: pd.DataFrame,
+        clumps: pd.DataFrame,
+        record: dict,
+        *,
+        flux_unit: str | None = None,
     ) -> None:
-        """Write a tile's catalogs, then its record: the record marks it finished."""
+        """Write a tile's catalogs, then its record: the record marks it finished.
+
+        Each catalog column's Parquet field carries its ``unit`` and ``description``
+        (:func:`survey_seg.catalog.table_columns`; ``flux_unit`` replaces ``adu``).
+        """
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
         paths = self.tile_paths(tile_index)
-        _atomic_parquet(sources, paths["sources"])
-        _atomic_parquet(clumps, paths["clumps"])
+        for name, table in (("sources", sources), ("clumps", clumps)):
+            columns = table_columns(name, flux_unit=flux_unit)
+            _atomic_parquet(_described(table, columns), paths[name])
         atomic_write_bytes(paths["record"], json.dumps(record, sort_keys=True).encode())
 
     def read_tile_record(self, tile_index: int) -> dict | None:
@@ -873,14 +1206,54 @@ class OutputStore:
             self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode()
         )
 
-    def write_table(self, table: pd.DataFrame, name: str, *, fits_copy: bool = True) -> None:
-        """Write a global table as ``name.parquet`` and, optionally, ``name.fits``."""
-        _atomic_parquet(table, self.root / f"{name}.parquet")
+    def write_table(
+        self,
+        table: pd.DataFrame,
+        name: str,
+        *,
+        fits_copy: bool = True,
+        flux_unit: str | None = None,
+        provenance: dict | None = None,
+    ) -> None:
+        """Write a global table as ``name.parquet`` and, optionally, ``name.fits``.
+
+        For a catalog of :data:`survey_seg.catalog.CATALOGS`, every column carries
+        its description and unit: Parquet field metadata ``description`` and
+        ``unit``, FITS ``TCOMMn`` and ``TUNITn``. The FITS primary header holds
+        the provenance summary.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame
+            The table.
+        name : str
+            File stem, and the name of the FITS table HDU (upper case).
+        fits_copy : bool
+            Also write ``name.fits``.
+        flux_unit : str or None
+            Unit of the flux columns (the mosaic's ``BUNIT``); None keeps ``adu``.
+            Only for a catalog of :data:`~survey_seg.catalog.CATALOGS`.
+        provenance : dict or None
+            The run manifest, summarised in the FITS primary header.
+
+        Raises
+        ------
+        ValueError
+            A bad ``flux_unit``, or one given for a table that is not a catalog;
+            ``provenance`` not a dict.
+        """
+        if name in CATALOGS:
+            columns = table_columns(name, flux_unit=flux_unit)
+        elif flux_unit is not None:
+            raise ValueError(f"flux_unit applies to the catalogs {sorted(CATALOGS)}, not {name!r}")
+        else:
+            columns = ()
+        if provenance is not None and not isinstance(provenance, dict):
+            raise ValueError(f"provenance must be a manifest dict or None, not {provenance!r}")
+        _atomic_parquet(_described(table, columns), self.root / f"{name}.parquet")
         if fits_copy:
             import io
 
-            from astropy.table import Table
-
             buffer = io.BytesIO()
-            Table.from_pandas(table).write(buffer, format="fits")
+            _fits_table(table, name, columns, provenance).writeto(buffer)
             atomic_write_bytes(self.root / f"{name}.fits", buffer.getvalue())

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
+from survey_seg.files import atomic_path
 from survey_seg.inference import network_input, resolve_device
 from survey_seg.masks import ARTEFACT_CLASS_BITS, MaskBit
 from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet, UNetConfig, split_heads
@@ -536,6 +537,5 @@ def _config_fingerprint(task: str, config: TrainConfig) -> str:
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(obj, temporary)

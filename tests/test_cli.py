@@ -32,7 +32,7 @@ SUMMARY = re.compile(
     re.MULTILINE,
 )
 FAST = [
-    "--tile-size", "128", "--halo", "64", "--cluster", "serial", "--no-progress",
+    "--tile-size", "128", "--halo", "64", "--cluster", "serial", "--no-progress", "--no-report",
     "--method", "classical",
 ]  # fmt: skip
 
@@ -471,7 +471,7 @@ def test_train_builds_the_network_size_asked_for(tmp_path, capsys):
     assert config["heads"] == ["clump", "segmentation"]
 
 
-def test_run_force_replaces_an_earlier_run(mosaic, tmp_path, capsys):
+def test_run_force_rescreens_and_clean_replaces_an_earlier_run(mosaic, tmp_path, capsys):
     out = tmp_path / "out"
     status, stdout, err = _main(capsys, "run", mosaic, "--out", out, *FAST)
     assert status == 0, err
@@ -480,10 +480,106 @@ def test_run_force_replaces_an_earlier_run(mosaic, tmp_path, capsys):
     assert "Traceback" not in err
     status, stdout, _ = _main(capsys, "run", mosaic, "--out", out, "--force", *FAST)
     assert status == 0
+    assert "--force: screening 4 of 4 tiles again" in stdout
+    assert SUMMARY.search(stdout).groups() == ("4", "0", "0")
+    status, stdout, _ = _main(capsys, "run", mosaic, "--out", out, "--clean", *FAST)
+    assert status == 0
+    assert f"--clean: discarding the earlier run in {out}" in stdout
     assert SUMMARY.search(stdout).groups() == ("4", "0", "0")
     status, stdout, _ = _main(capsys, "run", mosaic, "--out", out, "--resume", *FAST)
     assert status == 0
     assert SUMMARY.search(stdout).groups() == ("0", "4", "0")
+
+
+def test_run_force_on_a_region_keeps_the_other_tiles(mosaic, earlier_run, tmp_path, capsys):
+    """The README's `run --force --region` left only the region's tiles in the catalogs."""
+    import shutil
+
+    import pandas as pd
+
+    out = tmp_path / "out"
+    shutil.copytree(earlier_run, out)
+    before = {name: (out / name).read_bytes() for name in ("sources.parquet", "clumps.parquet")}
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    mask, segmentation = OutputStore(out).read_masks()
+    status, stdout, err = _main(
+        capsys, "run", mosaic, "--out", out, "--force", "--region", "tiles:1", *FAST
+    )
+    assert status == 0, err
+    assert "--force: screening 1 of 4 tiles again; the others keep their results" in stdout
+    after = pd.read_parquet(out / "tiles.parquet")
+    assert len(after) == len(tiles) == 4
+    assert after.loc[after["run_id"] != tiles["run_id"], "tile_id"].tolist() == [1]
+    for name, data in before.items():  # same input and method: the same rows, byte for byte
+        assert (out / name).read_bytes() == data, name
+    np.testing.assert_array_equal(OutputStore(out).read_masks()[0], mask)
+    np.testing.assert_array_equal(OutputStore(out).read_masks()[1], segmentation)
+
+
+def test_run_writes_the_report_unless_told_not_to(mosaic, tmp_path, capsys):
+    fast = [option for option in FAST if option != "--no-report"]
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", tmp_path / "out", *fast)
+    assert status == 0, err
+    assert f"report: {tmp_path / 'out' / 'report.html'}" in stdout
+    assert (tmp_path / "out" / "report.html").is_file()
+    status, stdout, _ = _main(capsys, "run", mosaic, "--out", tmp_path / "quiet", *FAST)
+    assert status == 0 and "report:" not in stdout
+    assert not (tmp_path / "quiet" / "report.html").exists()
+
+
+def test_help_and_usage_errors_load_neither_torch_nor_dask():
+    """`survey-seg --help` took 5-11 s and 350 MB: it imported torch and dask."""
+    code = (
+        "import sys\n"
+        "from survey_seg.cli import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['run', 'x.fits']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'dask', 'distributed', 'zarr', 'astropy', 'pandas')\n"
+        "         if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert "the following arguments are required: --out" in result.stderr
+
+
+def test_zero_point_and_flux_unit(tmp_path, capsys):
+    """Without MAGZERO every mag was NaN with no warning and no way to give one; the flux
+    unit was 'adu' whatever BUNIT said."""
+    from astropy.table import Table
+
+    sim = simulate_mosaic(SimulationConfig(size=256, seed=5))
+    paths = write_simulation(sim, tmp_path / "sim")
+    with fits.open(paths["mosaic"], mode="update") as hdus:
+        del hdus[0].header["MAGZERO"]
+        hdus[0].header["BUNIT"] = "nanomaggy"
+    status, _, err = _main(capsys, "run", paths["mosaic"], "--out", tmp_path / "a", *FAST)
+    assert status == 0
+    assert "no MAGZERO keyword, so every mag is NaN" in err and "--zero-point" in err
+    status, _, err = _main(
+        capsys, "run", paths["mosaic"], "--out", tmp_path / "b", "--zero-point", "22.5", *FAST
+    )
+    assert status == 0 and "MAGZERO" not in err
+    sources = Table.read(tmp_path / "b" / "sources.fits")
+    positive = sources["flux"] > 0
+    np.testing.assert_allclose(
+        sources["mag"][positive], 22.5 - 2.5 * np.log10(sources["flux"][positive])
+    )
+    assert str(sources["flux"].unit) == "nanomaggy"
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["photometry"] == {
+        "flux_unit": "nanomaggy", "flux_unit_from": "BUNIT",
+        "zero_point": 22.5, "zero_point_from": "--zero-point",
+    }  # fmt: skip
+    status, _, err = _main(
+        capsys, "run", paths["mosaic"], "--out", tmp_path / "c", "--zero-point", "nan", *FAST
+    )
+    _assert_one_line_error(status, err, "--zero-point nan is not a magnitude")
 
 
 def test_run_on_a_region_screens_its_tiles(mosaic, tmp_path, capsys):

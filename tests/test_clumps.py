@@ -47,3 +47,27 @@ def test_a_higher_threshold_keeps_exactly_the_higher_scoring_clumps(seed):
         kept = low.score > threshold
         assert high.y.tolist() == low.y[kept].tolist()
         assert high.x.tolist() == low.x[kept].tolist()
+
+
+def test_flux_fractions_of_overlapping_clumps_lie_in_0_1_and_add_up_to_at_most_1():
+    """A small host dominated by two touching clumps, with a bright neighbour beside it:
+    the old 5x5 boxes counted the shared pixels twice and the neighbour's light, and
+    gave fractions above 1 (as on real SDSS images)."""
+    rng = np.random.default_rng(5)
+    shape = (30, 30)
+    sources = np.zeros(shape, np.int32)
+    sources[10:20, 10:20] = 1  # the host
+    sources[10:20, 20:24] = 2  # a bright neighbour touching it
+    flux = rng.normal(0.0, 0.3, shape)
+    flux[10:20, 10:20] += 0.5
+    flux[10:20, 20:24] += 200.0
+    yy, xx = np.mgrid[:30, :30]
+    for y, x in ((14, 17), (15, 19)):  # two knots 2 px apart, near the neighbour
+        flux += 60.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 2.0)
+    heat = np.zeros(shape)
+    heat[14, 17] = heat[15, 19] = 0.9
+    clumps = find_clumps(heat, sources, flux, threshold=0.5, min_distance=1)
+    assert clumps.y.size == 2
+    assert np.all(clumps.flux_fraction >= 0) and np.all(clumps.flux_fraction <= 1)
+    assert clumps.flux_fraction.sum() <= 1.0
+    assert clumps.flux_fraction.min() > 0.1  # each knot carries much of the host's light

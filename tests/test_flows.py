@@ -177,6 +177,56 @@ def test_command_line_prints_one_line_errors(tmp_path):
     assert "does not exist" in result.stderr
 
 
+@pytest.mark.parametrize("module", ["flows.reprocess", "flows.rerun_region"])
+def test_flows_run_from_any_directory(module, tmp_path):
+    """`python -m flows.reprocess --help` failed outside the repository root: the flows
+    were not installed with the package."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"python -m {module}" in result.stdout
+
+
+def test_the_flow_and_the_command_line_take_the_same_run_options(small_simulation, tmp_path):
+    """--psf-fwhm, --precision, --flips (and the zero point) were missing from the flows:
+    both now build their options from survey_seg.config."""
+    import dataclasses
+
+    from survey_seg.cli import _parser
+    from survey_seg.config import OUTPUT_OPTIONS, RUN_OPTIONS, RunConfig
+
+    run_parser = _parser()._subparsers._group_actions[0].choices["run"]
+    cli_flags = {flag for action in run_parser._actions for flag in action.option_strings}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "flows.reprocess", "--help"], capture_output=True, text=True,
+        timeout=120,
+    ).stdout  # fmt: skip
+    for option in (*RUN_OPTIONS, *OUTPUT_OPTIONS):
+        assert option.flag in cli_flags
+        assert option.flag in help_text
+    names = {option.field for option in RUN_OPTIONS} | {o.name for o in OUTPUT_OPTIONS}
+    assert names <= set(ReprocessParameters.model_fields)
+    assert {"psf_fwhm", "precision", "flips", "zero_point"} <= names
+    assert {f.name for f in dataclasses.fields(RunConfig)} - names == {
+        "background_cell", "fits_copies",
+    }  # fmt: skip
+    _, mosaic = small_simulation
+    given = ReprocessParameters(
+        mosaics=[mosaic], out_dir=tmp_path, flips=4, precision="float32", psf_fwhm=3.5,
+        zero_point=22.5,
+    )  # fmt: skip
+    assert given.run_config() == RunConfig(
+        flips=4, precision="float32", psf_fwhm=3.5, zero_point=22.5
+    )
+    with pytest.raises(ValidationError, match=r"(?s)flips.*1, 2 or 4"):
+        ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path, flips=3)
+    with pytest.raises(ValidationError, match="--psf-fwhm applies to the unet method"):
+        ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path, method="classical", psf_fwhm=2)
+
+
 @pytest.mark.parametrize(("asked", "level"), [(None, logging.WARNING), ("info", logging.INFO)])
 def test_dask_prints_warnings_not_info_under_prefect_unless_asked(monkeypatch, asked, level):
     distributed_logger = logging.getLogger("distributed")

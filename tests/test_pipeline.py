@@ -16,7 +16,7 @@ IGNORED_PLANES = np.uint32(MaskBit.EDGE | MaskBit.REJECTED)
 
 
 def _run(mosaic, out, **config):
-    run_survey(mosaic, out, RunConfig(**{"method": "classical", **config}), force=out.exists())
+    run_survey(mosaic, out, RunConfig(**{"method": "classical", **config}), clean=out.exists())
     sources = pd.read_parquet(out / "sources.parquet")
     mask, segmentation = OutputStore(out).read_masks()
     return sources, mask, segmentation
@@ -145,7 +145,7 @@ def test_second_run_on_a_locked_output_refuses_and_a_dead_runs_lock_is_taken_ove
     lock = {"run_id": "live", "pid": holder.pid, "host": socket.gethostname()}
     (out / "run.lock").write_text(json.dumps(lock))
     try:
-        for options in ({"resume": True}, {"force": True}):
+        for options in ({"resume": True}, {"force": True}, {"clean": True}):
             with pytest.raises(OutputError, match=r"another survey-seg run \(live"):
                 run_survey(mosaic, out, config, **options)
         assert (out / "sources.parquet").read_bytes() == before
@@ -186,14 +186,14 @@ def test_bad_input_leaves_earlier_output_untouched(small_simulation, tmp_path):
     not_fits = tmp_path / "broken.fits"
     not_fits.write_text("not a FITS file")
     with pytest.raises(InputError, match="not a FITS file"):
-        run_survey(not_fits, out, RunConfig(method="classical", tile_size=256, halo=64), force=True)
+        run_survey(not_fits, out, RunConfig(method="classical", tile_size=256, halo=64), clean=True)
     with pytest.raises(InputError, match="larger than the image"):
-        run_survey(mosaic, out, RunConfig(method="classical", tile_size=4096, halo=64), force=True)
+        run_survey(mosaic, out, RunConfig(method="classical", tile_size=4096, halo=64), clean=True)
     with pytest.raises(InputError, match="cone"):
-        run_survey(mosaic, out, RunConfig(method="classical", region="cone:1,2"), force=True)
+        run_survey(mosaic, out, RunConfig(method="classical", region="cone:1,2"), clean=True)
     with pytest.raises(InputError, match="footprint"):
         run_survey(
-            mosaic, out, RunConfig(method="classical", region="cone:10,-40,0.01"), force=True
+            mosaic, out, RunConfig(method="classical", region="cone:10,-40,0.01"), clean=True
         )
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
@@ -210,8 +210,9 @@ def test_output_directory_rules(small_simulation, tmp_path):
     a_file.write_text("x")
     with pytest.raises(OutputError, match="not a directory"):
         plan_run(mosaic, a_file)
-    with pytest.raises(InputError, match="exclude each other"):
-        plan_run(mosaic, tmp_path / "new", resume=True, force=True)
+    for options in ({"resume": True, "force": True}, {"force": True, "clean": True}):
+        with pytest.raises(InputError, match="exclude each other"):
+            plan_run(mosaic, tmp_path / "new", **options)
 
 
 def test_links_in_the_output_directory_are_refused_and_never_followed(small_simulation, tmp_path):
@@ -228,6 +229,7 @@ def test_links_in_the_output_directory_are_refused_and_never_followed(small_simu
     (out / "tiles").symlink_to(elsewhere, target_is_directory=True)
     for plan in (
         lambda: plan_run(mosaic, out, config, force=True),
+        lambda: plan_run(mosaic, out, config, clean=True),
         lambda: plan_run(mosaic, out, config, resume=True),
         lambda: plan_rerun(out, "tiles:1"),
     ):
@@ -244,7 +246,7 @@ def test_links_in_the_output_directory_are_refused_and_never_followed(small_simu
     assert not record.is_symlink() and json.loads(record.read_text())["status"] == "done"
 
 
-def test_force_removes_the_earlier_report(small_simulation, tmp_path):
+def test_clean_removes_the_earlier_report(small_simulation, tmp_path):
     from survey_seg.store import REPORT_DIR, REPORT_HTML
 
     assert {REPORT_HTML, REPORT_DIR} <= set(OUTPUT_NAMES)
@@ -253,7 +255,7 @@ def test_force_removes_the_earlier_report(small_simulation, tmp_path):
     out = tmp_path / "out"
     run_survey(mosaic, out, config)
     (out / REPORT_HTML).write_text("<p>old run</p>")
-    run_survey(mosaic, out, config, force=True)
+    run_survey(mosaic, out, config, clean=True)
     assert not (out / REPORT_HTML).exists()
 
 
@@ -314,3 +316,131 @@ def test_region_rerun_touches_exactly_its_tiles(small_simulation, tmp_path):
 def test_region_rerun_needs_an_earlier_run(tmp_path):
     with pytest.raises(OutputError, match="holds no survey-seg run"):
         plan_rerun(tmp_path, "tiles:1")
+
+
+def _tile_files(out):
+    return {p.name: p.read_bytes() for p in sorted((out / "tiles").iterdir())}
+
+
+def test_force_with_a_region_rescreens_its_tiles_and_keeps_every_other(small_simulation, tmp_path):
+    """`run --force --region` on an earlier run (a README example) used to discard every
+    tile outside the region: rows, tile records and pixels."""
+    from astropy.wcs.utils import pixel_to_skycoord
+
+    from survey_seg.store import MosaicStore
+
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    config = RunConfig(method="classical", tile_size=128, halo=64)
+    run_survey(mosaic, out, config)
+    sources = pd.read_parquet(out / "sources.parquet")
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    mask, segmentation = OutputStore(out).read_masks()
+    files = _tile_files(out)
+    centre = pixel_to_skycoord(192, 320, MosaicStore(out / "mosaic.zarr").wcs, origin=0)
+    region = f"cone:{centre.ra.deg},{centre.dec.deg},0.0005"  # inside tile 9's core
+    plan = plan_run(mosaic, out, RunConfig(**{**config.__dict__, "region": region}), force=True)
+    assert plan.mode == "rerun" and plan.selected == (9,)
+    summary = run_survey(mosaic, out, plan.config, force=True)
+    assert summary.n_screened == 1 and summary.n_tiles == 1
+    after = pd.read_parquet(out / "tiles.parquet")
+    assert len(after) == len(tiles) == 16
+    assert after.loc[after["run_id"] != tiles["run_id"], "tile_id"].tolist() == [9]
+    # every other tile's files are byte for byte as they were
+    after_files = _tile_files(out)
+    assert {n for n in files if files[n] != after_files[n]} <= {"000009.json"}
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "sources.parquet"), sources)
+    new_mask, new_segmentation = OutputStore(out).read_masks()
+    np.testing.assert_array_equal(new_mask, mask)
+    np.testing.assert_array_equal(new_segmentation, segmentation)
+
+
+def test_force_on_another_tiling_is_refused_and_names_clean(small_simulation, tmp_path):
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    run_survey(mosaic, out, RunConfig(method="classical", tile_size=128, halo=64))
+    before = _tile_files(out)
+    with pytest.raises(OutputError, match=r"another tiling \(--tile-size 128 -> 256\).*--clean"):
+        run_survey(mosaic, out, RunConfig(method="classical", tile_size=256, halo=64), force=True)
+    assert _tile_files(out) == before
+    summary = run_survey(
+        mosaic, out, RunConfig(method="classical", tile_size=256, halo=64), clean=True
+    )
+    assert summary.n_screened == 4 and len(pd.read_parquet(out / "tiles.parquet")) == 4
+
+
+def test_outputs_are_readable_by_the_group_under_umask_022(small_simulation, tmp_path):
+    """Every output was 0600 (mkstemp) whatever the umask."""
+    import os
+    import stat
+
+    _, mosaic = small_simulation
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "out"
+        run_survey(mosaic, out, RunConfig(method="classical", tile_size=256, halo=64))
+    finally:
+        os.umask(previous)
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) > 20
+    modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
+    assert {mode for mode in modes.values()} == {"0o644"}, modes
+
+
+def test_fits_products_carry_units_provenance_and_the_masks(small_simulation, tmp_path):
+    """sources.fits, clumps.fits and masks.fits: described, with the run's provenance."""
+    import pyarrow.parquet as pq
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from survey_seg import __version__
+    from survey_seg.catalog import CATALOGS
+    from survey_seg.masks import MaskBit
+
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    run_survey(mosaic, out, RunConfig(method="classical", tile_size=256, halo=64))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "masks.fits" in OUTPUT_NAMES
+    for name, columns in CATALOGS.items():
+        schema = pq.read_schema(out / f"{name}.parquet")
+        for column in columns:
+            metadata = schema.field(column.name).metadata
+            assert metadata[b"description"] == column.description.encode(), column.name
+            assert metadata.get(b"unit") == (column.unit.encode() or None), column.name
+        if name == "tiles":
+            continue
+        with fits.open(out / f"{name}.fits") as hdus:
+            primary = hdus[0].header
+            assert primary["SSEG_VER"] == manifest["package_version"] == __version__
+            assert primary["MOSAISHA"] == manifest["input"]["sha256"]
+            assert primary["MOSAIC"] == manifest["input"]["path"]
+            assert primary["RUN_ID"] == manifest["run_id"]
+            assert primary["METHOD"] == "classical"
+            assert (primary["TILESIZE"], primary["HALO"]) == (256, 64)
+            header = hdus[1].header
+            for index, column in enumerate(columns, start=1):
+                assert header[f"TTYPE{index}"] == column.name
+                assert header.get(f"TUNIT{index}") == (column.unit or None), column.name
+                assert header[f"TCOMM{index}"] == column.description, column.name
+    sources = pd.read_parquet(out / "sources.parquet")
+    mask, segmentation = OutputStore(out).read_masks()
+    with fits.open(out / "masks.fits") as hdus:
+        hdus.verify("exception")
+        assert [hdu.name for hdu in hdus] == ["PRIMARY", "MASK", "SEGMENT"]  # no quality head
+        assert hdus[0].header["MOSAISHA"] == manifest["input"]["sha256"]
+        assert hdus["MASK"].data.dtype == np.uint32
+        np.testing.assert_array_equal(hdus["MASK"].data, mask)
+        np.testing.assert_array_equal(hdus["SEGMENT"].data, segmentation)
+        assert hdus["MASK"].header["MSKBIT7"] == MaskBit.DETECTED.name
+        for name in ("MASK", "SEGMENT"):
+            ra, dec = WCS(hdus[name].header).pixel_to_world_values(sources["x"], sources["y"])
+            np.testing.assert_allclose(ra, sources["ra"], rtol=0, atol=1e-8)
+            np.testing.assert_allclose(dec, sources["dec"], rtol=0, atol=1e-8)
+    assert len(sources) > 30
+    assert set(np.unique(segmentation)) - {0} == set(sources["id"])
+    shutil.rmtree(out)
+    # without FITS copies, no FITS product at all
+    config = RunConfig(method="classical", tile_size=256, halo=64, fits_copies=False)
+    run_survey(mosaic, out, config)
+    assert not list(out.glob("*.fits"))

@@ -614,3 +614,311 @@ def test_only_the_run_holding_the_lock_may_write(tmp_path):
     release_run_lock(tmp_path, "run-a")
     with pytest.raises(OutputError, match="its tile was not written"):
         check_lock_held_by(tmp_path, "run-a")
+
+
+# --------------------------------------------------------------------------- FITS products
+
+PROVENANCE = {
+    "package_version": "9.8.7",
+    "run_id": "20260101T000000-abcdef",
+    "updated": "2026-01-01T00:00:00+00:00",
+    "input": {"path": "/data/" + "deep/" * 20 + "mosaic.fits", "sha256": "ab" * 32},
+    "method": {
+        "method": "unet",
+        "model": "tiny",
+        "sha256": "cd" * 32,
+        "clump_model": {"model": "clumpy", "sha256": "ef" * 32},
+    },
+    "grid": {"tile_size": 100, "halo": 16},
+    "result_key": "0123456789abcdef",
+}
+"""A run manifest as pipeline._manifest builds it (the parts the headers summarise)."""
+
+
+def _catalog(columns, n: int, seed: int) -> pd.DataFrame:
+    """A seeded table of ``n`` rows in the schema ``columns``."""
+    from survey_seg.catalog import conform
+
+    rng = np.random.default_rng(seed)
+    data = {}
+    for column in columns:
+        if column.dtype == "str":
+            data[column.name] = np.array([f"row {i}" for i in range(n)], dtype=object)
+        elif column.dtype == "bool":
+            data[column.name] = rng.random(n) < 0.5
+        elif column.dtype.startswith("float"):
+            data[column.name] = rng.normal(size=n)
+        else:
+            data[column.name] = rng.integers(0, 2**31, n) * 2  # uint32 flags above 2**31
+    return conform(pd.DataFrame(data), columns)
+
+
+def _assert_provenance(header: fits.Header) -> None:
+    assert header["ORIGIN"] == "survey-seg"
+    assert header["SSEG_VER"] == "9.8.7"
+    assert header["RUN_ID"] == PROVENANCE["run_id"]
+    assert header["DATE"] == "2026-01-01T00:00:00"
+    assert header["MOSAIC"] == PROVENANCE["input"]["path"]  # a long string: CONTINUE cards
+    assert header["MOSAISHA"] == "ab" * 32
+    assert (header["METHOD"], header["MODEL"], header["MODELSHA"]) == ("unet", "tiny", "cd" * 32)
+    assert (header["CLMODEL"], header["CLMODSHA"]) == ("clumpy", "ef" * 32)
+    assert (header["TILESIZE"], header["HALO"]) == (100, 16)
+    assert header["RESULTKY"] == "0123456789abcdef"
+
+
+def test_catalogs_carry_units_descriptions_and_provenance(tmp_path):
+    import pyarrow.parquet as pq
+
+    from survey_seg.catalog import CATALOGS, table_columns
+
+    store = OutputStore(tmp_path)
+    for seed, name in enumerate(CATALOGS):
+        table = _catalog(CATALOGS[name], 5, seed)
+        store.write_table(
+            table,
+            name,
+            fits_copy=name != "tiles",
+            flux_unit="nanomaggy",
+            provenance=PROVENANCE,
+        )
+        columns = table_columns(name, flux_unit="nanomaggy")
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), table)
+        schema = pq.read_schema(tmp_path / f"{name}.parquet")
+        for column in columns:
+            metadata = schema.field(column.name).metadata
+            assert metadata[b"description"] == column.description.encode(), column.name
+            assert metadata.get(b"unit") == (column.unit.encode() or None), column.name
+        if name == "tiles":
+            continue
+        with fits.open(tmp_path / f"{name}.fits") as hdus:
+            hdus.verify("exception")
+            _assert_provenance(hdus[0].header)
+            header = hdus[1].header
+            assert hdus[1].name == name.upper()
+            assert header["TFIELDS"] == len(columns)
+            for index, column in enumerate(columns, start=1):
+                assert header[f"TTYPE{index}"] == column.name
+                assert header.get(f"TUNIT{index}") == (column.unit or None), column.name
+                assert header[f"TCOMM{index}"] == column.description, column.name
+            for column in ("id", "flux", "flags"):
+                if column in table:
+                    np.testing.assert_array_equal(hdus[1].data[column], table[column])
+    with fits.open(tmp_path / "sources.fits") as hdus:
+        units = {hdus[1].header[f"TTYPE{i}"]: hdus[1].header.get(f"TUNIT{i}") for i in range(1, 23)}
+    assert units["flux"] == units["flux_err"] == "nanomaggy"
+    assert (units["x"], units["ra"], units["area"], units["mag"]) == ("pix", "deg", "pix2", "mag")
+
+
+def test_catalog_units_default_to_adu_and_headers_to_the_package_version(tmp_path):
+    import pyarrow.parquet as pq
+
+    from survey_seg import __version__
+    from survey_seg.catalog import SOURCE_COLUMNS
+
+    store = OutputStore(tmp_path)
+    store.write_table(_catalog(SOURCE_COLUMNS, 3, 0), "sources")
+    field = pq.read_schema(tmp_path / "sources.parquet").field("flux_err")
+    assert field.metadata[b"unit"] == b"adu"
+    with fits.open(tmp_path / "sources.fits") as hdus:
+        assert hdus[0].header["SSEG_VER"] == __version__
+        assert "RUN_ID" not in hdus[0].header
+        assert hdus[1].header["TUNIT10"] == "adu"
+
+
+def test_tile_catalogs_carry_units_and_descriptions(tmp_path):
+    import pyarrow.parquet as pq
+
+    from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS
+
+    store = OutputStore(tmp_path)
+    sources, clumps = _catalog(SOURCE_COLUMNS, 4, 1), _catalog(CLUMP_COLUMNS, 2, 2)
+    store.write_tile_result(3, sources, clumps, {"status": "done"}, flux_unit="Jy")
+    read_sources, read_clumps = store.read_tile_tables(3)
+    pd.testing.assert_frame_equal(read_sources, sources)
+    pd.testing.assert_frame_equal(read_clumps, clumps)
+    schema = pq.read_schema(store.tile_paths(3)["sources"])
+    assert schema.field("flux").metadata == {
+        b"unit": b"Jy",
+        b"description": b"background-subtracted flux summed over the segment",
+    }
+    assert schema.field("id").metadata.keys() == {b"description"}
+    clump_schema = pq.read_schema(store.tile_paths(3)["clumps"])
+    assert clump_schema.field("ra").metadata[b"unit"] == b"deg"
+
+
+def test_bad_table_arguments_are_refused(tmp_path):
+    store = OutputStore(tmp_path)
+    sources, _ = _tables()
+    with pytest.raises(ValueError, match="flux_unit applies to the catalogs"):
+        store.write_table(sources, "plain", flux_unit="Jy")
+    with pytest.raises(ValueError, match="flux_unit must be a non-empty string"):
+        store.write_table(sources, "sources", flux_unit="")
+    with pytest.raises(ValueError, match="provenance must be a manifest dict"):
+        store.write_table(sources, "sources", provenance="run 1")
+    assert not list(tmp_path.iterdir())
+
+
+STAMP = 20
+
+
+def _filled_masks(out: Path, *, quality: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
+    """masks.zarr of SHAPE in tiles of 100, every tile core written with seeded values."""
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, 2**32, SHAPE, dtype=np.uint64).astype(np.uint32)
+    mask[0, :4] = [0, 1, 2**31, 2**32 - 1]  # the extremes of the uint32 <-> int32 shift
+    segmentation = (rng.integers(0, 12, SHAPE) << 32) | rng.integers(0, 1000, SHAPE)
+    segmentation[0, 0] = 0
+    planes = {"mask": mask, "segmentation": segmentation}
+    stamps = tuple(-(-n // STAMP) for n in SHAPE)
+    if quality:
+        planes["quality"] = rng.random(stamps).astype(np.float32)
+        planes["quality"][2, 3] = np.nan
+    store = OutputStore(out)
+    out.mkdir(exist_ok=True)
+    store.create_masks(SHAPE, 100, WCS(wcs_header()), quality_stamp=STAMP if quality else None)
+    for tile in make_tile_grid(SHAPE, tile_size=100, halo=0):
+        rows, cols = tile.core_slices
+        stamp_slices = (
+            slice(rows.start // STAMP, -(-rows.stop // STAMP)),
+            slice(cols.start // STAMP, -(-cols.stop // STAMP)),
+        )
+        store.write_core(
+            tile,
+            mask[tile.core_slices],
+            segmentation[tile.core_slices],
+            planes["quality"][stamp_slices] if quality else None,
+        )
+    return planes
+
+
+def test_zarr_mask_arrays_carry_their_wcs_planes_and_description(tmp_path):
+    from survey_seg.masks import describe_bits
+
+    _filled_masks(tmp_path)
+    root = zarr.open_group(tmp_path / "masks.zarr", mode="r")
+    expected = WCS(wcs_header())
+    y, x = np.mgrid[0:300:37, 0:260:29]
+    for name in ("mask", "segmentation"):
+        attrs = dict(root[name].attrs)
+        assert attrs["description"]
+        wcs = wcs_from_attrs(attrs["wcs"])
+        np.testing.assert_allclose(
+            wcs.pixel_to_world_values(x, y), expected.pixel_to_world_values(x, y), atol=1e-12
+        )
+    assert root["mask"].attrs["mask_bits"] == describe_bits()
+    quality = dict(root["quality"].attrs)
+    assert quality["quality_stamp"] == STAMP and quality["description"]
+    # a quality stamp (i, j) is the centre of its block of mosaic pixels
+    i, j = np.array([0.0, 5.0, 12.0]), np.array([0.0, 7.0, 14.0])
+    np.testing.assert_allclose(
+        wcs_from_attrs(quality["wcs"]).pixel_to_world_values(i, j),
+        expected.pixel_to_world_values(STAMP * i + (STAMP - 1) / 2, STAMP * j + (STAMP - 1) / 2),
+        atol=1e-12,
+    )
+
+
+def test_masks_fits_holds_the_zarr_arrays_with_wcs_planes_and_provenance(tmp_path):
+    from survey_seg.masks import MaskBit
+
+    planes = _filled_masks(tmp_path)
+    path = OutputStore(tmp_path).write_masks_fits(provenance=PROVENANCE)
+    assert path == tmp_path / "masks.fits"
+    expected = WCS(wcs_header())
+    y, x = np.mgrid[0:300:37, 0:260:29]
+    with fits.open(path) as hdus:
+        hdus.verify("exception")
+        assert [hdu.name for hdu in hdus] == ["PRIMARY", "MASK", "SEGMENT", "QUALITY"]
+        _assert_provenance(hdus[0].header)
+        mask = hdus["MASK"].data
+        assert mask.dtype == np.uint32 and hdus["MASK"].header["BZERO"] == 2**31
+        np.testing.assert_array_equal(mask, planes["mask"])
+        assert hdus["SEGMENT"].data.dtype == np.dtype(">i8")  # FITS int64, big-endian
+        np.testing.assert_array_equal(hdus["SEGMENT"].data, planes["segmentation"])
+        np.testing.assert_array_equal(hdus["QUALITY"].data, planes["quality"])
+        for name in ("MASK", "SEGMENT"):
+            header = hdus[name].header
+            _assert_provenance(header)
+            np.testing.assert_allclose(
+                WCS(header).pixel_to_world_values(x, y),
+                expected.pixel_to_world_values(x, y),
+                rtol=0,
+                atol=1e-12,
+            )
+        for bit in MaskBit:
+            assert hdus["MASK"].header[f"MSKBIT{int(bit).bit_length() - 1}"] == bit.name
+        quality = hdus["QUALITY"].header
+        assert quality["STAMP"] == STAMP
+        np.testing.assert_allclose(
+            WCS(quality).pixel_to_world_values(3.0, 4.0),
+            expected.pixel_to_world_values(3 * STAMP + 9.5, 4 * STAMP + 9.5),
+            atol=1e-12,
+        )
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 100, 1000])
+def test_masks_fits_is_the_same_file_whatever_the_block_of_rows(tmp_path, block_rows):
+    _filled_masks(tmp_path, quality=block_rows != 7)
+    store = OutputStore(tmp_path)
+    whole = store.write_masks_fits(provenance=PROVENANCE, block_rows=SHAPE[0]).read_bytes()
+    blocks = store.write_masks_fits(provenance=PROVENANCE, block_rows=block_rows).read_bytes()
+    assert blocks == whole
+    assert len(whole) % 2880 == 0
+    assert store.write_masks_fits(provenance=PROVENANCE).read_bytes() == whole  # chunk rows
+
+
+def test_masks_fits_reads_the_zarr_arrays_a_block_of_rows_at_a_time(tmp_path, monkeypatch):
+    import survey_seg.store as store_module
+
+    _filled_masks(tmp_path, quality=False)
+    read_rows = []
+    real = store_module._stream_image
+
+    def stream_image(stream, array, header, dtype, block_rows):
+        class Recorder:
+            shape = array.shape
+
+            def __getitem__(self, key):
+                block = array[key]
+                read_rows.append(block.shape[0])
+                return block
+
+        real(stream, Recorder(), header, dtype, block_rows)
+
+    monkeypatch.setattr(store_module, "_stream_image", stream_image)
+    OutputStore(tmp_path).write_masks_fits(block_rows=64)
+    assert read_rows == [64, 64, 64, 64, 44] * 2
+
+
+def test_failed_masks_fits_export_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    import survey_seg.store as store_module
+
+    _filled_masks(tmp_path)
+    store = OutputStore(tmp_path)
+    earlier = store.write_masks_fits(provenance=PROVENANCE).read_bytes()
+    _filled_masks(tmp_path, seed=1)
+    real = store_module._stream_image
+
+    def failing(stream, array, header, dtype, block_rows):
+        if header["EXTNAME"] == "SEGMENT":
+            raise OSError("disk full")
+        real(stream, array, header, dtype, block_rows)
+
+    monkeypatch.setattr(store_module, "_stream_image", failing)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_masks_fits(provenance=PROVENANCE)
+    assert (tmp_path / "masks.fits").read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks.fits", "masks.zarr"]
+
+
+def test_bad_masks_fits_arguments_are_refused(tmp_path):
+    store = OutputStore(tmp_path)
+    with pytest.raises(OutputError, match=r"masks\.zarr does not exist"):
+        store.write_masks_fits()
+    _filled_masks(tmp_path, quality=False)
+    for block_rows in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="block_rows must be a positive integer"):
+            store.write_masks_fits(block_rows=block_rows)
+    with pytest.raises(ValueError, match="provenance must be a manifest dict"):
+        store.write_masks_fits(provenance=["run"])
+    assert not (tmp_path / "masks.fits").exists()

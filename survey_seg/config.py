@@ -1,0 +1,281 @@
+"""Run parameters: one definition for the library, the command line and the flows.
+
+:class:`RunConfig` holds what a run computes with; :data:`RUN_OPTIONS` names the
+command-line option of each field a user sets, with its help, and
+:data:`OUTPUT_OPTIONS` the choices of what happens to an earlier run in the
+output directory. ``survey-seg run`` and the Prefect flows both build their
+parameters from these tuples (:func:`add_run_arguments`), so that the two cannot
+drift apart.
+
+This module imports only the standard library: the command line builds its
+help from it without loading torch or dask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from survey_seg.errors import InputError
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "FLIPS",
+    "METHOD_NAMES",
+    "OUTPUT_OPTIONS",
+    "PRECISIONS",
+    "RUN_OPTIONS",
+    "OutputOption",
+    "RunConfig",
+    "RunOption",
+    "add_run_arguments",
+    "check_run_config",
+    "run_config_from_args",
+    "run_options_from_args",
+]
+
+METHOD_NAMES = ("unet", "classical")
+DEFAULT_METHOD = "unet"
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Values of ``--precision``: ``auto`` is bfloat16 where the device computes it
+natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else float32."""
+FLIPS = (1, 2, 4)
+"""Values of ``--flips``: network passes per window."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Parameters of a run."""
+
+    tile_size: int = 512
+    """Side of a tile core in pixels: one Zarr shard of every array."""
+    halo: int = 64
+    """Context read around each core, in pixels; objects larger than it are flagged."""
+    method: str = DEFAULT_METHOD
+    """Screening method (``--method``)."""
+    model: str | None = None
+    """Model config file of a network method (default: the shipped weights)."""
+    region: str | None = None
+    """Screen only the tiles meeting this region (``cone:``, ``box:`` or ``tiles:``)."""
+    background_cell: int = 64
+    """Side of the background mesh cells in pixels."""
+    precision: str = "auto"
+    """Arithmetic of a network method: ``float32``, ``bfloat16``, or ``auto`` for
+    bfloat16 where the hardware computes it natively (it runs about 2x faster;
+    the benchmark metrics move by less than 0.01)."""
+    flips: int | None = None
+    """Passes of a network method per window, each on a flip of it, averaged: 1, 2
+    or 4 (``None``: the model config's ``test_time_flips``). Each pass costs as much
+    network time as the first; more passes give fewer spurious detections."""
+    fits_copies: bool = True
+    """Also write the FITS products: the catalogs as FITS tables and ``masks.fits``."""
+    psf_fwhm: float | None = None
+    """PSF FWHM of the mosaic in pixels, for which a network method picks its
+    thresholds (``--psf-fwhm``). None: the mosaic's ``PSFFWHM`` keyword, and the
+    thresholds of the network's training PSF when it has none."""
+    zero_point: float | None = None
+    """Photometric zero point: ``mag = zero_point - 2.5 log10(flux)`` in the
+    mosaic's flux unit (``--zero-point``). None: the mosaic's ``MAGZERO`` keyword;
+    without either, ``mag`` is NaN and the run warns."""
+
+    def result_key(self, mosaic_sha256: str, method_provenance: dict) -> str:
+        """Hash of everything a tile's result depends on: equal keys, equal results."""
+        payload = {
+            "mosaic": mosaic_sha256,
+            "tile_size": self.tile_size,
+            "halo": self.halo,
+            "background_cell": self.background_cell,
+            "method": method_provenance,
+        }
+        if self.zero_point is not None:  # absent when unset: earlier keys stay valid
+            payload["zero_point"] = self.zero_point
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RunConfig:
+        """The config recorded in a manifest (fields of older versions are dropped)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in names})
+
+
+def check_run_config(config: RunConfig) -> None:
+    """Refuse values no run can use, before anything is read or written.
+
+    Raises
+    ------
+    InputError
+        One line naming the option and the fix.
+    """
+    if config.method not in METHOD_NAMES:
+        raise InputError(f"unknown method {config.method!r}; use one of {', '.join(METHOD_NAMES)}")
+    if config.precision not in PRECISIONS:
+        raise InputError(
+            f"precision {config.precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
+        )
+    if config.flips is not None and config.flips not in FLIPS:
+        raise InputError(f"--flips {config.flips!r} is not one of 1, 2, 4; pass one of them")
+    for option, value in (("--tile-size", config.tile_size), ("--halo", config.halo)):
+        if not isinstance(value, int) or value < (8 if option == "--tile-size" else 0):
+            raise InputError(
+                f"{option} {value!r} is not a usable number of pixels; give an integer "
+                f"{'of at least 8' if option == '--tile-size' else '>= 0'}"
+            )
+    if config.psf_fwhm is not None and not _positive_number(config.psf_fwhm):
+        raise InputError(
+            f"--psf-fwhm {config.psf_fwhm!r} is not a PSF width; give the FWHM in pixels (> 0)"
+        )
+    if config.psf_fwhm is not None and config.method != "unet":
+        raise InputError(f"--psf-fwhm applies to the unet method, not {config.method!r}; drop it")
+    if config.zero_point is not None and not _finite_number(config.zero_point):
+        raise InputError(
+            f"--zero-point {config.zero_point!r} is not a magnitude; give the AB (or Vega) "
+            "magnitude of one flux unit, e.g. 22.5 for nanomaggies"
+        )
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_number(value: object) -> bool:
+    return _finite_number(value) and value > 0  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class RunOption:
+    """The command-line option of one :class:`RunConfig` field."""
+
+    field: str
+    """Name of the RunConfig field."""
+    flag: str
+    """Option of ``survey-seg run`` and of the flows' command lines."""
+    help: str
+    """One line of help."""
+    type: type = str
+    """Type of the value on the command line."""
+    metavar: str | None = None
+    """Name of the value in the help."""
+    choices: tuple | None = None
+    """Accepted values, when they are few."""
+
+
+RUN_OPTIONS: tuple[RunOption, ...] = (
+    RunOption("tile_size", "--tile-size", "side of a tile core", int, "PIX"),
+    RunOption("halo", "--halo", "context read around each tile core", int, "PIX"),
+    RunOption("method", "--method", "screening method", str, None, METHOD_NAMES),
+    RunOption("model", "--model", "model config of a trained network", str, "CONFIG"),
+    RunOption(
+        "precision",
+        "--precision",
+        "network arithmetic; auto: bfloat16 where the hardware has it",
+        str,
+        None,
+        PRECISIONS,
+    ),
+    RunOption(
+        "flips",
+        "--flips",
+        "network passes per tile on flips of it, averaged (default: the model's); "
+        "1 is fastest, more give fewer spurious detections",
+        int,
+        None,
+        FLIPS,
+    ),
+    RunOption(
+        "psf_fwhm",
+        "--psf-fwhm",
+        "PSF FWHM of the mosaic in pixels, for the network's thresholds "
+        "(default: its PSFFWHM keyword)",
+        float,
+        "PIX",
+    ),
+    RunOption(
+        "zero_point",
+        "--zero-point",
+        "magnitude zero point: mag = ZP - 2.5 log10(flux) (default: the MAGZERO keyword)",
+        float,
+        "MAG",
+    ),
+    RunOption(
+        "region",
+        "--region",
+        "screen the tiles meeting cone:RA,DEC,RADIUS_DEG | box:RA0,RA1,DEC0,DEC1 | tiles:I,J",
+        str,
+        "SPEC",
+    ),
+)
+"""The RunConfig fields a user sets, with their options (the rest keep their defaults)."""
+
+
+@dataclass(frozen=True)
+class OutputOption:
+    """What a run does with an earlier run in its output directory."""
+
+    name: str
+    """Keyword of :func:`survey_seg.pipeline.plan_run` and of the flows."""
+    flag: str
+    """Command-line option."""
+    help: str
+    """One line of help."""
+
+
+OUTPUT_OPTIONS: tuple[OutputOption, ...] = (
+    OutputOption("resume", "--resume", "finish an interrupted run: screen its unfinished tiles"),
+    OutputOption(
+        "force",
+        "--force",
+        "screen the tiles again (those meeting --region, else all) though they are "
+        "finished; every other tile's rows and pixels are kept",
+    ),
+    OutputOption(
+        "clean",
+        "--clean",
+        "discard the earlier run in --out, every tile of it, and start a new one",
+    ),
+)
+"""At most one of them per run; with none, a run refuses an output directory that
+holds an earlier run."""
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, output_options: bool = True) -> None:
+    """Add the options of :data:`RUN_OPTIONS` (and :data:`OUTPUT_OPTIONS`) to ``parser``.
+
+    Every option defaults to None (the value is then RunConfig's default), so that
+    :func:`run_config_from_args` can tell a value given from one left out.
+    """
+    defaults = RunConfig()
+    for option in RUN_OPTIONS:
+        default = getattr(defaults, option.field)
+        suffix = f" (default: {default})" if default is not None else ""
+        parser.add_argument(
+            option.flag,
+            dest=option.field,
+            type=option.type,
+            metavar=option.metavar,
+            choices=option.choices,
+            default=None,
+            help=option.help + suffix,
+        )
+    if output_options:
+        for output in OUTPUT_OPTIONS:
+            parser.add_argument(
+                output.flag, dest=output.name, action="store_true", help=output.help
+            )
+
+
+def run_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The :data:`RUN_OPTIONS` fields given on the command line, by field name."""
+    return {
+        option.field: getattr(args, option.field)
+        for option in RUN_OPTIONS
+        if getattr(args, option.field, None) is not None
+    }
+
+
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of parsed :func:`add_run_arguments` options (omitted ones: defaults)."""
+    return RunConfig(**run_options_from_args(args))
