@@ -37,6 +37,7 @@ from survey_seg.pipeline import (
     finish_run,
     prepare_outputs,
     screen_tiles,
+    wait_for_warm_up,
     warm_up_workers,
 )
 from survey_seg.store import release_run_lock
@@ -376,7 +377,7 @@ def run_plan_on_cluster(
 ) -> RunSummary:
     """Prepare, screen ``tiles`` in batches mapped as Prefect tasks, merge."""
     started = time.perf_counter()
-    warming = warm_up_workers(plan, client)  # held: dask cancels a dropped future
+    warming = warm_up_workers(plan, client) if tiles else []  # held: dask cancels a dropped one
     try:
         ingest_seconds = prepare_task(plan, run_id)
         scheduler = client.scheduler.address
@@ -385,11 +386,11 @@ def run_plan_on_cluster(
             security=unmapped(client.security),
         )  # fmt: skip
         failed = [tile for result in futures.result() for tile in result]
-        del warming
         return merge_task(
             plan, run_id, len(tiles) - len(failed), skipped, len(failed), started, ingest_seconds
         )
     finally:
+        wait_for_warm_up(warming)
         release_run_lock(plan.out_dir, run_id)  # also when a task failed for good
 
 

@@ -81,6 +81,18 @@ class RunConfig:
     """Photometric zero point: ``mag = zero_point - 2.5 log10(flux)`` in the
     mosaic's flux unit (``--zero-point``). None: the mosaic's ``MAGZERO`` keyword;
     without either, ``mag`` is NaN and the run warns."""
+    weight_file: str | None = None
+    """FITS file of the mosaic's weight map, inverse variance, 0 where there is no
+    data (``--weight``; a SWarp ``.weight.fits``, MAP_WEIGHT). It replaces a noise
+    HDU of the mosaic. None: the mosaic's own noise plane, if any."""
+    rms_file: str | None = None
+    """FITS file of the mosaic's noise in sigma: variance = rms² (``--rms``; a Euclid
+    MER ``RMS`` file). Not with ``weight_file``."""
+    mask_file: str | None = None
+    """FITS file of the mosaic's integer bad-pixel mask, non-zero where a pixel is
+    bad (``--mask``; a Euclid MER ``FLAG`` file). It replaces a mask HDU of the
+    mosaic (``DQ``, ``MSK`` ...); its pixels are BAD, kept out of detection and
+    measurement."""
 
     def result_key(self, mosaic_sha256: str, method_provenance: dict) -> str:
         """Hash of everything a tile's result depends on: equal keys, equal results."""
@@ -134,6 +146,19 @@ def check_run_config(config: RunConfig) -> None:
         raise InputError(
             f"--zero-point {config.zero_point!r} is not a magnitude; give the AB (or Vega) "
             "magnitude of one flux unit, e.g. 22.5 for nanomaggies"
+        )
+    files = (
+        ("--weight", config.weight_file),
+        ("--rms", config.rms_file),
+        ("--mask", config.mask_file),
+    )
+    for option, value in files:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise InputError(f"{option} {value!r} is not a file name; give the path of a FITS file")
+    if config.weight_file is not None and config.rms_file is not None:
+        raise InputError(
+            "--weight and --rms both give the noise of the mosaic; pass one of them "
+            "(--weight: inverse variance, --rms: sigma)"
         )
 
 
@@ -199,6 +224,30 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "magnitude zero point: mag = ZP - 2.5 log10(flux) (default: the MAGZERO keyword)",
         float,
         "MAG",
+    ),
+    RunOption(
+        "weight_file",
+        "--weight",
+        "weight map of the mosaic, inverse variance, 0: no data (a SWarp .weight.fits); "
+        "default: its WEIGHT/WHT/WGT, VARIANCE or ERR/RMS HDU, else estimated from the pixels",
+        str,
+        "FILE",
+    ),
+    RunOption(
+        "rms_file",
+        "--rms",
+        "noise map of the mosaic in sigma, variance = rms**2 (a Euclid RMS file); not with "
+        "--weight",
+        str,
+        "FILE",
+    ),
+    RunOption(
+        "mask_file",
+        "--mask",
+        "integer bad-pixel mask of the mosaic, non-zero: BAD (a Euclid FLAG file); "
+        "default: its DQ/MSK/MASK/FLAG/FLAGS/BPM HDU",
+        str,
+        "FILE",
     ),
     RunOption(
         "region",

@@ -16,7 +16,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -64,6 +64,8 @@ __all__ = [
     "prepare_outputs",
     "run_survey",
     "screen_tiles",
+    "wait_for_warm_up",
+    "warm_up_workers",
 ]
 
 TILE_RETRIES = 2
@@ -167,7 +169,7 @@ def plan_run(
         raise InputError(f"{' and '.join(chosen)} exclude each other; pass one of them")
     check_run_config(config)
     _make_method(config)  # a bad method or model is refused before the mosaic is read
-    mosaic = inspect_fits_mosaic(mosaic_path)
+    mosaic, config = _inspect_mosaic(mosaic_path, config)
     method = _make_method(config, mosaic.psf_fwhm_pix)
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
@@ -249,7 +251,7 @@ def plan_rerun(
             "flips": None if method or model else recorded.get("flips"),
         }
     )
-    mosaic = inspect_fits_mosaic(mosaic_path or manifest["input"]["path"])
+    mosaic, config = _inspect_mosaic(mosaic_path or manifest["input"]["path"], config)
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
     )
@@ -263,6 +265,28 @@ def plan_rerun(
     provenance = method_object.provenance()
     key = config.result_key(mosaic.sha256, provenance)
     return RunPlan(mosaic, out, config, grid, selected, provenance, key, "rerun")
+
+
+def _inspect_mosaic(
+    mosaic_path: str | os.PathLike, config: RunConfig
+) -> tuple[MosaicInfo, RunConfig]:
+    """The validated mosaic with its separate noise and mask files, and ``config``.
+
+    The returned config names those files by absolute path: the manifest records
+    it, so that a rerun from another directory finds them again.
+    """
+    files = {
+        name: os.path.abspath(path)
+        for name in ("weight_file", "rms_file", "mask_file")
+        if (path := getattr(config, name)) is not None
+    }
+    mosaic = inspect_fits_mosaic(
+        mosaic_path,
+        weight=files.get("weight_file"),
+        rms=files.get("rms_file"),
+        mask=files.get("mask_file"),
+    )
+    return mosaic, replace(config, **files)
 
 
 def _check_output_dir(
@@ -288,13 +312,13 @@ def _check_output_dir(
     if not out.exists() or not any(p.name != RUN_LOCK for p in out.iterdir()):
         return "new"
     store = OutputStore(out)
+    if clean and store.manifest_path.is_file():
+        return "clean"  # even when the manifest is unreadable: it is discarded
     manifest = store.read_manifest()
     if manifest is None:
         raise OutputError(
             f"{out} is not empty and holds no survey-seg run; choose a new or empty --out"
         )
-    if clean:
-        return "clean"
     if force:
         _check_same_tiling(out, manifest, mosaic, config, every_tile=every_tile)
         return "rerun"
@@ -385,12 +409,12 @@ def execute_run(
     """
     started = time.perf_counter()
     run_id = run_id or new_run_id()
-    warming = warm_up_workers(plan, client) if client is not None else []
+    nothing_to_do = plan.mode == "resume" and not pending_tiles(plan)[0]
+    warming = warm_up_workers(plan, client) if client is not None and not nothing_to_do else []
     try:
         ingest_seconds = prepare_outputs(plan, run_id)
         todo, finished = pending_tiles(plan)
         failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
-        del warming  # held until now: dask cancels a task whose future is dropped
         return finish_run(
             plan,
             run_id,
@@ -401,6 +425,7 @@ def execute_run(
             ingest_seconds=ingest_seconds,
         )
     finally:
+        wait_for_warm_up(warming)
         release_run_lock(plan.out_dir, run_id)
 
 
@@ -426,6 +451,22 @@ def warm_up_workers(plan: RunPlan, client) -> list:
         )
         for worker in client.scheduler_info()["workers"]
     ]
+
+
+def wait_for_warm_up(warming: list, timeout: float = 60.0) -> None:
+    """Wait until the warm-up tasks of :func:`warm_up_workers` have ended.
+
+    A worker still loading torch when the cluster closes is killed by its nanny
+    ("Worker process still alive ..., killing") and the scheduler logs failed
+    heartbeats: a run with few or no tiles to screen ends before its warm-ups.
+    A warm-up that failed has nothing to clean up: its error is not raised here.
+    """
+    if not warming:
+        return
+    from distributed import wait
+
+    with contextlib.suppress(Exception):
+        wait(warming, timeout=timeout)
 
 
 def _load_method(config: RunConfig) -> None:
@@ -883,6 +924,7 @@ def _manifest(
             "pixel_scale_arcsec": plan.mosaic.pixel_scale_arcsec,
             "psf_fwhm_pix": plan.mosaic.psf_fwhm_pix,
             "flux_unit": plan.mosaic.flux_unit,
+            **plan.mosaic.describe_planes(),  # image, noise and mask: source, convention
         },
         "photometry": photometry(plan),
         "config": asdict(plan.config),

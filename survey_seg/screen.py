@@ -11,7 +11,7 @@ work: reading and writing live in :mod:`survey_seg.store`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -204,7 +204,9 @@ def screen_tile(
     Parameters
     ----------
     window : WindowData
-        The tile's image, variance and background (window-shaped).
+        The tile's image, variance and background (window-shaped), and where the
+        input mask flags pixels: the method sees those as unusable (left out of
+        detection and measurement) and they are BAD (NO_DATA where there is no data).
     tile : Tile
         The tile (its core, halo and window WCS).
     grid : TileGrid
@@ -219,7 +221,14 @@ def screen_tile(
     TileResult
     """
     start = time.perf_counter()
-    products = method.segment(window, saturation=saturation)
+    flagged = window.flagged
+    if flagged is not None and flagged.any():
+        has_data = np.isfinite(window.image) & np.isfinite(window.variance) & (window.variance > 0)
+        hidden = replace(window, image=np.where(flagged, np.float32(np.nan), window.image))
+        products = method.segment(hidden, saturation=saturation)
+        products.artefacts = _flag_input_mask(products.artefacts, flagged & has_data)
+    else:
+        products = method.segment(window, saturation=saturation)
     oy, ox = tile.origin
     crop = tile.crop_slices
 
@@ -326,6 +335,15 @@ def screen_tile(
         stats=stats,
         quality=None if core_quality is None else core_quality[-1].astype(np.float32),
     )
+
+
+def _flag_input_mask(artefacts: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """BAD, and only BAD, on pixels with data that the input mask flags.
+
+    The method saw them as no data: their NO_DATA (and any plane it set) gives way
+    to BAD.
+    """
+    return np.where(bad, np.uint32(MaskBit.BAD), artefacts).astype(np.uint32)
 
 
 def _core_stamps(products: DenseProducts, tile: Tile) -> np.ndarray | None:

@@ -7,7 +7,8 @@ output arrays, and keeps the per-tile records from which the manifest is built.
 
 Layout of an output directory ``OUT/``::
 
-    mosaic.zarr/      ingested input: image, variance (optional), background mesh
+    mosaic.zarr/      ingested input: image, variance and input_mask (optional),
+                      background mesh
     masks.zarr/       mask (uint32 planes), segmentation (int64 global ids)
     masks.fits        the same arrays as FITS images with the WCS (MASK, SEGMENT, QUALITY)
     tiles/            per-tile results: NNNNNN.sources.parquet, NNNNNN.clumps.parquet,
@@ -50,8 +51,12 @@ from survey_seg.tiling import Tile
 
 __all__ = [
     "MASKS_FITS",
+    "MASK_EXTNAMES",
+    "NOISE_CONVENTIONS",
+    "NOISE_EXTNAMES",
     "OUTPUT_ERRNOS",
     "PSF_FWHM_KEY",
+    "InputPlane",
     "MosaicInfo",
     "MosaicStore",
     "OutputStore",
@@ -72,7 +77,27 @@ __all__ = [
 ]
 
 VARIANCE_EXTNAMES = ("VARIANCE", "VAR")
-WEIGHT_EXTNAMES = ("WEIGHT", "WHT", "IVAR", "INVVAR")
+WEIGHT_EXTNAMES = ("WEIGHT", "WHT", "WGT", "IVAR", "INVVAR")
+RMS_EXTNAMES = ("ERR", "RMS", "SIGMA")
+NOISE_EXTNAMES: dict[str, str] = {
+    **dict.fromkeys(VARIANCE_EXTNAMES, "variance"),
+    **dict.fromkeys(WEIGHT_EXTNAMES, "weight"),
+    **dict.fromkeys(RMS_EXTNAMES, "rms"),
+}
+"""``EXTNAME`` of a noise plane and its kind: HST and JWST ``ERR``, DES ``WGT``,
+drizzle ``WHT``, ``VARIANCE`` ... The first such HDU of a mosaic is its noise plane."""
+MASK_EXTNAMES = ("DQ", "MSK", "MASK", "FLAG", "FLAGS", "BPM")
+"""``EXTNAME`` of an input bad-pixel mask (HST and JWST ``DQ``, DES ``MSK``, Euclid
+``FLAG``): integers, a non-zero pixel is bad."""
+NOISE_CONVENTIONS = {
+    "variance": "variance",
+    "weight": "inverse variance: variance = 1 / weight; weight 0: no data",
+    "rms": "sigma: variance = rms**2",
+}
+"""What the values of each kind of noise plane are."""
+MASK_CONVENTION = "integer; non-zero: BAD (excluded from detection and measurement)"
+SEPARATE_FILE_OPTIONS = {"weight": "--weight", "rms": "--rms", "mask": "--mask"}
+"""Option of each separate noise or mask file (the keywords of inspect_fits_mosaic)."""
 PSF_FWHM_KEY = "PSFFWHM"
 """Header keyword of the mosaic's PSF full width at half maximum, in pixels."""
 MOSAIC_STORE = "mosaic.zarr"
@@ -89,6 +114,44 @@ REPORT_DIR = "report"
 
 
 @dataclass(frozen=True)
+class InputPlane:
+    """Where a noise or mask plane of a mosaic is read from.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The FITS file holding it: the mosaic, or a separate file (``--weight``,
+        ``--rms``, ``--mask``).
+    hdu : int
+        Index of its HDU in that file.
+    kind : str
+        Noise: ``"variance"``, ``"weight"`` (inverse variance) or ``"rms"`` (sigma);
+        ``"mask"``: integers, non-zero where a pixel is bad.
+    extname : str
+        ``EXTNAME`` of the HDU ("" when it has none).
+    sha256 : str or None
+        Checksum of a separate file; None when the plane is an HDU of the mosaic.
+    """
+
+    path: Path
+    hdu: int
+    kind: str
+    extname: str = ""
+    sha256: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Source, convention (and checksum of a separate file), for the manifest."""
+        name = f" ({self.extname})" if self.extname else ""
+        if self.sha256 is None:
+            record: dict[str, Any] = {"source": f"HDU {self.hdu}{name} of the mosaic"}
+        else:
+            record = {"source": f"file {self.path}, HDU {self.hdu}{name}", "sha256": self.sha256}
+        if self.kind == "mask":
+            return {**record, "convention": MASK_CONVENTION}
+        return {**record, "kind": self.kind, "convention": NOISE_CONVENTIONS[self.kind]}
+
+
+@dataclass(frozen=True)
 class MosaicInfo:
     """What a validated FITS mosaic holds, without its pixels.
 
@@ -102,10 +165,6 @@ class MosaicInfo:
         Celestial WCS of the image (mosaic pixel coordinates, 0-based).
     image_hdu : int
         Index of the image HDU.
-    noise_hdu : int or None
-        Index of the variance or weight HDU, if any.
-    noise_kind : str
-        ``"variance"``, ``"weight"`` (inverse variance) or ``"none"``.
     saturation : float or None
         ``SATURATE`` keyword: pixels at or above it are saturated.
     zero_point : float or None
@@ -116,24 +175,67 @@ class MosaicInfo:
         ``PSFFWHM`` keyword: PSF full width at half maximum (pixels); the network
         method picks its thresholds for it.
     sha256 : str
-        Checksum of the file, for provenance and resume checks.
+        Checksum of the input, for provenance and resume checks: of the file, or,
+        when a noise or mask plane comes from a separate file, of the checksums of
+        every file and the kind of the noise file (a changed weight file changes it).
     flux_unit : str or None
         ``BUNIT`` keyword: the unit of the pixel values, hence of the catalogs' fluxes
         (None: not given; the fluxes are then in the image's own counts, ``adu``).
+    noise : InputPlane or None
+        The noise plane: an HDU of the mosaic, or a separate file; None: the noise
+        is estimated from the pixels (background mesh RMS).
+    mask : InputPlane or None
+        The input bad-pixel mask, if any.
+    image_extname : str
+        ``EXTNAME`` of the image HDU ("" when it has none).
+    file_sha256 : str
+        Checksum of the mosaic file itself (``sha256`` without separate files).
     """
 
     path: Path
     shape: tuple[int, int]
     wcs: WCS
     image_hdu: int
-    noise_hdu: int | None
-    noise_kind: str
     saturation: float | None
     zero_point: float | None
     pixel_scale_arcsec: float
     psf_fwhm_pix: float | None
     sha256: str
     flux_unit: str | None = None
+    noise: InputPlane | None = None
+    mask: InputPlane | None = None
+    image_extname: str = ""
+    file_sha256: str = ""
+
+    @property
+    def noise_hdu(self) -> int | None:
+        """Index of the noise HDU in its file (``noise.path``), if any."""
+        return None if self.noise is None else self.noise.hdu
+
+    @property
+    def noise_kind(self) -> str:
+        """``"variance"``, ``"weight"`` (inverse variance), ``"rms"`` (sigma) or ``"none"``."""
+        return "none" if self.noise is None else self.noise.kind
+
+    def describe_planes(self) -> dict[str, dict[str, Any]]:
+        """Where the image, noise and mask come from and how they are read (manifest).
+
+        Returns
+        -------
+        dict
+            ``{"image": ..., "noise": ..., "mask": ...}``, each with its ``source``
+            (``"HDU 2 (ERR) of the mosaic"``, ``"file PATH, HDU 0"``), noise and mask
+            with their ``convention``, separate files with their ``sha256``.
+        """
+        name = f" ({self.image_extname})" if self.image_extname else ""
+        image = {"source": f"HDU {self.image_hdu}{name} of the mosaic", "sha256": self.file_sha256}
+        noise = (
+            self.noise.describe()
+            if self.noise is not None
+            else {"source": "estimated from the pixels (background mesh RMS)", "kind": "none"}
+        )
+        mask = self.mask.describe() if self.mask is not None else {"source": "none"}
+        return {"image": image, "noise": noise, "mask": mask}
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
@@ -145,14 +247,40 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
-    """Validate a FITS mosaic and describe it, reading every pixel once.
+def inspect_fits_mosaic(
+    path: str | os.PathLike,
+    *,
+    weight: str | os.PathLike | None = None,
+    rms: str | os.PathLike | None = None,
+    mask: str | os.PathLike | None = None,
+) -> MosaicInfo:
+    """Validate a FITS mosaic (and its separate noise and mask files), reading every pixel once.
+
+    The planes are found by ``EXTNAME``:
+
+    - image: the first HDU named ``SCI``, else the first image HDU that is not a
+      noise or mask plane (the primary HDU of a plain FITS image);
+    - noise, the first of: ``VARIANCE``/``VAR`` (variance), ``WEIGHT``/``WHT``/
+      ``WGT``/``IVAR``/``INVVAR`` (weight: inverse variance, 0 where there is no
+      data, as SWarp and DES write it) or ``ERR``/``RMS``/``SIGMA`` (sigma:
+      variance = rms²); none: the noise is estimated from the pixels;
+    - mask: ``DQ``/``MSK``/``MASK``/``FLAG``/``FLAGS``/``BPM``, integers, non-zero
+      where a pixel is bad (every non-zero bit counts).
+
+    So HST and JWST (``SCI``, ``ERR``, ``DQ``) and DES coadds (``SCI``, ``MSK``,
+    ``WGT``) are read as written. A separate file (its first HDU with pixels)
+    replaces the mosaic's own plane: a SWarp ``.weight.fits`` is a ``weight``, a
+    Euclid MER ``RMS`` file an ``rms``, its ``FLAG`` file a ``mask``.
 
     Parameters
     ----------
     path : str or path-like
-        FITS file with a 2-D image HDU carrying a celestial WCS, optionally a
-        ``VARIANCE`` or ``WEIGHT`` extension of the same shape.
+        FITS file with a 2-D image HDU carrying a celestial WCS.
+    weight, rms : str or path-like, optional
+        A separate noise file of the image's shape, in inverse variance (``weight``)
+        or sigma (``rms``); at most one of them.
+    mask : str or path-like, optional
+        A separate integer bad-pixel mask of the image's shape.
 
     Returns
     -------
@@ -163,13 +291,28 @@ def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
     InputError
         One line naming the problem and the fix: missing file, not FITS,
         truncated, no image HDU, not 2-D, empty, no finite pixel, no or a
-        malformed WCS, a noise HDU of another shape.
+        malformed WCS, a noise or mask plane of another shape, a mask that does
+        not hold integers, both ``weight`` and ``rms``.
     """
     path = Path(path)
+    if weight is not None and rms is not None:
+        raise InputError("--weight and --rms both give the noise of the mosaic; pass one of them")
     if not path.exists():
         raise InputError(f"mosaic {path} does not exist; check the path")
     if path.is_dir():
         raise InputError(f"mosaic {path} is a directory; pass a FITS file")
+    separate = {
+        role: Path(file)
+        for role, file in (("weight", weight), ("rms", rms), ("mask", mask))
+        if file is not None
+    }
+    for role, file in separate.items():
+        what = f"{role} file {file} ({SEPARATE_FILE_OPTIONS[role]})"
+        if not file.exists():
+            raise InputError(f"{what} does not exist; check the path")
+        if file.is_dir():
+            raise InputError(f"{what} is a directory; pass a FITS file")
+    noise = mask_plane = None
     try:
         with _open_fits(path) as hdus:
             image_hdu = _find_image_hdu(hdus, path)
@@ -183,39 +326,114 @@ def inspect_fits_mosaic(path: str | os.PathLike) -> MosaicInfo:
                     "check that the right file and HDU were written"
                 )
             wcs = _celestial_wcs(header, path, image_hdu)
-            noise_hdu, noise_kind = _find_noise_hdu(hdus, image_hdu, shape, path)
+            image_extname = _extname(hdus[image_hdu])
+            if weight is None and rms is None:
+                noise = _find_plane_hdu(hdus, image_hdu, shape, path, NOISE_EXTNAMES)
+            if mask is None:
+                mask_kinds = dict.fromkeys(MASK_EXTNAMES, "mask")
+                mask_plane = _find_plane_hdu(hdus, image_hdu, shape, path, mask_kinds)
             psf_fwhm_pix = _psf_fwhm(header, path, image_hdu)
-            if noise_hdu is not None:
-                _hdu_data(hdus[noise_hdu], path)  # reads it: catches truncation now
+            if noise is not None:
+                _hdu_data(hdus[noise.hdu], path)  # reads it: catches truncation now
+            if mask_plane is not None:
+                where = f"{path} {mask_plane.extname} HDU"
+                _check_mask_values(_hdu_data(hdus[mask_plane.hdu], path), where)
     except InputError:
         raise
     except (OSError, TypeError, ValueError, IndexError) as error:
         raise InputError(
             f"{path} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
         ) from None
+    for role, file in separate.items():
+        plane = _separate_plane(file, role, shape)
+        if role == "mask":
+            mask_plane = plane
+        else:
+            noise = plane
     scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
+    own_sha256 = file_sha256(path)
     return MosaicInfo(
         path=path,
         shape=shape,
         wcs=wcs,
         image_hdu=image_hdu,
-        noise_hdu=noise_hdu,
-        noise_kind=noise_kind,
         saturation=_optional_float(header, "SATURATE"),
         zero_point=_optional_float(header, "MAGZERO"),
         pixel_scale_arcsec=scale,
         psf_fwhm_pix=psf_fwhm_pix,
-        sha256=file_sha256(path),
+        sha256=_input_sha256(own_sha256, noise, mask_plane),
         flux_unit=_optional_string(header, "BUNIT"),
+        noise=noise,
+        mask=mask_plane,
+        image_extname=image_extname,
+        file_sha256=own_sha256,
     )
 
 
+def _separate_plane(file: Path, role: str, shape: tuple[int, int]) -> InputPlane:
+    """The noise (``weight``, ``rms``) or ``mask`` plane of a separate file, validated.
+
+    It is the file's first HDU with pixels; it must have the image's shape, and a
+    mask must hold integers.
+    """
+    option = SEPARATE_FILE_OPTIONS[role]
+    what = f"{role} file {file} ({option})"
+    try:
+        with _open_fits(file, expected=f"a FITS image for {option}") as hdus:
+            index = next((i for i, hdu in enumerate(hdus) if _is_image_hdu(hdu)), None)
+            if index is None:
+                raise InputError(
+                    f"{what} has no image HDU (no HDU with pixel data); pass a FITS image "
+                    "of the mosaic's shape"
+                )
+            hdu = hdus[index]
+            if tuple(hdu.shape) != shape:
+                raise InputError(
+                    f"{what} has shape {tuple(hdu.shape)} but the image is {shape}; pass the "
+                    f"{role} map of this mosaic, on its pixel grid"
+                )
+            data = _hdu_data(hdu, file)  # reads it: catches truncation now
+            if role == "mask":
+                _check_mask_values(data, what)
+            extname = _extname(hdu)
+    except InputError:
+        raise
+    except (OSError, TypeError, ValueError, IndexError) as error:
+        raise InputError(
+            f"{what} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
+        ) from None
+    return InputPlane(file.resolve(), index, role, extname, file_sha256(file))
+
+
+def _check_mask_values(data: np.ndarray, where: str) -> None:
+    """Refuse a mask plane that does not hold integers (bit flags)."""
+    if not np.issubdtype(data.dtype, np.integer):
+        raise InputError(
+            f"{where} holds {data.dtype.name} values, not integers; write the mask as an integer "
+            "image (BITPIX 8, 16 or 32), non-zero where a pixel is bad"
+        )
+
+
+def _input_sha256(own_sha256: str, noise: InputPlane | None, mask: InputPlane | None) -> str:
+    """The mosaic file's checksum, or, with separate files, one over all of theirs."""
+    separate = {
+        name: [plane.kind, plane.sha256]
+        for name, plane in (("noise", noise), ("mask", mask))
+        if plane is not None and plane.sha256 is not None
+    }
+    if not separate:
+        return own_sha256
+    payload = json.dumps({"mosaic": own_sha256, **separate}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 @contextlib.contextmanager
-def _open_fits(path: Path) -> Iterator[fits.HDUList]:
+def _open_fits(path: Path, expected: str = "a FITS mosaic") -> Iterator[fits.HDUList]:
     """Open a FITS file, turning 'not FITS' and truncation warnings into InputError.
 
     The file handle is opened here, not by astropy, so that it is closed even
-    when astropy fails half-way through reading the headers.
+    when astropy fails half-way through reading the headers. ``expected`` names
+    what to pass instead of a file that is not FITS.
     """
     try:
         handle = open(path, "rb")  # closed by the with statement below
@@ -236,7 +454,7 @@ def _open_fits(path: Path) -> Iterator[fits.HDUList]:
                 hdus = fits.open(handle, memmap=None, lazy_load_hdus=False)
             except OSError as error:
                 raise InputError(
-                    f"{path} is not a FITS file ({_short(error)}); pass a FITS mosaic"
+                    f"{path} is not a FITS file ({_short(error)}); pass {expected}"
                 ) from None
             except (fits.verify.VerifyWarning, AstropyUserWarning) as error:
                 raise InputError(
@@ -249,17 +467,30 @@ def _open_fits(path: Path) -> Iterator[fits.HDUList]:
 
 
 def _find_image_hdu(hdus: fits.HDUList, path: Path) -> int:
-    for index, hdu in enumerate(hdus):
-        is_image = isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU)
-        if not is_image or hdu.header.get("NAXIS", 0) == 0:
-            continue
-        if str(hdu.header.get("EXTNAME", "")).upper() in VARIANCE_EXTNAMES + WEIGHT_EXTNAMES:
-            continue
-        return index
+    """The first HDU named ``SCI``, else the first image HDU that is no noise or mask plane."""
+    candidates = [index for index, hdu in enumerate(hdus) if _is_image_hdu(hdu)]
+    for index in candidates:
+        if _extname(hdus[index]) == "SCI":
+            return index
+    planes = (*NOISE_EXTNAMES, *MASK_EXTNAMES)
+    for index in candidates:
+        if _extname(hdus[index]) not in planes:
+            return index
     raise InputError(
-        f"{path} has no image HDU (no HDU with pixel data); "
+        f"{path} has no image HDU (no HDU with pixel data besides noise or mask planes); "
         "write the mosaic as the primary HDU or an IMAGE extension"
     )
+
+
+def _is_image_hdu(hdu: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> bool:
+    """Whether ``hdu`` is an image HDU with pixels (``NAXIS`` > 0)."""
+    is_image = isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU)
+    return is_image and hdu.header.get("NAXIS", 0) > 0
+
+
+def _extname(hdu: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> str:
+    """``EXTNAME`` of an HDU, upper case ("" when it has none)."""
+    return str(hdu.header.get("EXTNAME", "")).strip().upper()
 
 
 def _checked_shape(hdu: fits.ImageHDU, index: int, path: Path) -> tuple[int, int]:
@@ -329,29 +560,27 @@ def _celestial_wcs(header: fits.Header, path: Path, index: int) -> WCS:
     return wcs
 
 
-def _find_noise_hdu(
-    hdus: fits.HDUList, image_hdu: int, shape: tuple[int, int], path: Path
-) -> tuple[int | None, str]:
+def _find_plane_hdu(
+    hdus: fits.HDUList, image_hdu: int, shape: tuple[int, int], path: Path, kinds: dict[str, str]
+) -> InputPlane | None:
+    """The first image HDU whose ``EXTNAME`` is a key of ``kinds``, as a plane of that kind.
+
+    ``kinds`` is :data:`NOISE_EXTNAMES` or maps :data:`MASK_EXTNAMES` to ``"mask"``;
+    None when there is no such HDU. An HDU without pixels (an ``ERR`` or ``DQ`` of
+    ``NAXIS = 0``) is no plane.
+    """
     for index, hdu in enumerate(hdus):
-        if index == image_hdu:
-            continue
-        name = str(hdu.header.get("EXTNAME", "")).upper()
-        kind = (
-            "variance"
-            if name in VARIANCE_EXTNAMES
-            else "weight"
-            if name in WEIGHT_EXTNAMES
-            else None
-        )
-        if kind is None:
+        name = _extname(hdu)
+        if index == image_hdu or name not in kinds or not _is_image_hdu(hdu):
             continue
         if tuple(hdu.shape) != shape:
+            plane = "mask" if kinds[name] == "mask" else "noise"
             raise InputError(
                 f"{path} {name} HDU has shape {tuple(hdu.shape)} but the image is {shape}; "
-                "write a noise plane of the image's shape or drop it"
+                f"write a {plane} plane of the image's shape or drop it"
             )
-        return index, kind
-    return None, "none"
+        return InputPlane(path, index, kinds[name], name)
+    return None
 
 
 def _optional_float(header: fits.Header, key: str) -> float | None:
@@ -423,8 +652,11 @@ def ingest_mosaic(
     """Copy a validated FITS mosaic into ``OUT/mosaic.zarr``, one shard per tile core.
 
     Rows are streamed in blocks, so memory stays bounded by a row of shards.
-    Pixels that are not finite, or whose variance is not positive, become NaN in
-    ``image``. The sky background mesh is measured on the way.
+    The noise plane becomes ``variance`` (weight: ``1 / weight``; rms: ``rms²``).
+    Pixels that are not finite, or whose variance is not positive (a weight or an
+    rms of 0), become NaN in ``image``: no data. An input mask becomes the uint8
+    ``input_mask`` (1 where it is non-zero); those pixels keep their values in
+    ``image`` but are left out of the sky background mesh, measured on the way.
 
     Parameters
     ----------
@@ -448,31 +680,48 @@ def ingest_mosaic(
     root = zarr.open_group(path, mode="w")
     common = {"chunks": chunks, "shards": shards, "fill_value": np.nan, "compressors": _codec()}
     image_out = root.create_array("image", shape=info.shape, dtype="float32", **common)
-    variance_out = None
-    if info.noise_hdu is not None:
+    variance_out = mask_out = None
+    if info.noise is not None:
         variance_out = root.create_array("variance", shape=info.shape, dtype="float32", **common)
+    if info.mask is not None:
+        mask_out = root.create_array(
+            "input_mask",
+            shape=info.shape,
+            dtype="uint8",
+            chunks=chunks,
+            shards=shards,
+            fill_value=0,
+            compressors=_codec(),
+            attributes={"description": INPUT_MASK_DESCRIPTION},
+        )
     block_rows = background_cell * max(1, round(tile_size / background_cell))
     level_rows, rms_rows = [], []
-    n_nonfinite = 0
-    with _open_fits(info.path) as hdus:
+    n_nonfinite = n_flagged = 0
+    with contextlib.ExitStack() as files:
+        hdus = files.enter_context(_open_fits(info.path))
         image_data = hdus[info.image_hdu].data
-        noise_data = hdus[info.noise_hdu].data if info.noise_hdu is not None else None
+        noise_data = _plane_data(info.noise, hdus, files)
+        mask_data = _plane_data(info.mask, hdus, files)
         for y0 in range(0, ny, block_rows):
             y1 = min(ny, y0 + block_rows)
             image = np.asarray(image_data[y0:y1], dtype=np.float32)
             invalid = ~np.isfinite(image)
             n_nonfinite += int(np.count_nonzero(np.isinf(image)))
             if noise_data is not None:
-                noise = np.asarray(noise_data[y0:y1], dtype=np.float32)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    variance = 1.0 / noise if info.noise_kind == "weight" else noise
-                bad_noise = ~np.isfinite(variance) | (variance <= 0)
-                invalid |= bad_noise
+                variance = _variance(np.asarray(noise_data[y0:y1], np.float32), info.noise_kind)
+                with np.errstate(invalid="ignore"):
+                    invalid |= ~np.isfinite(variance) | (variance <= 0)
                 variance = np.where(invalid, np.float32(np.nan), variance).astype(np.float32)
                 variance_out[y0:y1] = variance
             image[invalid] = np.nan
             image_out[y0:y1] = image
-            level, rms, _ = cell_statistics(image, background_cell)
+            sky = image
+            if mask_data is not None:
+                flagged = np.asarray(mask_data[y0:y1]) != 0
+                mask_out[y0:y1] = flagged.astype(np.uint8)
+                n_flagged += int(np.count_nonzero(flagged))
+                sky = np.where(flagged, np.float32(np.nan), image)
+            level, rms, _ = cell_statistics(sky, background_cell)
             level_rows.append(level)
             rms_rows.append(rms)
     mesh = finish_mesh(np.concatenate(level_rows), np.concatenate(rms_rows), background_cell)
@@ -489,12 +738,41 @@ def ingest_mosaic(
             "pixel_scale_arcsec": info.pixel_scale_arcsec,
             "psf_fwhm_pix": info.psf_fwhm_pix,
             "noise_kind": info.noise_kind,
+            "planes": info.describe_planes(),
             "background_cell": background_cell,
             "tile_size": tile_size,
             "n_nonfinite_input": n_nonfinite,
+            "n_flagged_input": n_flagged,
         }
     )
     return MosaicStore(path)
+
+
+def _plane_data(
+    plane: InputPlane | None, mosaic: fits.HDUList, files: contextlib.ExitStack
+) -> np.ndarray | None:
+    """The (memory-mapped) pixels of a plane: an HDU of ``mosaic`` or of a separate file.
+
+    A separate file is opened in ``files``, and closed with it.
+    """
+    if plane is None:
+        return None
+    hdus = mosaic if plane.sha256 is None else files.enter_context(_open_fits(plane.path))
+    return hdus[plane.hdu].data
+
+
+def _variance(noise: np.ndarray, kind: str) -> np.ndarray:
+    """Variance from a noise plane of ``kind``: NaN, inf or not positive where unusable.
+
+    ``weight`` is inverse variance (0: no data), ``rms`` is sigma (not positive: no
+    data), ``variance`` is taken as it is.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "weight":
+            return np.float32(1.0) / noise
+        if kind == "rms":
+            return np.where(noise > 0, noise * noise, np.float32(np.nan))
+    return noise
 
 
 def _inner_chunk(shard: int) -> int:
@@ -521,11 +799,17 @@ class WindowData:
         float32 per-pixel variance (from the input, or the background RMS squared).
     background : numpy.ndarray
         float32 sky background interpolated from the global mesh.
+    flagged : numpy.ndarray or None
+        bool, True where the input bad-pixel mask flags the pixel (False beyond the
+        mosaic edge); None when the mosaic has no mask.
+        :func:`survey_seg.screen.screen_tile` marks those pixels BAD and keeps them
+        out of detection and measurement.
     """
 
     image: np.ndarray
     variance: np.ndarray
     background: np.ndarray
+    flagged: np.ndarray | None = None
 
 
 class MosaicStore:
@@ -569,7 +853,11 @@ class MosaicStore:
             rms = interpolate_mesh(self.mesh.rms, cell, tile.origin, tile.window_shape)
             variance = np.where(np.isfinite(image), rms * rms, np.nan).astype(np.float32)
         background = interpolate_mesh(self.mesh.level, cell, tile.origin, tile.window_shape)
-        return WindowData(image=image, variance=variance, background=background)
+        flagged = None
+        if "input_mask" in self._root:
+            flags = self._root["input_mask"][tile.read_slices]
+            flagged = np.pad(flags, tile.read_pad, constant_values=0) != 0
+        return WindowData(image=image, variance=variance, background=background, flagged=flagged)
 
     @property
     def image(self) -> zarr.Array:
@@ -764,6 +1052,10 @@ MASK_DESCRIPTION = (
 SEGMENTATION_DESCRIPTION = (
     "id of the source whose segment holds the pixel (the id column of sources.parquet), "
     "0 where there is none"
+)
+INPUT_MASK_DESCRIPTION = (
+    "1 where the input bad-pixel mask (a DQ, MSK, MASK, FLAG, FLAGS or BPM HDU, or --mask) "
+    "is non-zero: screening marks the pixel BAD and leaves it out of detection and measurement"
 )
 QUALITY_DESCRIPTION = (
     "probability that the data of each stamp of quality_stamp x quality_stamp mosaic "
@@ -1197,7 +1489,7 @@ class OutputStore:
             return None
         except json.JSONDecodeError as error:
             raise OutputError(
-                f"{self.manifest_path} is corrupt ({error}); rerun with --force to start over"
+                f"{self.manifest_path} is corrupt ({error}); rerun with --clean to start over"
             ) from None
 
     def write_manifest(self, manifest: dict) -> None:

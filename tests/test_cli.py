@@ -648,3 +648,142 @@ def test_console_bad_input_and_conflicting_flags(tmp_path, earlier_run, mosaic):
     result = _cli("run", mosaic)
     _assert_one_line_error(result.returncode, result.stderr, "--out", "--help")
     assert _snapshot(earlier_run) == before
+
+
+def test_resume_of_a_finished_run_on_a_local_cluster_shuts_down_quietly(mosaic, tmp_path, capsys):
+    """`--resume` on a finished run printed dask heartbeat tracebacks and 'Worker process
+    still alive ..., killing': the cluster closed while its workers still loaded torch."""
+    out = tmp_path / "out"
+    unet = [*FAST[:-2], "--method", "unet", "--flips", "1"]
+    status, _, err = _main(capsys, "run", mosaic, "--out", out, *unet)
+    assert status == 0, err
+    local = [option for option in unet if option not in ("--cluster", "serial")]
+    result = _cli("run", mosaic, "--out", out, "--resume", *local, "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert SUMMARY.search(result.stdout).groups() == ("0", "4", "0")
+    assert "still alive" not in result.stderr and "ERROR" not in result.stderr, result.stderr
+
+
+# --------------------------------------------------------------------------- noise and mask files
+
+
+def _coadd(directory: Path, mosaic: Path) -> tuple[Path, np.ndarray]:
+    """The image of ``mosaic`` alone (as SWarp writes a coadd), and its variance."""
+    with fits.open(mosaic) as hdus:
+        image = _write(directory / "coadd.fits", fits.PrimaryHDU(hdus[0].data, hdus[0].header))
+        return image, hdus["VARIANCE"].data.astype(np.float32)
+
+
+def test_swarp_weight_file_is_read_recorded_and_checked_on_resume(mosaic, tmp_path, capsys):
+    import zarr
+
+    image, variance = _coadd(tmp_path, mosaic)
+    weight = np.float32(1.0) / variance
+    weight[:, :5] = 0.0  # outside the footprint
+    weight_file = _write(tmp_path / "coadd.weight.fits", fits.PrimaryHDU(weight))
+    out = tmp_path / "out"
+    status, stdout, err = _main(capsys, "run", image, "--out", out, *FAST, "--weight", weight_file)
+    assert status == 0, err
+    stored = zarr.open_group(out / "mosaic.zarr", mode="r")["variance"][...]
+    with np.errstate(divide="ignore"):
+        expected = np.where(weight > 0, np.float32(1.0) / weight, np.float32(np.nan))
+    np.testing.assert_array_equal(stored, expected)
+    mask, _ = OutputStore(out).read_masks()
+    assert (mask[:, :5] & MaskBit.NO_DATA).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    noise = manifest["input"]["noise"]
+    assert noise["source"] == f"file {weight_file.resolve()}, HDU 0"
+    assert noise["kind"] == "weight" and noise["convention"].startswith("inverse variance")
+    assert noise["sha256"] == hashlib.sha256(weight_file.read_bytes()).hexdigest()
+    assert manifest["input"]["sha256"] != manifest["input"]["image"]["sha256"]
+    assert manifest["config"]["weight_file"] == str(weight_file.resolve())
+    status, stdout, err = _main(
+        capsys, "run", image, "--out", out, "--resume", *FAST, "--weight", weight_file
+    )
+    assert status == 0, err
+    assert SUMMARY.search(stdout).groups() == ("0", "4", "0")
+    _write(tmp_path / "new.weight.fits", fits.PrimaryHDU(weight * 2)).replace(weight_file)
+    before = _snapshot(out)
+    status, stdout, err = _main(
+        capsys, "run", image, "--out", out, "--resume", *FAST, "--weight", weight_file
+    )
+    _assert_one_line_error(status, err, "another mosaic or other parameters", "--force")
+    assert _snapshot(out) == before
+
+
+def test_euclid_rms_and_flag_files_screen_as_an_explicit_variance_and_mask(
+    mosaic, tmp_path, capsys
+):
+    import pandas as pd
+
+    image, variance = _coadd(tmp_path, mosaic)
+    rms = np.sqrt(variance)
+    rms_file = _write(tmp_path / "coadd.rms.fits", fits.PrimaryHDU(rms))
+    flags = np.zeros(variance.shape, np.int32)
+    flags[100:140, 30:34] = 8
+    flag_file = _write(tmp_path / "coadd.flag.fits", fits.PrimaryHDU(flags))
+    with fits.open(image) as hdus:
+        reference = _write(
+            tmp_path / "reference.fits",
+            fits.PrimaryHDU(hdus[0].data, hdus[0].header),
+            fits.ImageHDU(rms * rms, name="VARIANCE"),
+            fits.ImageHDU(flags, name="FLAG"),
+        )
+    out = tmp_path / "out"
+    options = ["--rms", rms_file, "--mask", flag_file]
+    status, _, err = _main(capsys, "run", image, "--out", out, *FAST, *options)
+    assert status == 0, err
+    status, _, err = _main(capsys, "run", reference, "--out", tmp_path / "reference", *FAST)
+    assert status == 0, err
+    assert len(pd.read_parquet(out / "sources.parquet")) > 5
+    for name in ("sources.parquet", "clumps.parquet"):
+        expected = pd.read_parquet(tmp_path / "reference" / name)
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), expected)
+    mask, segmentation = OutputStore(out).read_masks()
+    expected_mask, expected_segmentation = OutputStore(tmp_path / "reference").read_masks()
+    np.testing.assert_array_equal(mask, expected_mask)
+    np.testing.assert_array_equal(segmentation, expected_segmentation)
+    assert (mask[100:140, 30:34] & MaskBit.BAD).all()
+    manifest = json.loads((out / "manifest.json").read_text())["input"]
+    assert manifest["noise"]["source"] == f"file {rms_file.resolve()}, HDU 0"
+    assert manifest["noise"]["convention"] == "sigma: variance = rms**2"
+    assert manifest["mask"]["source"] == f"file {flag_file.resolve()}, HDU 0"
+
+
+def _wrong_shape_weight(d: Path) -> list:
+    return ["--weight", _write(d / "w.fits", fits.PrimaryHDU(np.ones((128, 256), np.float32)))]
+
+
+def _float_mask(d: Path) -> list:
+    return ["--mask", _write(d / "flag.fits", fits.PrimaryHDU(np.zeros((256, 256), np.float32)))]
+
+
+BAD_PLANE_OPTIONS = {
+    "missing weight file": (
+        lambda d: ["--weight", d / "nowhere.weight.fits"],
+        ["nowhere.weight.fits", "(--weight) does not exist", "check the path"],
+    ),
+    "weight of another shape": (
+        _wrong_shape_weight,
+        ["w.fits (--weight)", "(128, 256)", "(256, 256)", "weight map of this mosaic"],
+    ),
+    "float mask": (_float_mask, ["flag.fits (--mask)", "float32", "integer image"]),
+    "weight and rms": (
+        lambda d: ["--weight", d / "a.fits", "--rms", d / "b.fits"],
+        ["--weight and --rms", "pass one of them"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PLANE_OPTIONS))
+def test_bad_weight_or_mask_file_is_one_line_and_leaves_earlier_output(
+    case, mosaic, earlier_run, tmp_path, capsys
+):
+    build, words = BAD_PLANE_OPTIONS[case]
+    before = _snapshot(earlier_run)
+    status, out, err = _main(
+        capsys, "run", mosaic, "--out", earlier_run, "--force", *FAST, *build(tmp_path)
+    )
+    _assert_one_line_error(status, err, *words)
+    assert out == ""
+    assert _snapshot(earlier_run) == before

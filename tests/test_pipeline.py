@@ -444,3 +444,141 @@ def test_fits_products_carry_units_provenance_and_the_masks(small_simulation, tm
     config = RunConfig(method="classical", tile_size=256, halo=64, fits_copies=False)
     run_survey(mosaic, out, config)
     assert not list(out.glob("*.fits"))
+
+
+def test_a_corrupt_manifest_is_refused_by_resume_and_force_and_discarded_by_clean(
+    small_simulation, tmp_path
+):
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    config = RunConfig(method="classical", tile_size=256, halo=64)
+    run_survey(mosaic, out, config)
+    (out / "manifest.json").write_text("{ half a manif")
+    for options in ({"resume": True}, {"force": True}):
+        with pytest.raises(OutputError, match=r"corrupt.*--clean"):
+            plan_run(mosaic, out, config, **options)
+    summary = run_survey(mosaic, out, config, clean=True)
+    assert summary.n_screened == 4
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def survey_layouts(tmp_path_factory):
+    """One simulated 256 x 256 mosaic written in the layouts of real surveys.
+
+    Its variance is rounded to powers of 4, so that it is exact as sigma (ERR) and
+    as weight (WGT). Returns the paths (``hst``: SCI, ERR, DQ; ``des``: SCI, MSK,
+    WGT; ``reference``: the image with an explicit VARIANCE HDU and a MASK HDU;
+    ``plain``: image and VARIANCE only), the flags and the flagged source's peak.
+    """
+    from astropy.io import fits
+
+    from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
+
+    directory = tmp_path_factory.mktemp("layouts")
+    sim = simulate_mosaic(SimulationConfig(size=256, seed=3))
+    with fits.open(write_simulation(sim, directory)["mosaic"]) as hdus:
+        image, header = hdus[0].data.astype(np.float32), hdus[0].header.copy()
+        variance = np.float32(4.0) ** np.round(np.log(hdus[1].data) / np.log(4.0))
+    variance = variance.astype(np.float32)
+    truth = sim.truth_sources
+    inside = truth[truth["x"].between(8, 247) & truth["y"].between(8, 247)]
+    brightest = inside.loc[inside["flux"].idxmax()]
+    peak = (round(brightest["y"]), round(brightest["x"]))
+    flags = np.zeros(image.shape, np.int16)
+    flags[peak[0] - 4 : peak[0] + 5, peak[1] - 4 : peak[1] + 5] = 4096
+    flags[20:230, 150] = 1  # a hot column
+    empty = fits.PrimaryHDU()
+
+    def write(name, *hdus):
+        fits.HDUList(list(hdus)).writeto(directory / name)
+        return directory / name
+
+    sci = fits.ImageHDU(image, header, name="SCI")
+    paths = {
+        "hst": write(
+            "hst.fits",
+            empty,
+            sci,
+            fits.ImageHDU(np.sqrt(variance), name="ERR"),
+            fits.ImageHDU(flags, name="DQ"),
+        ),
+        "des": write(
+            "des.fits",
+            empty,
+            sci,
+            fits.ImageHDU(flags.astype(np.int32), name="MSK"),
+            fits.ImageHDU(np.float32(1.0) / variance, name="WGT"),
+        ),
+        "reference": write(
+            "reference.fits",
+            fits.PrimaryHDU(image, header),
+            fits.ImageHDU(variance, name="VARIANCE"),
+            fits.ImageHDU(flags, name="MASK"),
+        ),
+        "plain": write(
+            "plain.fits", fits.PrimaryHDU(image, header), fits.ImageHDU(variance, name="VARIANCE")
+        ),
+    }
+    return paths, flags, peak
+
+
+@pytest.mark.parametrize(
+    ("layout", "noise", "kind", "mask"),
+    [("hst", "HDU 2 (ERR)", "rms", "HDU 3 (DQ)"), ("des", "HDU 3 (WGT)", "weight", "HDU 2 (MSK)")],
+)
+def test_survey_layouts_screen_as_an_explicit_variance_and_their_flags_are_bad(
+    survey_layouts, tmp_path, layout, noise, kind, mask
+):
+    paths, flags, peak = survey_layouts
+    grid = {"tile_size": 128, "halo": 64}
+    sources, planes, segmentation = _run(paths[layout], tmp_path / layout, **grid)
+    expected, expected_planes, expected_segmentation = _run(
+        paths["reference"], tmp_path / "reference", **grid
+    )
+    assert len(sources) > 5
+    pd.testing.assert_frame_equal(sources, expected)
+    np.testing.assert_array_equal(planes, expected_planes)
+    np.testing.assert_array_equal(segmentation, expected_segmentation)
+    flagged = flags != 0
+    assert (planes[flagged] & MaskBit.BAD).all()
+    assert not (planes[flagged] & MaskBit.NO_DATA).any()
+    assert not segmentation[flagged].any()  # left out of detection and measurement
+    _, unmasked_planes, unmasked_segmentation = _run(paths["plain"], tmp_path / "plain", **grid)
+    assert unmasked_segmentation[peak] and not unmasked_planes[peak] & MaskBit.BAD
+    manifest = json.loads((tmp_path / layout / "manifest.json").read_text())
+    assert manifest["input"]["image"]["source"] == "HDU 1 (SCI) of the mosaic"
+    assert manifest["input"]["noise"]["source"] == f"{noise} of the mosaic"
+    assert manifest["input"]["noise"]["kind"] == kind
+    assert manifest["input"]["mask"]["source"] == f"{mask} of the mosaic"
+    assert "non-zero: BAD" in manifest["input"]["mask"]["convention"]
+    plain = json.loads((tmp_path / "plain" / "manifest.json").read_text())["input"]
+    assert plain["mask"] == {"source": "none"}
+
+
+def test_a_region_rerun_reads_the_weight_and_mask_files_of_the_run(
+    survey_layouts, tmp_path, monkeypatch
+):
+    from astropy.io import fits
+
+    paths, flags, _ = survey_layouts
+    with fits.open(paths["reference"]) as hdus:
+        fits.PrimaryHDU(hdus[0].data, hdus[0].header).writeto(tmp_path / "coadd.fits")
+        fits.PrimaryHDU(np.float32(1.0) / hdus[1].data).writeto(tmp_path / "coadd.weight.fits")
+    fits.PrimaryHDU(flags).writeto(tmp_path / "coadd.flag.fits")
+    monkeypatch.chdir(tmp_path)  # relative paths, as typed on a command line
+    config = RunConfig(
+        method="classical",
+        tile_size=128,
+        halo=64,
+        weight_file="coadd.weight.fits",
+        mask_file="coadd.flag.fits",
+    )
+    run_survey("coadd.fits", tmp_path / "out", config)
+    monkeypatch.chdir(tmp_path.parent)
+    plan = plan_rerun(tmp_path / "out", "tiles:0")
+    assert plan.mosaic.noise.path == tmp_path / "coadd.weight.fits"
+    assert plan.mosaic.mask.path == tmp_path / "coadd.flag.fits"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert plan.result_key == manifest["result_key"]
+    assert manifest["config"]["weight_file"] == str(tmp_path / "coadd.weight.fits")

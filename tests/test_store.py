@@ -553,7 +553,7 @@ def test_manifest_round_trip_and_corrupt_manifest(tmp_path):
     assert store.read_manifest() == {"run_id": "x", "runs": ["x"]}
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
     store.manifest_path.write_text('{"run_id": "x", "ru')
-    with pytest.raises(OutputError, match="--force") as caught:
+    with pytest.raises(OutputError, match="--clean") as caught:
         store.read_manifest()
     assert "corrupt" in str(caught.value) and str(store.manifest_path) in str(caught.value)
 
@@ -922,3 +922,221 @@ def test_bad_masks_fits_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="provenance must be a manifest dict"):
         store.write_masks_fits(provenance=["run"])
     assert not (tmp_path / "masks.fits").exists()
+
+
+# --------------------------------------------------------------------------- input layouts
+
+
+def _noise_and_flags(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """A variance map of 0.25, 1 and 4 (exact as sigma and as weight) with a no-data
+    patch, and int16 DQ flags (bit 4096 on a patch, 1 on a column), both of SHAPE."""
+    rng = np.random.default_rng(seed)
+    variance = rng.choice(np.float32([0.25, 1.0, 4.0]), SHAPE)
+    variance[40:50, 60:90] = 0.0  # weight 0, rms 0: no data
+    flags = np.zeros(SHAPE, np.int16)
+    flags[120:126, 30:37] = 4096
+    flags[:, 200] = 1
+    return variance, flags
+
+
+def _hst(path: Path, image, variance, flags) -> Path:
+    """HST/JWST layout: empty primary, SCI, ERR (sigma), DQ."""
+    hdus = [
+        fits.PrimaryHDU(),
+        fits.ImageHDU(image, header=wcs_header(), name="SCI"),
+        fits.ImageHDU(np.sqrt(variance), name="ERR"),
+        fits.ImageHDU(flags, name="DQ"),
+    ]
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+def _des(path: Path, image, variance, flags) -> Path:
+    """DES coadd layout: empty primary, SCI, MSK, WGT (inverse variance, 0: no data)."""
+    with np.errstate(divide="ignore"):
+        weight = np.where(variance > 0, np.float32(1.0) / variance, np.float32(0.0))
+    hdus = [
+        fits.PrimaryHDU(),
+        fits.ImageHDU(image, header=wcs_header(), name="SCI"),
+        fits.ImageHDU(flags.astype(np.int32), name="MSK"),
+        fits.ImageHDU(weight.astype(np.float32), name="WGT"),
+    ]
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+LAYOUTS = {"HST": (_hst, 1, 2, "rms", 3, "DQ"), "DES": (_des, 1, 3, "weight", 2, "MSK")}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_survey_layouts_give_the_variance_of_an_explicit_variance_hdu_and_their_mask(
+    tmp_path, layout
+):
+    build, image_hdu, noise_hdu, kind, mask_hdu, mask_name = LAYOUTS[layout]
+    image = noisy_image()
+    variance, flags = _noise_and_flags()
+    path = build(tmp_path / f"{layout}.fits", image, variance, flags)
+    info = inspect_fits_mosaic(path)
+    assert (info.image_hdu, info.noise_hdu, info.noise_kind) == (image_hdu, noise_hdu, kind)
+    assert (info.mask.hdu, info.mask.extname) == (mask_hdu, mask_name)
+    reference = write_fits(
+        tmp_path / "reference.fits",
+        image,
+        wcs_header(),
+        fits.ImageHDU(variance, name="VARIANCE"),
+    )
+    store = _ingest(path, tmp_path / "out")
+    expected = _ingest(reference, tmp_path / "reference")
+    stored = zarr.open_group(tmp_path / "out" / MOSAIC_STORE, mode="r")
+    wanted = zarr.open_group(tmp_path / "reference" / MOSAIC_STORE, mode="r")
+    np.testing.assert_array_equal(stored["variance"][...], wanted["variance"][...])
+    np.testing.assert_array_equal(store.read_image(), expected.read_image())
+    assert np.isnan(store.read_image()[40:50, 60:90]).all()  # weight or rms 0: no data
+    np.testing.assert_array_equal(stored["input_mask"][...], (flags != 0).astype(np.uint8))
+    assert stored["input_mask"].shards == stored["image"].shards
+    assert "input_mask" not in wanted
+    assert store.attrs["noise_kind"] == kind
+    assert store.attrs["n_flagged_input"] == int(np.count_nonzero(flags))
+    assert store.attrs["planes"]["mask"]["source"] == f"HDU {mask_hdu} ({mask_name}) of the mosaic"
+    grid = make_tile_grid(SHAPE, tile_size=100, halo=30)
+    for tile in grid:
+        window = store.read_window(tile)
+        flagged = extract_window(flags, tile, fill_value=0) != 0
+        np.testing.assert_array_equal(window.flagged, flagged)
+        assert expected.read_window(tile).flagged is None
+
+
+def test_mask_and_noise_planes_before_the_image_are_not_taken_for_it(tmp_path):
+    image = noisy_image()
+    variance, flags = _noise_and_flags()
+    hdus = [
+        fits.PrimaryHDU(flags, header=fits.Header({"EXTNAME": "DQ"})),
+        fits.ImageHDU(np.sqrt(variance), name="ERR"),
+        fits.ImageHDU(image, header=wcs_header(), name="SCI"),
+    ]
+    path = tmp_path / "dq_first.fits"
+    fits.HDUList(hdus).writeto(path)
+    info = inspect_fits_mosaic(path)
+    assert (info.image_hdu, info.image_extname) == (2, "SCI")
+    assert (info.noise_hdu, info.noise_kind, info.mask.hdu) == (1, "rms", 0)
+    expected = np.where(variance > 0, image, np.float32(np.nan))  # rms 0: no data
+    np.testing.assert_array_equal(_ingest(path, tmp_path / "out").read_image(), expected)
+
+
+def test_separate_weight_rms_and_mask_files(tmp_path):
+    """SWarp: image + .weight.fits (inverse variance); Euclid MER: image + RMS + FLAG."""
+    image = noisy_image()
+    variance, flags = _noise_and_flags()
+    mosaic = write_fits(tmp_path / "coadd.fits", image, wcs_header())
+    with np.errstate(divide="ignore"):
+        weight = np.where(variance > 0, np.float32(1.0) / variance, np.float32(0.0))
+    weight_file = write_fits(tmp_path / "coadd.weight.fits", weight.astype(np.float32))
+    rms_file = write_fits(tmp_path / "coadd.rms.fits", np.sqrt(variance))
+    flag_file = tmp_path / "coadd.flag.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(flags.astype(np.int32), name="FLAG")]).writeto(
+        flag_file
+    )
+    reference = write_fits(
+        tmp_path / "reference.fits", image, wcs_header(), fits.ImageHDU(variance, name="VARIANCE")
+    )
+    _ingest(reference, tmp_path / "reference")
+    wanted = zarr.open_group(tmp_path / "reference" / MOSAIC_STORE, mode="r")["variance"][...]
+    plain = inspect_fits_mosaic(mosaic)
+    assert plain.noise is None and plain.mask is None and plain.sha256 == plain.file_sha256
+    for options, kind in (({"weight": weight_file}, "weight"), ({"rms": rms_file}, "rms")):
+        info = inspect_fits_mosaic(mosaic, mask=flag_file, **options)
+        assert info.noise_kind == kind and info.noise.path == next(iter(options.values()))
+        assert (info.mask.path, info.mask.hdu, info.mask.extname) == (flag_file, 1, "FLAG")
+        assert info.sha256 != info.file_sha256 == plain.sha256  # the files enter the checksum
+        out = tmp_path / kind
+        out.mkdir()
+        store = ingest_mosaic(info, out, tile_size=100, background_cell=32)
+        root = zarr.open_group(out / MOSAIC_STORE, mode="r")
+        np.testing.assert_array_equal(root["variance"][...], wanted)
+        np.testing.assert_array_equal(root["input_mask"][...], flags != 0)
+        planes = store.attrs["planes"]
+        assert planes["noise"]["source"] == f"file {options[kind]}, HDU 0"
+        assert planes["noise"]["sha256"] == info.noise.sha256 and len(info.noise.sha256) == 64
+        assert planes["mask"]["source"] == f"file {flag_file}, HDU 1 (FLAG)"
+    # the same file read as another kind, or a changed file, is another input
+    as_weight = inspect_fits_mosaic(mosaic, weight=rms_file).sha256
+    assert as_weight != inspect_fits_mosaic(mosaic, rms=rms_file).sha256
+    write_fits(tmp_path / "coadd.rms.fits.new", np.sqrt(variance) * 2).replace(rms_file)
+    assert inspect_fits_mosaic(mosaic, weight=rms_file).sha256 != as_weight
+
+
+def _float_dq(tmp_path, image):
+    dq = fits.ImageHDU(np.zeros(SHAPE, np.float32), name="DQ")
+    return [write_fits(tmp_path / "float_dq.fits", image, wcs_header(), dq)], {}
+
+
+def _dq_shape(tmp_path, image):
+    dq = fits.ImageHDU(np.zeros((100, 100), np.int16), name="DQ")
+    return [write_fits(tmp_path / "dq.fits", image, wcs_header(), dq)], {}
+
+
+def _err_shape(tmp_path, image):
+    err = fits.ImageHDU(np.ones((260, 300), np.float32), name="ERR")
+    return [write_fits(tmp_path / "err.fits", image, wcs_header(), err)], {}
+
+
+def _weight_file_shape(tmp_path, image):
+    weight = write_fits(tmp_path / "m.weight.fits", np.ones((260, 300), np.float32))
+    return [weight], {"weight": weight}
+
+
+def _missing_weight_file(tmp_path, image):
+    return [tmp_path / "m.weight.fits"], {"weight": tmp_path / "m.weight.fits"}
+
+
+def _float_mask_file(tmp_path, image):
+    mask = write_fits(tmp_path / "flag.fits", np.zeros(SHAPE, np.float32))
+    return [mask], {"mask": mask}
+
+
+def _text_rms_file(tmp_path, image):
+    rms = tmp_path / "rms.fits"
+    rms.write_text("not an image\n" * 100)
+    return [rms], {"rms": rms}
+
+
+def _empty_mask_file(tmp_path, image):
+    mask = write_fits(tmp_path / "flag.fits", None)
+    return [mask], {"mask": mask}
+
+
+def _weight_and_rms(tmp_path, image):
+    noise = write_fits(tmp_path / "noise.fits", np.ones(SHAPE, np.float32))
+    return [], {"weight": noise, "rms": noise}
+
+
+BAD_PLANES = {
+    # builder: (words naming the problem, words naming the fix)
+    "float DQ HDU": (_float_dq, ["DQ HDU", "float32", "not integers"], ["integer image"]),
+    "DQ shape": (_dq_shape, ["DQ HDU", "(100, 100)", "(300, 260)"], ["mask plane", "drop it"]),
+    "ERR shape": (_err_shape, ["ERR HDU", "(260, 300)"], ["noise plane of the image's shape"]),
+    "weight file shape": (
+        _weight_file_shape,
+        ["weight file", "(--weight)", "(260, 300)", "(300, 260)"],
+        ["weight map of this mosaic"],
+    ),
+    "missing weight file": (_missing_weight_file, ["--weight", "does not exist"], ["check"]),
+    "float mask file": (_float_mask_file, ["(--mask)", "float32", "not integers"], ["integer"]),
+    "rms file not FITS": (_text_rms_file, ["not a FITS file"], ["FITS image for --rms"]),
+    "mask file without pixels": (_empty_mask_file, ["(--mask)", "no image HDU"], ["FITS image"]),
+    "weight and rms": (_weight_and_rms, ["--weight and --rms"], ["pass one of them"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PLANES))
+def test_bad_noise_or_mask_plane_is_one_line_naming_the_file_and_fix(tmp_path, case):
+    build, problem, fix = BAD_PLANES[case]
+    image = noisy_image()
+    named, options = build(tmp_path, image)  # no options: the first file is the mosaic
+    mosaic = write_fits(tmp_path / "mosaic.fits", image, wcs_header()) if options else named[0]
+    with pytest.raises(InputError) as caught:
+        inspect_fits_mosaic(mosaic, **options)
+    message = str(caught.value)
+    assert "\n" not in message
+    for words in [*map(str, named), *problem, *fix]:
+        assert words in message, f"{words!r} not in {message!r}"
