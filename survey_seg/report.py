@@ -5,7 +5,11 @@
 and draws six figures:
 
 ``mosaic_mask.png``
-    The mosaic (asinh stretch) with the artefact planes and the tile grid.
+    The mosaic (asinh stretch) with the artefact planes and the tile grid, binned
+    further until it fits :data:`MOSAIC_PANEL_PX`; the caption gives the binning
+    and the mosaic pixels per PNG pixel, measured on the drawn figure. Beside it,
+    ``mosaic_mask_full.png`` holds the mosaic and its planes at one PNG pixel per
+    mosaic pixel (up to :data:`FULL_RESOLUTION_MAX_PIXELS`), written by strips.
 ``quality_map.png``
     Per-tile artefact and no-data fractions and the tile verdicts.
 ``segmentation.png``
@@ -20,9 +24,12 @@ and draws six figures:
 
 Mosaics larger than ``max_pixels`` on a side are binned while they are read, one
 strip of rows at a time: image pixels are averaged, mask planes are OR-ed (so a
-one-pixel cosmic ray stays visible) and segmentation ids are sampled. Only
-matplotlib's object-oriented API with the Agg canvas is used; the global pyplot
-state is never touched. Arrays are ``(y, x)`` with 0-based mosaic pixels.
+one-pixel cosmic ray stays visible) and segmentation ids are sampled. The
+whole-mosaic figures follow the mosaic's aspect ratio and are laid out around
+their WCS labels (constrained layout), and every PNG is cut to its content plus
+a margin, so no label is clipped. Only matplotlib's object-oriented API with
+the Agg canvas is used; the global pyplot state is never touched. Arrays are
+``(y, x)`` with 0-based mosaic pixels.
 """
 
 from __future__ import annotations
@@ -31,15 +38,19 @@ import html
 import json
 import math
 import os
+import struct
 import warnings
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 from astropy.visualization import AsinhStretch, ImageNormalize
 from astropy.wcs import WCS
+from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
 from matplotlib.colors import ListedColormap, to_rgb
@@ -48,6 +59,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Patch, Rectangle
 
 from survey_seg.errors import OutputError
+from survey_seg.files import atomic_output
 from survey_seg.masks import MaskBit, describe_bits
 from survey_seg.store import (
     MASKS_STORE,
@@ -60,7 +72,7 @@ from survey_seg.store import (
     check_no_links,
 )
 
-__all__ = ["FIGURES", "make_report"]
+__all__ = ["FIGURES", "FULL_RESOLUTION_FIGURE", "make_report"]
 
 FIGURES: tuple[str, ...] = (
     "mosaic_mask.png",
@@ -117,6 +129,18 @@ BLENDED_COLOUR = "#ff7b00"
 ISOLATED_COLOUR = "#5b8fd6"
 DPI = 110
 
+FULL_RESOLUTION_FIGURE = "mosaic_mask_full.png"
+"""The mosaic and its artefact planes, one PNG pixel per mosaic pixel, beside the figures."""
+FULL_RESOLUTION_MAX_PIXELS = 8192 * 8192
+"""Largest mosaic (ny * nx) of which :data:`FULL_RESOLUTION_FIGURE` is written; above it
+the PNG (over 200 MB of RGB) is left out and the report says so."""
+MOSAIC_PANEL_PX: tuple[int, int] = (780, 840)
+"""Largest (width, height) in PNG pixels of the image in ``mosaic_mask.png``. The binned
+mosaic is binned further until it fits, so that no pixel is dropped by resampling."""
+TILE_ID_MIN_POINTS = 6.0
+"""Smallest font size (points) of the tile ids on ``mosaic_mask.png``; tiles too small
+on screen for it are not labelled, and the caption says so."""
+
 
 @dataclass(frozen=True)
 class _Binned:
@@ -129,6 +153,23 @@ class _Binned:
     wcs: WCS
     full_wcs: WCS
     shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _MosaicScale:
+    """How ``mosaic_mask.png`` draws the mosaic, measured on the drawn figure."""
+
+    factor: int
+    """Mosaic pixels per drawn pixel on a side (read binning times display binning)."""
+    png_per_bin: float
+    """PNG pixels per drawn (binned) pixel on a side."""
+    tile_note: str
+    """Why some or all tile ids are not drawn (empty when all are)."""
+
+    @property
+    def mosaic_per_png(self) -> float:
+        """Mosaic pixels per PNG pixel on a side."""
+        return self.factor / self.png_per_bin
 
 
 class _Run:
@@ -147,7 +188,7 @@ class _Run:
         except (OSError, KeyError, ValueError) as error:
             raise OutputError(
                 f"{out_dir} holds an unreadable run output ({type(error).__name__}: "
-                f"{str(error)[:160]}); rerun `survey-seg run ... --force` to rewrite it"
+                f"{str(error)[:160]}); rerun `survey-seg run ... --clean` to rewrite it"
             ) from None
         self.shape: tuple[int, int] = tuple(int(n) for n in self._image.shape)  # type: ignore[assignment]
         self.wcs = self.mosaic.wcs
@@ -192,14 +233,18 @@ def make_report(
         Output directory of ``survey-seg run`` (holding ``manifest.json``).
     max_pixels : int
         Largest side, in pixels, of the whole-mosaic images; bigger mosaics are
-        binned by an integer factor while they are read.
+        binned by an integer factor while they are read (``mosaic_mask.png``
+        bins further to fit its panel and says by how much).
     title : str, optional
         Title of the page; by default one naming the input mosaic.
 
     Returns
     -------
     pathlib.Path
-        ``OUT/report.html``; the PNGs are in ``OUT/report/``.
+        ``OUT/report.html``; the PNGs are in ``OUT/report/``, with
+        :data:`FULL_RESOLUTION_FIGURE` for mosaics of at most
+        :data:`FULL_RESOLUTION_MAX_PIXELS` pixels (an older one is removed
+        otherwise).
 
     Raises
     ------
@@ -226,7 +271,10 @@ def make_report(
     notes: dict[str, str] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks, empty slices
-        _save(_figure_mosaic(run, binned), figure_dir / "mosaic_mask.png")
+        figure, scale = _figure_mosaic(run, binned)
+        _save(figure, figure_dir / "mosaic_mask.png")
+        notes["mosaic"] = _mosaic_note(run, scale)
+        notes["full"] = _write_full_resolution(run, figure_dir / FULL_RESOLUTION_FIGURE)
         _save(_figure_quality(run, binned, thresholds), figure_dir / "quality_map.png")
         figure, notes["segmentation"] = _figure_segmentation(run, binned)
         _save(figure, figure_dir / "segmentation.png")
@@ -266,7 +314,7 @@ def _read_manifest(out: Path) -> dict[str, Any]:
     manifest = OutputStore(out).read_manifest()
     if not isinstance(manifest, dict):
         raise OutputError(
-            f"{out / 'manifest.json'} is not a run manifest; rerun with --force to rewrite it"
+            f"{out / 'manifest.json'} is not a run manifest; rerun with --clean to rewrite it"
         )
     return manifest
 
@@ -322,18 +370,43 @@ def _thresholds(manifest: dict[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------- drawing helpers
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=DPI)
+def _new_figure(width: float, height: float, layout: str | None = None) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(figure)
     return figure
 
 
 def _save(figure: Figure, path: Path) -> None:
-    """Write a PNG atomically (a link planted at ``path`` is replaced, not followed)."""
+    """Write a PNG atomically (a link planted at ``path`` is replaced, not followed).
+
+    The PNG is cut to the figure's artists plus a margin of 0.1 inch, as
+    ``bbox_inches="tight"`` does, so a label reaching past the figure's edge is
+    never clipped; the scale is unchanged. A figure that is drawn as it stands
+    (the laid-out WCS figures are) and lies within its canvas is cut out of the
+    canvas instead of being drawn again.
+    """
     import io
 
+    from PIL import Image
+
+    if figure.stale:
+        figure.canvas.draw()
+    tight = figure.get_tightbbox(figure.canvas.get_renderer())
+    width, height = figure.get_size_inches()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    inside = tight.x0 >= 0 and tight.y0 >= 0 and tight.x1 <= width and tight.y1 <= height
+    if inside and figure.dpi == DPI:
+        rgba = np.asarray(figure.canvas.buffer_rgba())
+        ny, nx = rgba.shape[:2]
+        top, bottom = height - tight.y1 - 0.1, height - tight.y0 + 0.1  # inches from the top
+        y0, y1 = math.floor(top * DPI), math.ceil(bottom * DPI)
+        x0, x1 = math.floor((tight.x0 - 0.1) * DPI), math.ceil((tight.x1 + 0.1) * DPI)
+        rgb = rgba[max(0, y0) : min(ny, y1), max(0, x0) : min(nx, x1), :3]
+        margins = ((max(0, -y0), max(0, y1 - ny)), (max(0, -x0), max(0, x1 - nx)), (0, 0))
+        Image.fromarray(np.pad(rgb, margins, constant_values=255)).save(buffer, format="png")
+    else:
+        box = tight.padded(0.1)
+        figure.savefig(buffer, format="png", dpi=DPI, facecolor="white", bbox_inches=box)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -439,21 +512,61 @@ def _short_id(source_id: int) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _figure_mosaic(run: _Run, b: _Binned) -> Figure:
-    ny, nx = b.image.shape
-    aspect = ny / max(nx, 1)
-    height = max(5.0, min(14.0, 7.7 * aspect + 0.3))
-    figure = _new_figure(12.0, height)
-    ax = _wcs_axes(figure, (0.075, 0.6 / height, 0.56, 1 - 1.0 / height), b.wcs)
-    ax.imshow(b.image, origin="lower", cmap=_grey(), norm=_norm(b.image), interpolation="nearest")
-    rgba, fractions = _overlay(b.mask)
-    ax.imshow(rgba, origin="lower", interpolation="nearest")
+def _display_factor(shape: tuple[int, int], budget: tuple[int, int]) -> int:
+    """Further binning of a ``(ny, nx)`` image so that it fits ``budget`` (width, height)."""
+    ny, nx = shape
+    return max(1, math.ceil(nx / budget[0]), math.ceil(ny / budget[1]))
+
+
+def _plane_fractions(mask: np.ndarray) -> dict[str, float]:
+    """Fraction of the pixels of ``mask`` in each artefact plane."""
+    return {
+        name: float(np.mean((mask & np.uint32(int(MaskBit[name]))) != 0)) if mask.size else 0.0
+        for name in PLANE_COLOURS
+    }
+
+
+def _figure_mosaic(run: _Run, b: _Binned) -> tuple[Figure, _MosaicScale]:
+    """The mosaic with its artefact planes and the tile grid, and how it is drawn.
+
+    The binned mosaic is binned again (image averaged, mask planes OR-ed) until it
+    fits :data:`MOSAIC_PANEL_PX`, then drawn on at least one PNG pixel per bin, so
+    that matplotlib only enlarges it and never drops a pixel. The axes are laid out
+    by matplotlib's constrained layout around their tick and axis labels, whatever
+    the aspect ratio and orientation of the mosaic.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, laid out (the tile ids are added after the layout's last draw).
+    _MosaicScale
+        The binning used and the PNG pixels per drawn pixel, measured on the figure.
+    """
+    extra = _display_factor(b.image.shape, MOSAIC_PANEL_PX)
+    factor = b.step * extra
+    image = b.image if extra == 1 else _block_reduce(b.image, extra, "mean")
+    mask = b.mask if extra == 1 else _block_reduce(b.mask, extra, "or")
+    wcs = b.full_wcs if factor == 1 else b.full_wcs.slice((slice(None, None, factor),) * 2)
+    ny, nx = image.shape
+    zoom = min(MOSAIC_PANEL_PX[0] / nx, MOSAIC_PANEL_PX[1] / ny)
+    width, height = nx * zoom / DPI, ny * zoom / DPI
+    legend_right = height >= 3.2
+    if legend_right:
+        size = (width + 1.6 + 4.6, max(height + 1.2, 4.2))
+    else:
+        size = (max(width + 1.6, 8.0), height + 1.2 + 2.0)
+    figure = _new_figure(*size, layout="constrained")
+    ax = _wcs_axes(figure, 111, wcs)
+    ax.set_anchor("NE" if legend_right else "S")  # spare room on the outside, cut when saved
+    ax.imshow(image, origin="lower", cmap=_grey(), norm=_norm(image), interpolation="nearest")
+    ax.imshow(_overlay(mask)[0], origin="lower", interpolation="nearest")
+    fractions = _plane_fractions(b.mask)
     tiles = run.tiles
     verdicts = [_verdict(row) for row in tiles.itertuples()]
     counts = {v: verdicts.count(v) for v in VERDICT_COLOURS}
     for verdict in VERDICT_COLOURS:
         rects = [
-            _tile_rect(row, b.step)
+            _tile_rect(row, factor)
             for row, v in zip(tiles.itertuples(), verdicts, strict=True)
             if v == verdict
         ]
@@ -470,25 +583,14 @@ def _figure_mosaic(run: _Run, b: _Binned) -> Figure:
                 hatch="///" if reject else None,
             )
         )
-    for row, verdict in zip(tiles.itertuples(), verdicts, strict=True):
-        if len(tiles) <= 64:
-            ax.text(
-                row.x0 / b.step + 2,
-                row.y1 / b.step - 3,
-                str(row.tile_id),
-                color=VERDICT_COLOURS[verdict],
-                fontsize=6,
-                va="top",
-                alpha=0.9,
-            )
     ax.set_xlim(-0.5, nx - 0.5)
     ax.set_ylim(-0.5, ny - 0.5)
-    binned = f", binned {b.step}x{b.step}" if b.step > 1 else ""
+    binned = f", binned {factor}x{factor}" if factor > 1 else ""
     ax.set_title(f"{_input_name(run)}: {b.shape[1]} x {b.shape[0]} pix{binned}", fontsize=10)
-    handles: list[Any] = [Line2D([], [], ls="none", label="Artefact planes (% of pixels)")]
+    planes: list[Any] = [Line2D([], [], ls="none", label="Artefact planes (% of pixels)")]
     for name, colour in PLANE_COLOURS.items():
         share = 100.0 * fractions[name]
-        handles.append(
+        planes.append(
             Patch(
                 facecolor=colour,
                 alpha=PLANE_ALPHA[name],
@@ -496,12 +598,11 @@ def _figure_mosaic(run: _Run, b: _Binned) -> Figure:
                 label=f"{name}: {PLANE_LABELS[name]} ({share:.2g}%)",
             )
         )
-    handles.append(Line2D([], [], ls="none", label=""))
-    handles.append(Line2D([], [], ls="none", label="Tile cores (verdict: n)"))
+    grid: list[Any] = [Line2D([], [], ls="none", label="Tile cores (verdict: n)")]
     for verdict in ("accept", "inspect", "reject", "failed"):
         if verdict == "failed" and not counts.get(verdict):
             continue
-        handles.append(
+        grid.append(
             Patch(
                 facecolor="none",
                 edgecolor=VERDICT_COLOURS[verdict],
@@ -511,27 +612,136 @@ def _figure_mosaic(run: _Run, b: _Binned) -> Figure:
                 + (" (REJECTED plane)" if verdict == "reject" else ""),
             )
         )
+    note = [
+        Line2D([], [], ls="none", label="Grey: asinh stretch from 1.5 sigma below the sky;"),
+        Line2D([], [], ls="none", label="colours: mask planes of masks.zarr."),
+    ]
+    if legend_right:
+        blank = Line2D([], [], ls="none", label=" ")
+        handles, ncol, loc = [*planes, blank, *grid, blank, *note], 1, "outside right upper"
+    else:  # two columns under a wide mosaic: planes, then tiles and the note
+        second = [*grid, *note]
+        rows = max(len(planes), len(second))
+        pad = [Line2D([], [], ls="none", label=" ") for _ in range(2 * rows)]
+        handles = [*planes, *pad[: rows - len(planes)], *second, *pad[rows:][: rows - len(second)]]
+        ncol, loc = 2, "outside lower center"
     legend = figure.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(0.67, 1 - 0.5 / height),
-        fontsize=8,
-        frameon=False,
-        handlelength=1.6,
+        handles=handles, loc=loc, ncol=ncol, fontsize=8, frameon=False, handlelength=1.6
     )
     for text, handle in zip(legend.get_texts(), handles, strict=True):
-        if isinstance(handle, Line2D):
+        if handle in note:
+            text.set_color("#444444")
+            text.set_fontsize(7)
+        elif isinstance(handle, Line2D) and handle.get_label().strip():
             text.set_fontweight("bold")
-    figure.text(
-        0.675,
-        0.6 / height,
-        "Grey: asinh stretch of the mosaic from 1.5 sigma below\n"
-        "the sky; colours: mask planes of masks.zarr.",
-        fontsize=7,
-        color="#444444",
-        va="bottom",
-    )
-    return figure
+    png_per_bin = _fit_axes(figure, ax, nx * zoom)
+    scale = _MosaicScale(factor, png_per_bin, "")
+    return figure, _MosaicScale(factor, png_per_bin, _label_tiles(ax, tiles, scale))
+
+
+def _fit_axes(figure: Figure, ax: Any, width_px: float) -> float:
+    """Resize ``figure`` so that the laid-out, aspect-locked ``ax`` is ``width_px`` wide.
+
+    Constrained layout sets the margins from the tick and axis labels, which are
+    only known once drawn: the figure is drawn, resized by what the axes lack or
+    have to spare (never below what its legend needs) and drawn again. Returns
+    the PNG pixels per data pixel of ``ax`` as finally drawn.
+    """
+    nx = abs(np.diff(ax.get_xlim()).item())
+    for _ in range(4):
+        _lift_titles(figure)
+        box = ax.get_window_extent()
+        change = width_px - box.width
+        if abs(change) < 0.5:
+            break
+        least = [(legend.get_window_extent().size + 24.0) / DPI for legend in figure.legends]
+        size = np.maximum(
+            figure.get_size_inches() + np.array([change, change * box.height / box.width]) / DPI,
+            np.max(least, axis=0) if least else 0.0,
+        )
+        if np.allclose(size, figure.get_size_inches(), atol=1e-3):
+            break
+        figure.set_size_inches(*size)
+    return float(ax.get_window_extent().width / nx)
+
+
+def _lift_titles(figure: Figure, gap: float = 5.0) -> None:
+    """Lay ``figure`` out and draw it, with each WCS panel's title clear of its labels.
+
+    Matplotlib's automatic title placement does not see a WCS panel's tick and
+    axis labels (a rotated or flipped WCS can label a coordinate along the top
+    edge): each title is set explicitly ``gap`` PNG pixels above whatever the
+    panel draws at its top, and the figure laid out again to make room for it.
+    """
+    panels = [ax for ax in figure.axes if hasattr(ax, "coords") and ax.get_title()]
+    for ax in panels:  # an explicit position turns the automatic placement off
+        ax.set_title(ax.get_title(), y=1.0, fontsize=ax.title.get_fontsize())
+    for _ in range(4):
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        moved = False
+        for ax in panels:
+            title = ax.title
+            title.set_visible(False)
+            top = max(ax.get_tightbbox(renderer).y1, ax.get_window_extent().y1)
+            title.set_visible(True)
+            shift = top + gap - title.get_window_extent(renderer).y0
+            if shift > 0.5:
+                y = title.get_position()[1] + shift / ax.get_window_extent().height
+                ax.set_title(ax.get_title(), y=y, fontsize=title.get_fontsize())
+                moved = True
+        if not moved:
+            figure.stale = False  # as drawn: the titles were only hidden to measure
+            return
+    figure.canvas.draw()
+
+
+def _label_tiles(ax: Any, tiles: pd.DataFrame, scale: _MosaicScale) -> str:
+    """Write each tile's id in the upper-left corner of its outline, readable on any image.
+
+    White text with a black outline, its size following the tiles' size on screen
+    (smaller in a cut edge tile); nothing when the tiles are too small for
+    :data:`TILE_ID_MIN_POINTS`. Returns a note on the ids left out (empty when
+    every id is drawn).
+    """
+    if not len(tiles):
+        return ""
+    points = 72.0 / DPI * scale.png_per_bin / scale.factor  # points per mosaic pixel
+    widths = (tiles["x1"] - tiles["x0"]).to_numpy(dtype=float) * points
+    heights = (tiles["y1"] - tiles["y0"]).to_numpy(dtype=float) * points
+    digits = np.array([len(str(t)) for t in tiles["tile_id"]], dtype=float)
+    # an id takes about 0.62 em per digit plus a pad, and at most about a quarter of the height
+    fits = np.minimum((widths - 6.0) / (0.62 * digits + 0.6), 0.28 * heights)
+    size = float(min(12.0, np.median(fits)))
+    if size < TILE_ID_MIN_POINTS:
+        side = float(np.median(np.minimum(widths, heights)) / 72.0 * DPI)
+        return (
+            f"tile ids are not drawn: tiles are about {side:.0f} PNG pixels across here, too "
+            "small to label (tiles.parquet gives each tile's id and bounds)"
+        )
+    left_out = 0
+    for row, room in zip(tiles.itertuples(), fits, strict=True):
+        if room < TILE_ID_MIN_POINTS:
+            left_out += 1
+            continue
+        fontsize = min(size, float(room))
+        stroke = [patheffects.withStroke(linewidth=max(2.0, fontsize / 3.5), foreground="black")]
+        ax.annotate(
+            str(row.tile_id),
+            xy=(row.x0 / scale.factor - 0.5, row.y1 / scale.factor - 0.5),
+            xytext=(3, -2),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=fontsize,
+            fontweight="bold",
+            color="white",
+            path_effects=stroke,
+            annotation_clip=False,
+        )
+    if left_out:
+        return f"the ids of {left_out} tiles too small to label on screen are not drawn"
+    return ""
 
 
 def _tile_map(tiles: pd.DataFrame, b: _Binned, values: np.ndarray) -> np.ndarray:
@@ -545,12 +755,24 @@ def _tile_map(tiles: pd.DataFrame, b: _Binned, values: np.ndarray) -> np.ndarray
 
 
 def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figure:
+    """Per-tile artefact and no-data fractions and verdicts, side by side.
+
+    The three maps stand in a row, or in a column for a mosaic more than about
+    twice as wide as high; the figure follows the mosaic's aspect ratio and
+    constrained layout places every tick and axis label inside it.
+    """
     tiles = run.tiles
     ny, nx = b.image.shape
     aspect = ny / max(nx, 1)
-    height = max(4.5, min(12.0, 3.9 * aspect + 1.5))
-    figure = _new_figure(18.0, height)
-    bottom, top = 1.0 / height, 0.5 / height
+    stacked = aspect < 0.45
+    panel_w = 10.0 if stacked else min(4.2, 7.0 / aspect)
+    panel_h = panel_w * aspect
+    if stacked:
+        figure = _new_figure(panel_w + 3.6, 3 * (panel_h + 1.2), layout="constrained")
+        grid = figure.add_gridspec(3, 1)
+    else:
+        figure = _new_figure(3 * (panel_w + 2.4) + 1.2, panel_h + 1.3, layout="constrained")
+        grid = figure.add_gridspec(1, 3)
     if not len(tiles):
         ax = figure.add_subplot(111)
         _empty_panel(ax, "no tile was screened (tiles.parquet is empty)")
@@ -567,25 +789,24 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
     vmax = 100.0 * vmax
     label_tiles = len(tiles) <= 100
     fontsize = 7 if len(tiles) <= 36 else 5
-    left, width, pitch = 0.05, 0.215, 0.325
     for k, (name, values) in enumerate(
         (
             ("Artefact fraction (BAD|SAT|CR|STREAK|GHOST)", artefact),
             ("No-data fraction (NO_DATA)", no_data),
         )
     ):
-        ax = _wcs_axes(figure, (left + pitch * k, bottom, width, 1 - bottom - top), b.wcs)
+        ax = _wcs_axes(figure, grid[k], b.wcs)
         image = _tile_map(tiles, b, 100.0 * values)
         im = ax.imshow(
             image, origin="lower", cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest"
         )
         ax.set_facecolor("#dddddd")
         ax.set_title(name, fontsize=10)
-        ax.apply_aspect()
-        box = ax.get_position()
-        cax = figure.add_axes((box.x1 + 0.006, box.y0, 0.008, box.height))
+        cax = ax.inset_axes((1.03, 0.0, 0.035 if not stacked else 0.012, 1.0))
         bar = figure.colorbar(im, cax=cax)
-        bar.set_label("% of core pixels (dashed: inspect, solid: reject)", fontsize=8)
+        bar.set_label(
+            "% of core pixels\n(lines: verdict thresholds, on no data OR artefact)", fontsize=8
+        )
         bar.ax.tick_params(labelsize=7)
         for key, style in (("inspect_fraction", "--"), ("reject_fraction", "-")):
             level = 100.0 * thresholds.get(key, np.inf)
@@ -604,7 +825,7 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
                     color="black" if shade > 0.6 else "white",
                 )
         _outline_tiles(ax, tiles, b)
-    ax = _wcs_axes(figure, (left + 2 * pitch, bottom, width, 1 - bottom - top), b.wcs)
+    ax = _wcs_axes(figure, grid[2], b.wcs)
     order = ["accept", "inspect", "reject", "failed"]
     codes = np.array([order.index(_verdict(row)) for row in tiles.itertuples()], dtype=float)
     cmap = ListedColormap([VERDICT_COLOURS[v] for v in order])
@@ -636,10 +857,9 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
         for v in order
         if v != "failed" or v in verdicts
     ]
-    ax.legend(
+    figure.legend(
         handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.03, 1.0),
+        loc="outside right upper",
         fontsize=8,
         frameon=False,
         title="tiles",
@@ -650,6 +870,7 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
         if hasattr(axis, "coords"):
             axis.set_xlim(-0.5, nx - 0.5)
             axis.set_ylim(-0.5, ny - 0.5)
+    _lift_titles(figure)
     return figure
 
 
@@ -806,6 +1027,7 @@ def _figure_segmentation(run: _Run, b: _Binned) -> tuple[Figure, str]:
         frameon=False,
         bbox_to_anchor=(0.5, 0.0),
     )
+    _lift_titles(figure)
     note = (
         f"the zoom shows mosaic pixels x {x0}-{x1}, y {y0}-{y1}, the densest "
         f"{x1 - x0} x {y1 - y0} pixel window ({len(inside)} source positions)"
@@ -965,6 +1187,23 @@ def _figure_rejected(run: _Run) -> tuple[Figure, str]:
     return figure, note
 
 
+def _photometry(manifest: dict) -> tuple[str, str, str]:
+    """The run's flux unit, zero point, and the zero point with where it came from.
+
+    Runs older than the manifest's ``photometry`` record: the header's ``MAGZERO``.
+    """
+    record = manifest.get("photometry") or {
+        "flux_unit": "adu",
+        "zero_point": manifest.get("input", {}).get("zero_point"),
+        "zero_point_from": "MAGZERO",
+    }
+    unit = record.get("flux_unit") or "adu"
+    zero_point = record.get("zero_point")
+    if zero_point is None:
+        return unit, "ZP", "none: mag is NaN (give --zero-point)"
+    return unit, f"{zero_point:g}", f"{zero_point:g} ({record.get('zero_point_from')})"
+
+
 def _figure_histograms(run: _Run) -> Figure:
     sources = run.sources
     figure = _new_figure(11.0, 7.6)
@@ -977,13 +1216,14 @@ def _figure_histograms(run: _Run) -> Figure:
     blended = sources["is_blended"].astype(bool).to_numpy()
     groups = (("blended", blended, BLENDED_COLOUR), ("isolated", ~blended, ISOLATED_COLOUR))
 
+    unit, zero_point, _ = _photometry(run.manifest)
     mag = sources["mag"].to_numpy(dtype=float)
     if np.isfinite(mag).any():
-        values, label = mag, "magnitude (MAGZERO - 2.5 log10 flux)"
+        values, label = mag, f"magnitude ({zero_point} - 2.5 log10 flux [{unit}])"
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
             values = np.log10(sources["flux"].to_numpy(dtype=float))
-        label = "log10 flux [adu]"
+        label = f"log10 flux [{unit}]"
     _split_hist(axes[0], values, groups, label, log_x=False)
     axes[0].set_title("Brightness", fontsize=10)
 
@@ -1059,6 +1299,115 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+# --------------------------------------------------------------------------- full resolution
+
+
+def _mosaic_note(run: _Run, scale: _MosaicScale) -> str:
+    """The sentence of the mosaic figure's caption that says how it is drawn."""
+    per = (
+        f"{scale.mosaic_per_png:.3g} mosaic pixels per PNG pixel"
+        if scale.mosaic_per_png >= 1
+        else f"{1 / scale.mosaic_per_png:.3g} PNG pixels per mosaic pixel"
+    )
+    if run.pixel_scale > 0:
+        per += f" ({scale.mosaic_per_png * run.pixel_scale:.3g} arcsec per PNG pixel)"
+    if scale.factor > 1:
+        text = (
+            f"the mosaic is binned {scale.factor} x {scale.factor} (image averaged, mask "
+            f"planes OR-ed) and each bin is drawn on {scale.png_per_bin:.3g} x "
+            f"{scale.png_per_bin:.3g} PNG pixels: {per}"
+        )
+    else:
+        text = (
+            f"the mosaic is not binned; each pixel is drawn on {scale.png_per_bin:.3g} x "
+            f"{scale.png_per_bin:.3g} PNG pixels: {per}"
+        )
+    return text + (f"; {scale.tile_note}" if scale.tile_note else "")
+
+
+def _write_full_resolution(run: _Run, path: Path) -> str:
+    """Write :data:`FULL_RESOLUTION_FIGURE`, one PNG pixel per mosaic pixel; say what was done.
+
+    The mosaic (asinh stretch) and its artefact planes, in the colours of
+    ``mosaic_mask.png``, north up as there (mosaic row 0 is the PNG's last row),
+    without the tile grid. It is written a strip of rows at a time, so memory
+    stays bounded (under 100 MB) whatever the size. Mosaics of more than
+    :data:`FULL_RESOLUTION_MAX_PIXELS` pixels are left out (and a PNG of an
+    earlier report removed), as such a PNG would be too large to open.
+
+    Returns
+    -------
+    str
+        The sentence for the report: the PNG's size, or why there is none.
+    """
+    ny, nx = run.shape
+    if ny * nx > FULL_RESOLUTION_MAX_PIXELS:
+        path.unlink(missing_ok=True)
+        side = math.isqrt(FULL_RESOLUTION_MAX_PIXELS)
+        limit = (
+            f"{side} x {side}"
+            if side * side == FULL_RESOLUTION_MAX_PIXELS
+            else f"{FULL_RESOLUTION_MAX_PIXELS:,}"
+        )
+        return (
+            f"no full-resolution PNG is written: the mosaic has {ny * nx:,} pixels, more "
+            f"than the limit of {limit} pixels; open mosaic.zarr and masks.zarr (or "
+            "masks.fits) in a viewer instead"
+        )
+    y0, x0 = max(0, ny // 2 - 512), max(0, nx // 2 - 512)
+    norm = _norm(run.window(y0, y0 + 1024, x0, x0 + 1024)[0])
+    cmap = _grey()
+    strip = max(1, (1 << 19) // nx)  # rows of about half a million pixels
+
+    def strips() -> Iterator[np.ndarray]:
+        for top in range(ny, 0, -strip):
+            image, mask, _ = run.window(max(0, top - strip), top, 0, nx)
+            rgb = cmap(norm(image[::-1]))[..., :3]
+            overlay = _overlay(mask[::-1])[0]
+            alpha = overlay[..., 3:]
+            rgb = rgb * (1.0 - alpha) + overlay[..., :3] * alpha
+            yield np.round(255.0 * rgb).astype(np.uint8)
+
+    with atomic_output(path) as stream:
+        _write_png(stream, nx, ny, strips())
+    megabytes = path.stat().st_size / 1e6
+    return (
+        f"{FULL_RESOLUTION_FIGURE} (linked) shows the mosaic at full resolution: {nx} x {ny} "
+        f"PNG pixels, one per mosaic pixel ({megabytes:.3g} MB), with the artefact planes in "
+        "the same colours and no tile grid"
+    )
+
+
+def _write_png(
+    stream: BinaryIO, width: int, height: int, strips: Iterable[np.ndarray], level: int = 4
+) -> None:
+    """Write an 8-bit RGB PNG from ``(h, width, 3)`` uint8 strips, top row first.
+
+    The rows are compressed as they come (one zlib stream over all IDAT chunks),
+    so only one strip is ever in memory.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> None:
+        stream.write(struct.pack(">I", len(data)) + kind + data)
+        stream.write(struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    stream.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    compressor = zlib.compressobj(level)
+    rows = 0
+    for rgb in strips:
+        raw = np.zeros((rgb.shape[0], 1 + 3 * width), dtype=np.uint8)  # filter byte 0: none
+        raw[:, 1:] = rgb.reshape(rgb.shape[0], 3 * width)
+        rows += rgb.shape[0]
+        data = compressor.compress(raw.tobytes())
+        if data:
+            chunk(b"IDAT", data)
+    if rows != height:
+        raise ValueError(f"_write_png: got {rows} rows for a PNG of {height}")
+    chunk(b"IDAT", compressor.flush())
+    chunk(b"IEND", b"")
+
+
 # --------------------------------------------------------------------------- HTML
 
 
@@ -1104,18 +1453,23 @@ CAPTIONS: dict[str, str] = {
     "mosaic_mask.png": (
         "The whole mosaic in grey (asinh stretch from just below the sky), north and east as "
         "the WCS puts them, with RA/Dec on the axes. Coloured pixels are the artefact planes of "
-        "the mask (colour key on the right, with the percentage of pixels in each plane). When "
+        "the mask (colour key beside the image, with the percentage of pixels in each plane). When "
         "the mosaic is binned, a plane is drawn where any pixel of the bin has it, so thin "
         "artefacts stay visible (and look wider than they are). Outlines are the tile cores, "
         "coloured by verdict (green accept, orange inspect, red hatched reject), with the tile "
-        "id in their upper-left corner."
+        "id (white, outlined in black) in their upper-left corner when the tiles are large "
+        "enough on screen to label."
     ),
     "quality_map.png": (
         "Per tile core: the fraction of pixels in any artefact plane (left), in NO_DATA "
-        "(middle), and the verdict screening gave the tile (right). The verdict is set by the "
-        "larger of the two fractions; the dashed and solid lines on the colour bars mark the "
-        "method's inspect and reject thresholds when they fall within the range. Numbers are "
-        "percentages (left, middle) and tile ids (right)."
+        "(middle), and the verdict screening gave the tile (right). The verdict comes from "
+        "neither map alone but from their union, the tile's flagged_fraction in tiles.parquet: "
+        "the fraction of core pixels with no data or an artefact (or both), each pixel counted "
+        "once, so never below either map's value and never above their sum. A tile is "
+        "inspected when it exceeds the method's inspect fraction and rejected when it exceeds "
+        "the reject fraction; the dashed and solid lines on the colour bars mark these two "
+        "thresholds when they fall within the range. Numbers are percentages (left, middle) "
+        "and tile ids (right)."
     ),
     "segmentation.png": (
         "Left: the segmentation map (each source's footprint in its own colour, black "
@@ -1185,7 +1539,8 @@ def _html(
         ("input sha256", info.get("sha256", "")),
         ("image shape (ny, nx)", info.get("shape", list(b.shape))),
         ("pixel scale [arcsec]", info.get("pixel_scale_arcsec", run.pixel_scale)),
-        ("zero point (MAGZERO)", info.get("zero_point")),
+        ("flux unit", _photometry(manifest)[0]),
+        ("zero point", _photometry(manifest)[2]),
         ("saturation (SATURATE)", info.get("saturation")),
         ("PSF FWHM [pix] (PSFFWHM)", info.get("psf_fwhm_pix")),
         ("method", method.get("method", method.get("name", ""))),
@@ -1231,6 +1586,7 @@ def _html(
         "worst", ascending=False
     )
     worst = worst[[_verdict(row) != "accept" for row in worst.itertuples()]].head(10)
+    full = (run.root / REPORT_DIR / FULL_RESOLUTION_FIGURE).is_file()
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -1238,9 +1594,17 @@ def _html(
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Output directory <code>{html.escape(str(run.root))}</code>. "
         + (
-            f"Whole-mosaic figures binned {b.step} x {b.step}.</p>"
+            f"The whole-mosaic figures are made from the mosaic binned {b.step} x {b.step} "
+            "while it is read (image averaged, mask planes OR-ed, segmentation sampled); "
             if b.step > 1
-            else "Whole-mosaic figures at full resolution.</p>"
+            else "The whole-mosaic figures are made from the mosaic read unbinned; "
+        )
+        + f"in mosaic_mask.png {html.escape(notes.get('mosaic', ''))}. "
+        + (
+            f'Full resolution: <a href="{REPORT_DIR}/{FULL_RESOLUTION_FIGURE}">'
+            f"{FULL_RESOLUTION_FIGURE}</a>.</p>"
+            if full
+            else f"{html.escape(_sentence(notes.get('full', '')))}.</p>"
         ),
     ]
     for message in summary.get("warnings", []) or []:
@@ -1250,8 +1614,9 @@ def _html(
     if thresholds:
         text = ", ".join(f"{k} = {v:g}" for k, v in sorted(thresholds.items()))
         parts.append(
-            f"<p>A tile is inspected or rejected when its artefact or no-data fraction "
-            f"exceeds the method's thresholds ({html.escape(text)}).</p>"
+            "<p>A tile is inspected or rejected when the fraction of its core pixels with no "
+            "data or an artefact (flagged_fraction: the union of the two, each pixel counted "
+            f"once) exceeds the method's thresholds ({html.escape(text)}).</p>"
         )
     if len(worst):
         parts.append("<p>Tiles not accepted (worst first, at most 10):</p>")
@@ -1265,16 +1630,28 @@ def _html(
                         _verdict(r),
                         f"{100 * r.artefact_fraction:.2f}%",
                         f"{100 * r.no_data_fraction:.2f}%",
+                        f"{100 * r.worst:.2f}%",
                         r.n_sources,
                         r.error or "",
                     )
                     for r in worst.itertuples()
                 ],
-                ("tile", "row", "col", "verdict", "artefact", "no data", "sources", "error"),
+                (
+                    "tile",
+                    "row",
+                    "col",
+                    "verdict",
+                    "artefact",
+                    "no data",
+                    "flagged (no data or artefact)",
+                    "sources",
+                    "error",
+                ),
             )
         )
     parts.append("<h2>Figures</h2>")
     note_of = {
+        "mosaic_mask.png": "; ".join(n for n in (notes.get("mosaic"), notes.get("full")) if n),
         "segmentation.png": notes.get("segmentation"),
         "clumps_gallery.png": notes.get("clumps"),
         "rejected_gallery.png": notes.get("rejected"),
@@ -1283,10 +1660,15 @@ def _html(
         caption = CAPTIONS[figure]
         if note_of.get(figure):
             caption += f" Here: {note_of[figure]}."
+        image = f'<img src="{REPORT_DIR}/{figure}" alt="{html.escape(figure)}">'
+        link = ""
+        if figure == "mosaic_mask.png" and full:
+            target = f"{REPORT_DIR}/{FULL_RESOLUTION_FIGURE}"
+            image = f'<a href="{target}">{image}</a>'
+            link = f' <a href="{target}">Open the full-resolution image.</a>'
         parts.append(
-            f'<figure><img src="{REPORT_DIR}/{figure}" alt="{html.escape(figure)}">'
-            f"<figcaption><b>{html.escape(figure)}</b>: {html.escape(caption)}</figcaption>"
-            "</figure>"
+            f"<figure>{image}<figcaption><b>{html.escape(figure)}</b>: "
+            f"{html.escape(caption)}{link}</figcaption></figure>"
         )
     parts.append("<h2>Mask bits</h2>")
     parts.append(
@@ -1306,6 +1688,11 @@ def _html(
     parts.append(_table(_flatten(manifest.get("config", {})), ("parameter", "value")))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _sentence(text: str) -> str:
+    """``text`` with its first letter in capitals (the rest untouched, unlike ``capitalize``)."""
+    return text[:1].upper() + text[1:]
 
 
 def _verdict_table(rows: list[tuple[str, int, str]]) -> str:

@@ -11,10 +11,13 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from survey_seg import report
 from survey_seg.errors import OutputError
+from survey_seg.masks import MaskBit
 from survey_seg.pipeline import RunConfig, run_survey
-from survey_seg.report import FIGURES, make_report
+from survey_seg.report import FIGURES, FULL_RESOLUTION_FIGURE, make_report
 from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
+from survey_seg.store import OutputStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -162,3 +165,220 @@ def test_bad_max_pixels(simulated_run, value, error):
     out, _ = simulated_run
     with pytest.raises(error, match="max_pixels"):
         make_report(out, max_pixels=value)
+
+
+# --------------------------------------------------------------------------- issue 19: figures
+
+
+@pytest.fixture(scope="module")
+def rotated_run(tmp_path_factory):
+    """A pure-noise 128 x 320 mosaic at Dec -45.5 whose WCS is turned by 90 degrees:
+    RA runs up the image, so "RA (ICRS)" and long Dec labels stand on the left edge."""
+    root = tmp_path_factory.mktemp("report_rotated")
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [300.0, -45.5]
+    wcs.wcs.crpix = [160.5, 64.5]
+    scale = 0.1 / 3600
+    wcs.wcs.cd = [[0.0, scale], [scale, 0.0]]
+    image = np.random.default_rng(1).normal(0.0, 0.01, (128, 320)).astype(np.float32)
+    path = root / "rotated.fits"
+    fits.PrimaryHDU(image, header=wcs.to_header()).writeto(path)
+    _run(path, root / "out")
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def simulated_report(simulated_run):
+    """The report of ``simulated_run``: its page, and its full-resolution PNG read at once
+    (None when there is none), before later tests rewrite the report."""
+    from matplotlib.image import imread
+
+    out, _ = simulated_run
+    page = make_report(out).read_text()
+    full = out / "report" / FULL_RESOLUTION_FIGURE
+    return page, imread(full) if full.is_file() else None
+
+
+def _caption(page, name):
+    """The text of the figcaption of figure ``name``."""
+    start = page.index(f"<figcaption><b>{name}</b>")
+    return page[start : page.index("</figcaption>", start)]
+
+
+def _mosaic_figure(out):
+    run = report._Run(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return run, *report._figure_mosaic(run, run.binned(2048))
+
+
+def test_mosaic_caption_states_the_binning_used(simulated_run, monkeypatch):
+    """A mosaic larger than the figure's panel is binned to fit it, never resampled by
+    dropping pixels, and the caption gives the factor and the scale measured on the
+    figure (the report used to say "full resolution" of a 2048-pixel mosaic drawn
+    740 pixels wide)."""
+    out, _ = simulated_run
+    monkeypatch.setattr(report, "MOSAIC_PANEL_PX", (100, 100), raising=False)  # as 2048 in 780
+    page = make_report(out).read_text()
+    caption = _caption(page, "mosaic_mask.png")
+    assert "binned 3 x 3" in caption  # ceil(256 / 100)
+    assert "full resolution" not in page.split("<h2>")[0].replace(FULL_RESOLUTION_FIGURE, "")
+
+    run, figure, scale = _mosaic_figure(out)
+    ax = figure.axes[0]
+    assert scale.factor == 3
+    assert ax.images[0].get_array().shape == (86, 86)  # the drawn array: binned 3 x 3
+    per_bin = ax.get_window_extent().width / 86
+    assert per_bin >= 1.0  # enlarged, so no bin is dropped
+    assert scale.png_per_bin == pytest.approx(per_bin)
+    assert f"drawn on {per_bin:.3g} x {per_bin:.3g} PNG pixels" in caption
+    assert f"{3 / per_bin:.3g} mosaic pixels per PNG pixel" in caption
+    assert f"({3 / per_bin * run.pixel_scale:.3g} arcsec per PNG pixel)" in caption
+
+
+def test_full_resolution_png(simulated_run, simulated_report):
+    """mosaic_mask_full.png has one pixel per mosaic pixel, north up as in the figure,
+    with the artefact planes in the figure's colours, and is linked from the page."""
+    out, _ = simulated_run
+    page, full = simulated_report
+    assert full is not None
+    assert full.shape == (256, 256, 3)
+    assert f'href="report/{FULL_RESOLUTION_FIGURE}"' in page
+    assert "256 x 256 PNG pixels, one per mosaic pixel" in _caption(page, "mosaic_mask.png")
+    mask, _ = OutputStore(out).read_masks()
+    cosmic = (mask & np.uint32(int(MaskBit.CR))) != 0
+    assert cosmic.sum() > 10
+    cyan = np.all(np.round(full * 255) == (0, 229, 255), axis=-1)  # CR is drawn opaque
+    assert np.array_equal(cyan, cosmic[::-1])  # PNG row 0 is the mosaic's top row
+
+
+def test_full_resolution_png_left_out_above_the_limit(simulated_run, monkeypatch):
+    out, _ = simulated_run
+    stale = out / "report" / FULL_RESOLUTION_FIGURE
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"an older report's PNG")
+    monkeypatch.setattr(report, "FULL_RESOLUTION_MAX_PIXELS", 128 * 128, raising=False)
+    page = make_report(out).read_text()
+    assert not stale.exists()
+    assert f'href="report/{FULL_RESOLUTION_FIGURE}"' not in page
+    for text in (page.split("<h2>")[0], _caption(page, "mosaic_mask.png")):
+        assert "o full-resolution PNG is written" in text  # "No" or "no"
+        assert "65,536 pixels, more than the limit of 128 x 128 pixels" in text
+
+
+def test_png_writer_streams_strips():
+    import io
+
+    from matplotlib.image import imread
+
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 11, 3), dtype=np.uint8)
+    stream = io.BytesIO()
+    report._write_png(stream, 11, 37, (rgb[k : k + 5] for k in range(0, 37, 5)))
+    stream.seek(0)
+    assert np.array_equal(np.round(imread(stream, format="png") * 255), rgb)
+    with pytest.raises(ValueError, match="36 rows"):
+        report._write_png(io.BytesIO(), 11, 37, [rgb[:36]])
+
+
+def test_tile_ids_are_readable(simulated_run, monkeypatch):
+    """Tile ids are white with a black outline, sized to the tiles on screen, and left
+    out with a note when the tiles are too small to label."""
+    out, _ = simulated_run
+    run, figure, scale = _mosaic_figure(out)
+    names = {str(t) for t in run.tiles["tile_id"]}
+    ids = [t for t in figure.axes[0].texts if t.get_text() in names]
+    assert sorted(t.get_text() for t in ids) == sorted(names)
+    for text in ids:
+        assert text.get_color() == "white"
+        assert [type(e).__name__ for e in text.get_path_effects()] == ["withStroke"]
+        assert text.get_fontsize() >= report.TILE_ID_MIN_POINTS
+    assert scale.tile_note == ""
+
+    monkeypatch.setattr(report, "TILE_ID_MIN_POINTS", 60.0)  # as for tiles of ~10 pixels
+    _, figure, scale = _mosaic_figure(out)
+    assert not [t for t in figure.axes[0].texts if t.get_text() in names]
+    assert "tile ids are not drawn" in scale.tile_note
+
+
+def _inside(box, width, height, slack=0.01):
+    """Whether a bounding box in inches lies inside a figure (to a pixel)."""
+    return box.x0 >= -slack and box.y0 >= -slack and max(box.x1 - width, box.y1 - height) <= slack
+
+
+def test_labels_are_inside_the_figures_of_a_non_square_mosaic(rotated_run):
+    """On a 320 x 128 mosaic in the south with RA up the image, every label of the
+    mosaic and quality figures lies inside the figure, and the PNGs have a white
+    margin all round (the RA label used to be cut at the left edge)."""
+    from matplotlib.image import imread
+
+    make_report(rotated_run)
+    for name in ("mosaic_mask.png", "quality_map.png"):
+        image = imread(rotated_run / "report" / name)[..., :3]
+        edges = (image[:4], image[-4:], image[:, :4], image[:, -4:])
+        frame = np.concatenate([edge.reshape(-1, 3) for edge in edges])
+        assert np.all(frame == 1.0), f"{name}: something is cut at the edge"
+
+    run = report._Run(rotated_run)
+    binned = run.binned(2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        figures = [
+            report._figure_mosaic(run, binned)[0],
+            report._figure_quality(run, binned, {}),
+        ]
+    for figure in figures:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        width, height = figure.get_size_inches()
+        assert _inside(figure.get_tightbbox(renderer), width, height)
+        inches = figure.dpi_scale_trans.inverted()
+        panels = [ax for ax in figure.axes if hasattr(ax, "coords")]
+        assert panels
+        for ax in panels:
+            assert ax.coords[0].get_axislabel() == "RA (ICRS)"
+            # the panel's tick and axis labels, the RA label on the left among them
+            box = ax.get_tightbbox(renderer)
+            assert box.x0 < ax.get_window_extent().x0 - 40
+            assert _inside(box.transformed(inches), width, height)
+
+
+def test_quality_caption_states_the_verdict_rule(simulated_run, simulated_report):
+    """The verdict comes from flagged_fraction, the union of no data and artefacts, not
+    from the larger of the two fractions; the tile table bears the caption out."""
+    out, _ = simulated_run
+    page, _ = simulated_report
+    caption = _caption(page, "quality_map.png")
+    assert "larger of" not in caption
+    assert "flagged_fraction" in caption
+    assert "no data or an artefact" in caption
+    assert "never above their sum" in caption
+    import pandas as pd
+
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    low = np.maximum(tiles["artefact_fraction"], tiles["no_data_fraction"])
+    high = tiles["artefact_fraction"] + tiles["no_data_fraction"]
+    assert np.all(tiles["flagged_fraction"] >= low - 1e-12)
+    assert np.all(tiles["flagged_fraction"] <= high + 1e-12)
+
+
+def test_report_states_the_flux_unit_and_zero_point(simulated_run, tmp_path):
+    """The report said 'adu' and 'MAGZERO' whatever the run used."""
+    import json
+    import shutil
+
+    out, _ = simulated_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["photometry"] = {
+        "flux_unit": "nanomaggy", "flux_unit_from": "BUNIT",
+        "zero_point": 22.5, "zero_point_from": "--zero-point",
+    }  # fmt: skip
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    page = make_report(copy).read_text()
+    assert "<td>flux unit</td><td>nanomaggy</td>" in page
+    assert "<td>zero point</td><td>22.5 (--zero-point)</td>" in page
+    manifest["photometry"]["zero_point"] = None
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert "none: mag is NaN (give --zero-point)" in make_report(copy).read_text()
