@@ -9,7 +9,6 @@ from survey_seg.screen import ScreeningMethod
 __all__ = ["DEFAULT_METHOD", "METHOD_NAMES", "PRECISIONS", "make_method"]
 
 
-
 def make_method(
     name: str,
     *,
