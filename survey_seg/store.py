@@ -313,37 +313,30 @@ def inspect_fits_mosaic(
         if file.is_dir():
             raise InputError(f"{what} is a directory; pass a FITS file")
     noise = mask_plane = None
-    try:
-        with _open_fits(path) as hdus:
-            image_hdu = _find_image_hdu(hdus, path)
-            header = hdus[image_hdu].header
-            shape = _checked_shape(hdus[image_hdu], image_hdu, path)
-            image = _hdu_data(hdus[image_hdu], path)
-            n_finite = int(np.count_nonzero(np.isfinite(image)))
-            if n_finite == 0:
-                raise InputError(
-                    f"{path} HDU {image_hdu} has no finite pixel (all NaN or inf); "
-                    "check that the right file and HDU were written"
-                )
-            wcs = _celestial_wcs(header, path, image_hdu)
-            image_extname = _extname(hdus[image_hdu])
-            if weight is None and rms is None:
-                noise = _find_plane_hdu(hdus, image_hdu, shape, path, NOISE_EXTNAMES)
-            if mask is None:
-                mask_kinds = dict.fromkeys(MASK_EXTNAMES, "mask")
-                mask_plane = _find_plane_hdu(hdus, image_hdu, shape, path, mask_kinds)
-            psf_fwhm_pix = _psf_fwhm(header, path, image_hdu)
-            if noise is not None:
-                _hdu_data(hdus[noise.hdu], path)  # reads it: catches truncation now
-            if mask_plane is not None:
-                where = f"{path} {mask_plane.extname} HDU"
-                _check_mask_values(_hdu_data(hdus[mask_plane.hdu], path), where)
-    except InputError:
-        raise
-    except (OSError, TypeError, ValueError, IndexError) as error:
-        raise InputError(
-            f"{path} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
-        ) from None
+    with _read_errors_as_input_error(str(path)), _open_fits(path) as hdus:
+        image_hdu = _find_image_hdu(hdus, path)
+        header = hdus[image_hdu].header
+        shape = _checked_shape(hdus[image_hdu], image_hdu, path)
+        image = _hdu_data(hdus[image_hdu], path)
+        n_finite = int(np.count_nonzero(np.isfinite(image)))
+        if n_finite == 0:
+            raise InputError(
+                f"{path} HDU {image_hdu} has no finite pixel (all NaN or inf); "
+                "check that the right file and HDU were written"
+            )
+        wcs = _celestial_wcs(header, path, image_hdu)
+        image_extname = _extname(hdus[image_hdu])
+        if weight is None and rms is None:
+            noise = _find_plane_hdu(hdus, image_hdu, shape, path, NOISE_EXTNAMES)
+        if mask is None:
+            mask_kinds = dict.fromkeys(MASK_EXTNAMES, "mask")
+            mask_plane = _find_plane_hdu(hdus, image_hdu, shape, path, mask_kinds)
+        psf_fwhm_pix = _psf_fwhm(header, path, image_hdu)
+        if noise is not None:
+            _hdu_data(hdus[noise.hdu], path)  # reads it: catches truncation now
+        if mask_plane is not None:
+            where = f"{path} {mask_plane.extname} HDU"
+            _check_mask_values(_hdu_data(hdus[mask_plane.hdu], path), where)
     for role, file in separate.items():
         plane = _separate_plane(file, role, shape)
         if role == "mask":
@@ -378,30 +371,26 @@ def _separate_plane(file: Path, role: str, shape: tuple[int, int]) -> InputPlane
     """
     option = SEPARATE_FILE_OPTIONS[role]
     what = f"{role} file {file} ({option})"
-    try:
-        with _open_fits(file, expected=f"a FITS image for {option}") as hdus:
-            index = next((i for i, hdu in enumerate(hdus) if _is_image_hdu(hdu)), None)
-            if index is None:
-                raise InputError(
-                    f"{what} has no image HDU (no HDU with pixel data); pass a FITS image "
-                    "of the mosaic's shape"
-                )
-            hdu = hdus[index]
-            if tuple(hdu.shape) != shape:
-                raise InputError(
-                    f"{what} has shape {tuple(hdu.shape)} but the image is {shape}; pass the "
-                    f"{role} map of this mosaic, on its pixel grid"
-                )
-            data = _hdu_data(hdu, file)  # reads it: catches truncation now
-            if role == "mask":
-                _check_mask_values(data, what)
-            extname = _extname(hdu)
-    except InputError:
-        raise
-    except (OSError, TypeError, ValueError, IndexError) as error:
-        raise InputError(
-            f"{what} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
-        ) from None
+    with (
+        _read_errors_as_input_error(what),
+        _open_fits(file, expected=f"a FITS image for {option}") as hdus,
+    ):
+        index = next((i for i, hdu in enumerate(hdus) if _is_image_hdu(hdu)), None)
+        if index is None:
+            raise InputError(
+                f"{what} has no image HDU (no HDU with pixel data); pass a FITS image "
+                "of the mosaic's shape"
+            )
+        hdu = hdus[index]
+        if tuple(hdu.shape) != shape:
+            raise InputError(
+                f"{what} has shape {tuple(hdu.shape)} but the image is {shape}; pass the "
+                f"{role} map of this mosaic, on its pixel grid"
+            )
+        data = _hdu_data(hdu, file)  # reads it: catches truncation now
+        if role == "mask":
+            _check_mask_values(data, what)
+        extname = _extname(hdu)
     return InputPlane(file.resolve(), index, role, extname, file_sha256(file))
 
 
@@ -425,6 +414,19 @@ def _input_sha256(own_sha256: str, noise: InputPlane | None, mask: InputPlane | 
         return own_sha256
     payload = json.dumps({"mosaic": own_sha256, **separate}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _read_errors_as_input_error(what: str) -> Iterator[None]:
+    """Turn the errors astropy raises on a damaged file into one InputError naming ``what``."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, TypeError, ValueError, IndexError) as error:
+        raise InputError(
+            f"{what} is truncated or corrupt ({_short(error)}); copy or regenerate the file"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -1121,6 +1123,30 @@ def _set_card(header: fits.Header, key: str, value: Any, comment: str = "") -> N
     header[key] = (value, comment[:room] if room >= 10 else "")
 
 
+_PROVENANCE_CARDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("MOSAIC", ("input", "path"), "input mosaic"),
+    ("MOSAISHA", ("input", "sha256"), ""),
+    ("METHOD", ("method", "method"), "screening method"),
+    ("MODEL", ("method", "model"), "network model name"),
+    ("MODELSHA", ("method", "sha256"), ""),
+    ("CLMODEL", ("method", "clump_model", "model"), "clump model name"),
+    ("CLMODSHA", ("method", "clump_model", "sha256"), ""),
+    ("TILESIZE", ("grid", "tile_size"), "[pix] side of a tile core"),
+    ("HALO", ("grid", "halo"), "[pix] context read around each core"),
+    ("RESULTKY", ("result_key",), "hash of inputs and parameters"),
+)
+"""FITS keyword, where its value is in a run manifest, and the card's comment."""
+
+
+def _nested(record: dict, keys: tuple[str, ...]) -> Any:
+    """``record[k0][k1]...``, None where a level is missing."""
+    for key in keys:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
 def _provenance_header(provenance: dict | None) -> fits.Header:
     """Provenance cards from a run manifest (as ``pipeline._manifest`` builds it).
 
@@ -1135,30 +1161,11 @@ def _provenance_header(provenance: dict | None) -> fits.Header:
     if manifest.get("run_id"):
         _set_card(header, "RUN_ID", str(manifest["run_id"]), "survey-seg run id")
     _set_card(header, "DATE", _fits_date(manifest.get("updated")), "UTC time the run merged")
-    source = manifest.get("input") or {}
-    if source.get("path"):
-        _set_card(header, "MOSAIC", str(source["path"]), "input mosaic")
-    if source.get("sha256"):
-        _set_card(header, "MOSAISHA", str(source["sha256"]))
-    method = manifest.get("method") or {}
-    if method.get("method"):
-        _set_card(header, "METHOD", str(method["method"]), "screening method")
-    if method.get("model"):
-        _set_card(header, "MODEL", str(method["model"]), "network model name")
-    if method.get("sha256"):
-        _set_card(header, "MODELSHA", str(method["sha256"]))
-    clump_model = method.get("clump_model") or {}
-    if clump_model.get("model"):
-        _set_card(header, "CLMODEL", str(clump_model["model"]), "clump model name")
-    if clump_model.get("sha256"):
-        _set_card(header, "CLMODSHA", str(clump_model["sha256"]))
-    grid = manifest.get("grid") or {}
-    if grid.get("tile_size") is not None:
-        _set_card(header, "TILESIZE", int(grid["tile_size"]), "[pix] side of a tile core")
-    if grid.get("halo") is not None:
-        _set_card(header, "HALO", int(grid["halo"]), "[pix] context read around each core")
-    if manifest.get("result_key"):
-        _set_card(header, "RESULTKY", str(manifest["result_key"]), "hash of inputs and parameters")
+    for key, where, comment in _PROVENANCE_CARDS:
+        value = _nested(manifest, where)
+        if value is not None and value != "":
+            value = int(value) if key in ("TILESIZE", "HALO") else str(value)
+            _set_card(header, key, value, comment)
     if any(key.endswith("SHA") for key in header):
         header.add_comment("MOSAISHA, MODELSHA, CLMODSHA: sha256 of the input mosaic,")
         header.add_comment("of the model weights, of the clump model weights;")

@@ -52,3 +52,21 @@ def write_model():
         return path
 
     return write
+
+
+@pytest.fixture
+def assert_column_metadata():
+    """Check that each field of a Parquet file carries its column's description and unit.
+
+    ``assert_column_metadata(path, columns)`` with ``columns`` from ``survey_seg.catalog``.
+    """
+    import pyarrow.parquet as pq
+
+    def check(path, columns) -> None:
+        schema = pq.read_schema(path)
+        for column in columns:
+            metadata = schema.field(column.name).metadata
+            assert metadata[b"description"] == column.description.encode(), column.name
+            assert metadata.get(b"unit") == (column.unit.encode() or None), column.name
+
+    return check

@@ -387,9 +387,10 @@ def test_outputs_are_readable_by_the_group_under_umask_022(small_simulation, tmp
     assert {mode for mode in modes.values()} == {"0o644"}, modes
 
 
-def test_fits_products_carry_units_provenance_and_the_masks(small_simulation, tmp_path):
+def test_fits_products_carry_units_provenance_and_the_masks(
+    small_simulation, tmp_path, assert_column_metadata
+):
     """sources.fits, clumps.fits and masks.fits: described, with the run's provenance."""
-    import pyarrow.parquet as pq
     from astropy.io import fits
     from astropy.wcs import WCS
 
@@ -403,11 +404,7 @@ def test_fits_products_carry_units_provenance_and_the_masks(small_simulation, tm
     manifest = json.loads((out / "manifest.json").read_text())
     assert "masks.fits" in OUTPUT_NAMES
     for name, columns in CATALOGS.items():
-        schema = pq.read_schema(out / f"{name}.parquet")
-        for column in columns:
-            metadata = schema.field(column.name).metadata
-            assert metadata[b"description"] == column.description.encode(), column.name
-            assert metadata.get(b"unit") == (column.unit.encode() or None), column.name
+        assert_column_metadata(out / f"{name}.parquet", columns)
         if name == "tiles":
             continue
         with fits.open(out / f"{name}.fits") as hdus:

@@ -666,8 +666,7 @@ def _assert_provenance(header: fits.Header) -> None:
     assert header["RESULTKY"] == "0123456789abcdef"
 
 
-def test_catalogs_carry_units_descriptions_and_provenance(tmp_path):
-    import pyarrow.parquet as pq
+def test_catalogs_carry_units_descriptions_and_provenance(tmp_path, assert_column_metadata):
 
     from survey_seg.catalog import CATALOGS, table_columns
 
@@ -683,11 +682,7 @@ def test_catalogs_carry_units_descriptions_and_provenance(tmp_path):
         )
         columns = table_columns(name, flux_unit="nanomaggy")
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), table)
-        schema = pq.read_schema(tmp_path / f"{name}.parquet")
-        for column in columns:
-            metadata = schema.field(column.name).metadata
-            assert metadata[b"description"] == column.description.encode(), column.name
-            assert metadata.get(b"unit") == (column.unit.encode() or None), column.name
+        assert_column_metadata(tmp_path / f"{name}.parquet", columns)
         if name == "tiles":
             continue
         with fits.open(tmp_path / f"{name}.fits") as hdus:
