@@ -390,7 +390,7 @@ def run_plan_on_cluster(
             plan, run_id, len(tiles) - len(failed), skipped, len(failed), started, ingest_seconds
         )
     finally:
-        wait_for_warm_up(warming)
+        wait_for_warm_up(client, warming)
         release_run_lock(plan.out_dir, run_id)  # also when a task failed for good
 
 

@@ -425,7 +425,7 @@ def execute_run(
             ingest_seconds=ingest_seconds,
         )
     finally:
-        wait_for_warm_up(warming)
+        wait_for_warm_up(client, warming)
         release_run_lock(plan.out_dir, run_id)
 
 
@@ -453,20 +453,18 @@ def warm_up_workers(plan: RunPlan, client) -> list:
     ]
 
 
-def wait_for_warm_up(warming: list, timeout: float = 60.0) -> None:
-    """Wait until the warm-up tasks of :func:`warm_up_workers` have ended.
+def wait_for_warm_up(client, warming: list, timeout: float = 60.0) -> None:
+    """End the warm-ups of :func:`warm_up_workers`: cancel the queued, wait for the running.
 
     A worker still loading torch when the cluster closes is killed by its nanny
     ("Worker process still alive ..., killing") and the scheduler logs failed
-    heartbeats: a run with few or no tiles to screen ends before its warm-ups.
-    A warm-up that failed has nothing to clean up: its error is not raised here.
+    heartbeats: a run with few or no tiles to screen ends before its warm-ups. A
+    warm-up whose worker died is not waited for; an error of one is not raised.
     """
     if not warming:
         return
-    from distributed import wait
-
-    with contextlib.suppress(Exception):
-        wait(warming, timeout=timeout)
+    client.cancel(warming)  # a queued warm-up never starts; a running one goes on
+    _wait_until_stopped(client, {future.key for future in warming}, timeout=timeout)
 
 
 def _load_method(config: RunConfig) -> None:
