@@ -137,7 +137,7 @@ def survey_seg_outputs(
         fits_copies=False,
     )
     start = time.perf_counter()
-    run_survey(sim_dir / "mosaic.fits", out, config, force=True)
+    run_survey(sim_dir / "mosaic.fits", out, config, clean=True)
     seconds = time.perf_counter() - start
     mask, segmentation = OutputStore(out).read_masks()
     return {

@@ -283,7 +283,7 @@ def run_survey_seg(
     command = [
         sys.executable, "-m", "survey_seg.cli", "run", str(mosaic), "--out", str(out),
         "--workers", str(workers), "--cluster", cluster, "--tile-size", str(tile_size),
-        "--halo", str(halo), "--no-progress", "--force",
+        "--halo", str(halo), "--no-progress", "--no-report", "--clean",
     ]  # fmt: skip
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -485,7 +485,7 @@ def print_report(
 
 
 def main() -> None:
-    from survey_seg.pipeline import RunConfig
+    from survey_seg.config import DEFAULT_TILE_SIZE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -503,7 +503,7 @@ def main() -> None:
     parser.add_argument(
         "--tile-size",
         type=int,
-        default=RunConfig().tile_size,
+        default=DEFAULT_TILE_SIZE,
         help="tile core side in pixels (default: survey-seg's)",
     )
     parser.add_argument(

@@ -24,6 +24,7 @@ from survey_seg.errors import InputError
 
 __all__ = [
     "DEFAULT_METHOD",
+    "DEFAULT_TILE_SIZE",
     "FLIPS",
     "METHOD_NAMES",
     "OUTPUT_OPTIONS",
@@ -34,6 +35,7 @@ __all__ = [
     "RunOption",
     "add_run_arguments",
     "check_run_config",
+    "default_tile_size",
     "run_config_from_args",
     "run_options_from_args",
 ]
@@ -45,14 +47,18 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else float32."""
 FLIPS = (1, 2, 4)
 """Values of ``--flips``: network passes per window."""
+DEFAULT_TILE_SIZE = 512
+"""Tile core side of a run that gives none (smaller for an image smaller than it)."""
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Parameters of a run."""
 
-    tile_size: int = 512
-    """Side of a tile core in pixels: one Zarr shard of every array."""
+    tile_size: int | None = None
+    """Side of a tile core in pixels: one Zarr shard of every array. None:
+    :data:`DEFAULT_TILE_SIZE`, or for a smaller image the largest multiple of the
+    method's alignment that fits its shorter side (resolved by ``plan_run``)."""
     halo: int = 64
     """Context read around each core, in pixels; objects larger than it are flagged."""
     method: str = DEFAULT_METHOD
@@ -114,6 +120,16 @@ class RunConfig:
         return cls(**{key: value for key, value in record.items() if key in names})
 
 
+def default_tile_size(shape: tuple[int, int], alignment: int = 1) -> int:
+    """The tile size of a run that gives none, for an image of ``shape`` (ny, nx).
+
+    :data:`DEFAULT_TILE_SIZE`, or for a smaller image the largest multiple of
+    ``alignment`` (the method's pooling stride) that fits its shorter side.
+    """
+    fitting = min(shape) // alignment * alignment
+    return min(DEFAULT_TILE_SIZE, max(fitting, alignment))
+
+
 def check_run_config(config: RunConfig) -> None:
     """Refuse values no run can use, before anything is read or written.
 
@@ -131,6 +147,8 @@ def check_run_config(config: RunConfig) -> None:
     if config.flips is not None and config.flips not in FLIPS:
         raise InputError(f"--flips {config.flips!r} is not one of 1, 2, 4; pass one of them")
     for option, value in (("--tile-size", config.tile_size), ("--halo", config.halo)):
+        if option == "--tile-size" and value is None:
+            continue
         if not isinstance(value, int) or value < (8 if option == "--tile-size" else 0):
             raise InputError(
                 f"{option} {value!r} is not a usable number of pixels; give an integer "
@@ -189,7 +207,14 @@ class RunOption:
 
 
 RUN_OPTIONS: tuple[RunOption, ...] = (
-    RunOption("tile_size", "--tile-size", "side of a tile core", int, "PIX"),
+    RunOption(
+        "tile_size",
+        "--tile-size",
+        f"side of a tile core (default: {DEFAULT_TILE_SIZE}, or the image's shorter side "
+        "when it is smaller, to the network's alignment)",
+        int,
+        "PIX",
+    ),
     RunOption("halo", "--halo", "context read around each tile core", int, "PIX"),
     RunOption("method", "--method", "screening method", str, None, METHOD_NAMES),
     RunOption("model", "--model", "model config of a trained network", str, "CONFIG"),

@@ -787,3 +787,25 @@ def test_bad_weight_or_mask_file_is_one_line_and_leaves_earlier_output(
     _assert_one_line_error(status, err, *words)
     assert out == ""
     assert _snapshot(earlier_run) == before
+
+
+def test_an_image_smaller_than_the_default_tile_runs_with_defaults(tmp_path, capsys):
+    """A 496 x 682 image (as SDSS's) was refused with the default 512-pixel tiles; an
+    explicit --tile-size larger than the image is still refused."""
+    header = _header(CRPIX1=341.5, CRPIX2=248.5)
+    mosaic = _write(tmp_path / "small.fits", fits.PrimaryHDU(_image((496, 682)), header))
+    fast = [o for o in FAST if o not in ("--tile-size", "128")]
+    status, stdout, err = _main(capsys, "run", mosaic, "--out", tmp_path / "a", *fast)
+    assert status == 0, err
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["config"]["tile_size"] == 496
+    assert SUMMARY.search(stdout).group(1) == "2"
+    status, stdout, err = _main(
+        capsys, "run", mosaic, "--out", tmp_path / "b", *fast[:-2], "--method", "unet"
+    )
+    assert status == 0, err
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]["tile_size"] == 496
+    status, _, err = _main(
+        capsys, "run", mosaic, "--out", tmp_path / "c", *fast, "--tile-size", "512"
+    )
+    _assert_one_line_error(status, err, "tile size 512 is larger than the image", "<= 496")
