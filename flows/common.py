@@ -51,6 +51,7 @@ __all__ = [
     "check_region",
     "cluster_client",
     "first_error",
+    "inject_task",
     "prefect_api",
     "publish_summary",
     "quiet_dask_logs",
@@ -370,6 +371,16 @@ def report_task(out_dir: Path) -> Path:
     from survey_seg.report import make_report
 
     return make_report(out_dir)
+
+
+@task(name="inject", cache_policy=NO_CACHE)
+def inject_task(
+    mosaic: Path, out_dir: Path, config: RunConfig, seed: int, density: float, client
+) -> dict:
+    """Injection-recovery run of ``mosaic`` into ``out_dir`` (``survey-seg inject``)."""
+    from survey_seg.injection import run_injection
+
+    return run_injection(mosaic, out_dir, config, seed=seed, density=density, client=client)
 
 
 def run_plan_on_cluster(

@@ -4,6 +4,7 @@ Run it as::
 
     python -m flows.reprocess MOSAIC.fits [MOSAIC2.fits ...] --out OUT_DIR [options]
     python -m flows.reprocess --simulate 2048 --out demo-out      # the embedded demo
+    python -m flows.reprocess MOSAIC.fits --out OUT_DIR --inject  # and OUT_DIR/injection/
 
 Without ``PREFECT_API_URL`` the command starts one local Prefect API for the run.
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from flows.common import (
     ClusterParameters,
@@ -24,16 +25,21 @@ from flows.common import (
     add_cluster_arguments,
     cluster_client,
     first_error,
+    inject_task,
     prefect_api,
     publish_summary,
     report_task,
     run_plan_on_cluster,
 )
-from survey_seg.config import add_run_arguments, run_options_from_args
+from survey_seg.config import RunConfig, add_run_arguments, run_options_from_args
 from survey_seg.errors import SurveySegError
+from survey_seg.injection import DEFAULT_DENSITY
 from survey_seg.pipeline import RunSummary, new_run_id, pending_tiles, plan_run
 
-__all__ = ["ReprocessParameters", "main", "reprocess_survey"]
+__all__ = ["INJECTION_DIR", "ReprocessParameters", "main", "reprocess_survey"]
+
+INJECTION_DIR = "injection"
+"""Sub-directory of a mosaic's output directory holding its injection run (``inject``)."""
 
 
 class ReprocessParameters(RunParameters):
@@ -41,6 +47,8 @@ class ReprocessParameters(RunParameters):
 
     The run options (``tile_size`` ... ``region``, ``resume``, ``force``, ``clean``)
     are those of ``survey-seg run``, from one definition (:class:`RunParameters`).
+    With ``inject``, each mosaic also gets an injection-recovery run (``survey-seg
+    inject`` with the same run options) in ``<its output directory>/injection/``.
     """
 
     mosaics: list[Path] = Field(min_length=1, description="FITS mosaics to screen")
@@ -48,6 +56,11 @@ class ReprocessParameters(RunParameters):
     batch_size: int = Field(default=32, ge=1, description="tiles per Prefect task")
     cluster: ClusterParameters = Field(default_factory=ClusterParameters)
     report: bool = True
+    inject: bool = Field(default=False, description="also an injection run into OUT/injection/")
+    inject_seed: int = Field(default=0, ge=0, description="seed of the injected objects")
+    inject_density: float = Field(
+        default=DEFAULT_DENSITY, gt=0, description="injected objects per million pixels"
+    )
 
     @field_validator("mosaics")
     @classmethod
@@ -60,9 +73,31 @@ class ReprocessParameters(RunParameters):
             raise ValueError("mosaics must have distinct file names (each gets OUT/<name>/)")
         return mosaics
 
+    @model_validator(mode="after")
+    def _injection_usable(self) -> ReprocessParameters:
+        if not self.inject:
+            return self
+        if self.region is not None:
+            raise ValueError(
+                "inject screens the whole mosaic, so that every injected object is counted; "
+                "drop region or inject"
+            )
+        for mosaic in self.mosaics:
+            target = self.injection_dir(mosaic)
+            if target.exists() and (not target.is_dir() or any(target.iterdir())):
+                raise ValueError(
+                    f"{target} holds an earlier injection run, which is never discarded; "
+                    "remove it, or set inject=False"
+                )
+        return self
+
     def output_dir(self, mosaic: Path) -> Path:
         """Where the results of ``mosaic`` go."""
         return self.out_dir if len(self.mosaics) == 1 else self.out_dir / Path(mosaic).stem
+
+    def injection_dir(self, mosaic: Path) -> Path:
+        """Where the injection run of ``mosaic`` goes (with ``inject``)."""
+        return self.output_dir(mosaic) / INJECTION_DIR
 
 
 @flow(name="reprocess-survey", log_prints=True)
@@ -92,7 +127,24 @@ def reprocess_survey(parameters: ReprocessParameters) -> list[RunSummary]:
             publish_summary(summary, report, key=f"survey-summary-{Path(plan.mosaic.path).stem}"
                             .lower().replace("_", "-"))  # fmt: skip
             summaries.append(summary)
+            if parameters.inject:
+                _inject(parameters, Path(plan.mosaic.path), config, client)
     return summaries
+
+
+def _inject(parameters: ReprocessParameters, mosaic: Path, config: RunConfig, client) -> None:
+    """The injection run of ``mosaic`` (``survey-seg inject``) and its report."""
+    out = parameters.injection_dir(mosaic)
+    summary = inject_task(
+        mosaic, out, config, parameters.inject_seed, parameters.inject_density, client
+    )
+    get_run_logger().info(
+        "%s: injected %d objects; completeness %s, pair recall %s, spurious fraction %s",
+        mosaic, summary["n_injected"], summary["completeness"], summary["pair_recall"],
+        summary["spurious_fraction"],
+    )  # fmt: skip
+    if parameters.report:
+        report_task(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_run_arguments(parser)
     add_cluster_arguments(parser)
     parser.add_argument("--no-report", action="store_true", help="write no report.html")
+    parser.add_argument("--inject", action="store_true",
+                        help="also an injection run of each mosaic, in OUT/injection/")  # fmt: skip
+    parser.add_argument("--inject-seed", type=int, default=0, help="seed of the injected objects")
+    parser.add_argument("--inject-density", type=float, default=DEFAULT_DENSITY,
+                        help="objects per million pixels (default %(default)g)")  # fmt: skip
     args = parser.parse_args(argv)
     mosaics = list(args.mosaics)
     out = args.out
@@ -122,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             resume=args.resume, force=args.force,
             clean=args.clean or bool(args.simulate and (out / "manifest.json").exists()),
             batch_size=args.batch_size, report=not args.no_report,
-            cluster=ClusterParameters.from_args(args),
+            cluster=ClusterParameters.from_args(args), inject=args.inject,
+            inject_seed=args.inject_seed, inject_density=args.inject_density,
         )  # fmt: skip
     except ValidationError as error:
         print(f"reprocess: error: {first_error(error)}", file=sys.stderr)

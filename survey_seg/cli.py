@@ -4,6 +4,8 @@
     Write a simulated mosaic and its truth.
 ``survey-seg run MOSAIC.fits --out OUT_DIR``
     Screen a mosaic tile by tile on a dask cluster and merge the results.
+``survey-seg inject MOSAIC.fits --out OUT_DIR``
+    Inject synthetic objects, screen the mosaic and its negative, count what returns.
 ``survey-seg demo [OUT_DIR]``
     Simulate a mosaic, screen it on a local cluster, score it against the truth.
 ``survey-seg train TASK --out DIR``
@@ -86,6 +88,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="output directory")
     _add_run_options(run)
     run.set_defaults(handler=_run)
+
+    inject = commands.add_parser(
+        "inject",
+        help="inject synthetic objects, screen the mosaic and its negative, count what returns",
+    )
+    inject.add_argument("mosaic", type=Path, help="FITS mosaic with a celestial WCS")
+    inject.add_argument("--out", type=Path, required=True, help="new output directory")
+    inject.add_argument("--seed", type=int, default=0, help="seed of the injected objects")
+    inject.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        metavar="PER_MPIX",
+        help="injected objects per million pixels (default 400)",
+    )
+    inject.add_argument(
+        "--gain",
+        type=float,
+        default=None,
+        metavar="E_PER_UNIT",
+        help="electrons per image unit: Poisson noise on the injected objects (default: none)",
+    )
+    _add_run_options(inject, output_options=False)
+    inject.set_defaults(handler=_inject)
 
     train = commands.add_parser("train", help="train a network on simulated scenes")
     train.add_argument("task", choices=("screening", "quality", "blends", "clumps"))
@@ -281,6 +307,44 @@ def _run(args: argparse.Namespace, *, clean: bool | None = None):
         )
         return EXIT_TILES_FAILED
     return 0
+
+
+def _inject(args: argparse.Namespace) -> int:
+    from survey_seg.config import run_config_from_args
+    from survey_seg.injection import DEFAULT_DENSITY, INJECTION_JSON, run_injection
+
+    cluster = _cluster_spec(args)
+    config = run_config_from_args(args)
+    density = DEFAULT_DENSITY if args.density is None else args.density
+    with _client(cluster) as client, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        summary = run_injection(
+            args.mosaic,
+            args.out,
+            config,
+            seed=args.seed,
+            density=density,
+            gain=args.gain,
+            client=client,
+            progress=not args.no_progress,
+        )
+    shown = ("completeness", "pair_recall", "clump_completeness", "spurious_fraction")
+    print(
+        f"injected {summary['n_injected']} objects ({summary['n_skipped']} not drawn); "
+        + ", ".join(f"{key} {_shown(summary[key])}" for key in shown)
+    )
+    print(f"outputs in {args.out}; summary: {args.out / INJECTION_JSON}")
+    if not args.no_report:
+        from survey_seg.report import make_report
+
+        print(f"report: {make_report(args.out)}")
+    for warning in caught:
+        print(f"survey-seg: warning: {warning.message}", file=sys.stderr)
+    return 0
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _cluster_spec(args: argparse.Namespace):

@@ -81,8 +81,9 @@ class RunConfig:
     """Also write the FITS products: the catalogs as FITS tables and ``masks.fits``."""
     psf_fwhm: float | None = None
     """PSF FWHM of the mosaic in pixels, for which a network method picks its
-    thresholds (``--psf-fwhm``). None: the mosaic's ``PSFFWHM`` keyword, and the
-    thresholds of the network's training PSF when it has none."""
+    thresholds (``--psf-fwhm``). None: the mosaic's ``PSFFWHM`` keyword, else the
+    FWHM measured on its stars, and the thresholds of the network's training PSF
+    when it has too few."""
     zero_point: float | None = None
     """Photometric zero point: ``mag = zero_point - 2.5 log10(flux)`` in the
     mosaic's flux unit (``--zero-point``). None: the mosaic's ``MAGZERO`` keyword;
@@ -99,6 +100,21 @@ class RunConfig:
     bad (``--mask``; a Euclid MER ``FLAG`` file). It replaces a mask HDU of the
     mosaic (``DQ``, ``MSK`` ...); its pixels are BAD, kept out of detection and
     measurement."""
+    injection_catalog: str | None = None
+    """Parquet catalog of synthetic objects (:mod:`survey_seg.inject`, written by
+    ``survey-seg inject`` in its output directory) drawn into every window before it
+    is screened. None: the mosaic as it is. Not a ``run`` option."""
+    injection_psf_fwhm: float | None = None
+    """FWHM (pixels) of the Moffat PSF the injected objects are drawn with; needed
+    with ``injection_catalog``."""
+    injection_psf_beta: float = 3.0
+    """Moffat index of the PSF the injected objects are drawn with."""
+    injection_gain: float | None = None
+    """Electrons per image unit: the injected objects get Poisson noise on their own
+    counts. None: they are drawn without noise (the sky's noise is the mosaic's)."""
+    negate: bool = False
+    """Screen the negated image (every window's image and background times -1):
+    every source found on it is spurious (``survey-seg inject``'s negative pass)."""
 
     def result_key(self, mosaic_sha256: str, method_provenance: dict) -> str:
         """Hash of everything a tile's result depends on: equal keys, equal results."""
@@ -111,6 +127,15 @@ class RunConfig:
         }
         if self.zero_point is not None:  # absent when unset: earlier keys stay valid
             payload["zero_point"] = self.zero_point
+        if self.injection_catalog is not None:
+            payload["injection"] = [
+                self.injection_catalog,
+                self.injection_psf_fwhm,
+                self.injection_psf_beta,
+                self.injection_gain,
+            ]
+        if self.negate:
+            payload["negate"] = True
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -173,6 +198,17 @@ def check_run_config(config: RunConfig) -> None:
     for option, value in files:
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise InputError(f"{option} {value!r} is not a file name; give the path of a FITS file")
+    if config.injection_catalog is not None and not (
+        _positive_number(config.injection_psf_fwhm)
+        and _positive_number(config.injection_psf_beta)
+        and config.injection_psf_beta > 1
+        and (config.injection_gain is None or _positive_number(config.injection_gain))
+    ):
+        raise InputError(
+            f"injection PSF FWHM {config.injection_psf_fwhm!r}, beta {config.injection_psf_beta!r}"
+            f" or gain {config.injection_gain!r} is unusable; give a FWHM > 0 pixels, beta > 1 "
+            "and a gain > 0 or none"
+        )
     if config.weight_file is not None and config.rms_file is not None:
         raise InputError(
             "--weight and --rms both give the noise of the mosaic; pass one of them "
@@ -239,7 +275,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "psf_fwhm",
         "--psf-fwhm",
         "PSF FWHM of the mosaic in pixels, for the network's thresholds "
-        "(default: its PSFFWHM keyword)",
+        "(default: its PSFFWHM keyword, else measured on its stars)",
         float,
         "PIX",
     ),

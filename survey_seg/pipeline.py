@@ -37,6 +37,7 @@ from survey_seg.store import (
     MosaicInfo,
     MosaicStore,
     OutputStore,
+    WindowData,
     acquire_run_lock,
     check_lock_held_by,
     check_no_links,
@@ -46,6 +47,7 @@ from survey_seg.store import (
     is_output_failure,
     output_failures,
     release_run_lock,
+    resolve_mosaic_psf,
     wcs_to_attrs,
 )
 from survey_seg.tiling import TileGrid, make_tile_grid, parse_region, select_tiles
@@ -275,6 +277,8 @@ def _inspect_mosaic(
 ) -> tuple[MosaicInfo, RunConfig]:
     """The validated mosaic with its separate noise and mask files, and ``config``.
 
+    The mosaic's PSF is the run's: ``--psf-fwhm``, else its ``PSFFWHM`` keyword,
+    else measured on its stars (:func:`~survey_seg.store.resolve_mosaic_psf`).
     The returned config names those files by absolute path: the manifest records
     it, so that a rerun from another directory finds them again.
     """
@@ -289,7 +293,7 @@ def _inspect_mosaic(
         rms=files.get("rms_file"),
         mask=files.get("mask_file"),
     )
-    return mosaic, replace(config, **files)
+    return resolve_mosaic_psf(mosaic, config.psf_fwhm), replace(config, **files)
 
 
 def _check_output_dir(
@@ -474,17 +478,18 @@ def _load_method(config: RunConfig) -> None:
     _make_method(config)
 
 
-def _make_method(config: RunConfig, header_psf_fwhm: float | None = None) -> ScreeningMethod:
+def _make_method(config: RunConfig, mosaic_psf_fwhm: float | None = None) -> ScreeningMethod:
     """The run's screening method (loaded once per process: the weights are cached).
 
-    Its PSF is ``config.psf_fwhm`` when given, else the mosaic's ``header_psf_fwhm``.
+    Its PSF is ``config.psf_fwhm`` when given, else the mosaic's ``mosaic_psf_fwhm``
+    (its ``PSFFWHM`` keyword, or measured on its stars).
     """
     return make_method(
         config.method,
         model=config.model,
         precision=config.precision,
         flips=config.flips,
-        psf_fwhm_pix=config.psf_fwhm if config.psf_fwhm is not None else header_psf_fwhm,
+        psf_fwhm_pix=config.psf_fwhm if config.psf_fwhm is not None else mosaic_psf_fwhm,
     )
 
 
@@ -671,9 +676,11 @@ def merge_run(plan: RunPlan, out: OutputStore, *, provenance: dict | None = None
     if not len(sources):
         messages.append("no source was detected in the screened tiles")
     if "psf_fwhm_pix" in plan.method_provenance and plan.method_provenance["psf_fwhm_pix"] is None:
+        n_stars = (getattr(plan.mosaic, "psf", None) or {}).get("n_stars", 0)
         messages.append(
-            f"the mosaic has no {PSF_FWHM_KEY} keyword, so the network's thresholds for its "
-            "training PSF were used; give the PSF FWHM with --psf-fwhm PIX"
+            f"too few isolated stars ({n_stars}) to measure the PSF, so the network's "
+            "thresholds for its training PSF were used; give --psf-fwhm PIX or a "
+            f"{PSF_FWHM_KEY} keyword"
         )
     if photometry(plan)["zero_point"] is None and len(sources):
         messages.append(
@@ -719,7 +726,7 @@ def screen_and_store(
     mosaic, grid, method, out = _worker_context(out_dir, config)
     tile = grid[tile_index]
     read_start = time.perf_counter()
-    window = mosaic.read_window(tile)
+    window, skipped = _prepared_window(mosaic.read_window(tile), tile, config)
     seconds_read = time.perf_counter() - read_start
     zero_point = config.zero_point if config.zero_point is not None else mosaic.zero_point
     result = screen_tile(
@@ -738,10 +745,45 @@ def screen_and_store(
         "error": "",
         "result_key": result_key,
     }
+    if config.injection_catalog is not None:
+        record["injection_skipped"] = skipped
     out.write_tile_result(
         tile_index, result.sources, result.clumps, record, flux_unit=mosaic.flux_unit
     )
     return record
+
+
+def _prepared_window(window: WindowData, tile, config: RunConfig) -> tuple[WindowData, list]:
+    """The window with the run's injected objects drawn in, negated for a negative pass.
+
+    Returns the window and the ``injection_id`` of the objects GalSim failed to draw.
+    """
+    skipped: list[int] = []
+    image, background = window.image, window.background
+    if config.injection_catalog is not None:
+        from survey_seg.inject import render_window
+
+        rendered = render_window(
+            _injection_catalog(config.injection_catalog),
+            tile.origin,
+            tile.window_shape,
+            psf_fwhm_pix=config.injection_psf_fwhm,
+            psf_beta=config.injection_psf_beta,
+            gain=config.injection_gain,
+        )
+        image = image + rendered.image
+        skipped = list(rendered.skipped)
+    if config.negate:
+        image, background = -image, -background
+    return replace(window, image=image, background=background), skipped
+
+
+@lru_cache(maxsize=2)
+def _injection_catalog(path: str):
+    """The injection catalog, read once per worker."""
+    import pandas as pd
+
+    return pd.read_parquet(path)
 
 
 def _run_tiles(
@@ -876,6 +918,7 @@ def _ingest_is_current(path: Path, plan: RunPlan) -> bool:
         return False
     return (
         attrs.get("source_sha256") == plan.mosaic.sha256
+        and attrs.get("psf_fwhm_pix") == plan.mosaic.psf_fwhm_pix  # the workers' PSF
         and attrs.get("tile_size") == plan.config.tile_size
         and attrs.get("background_cell") == plan.config.background_cell
     )
@@ -924,6 +967,7 @@ def _manifest(
             "zero_point": plan.mosaic.zero_point,
             "pixel_scale_arcsec": plan.mosaic.pixel_scale_arcsec,
             "psf_fwhm_pix": plan.mosaic.psf_fwhm_pix,
+            "psf": plan.mosaic.psf,  # its source, and the fit when measured
             "flux_unit": plan.mosaic.flux_unit,
             **plan.mosaic.describe_planes(),  # image, noise and mask: source, convention
         },

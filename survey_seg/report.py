@@ -22,6 +22,11 @@ and draws six figures:
 ``histograms.png``
     Catalog distributions: magnitude, size, S/N and number of clumps.
 
+A run of ``survey-seg inject`` (``injection.json`` beside the outputs) gets an
+"Injection-recovery" section: the summary and :data:`INJECTION_FIGURES`
+(completeness against S/N and magnitude, pair recall against separation, a
+gallery of shattered large galaxies, completeness per tile).
+
 Mosaics larger than ``max_pixels`` on a side are binned while they are read, one
 strip of rows at a time: image pixels are averaged, mask planes are OR-ed (so a
 one-pixel cosmic ray stays visible) and segmentation ids are sampled. The
@@ -72,7 +77,7 @@ from survey_seg.store import (
     check_no_links,
 )
 
-__all__ = ["FIGURES", "FULL_RESOLUTION_FIGURE", "make_report"]
+__all__ = ["FIGURES", "FULL_RESOLUTION_FIGURE", "INJECTION_FIGURES", "make_report"]
 
 FIGURES: tuple[str, ...] = (
     "mosaic_mask.png",
@@ -283,7 +288,15 @@ def make_report(
         figure, notes["rejected"] = _figure_rejected(run)
         _save(figure, figure_dir / "rejected_gallery.png")
         _save(_figure_histograms(run), figure_dir / "histograms.png")
-    page = _html(run, binned, title, notes, thresholds)
+        injection = _read_injection(out)
+        if injection is not None:
+            recovery, shattered, per_tile = INJECTION_FIGURES
+            figure, notes[recovery] = _figure_injection_recovery(injection)
+            _save(figure, figure_dir / recovery)
+            figure, notes[shattered] = _figure_injection_shattered(run, injection)
+            _save(figure, figure_dir / shattered)
+            _save(_figure_injection_tiles(injection, binned), figure_dir / per_tile)
+    page = _html(run, binned, title, notes, thresholds, injection)
     path = out / REPORT_HTML
     atomic_write_bytes(path, page.encode("utf-8"))
     return path
@@ -1204,6 +1217,31 @@ def _photometry(manifest: dict) -> tuple[str, str, str]:
     return unit, f"{zero_point:g}", f"{zero_point:g} ({record.get('zero_point_from')})"
 
 
+def _psf(info: dict) -> str:
+    """The run's PSF FWHM with where it came from (the fit, when measured on the stars).
+
+    Runs older than the manifest's ``psf`` record: the ``PSFFWHM`` keyword.
+    """
+    record = info.get("psf") or {
+        "fwhm_pix": info.get("psf_fwhm_pix"),
+        "source": "PSFFWHM" if info.get("psf_fwhm_pix") is not None else "none",
+    }
+    if record.get("fwhm_pix") is None:
+        n_stars = record.get("n_stars")
+        why = f": too few isolated stars ({n_stars}) to measure it" if n_stars is not None else ""
+        return f"none{why}; the training PSF's thresholds (give --psf-fwhm)"
+    text = f"{record['fwhm_pix']:.3g} ({record.get('source')}"
+    if record.get("source") == "measured":
+        text += (
+            f" on {record.get('n_stars')} stars: Moffat beta {record.get('beta'):.3g}, "
+            f"scatter {record.get('scatter_pix'):.2g}, ellipticity {record.get('ellipticity'):.2g}"
+        )
+        own = [r["fwhm_pix"] for r in record.get("regions", []) if r.get("measured")]
+        if len(own) > 1:
+            text += f"; {len(own)} regions {min(own):.3g} to {max(own):.3g}"
+    return text + ")"
+
+
 def _figure_histograms(run: _Run) -> Figure:
     sources = run.sources
     figure = _new_figure(11.0, 7.6)
@@ -1449,6 +1487,288 @@ def _cell(value: Any) -> str:
     return text
 
 
+# --------------------------------------------------------------------------- injection
+
+
+INJECTION_FIGURES: tuple[str, ...] = (
+    "injection_recovery.png",
+    "injection_shattered.png",
+    "injection_tiles.png",
+)
+"""PNGs of the "Injection-recovery" section, drawn for a ``survey-seg inject`` run only."""
+INJECTION_FILES = ("injection.json", "injection.parquet", "injection_tiles.parquet")
+"""What :func:`survey_seg.injection.run_injection` writes and the section reads: the
+summary, one row per injected object, one row per tile."""
+_SHATTERED_SHOWN = 12  # most shattered large galaxies in the gallery
+_MIN_PER_BIN = 3  # bins with fewer objects are left out of the recovery curves
+_INJECTION_ROWS: tuple[tuple[str, str], ...] = (
+    ("n_injected", "objects injected (pair members and clumps one each)"),
+    ("n_skipped", "objects GalSim failed to draw (left out)"),
+    ("psf_fwhm_pix", "PSF FWHM the objects were drawn with [pix]"),
+    ("completeness", "single objects of S/N >= 10 found as one source each"),
+    ("completeness_by_snr", "the same, by bin of target S/N"),
+    ("pair_recall", "pairs with both members found as distinct sources"),
+    ("pair_recall_by_separation", "the same, by bin of separation [PSF FWHM]"),
+    ("large_total", "large galaxies injected (half-light radius 3-10 FWHM)"),
+    ("large_shattered", "large galaxies with more than one source within 1.5 half-light radii"),
+    ("clump_completeness", "injected clumps with a detected clump within 1.5 pix"),
+    ("clump_purity", "detected clumps of recovered clumpy hosts lying on an injected clump"),
+    ("n_negative", "sources detected on the negated mosaic (all spurious)"),
+    ("spurious_fraction", "those over the detections matching no injected object"),
+    ("seed", "seed of the injection catalog"),
+    ("density_per_mpix", "objects per million pixels"),
+    ("gain", "electrons per image unit (Poisson noise on the objects; none: noiseless)"),
+)
+
+
+@dataclass(frozen=True)
+class _Injection:
+    """What an injection run wrote beside its screening outputs."""
+
+    summary: dict[str, Any]
+    objects: pd.DataFrame
+    tiles: pd.DataFrame | None
+    """None for a run written before the per-tile table existed."""
+
+
+def _read_injection(out: Path) -> _Injection | None:
+    """The injection outputs of ``out``; None for a plain run (no ``injection.json``)."""
+    summary_name, objects_name, tiles_name = INJECTION_FILES
+    if not (out / summary_name).is_file():
+        return None
+    try:
+        summary = json.loads((out / summary_name).read_text())
+        objects = pd.read_parquet(out / objects_name)
+        tiles = pd.read_parquet(out / tiles_name) if (out / tiles_name).exists() else None
+    except (OSError, ValueError) as error:
+        raise OutputError(
+            f"{out} holds an unreadable injection output ({type(error).__name__}: "
+            f"{str(error)[:160]}); rerun `survey-seg inject` into a new --out"
+        ) from None
+    if not isinstance(summary, dict):
+        raise OutputError(
+            f"{out / summary_name} is not an injection summary; rerun `survey-seg inject` "
+            "into a new --out"
+        )
+    return _Injection(summary, objects, tiles)
+
+
+def _recovery_curve(
+    values: np.ndarray, found: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bin centres, recovered fraction, its binomial error and counts (bins of a few dropped)."""
+    which = np.digitize(values, edges) - 1
+    centres, fractions, errors, counts = [], [], [], []
+    for k in range(len(edges) - 1):
+        inside = found[which == k]
+        if len(inside) < _MIN_PER_BIN:
+            continue
+        p = float(inside.mean())
+        centres.append(0.5 * (edges[k] + edges[k + 1]))
+        fractions.append(p)
+        errors.append(math.sqrt(max(p * (1 - p), 0.25 / len(inside)) / len(inside)))
+        counts.append(len(inside))
+    return np.array(centres), np.array(fractions), np.array(errors), np.array(counts)
+
+
+def _plot_recovery(
+    ax: Any, values: np.ndarray, found: np.ndarray, edges: np.ndarray, **style: Any
+) -> None:
+    x, y, error, _ = _recovery_curve(values, found, edges)
+    if len(x):
+        ax.errorbar(x, y, yerr=error, capsize=2, marker="o", ms=4, lw=1.2, **style)
+
+
+def _figure_injection_recovery(injection: _Injection) -> tuple[Figure, str]:
+    """Completeness against S/N (and magnitude) and pair recall against separation."""
+    from survey_seg.inject import SINGLE_KINDS
+
+    objects = injection.objects[injection.objects["drawn"].astype(bool)]
+    singles = objects[objects["kind"].isin(SINGLE_KINDS)]
+    stars = singles["kind"] == "star"
+    magnitudes = singles["magnitude"].to_numpy(dtype=float)
+    has_mag = bool(np.isfinite(magnitudes).any())
+    n_panels = 3 if has_mag else 2
+    figure = _new_figure(4.3 * n_panels, 3.6, layout="constrained")
+    axes = [figure.add_subplot(1, n_panels, k + 1) for k in range(n_panels)]
+    found = singles["recovered"].to_numpy(dtype=bool)
+    groups = (
+        ("all single objects", np.ones(len(singles), dtype=bool), "black"),
+        ("stars", stars.to_numpy(), ISOLATED_COLOUR),
+        ("galaxies", ~stars.to_numpy(), BLENDED_COLOUR),
+    )
+    snr = singles["snr"].to_numpy(dtype=float)
+    snr_edges = np.geomspace(5.0, 100.0, 9)
+    ax = axes[0]
+    for label, chosen, colour in groups:
+        _plot_recovery(ax, snr[chosen], found[chosen], snr_edges, color=colour, label=label)
+    ax.axvline(10.0, color="grey", ls="--", lw=1)
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("target S/N (matched filter)")
+    ax.set_ylabel("fraction recovered")
+    ax.set_title(f"Completeness against S/N ({len(singles)} objects)", fontsize=10)
+    if has_mag:
+        ax = axes[1]
+        finite = magnitudes[np.isfinite(magnitudes)]
+        mag_edges = np.linspace(math.floor(finite.min()), math.ceil(finite.max()), 9)
+        for label, chosen, colour in groups:
+            chosen = chosen & np.isfinite(magnitudes)
+            _plot_recovery(
+                ax, magnitudes[chosen], found[chosen], mag_edges, color=colour, label=label
+            )
+        ax.set_xlabel("injected magnitude")
+        ax.set_ylabel("fraction recovered")
+        ax.set_title("Completeness against magnitude", fontsize=10)
+    ax = axes[-1]
+    pairs = objects[objects["kind"] == "pair"].groupby("pair_id")
+    whole = pairs.size() == 2
+    separation = pairs["pair_separation_fwhm"].first()[whole].to_numpy(dtype=float)
+    both = pairs["recovered"].all()[whole].to_numpy(dtype=bool)
+    either = pairs["recovered"].any()[whole].to_numpy(dtype=bool)
+    sep_edges = np.linspace(1.0, 3.0, 9)
+    _plot_recovery(ax, separation, both, sep_edges, color="black", label="both members")
+    _plot_recovery(ax, separation, either, sep_edges, color="grey", label="at least one")
+    ax.set_xlabel("separation [PSF FWHM]")
+    ax.set_ylabel("fraction of pairs")
+    ax.set_title(f"Pair recall against separation ({len(separation)} pairs)", fontsize=10)
+    for ax in axes:
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="center right" if ax is axes[-1] else "lower right")
+        else:
+            _empty_panel(ax, "too few objects to bin")
+    note = "" if has_mag else "no zero point, so no magnitudes: the magnitude panel is left out"
+    return figure, note
+
+
+def _figure_injection_shattered(run: _Run, injection: _Injection) -> tuple[Figure, str]:
+    """Cut-outs of the injected pixels around the most shattered large galaxies."""
+    from survey_seg.inject import render_window
+
+    objects = injection.objects
+    drawn = objects[objects["drawn"].astype(bool)]
+    large = drawn[drawn["kind"] == "large"]
+    shattered = large[large["shattered"].astype(bool)]
+    if not len(shattered):
+        figure = _new_figure(7.0, 2.6)
+        text = f"none: no large galaxy was shattered (of {len(large)} injected)"
+        _empty_panel(figure.add_subplot(111), text)
+        return figure, text
+    config = run.manifest.get("config", {})
+    psf = float(injection.summary.get("psf_fwhm_pix") or config["injection_psf_fwhm"])
+    shown = shattered.sort_values(
+        ["n_sources_in_footprint", "half_light_radius_pix"], ascending=False
+    ).head(_SHATTERED_SHOWN)
+    n = len(shown)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    figure = _new_figure(max(3.0 * ncols, 6.5), 3.4 * nrows + 0.9, layout="constrained")
+    axes = _gallery_grid(figure, n, ncols)
+    blended_ids = set(run.sources.loc[run.sources["is_blended"].astype(bool), "id"].tolist())
+    for ax, obj in zip(axes, shown.itertuples(index=False), strict=True):
+        reach = max(psf, 1.5 * obj.half_light_radius_pix)
+        half = int(np.clip(1.6 * reach + 6, 20, 128))
+        cx, cy = round(obj.x), round(obj.y)
+        image, _, segmentation = run.window(cy - half, cy + half + 1, cx - half, cx + half + 1)
+        oy, ox = max(0, cy - half), max(0, cx - half)
+        objects_drawn = render_window(
+            drawn,
+            (oy, ox),
+            image.shape,
+            psf_fwhm_pix=psf,
+            psf_beta=float(config.get("injection_psf_beta", 3.0)),
+            gain=config.get("injection_gain"),
+        ).image
+        image = image + objects_drawn
+        norm = _norm(image)  # up to the object's peak: a bright neighbour would hide it
+        norm.vmax = max(float(np.nanmedian(image) + objects_drawn.max()), norm.vmin + 1e-6)
+        ax.imshow(image, origin="lower", cmap=_grey(), norm=norm, interpolation="nearest")
+        _segment_outlines(ax, segmentation, blended_ids)
+        ax.add_patch(
+            Circle((obj.x - ox, obj.y - oy), reach, fill=False, ec="#00e5ff", ls="--", lw=1.0)
+        )
+        ax.plot(obj.x - ox, obj.y - oy, "+", color="#ffb000", ms=8, mew=1.2)
+        ax.set_xlim(-0.5, image.shape[1] - 0.5)
+        ax.set_ylim(-0.5, image.shape[0] - 0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(
+            f"object {obj.injection_id}: {obj.n_sources_in_footprint} sources\n"
+            f"r_half {obj.half_light_radius_pix:.1f} px, S/N {obj.snr:.0f}",
+            fontsize=8,
+        )
+        _scale_bar(ax, image.shape[1], run.pixel_scale)
+    figure.suptitle(
+        f"Shattered large galaxies ({len(shattered)} of {len(large)}): the screened pixels\n"
+        "cyan dashed: 1.5 half-light radii, orange +: injected position",
+        fontsize=10,
+    )
+    return figure, f"{n} of {len(shattered)} shattered large galaxies shown"
+
+
+def _figure_injection_tiles(injection: _Injection, b: _Binned) -> Figure:
+    """Per-tile completeness on the sky, laid out as the quality map's panels."""
+    tiles = injection.tiles
+    ny, nx = b.image.shape
+    aspect = ny / max(nx, 1)
+    panel_w = min(6.0, 9.0 / aspect)
+    figure = _new_figure(panel_w + 2.6, panel_w * aspect + 1.3, layout="constrained")
+    if tiles is None or not len(tiles):
+        text = "no per-tile table: injection_tiles.parquet is missing or empty"
+        _empty_panel(figure.add_subplot(111), text)
+        return figure
+    ax = _wcs_axes(figure, 111, b.wcs)
+    values = tiles["completeness"].to_numpy(dtype=float)
+    im = ax.imshow(
+        _tile_map(tiles, b, 100.0 * values),
+        origin="lower",
+        cmap="viridis",
+        vmin=0.0,
+        vmax=100.0,
+        interpolation="nearest",
+    )
+    ax.set_facecolor("#dddddd")
+    ax.set_title("Completeness per tile (single objects, S/N >= 10)", fontsize=10)
+    bar = figure.colorbar(im, cax=ax.inset_axes((1.03, 0.0, 0.035, 1.0)))
+    bar.set_label("% recovered", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    if len(tiles) <= 100:
+        fontsize = 7 if len(tiles) <= 36 else 5
+        for row, value in zip(tiles.itertuples(), values, strict=True):
+            text = f"{100 * value:.0f}%" if np.isfinite(value) else "n/a"
+            ax.text(
+                (row.x0 + row.x1) / 2 / b.step - 0.5,
+                (row.y0 + row.y1) / 2 / b.step - 0.5,
+                f"{text}\nof {row.n_injected}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="black" if np.isfinite(value) and value > 0.6 else "white",
+            )
+    _outline_tiles(ax, tiles, b)
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    _lift_titles(figure)
+    return figure
+
+
+def _injection_rows(summary: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Rows (quantity, value, meaning) of the injection summary, per-bin values apart."""
+    rows: list[tuple[Any, ...]] = []
+    for key, meaning in _INJECTION_ROWS:
+        value = summary.get(key)
+        if isinstance(value, dict):
+            for k, (label, part) in enumerate(value.items()):
+                shown = "n/a" if part is None else part
+                rows.append((f"{key} {label}", shown, meaning if k == 0 else ""))
+        else:
+            shown = ("none" if key == "gain" else "n/a") if value is None else value
+            rows.append((key, shown, meaning))
+    return rows
+
+
 CAPTIONS: dict[str, str] = {
     "mosaic_mask.png": (
         "The whole mosaic in grey (asinh stretch from just below the sky), north and east as "
@@ -1495,6 +1815,33 @@ CAPTIONS: dict[str, str] = {
         "(or log flux without a zero point), semi-major axis from second moments (pixels, "
         "arcsec on top), signal to noise, and the number of clumps per source (log counts)."
     ),
+    "injection_recovery.png": (
+        "Fraction of the injected objects recovered (matched within max(FWHM, half-light "
+        "radius), one source per object), in bins of at least three objects, with the binomial "
+        "standard error (at least 0.5/n for n objects) as error bar: single objects (stars, "
+        "galaxies, large and clumpy galaxies; pairs and clumps apart) against their target S/N "
+        "(matched filter in the sky noise; the dashed line at S/N 10 is the threshold of the "
+        "summary's completeness) and, with a zero point, against their injected magnitude; and, "
+        "right, the pairs in which both members were found as distinct sources (black) or at "
+        "least one was (grey), against the members' separation in PSF FWHM."
+    ),
+    "injection_shattered.png": (
+        "The large injected galaxies (half-light radius 3-10 FWHM) that came out in more than "
+        "one source, most pieces first. Each cut-out shows the pixels that were screened: "
+        "the real mosaic (mosaic.zarr, which holds no injected object) plus the objects drawn "
+        "again with the same code, PSF and seed (inject.render_window draws an object the same "
+        "in any window, so these are the screened pixels, not an illustration). Outlines are "
+        "the injected run's segments (orange blended, blue isolated); the dashed cyan circle "
+        "is the footprint (1.5 half-light radii) within which more than one source counts as "
+        "shattering, the orange cross the injected position."
+    ),
+    "injection_tiles.png": (
+        "Completeness (single objects of S/N >= 10) per tile core, on the sky: each injected "
+        "object counts in the tile whose core holds its position. Numbers are the percentage "
+        "recovered and the objects injected into the tile (all kinds); grey tiles hold no "
+        "single object of S/N >= 10. The values are the completeness column of "
+        "injection_tiles.parquet."
+    ),
 }
 
 STYLE = """
@@ -1519,6 +1866,7 @@ def _html(
     title: str | None,
     notes: dict[str, str],
     thresholds: dict[str, float],
+    injection: _Injection | None = None,
 ) -> str:
     manifest = run.manifest
     summary = manifest.get("summary", {})
@@ -1542,7 +1890,7 @@ def _html(
         ("flux unit", _photometry(manifest)[0]),
         ("zero point", _photometry(manifest)[2]),
         ("saturation (SATURATE)", info.get("saturation")),
-        ("PSF FWHM [pix] (PSFFWHM)", info.get("psf_fwhm_pix")),
+        ("PSF FWHM [pix]", _psf(info)),
         ("method", method.get("method", method.get("name", ""))),
         *(
             [("thresholds for PSF FWHM [pix]", method["psf_fwhm_pix"])]
@@ -1670,6 +2018,8 @@ def _html(
             f"<figure>{image}<figcaption><b>{html.escape(figure)}</b>: "
             f"{html.escape(caption)}{link}</figcaption></figure>"
         )
+    if injection is not None:
+        parts += _injection_html(injection, notes)
     parts.append("<h2>Mask bits</h2>")
     parts.append(
         "<p>The <code>mask</code> array of <code>masks.zarr</code> is uint32; a pixel carries "
@@ -1688,6 +2038,32 @@ def _html(
     parts.append(_table(_flatten(manifest.get("config", {})), ("parameter", "value")))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _injection_html(injection: _Injection, notes: dict[str, str]) -> list[str]:
+    """The "Injection-recovery" section: what was injected, the summary, the figures."""
+    summary = injection.summary
+    parts = [
+        "<h2>Injection-recovery</h2>",
+        "<p>This run screened the mosaic with synthetic objects of known position, flux and "
+        "shape drawn into its pixels (<code>survey-seg inject</code>); the negated mosaic was "
+        f"screened in <code>negative/</code>. {summary.get('n_injected', 0)} objects were "
+        "injected; one row per object is in <code>injection.parquet</code>, one row per tile "
+        "in <code>injection_tiles.parquet</code>. The other figures of this report show the "
+        "injected run's catalogs and masks over the mosaic <em>without</em> the objects: "
+        "<code>mosaic.zarr</code> holds the real pixels only.</p>",
+        _table(_injection_rows(summary), ("quantity", "value", "meaning")),
+    ]
+    for figure in INJECTION_FIGURES:
+        caption = CAPTIONS[figure]
+        if notes.get(figure):
+            caption += f" Here: {notes[figure]}."
+        parts.append(
+            f'<figure><img src="{REPORT_DIR}/{figure}" alt="{html.escape(figure)}">'
+            f"<figcaption><b>{html.escape(figure)}</b>: {html.escape(caption)}</figcaption>"
+            "</figure>"
+        )
+    return parts
 
 
 def _sentence(text: str) -> str:

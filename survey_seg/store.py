@@ -28,7 +28,7 @@ import re
 import socket
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,6 +47,7 @@ from survey_seg.catalog import CATALOGS, Column, table_columns
 from survey_seg.errors import InputError, OutputError
 from survey_seg.files import atomic_output, atomic_write_bytes
 from survey_seg.masks import MASK_DTYPE, describe_bits
+from survey_seg.psf import Cutout, PSFEstimate, estimate_psf_cutouts, region_boxes, region_grid
 from survey_seg.tiling import Tile
 
 __all__ = [
@@ -70,8 +71,10 @@ __all__ = [
     "ingest_mosaic",
     "inspect_fits_mosaic",
     "is_output_failure",
+    "measure_mosaic_psf",
     "output_failures",
     "release_run_lock",
+    "resolve_mosaic_psf",
     "wcs_from_attrs",
     "wcs_to_attrs",
 ]
@@ -100,6 +103,9 @@ SEPARATE_FILE_OPTIONS = {"weight": "--weight", "rms": "--rms", "mask": "--mask"}
 """Option of each separate noise or mask file (the keywords of inspect_fits_mosaic)."""
 PSF_FWHM_KEY = "PSFFWHM"
 """Header keyword of the mosaic's PSF full width at half maximum, in pixels."""
+PSF_CUTOUT = 1024
+"""Side of the cutout read at the centre of each region of the mosaic to measure the
+PSF; a mosaic of at most 3 of them along each axis is read whole."""
 MOSAIC_STORE = "mosaic.zarr"
 MASKS_STORE = "masks.zarr"
 MASKS_FITS = "masks.fits"
@@ -172,8 +178,9 @@ class MosaicInfo:
     pixel_scale_arcsec : float
         Pixel scale from the WCS.
     psf_fwhm_pix : float or None
-        ``PSFFWHM`` keyword: PSF full width at half maximum (pixels); the network
-        method picks its thresholds for it.
+        PSF full width at half maximum (pixels); the network method picks its
+        thresholds for it. From :func:`inspect_fits_mosaic`, the ``PSFFWHM``
+        keyword; :func:`resolve_mosaic_psf` makes it the value a run uses.
     sha256 : str
         Checksum of the input, for provenance and resume checks: of the file, or,
         when a noise or mask plane comes from a separate file, of the checksums of
@@ -190,6 +197,12 @@ class MosaicInfo:
         ``EXTNAME`` of the image HDU ("" when it has none).
     file_sha256 : str
         Checksum of the mosaic file itself (``sha256`` without separate files).
+    psf : dict or None
+        Where ``psf_fwhm_pix`` comes from: ``{"fwhm_pix": ..., "source": ...}`` with
+        source ``--psf-fwhm``, ``PSFFWHM`` or ``measured`` (then with the fit of
+        :meth:`survey_seg.psf.PSFEstimate.to_record`: beta, ellipticity, n_stars,
+        regions ...), or ``none`` (too few stars: ``fwhm_pix`` None); None: not
+        resolved yet and no keyword.
     """
 
     path: Path
@@ -206,6 +219,7 @@ class MosaicInfo:
     mask: InputPlane | None = None
     image_extname: str = ""
     file_sha256: str = ""
+    psf: dict[str, Any] | None = None
 
     @property
     def noise_hdu(self) -> int | None:
@@ -360,7 +374,84 @@ def inspect_fits_mosaic(
         mask=mask_plane,
         image_extname=image_extname,
         file_sha256=own_sha256,
+        psf=None if psf_fwhm_pix is None else {"fwhm_pix": psf_fwhm_pix, "source": PSF_FWHM_KEY},
     )
+
+
+def resolve_mosaic_psf(info: MosaicInfo, psf_fwhm: float | None = None) -> MosaicInfo:
+    """The mosaic with the PSF FWHM a run uses, and where it comes from.
+
+    In order: ``psf_fwhm`` (``--psf-fwhm``), the ``PSFFWHM`` keyword, the FWHM
+    measured on the mosaic's stars (:func:`measure_mosaic_psf`); with too few
+    stars, none (``psf_fwhm_pix`` None: a network method takes the thresholds of
+    its training PSF).
+
+    Parameters
+    ----------
+    info : MosaicInfo
+        From :func:`inspect_fits_mosaic`.
+    psf_fwhm : float, optional
+        The FWHM given for the run (pixels, validated by the config).
+
+    Returns
+    -------
+    MosaicInfo
+        With ``psf_fwhm_pix`` and its ``psf`` record.
+    """
+    if psf_fwhm is not None:
+        record: dict[str, Any] = {"fwhm_pix": float(psf_fwhm), "source": "--psf-fwhm"}
+    elif info.psf is not None and info.psf.get("source") == PSF_FWHM_KEY:
+        return info
+    else:
+        estimate = measure_mosaic_psf(info)
+        source = "measured" if estimate.usable else "none"
+        record = {"fwhm_pix": estimate.fwhm_pix, "source": source, **estimate.to_record()}
+    return replace(info, psf_fwhm_pix=record["fwhm_pix"], psf=record)
+
+
+def measure_mosaic_psf(info: MosaicInfo) -> PSFEstimate:
+    """Measure the PSF of a validated mosaic on its stars (:mod:`survey_seg.psf`).
+
+    A mosaic of at most ``3 PSF_CUTOUT`` pixels along each axis is read whole;
+    a larger one as a cutout of ``PSF_CUTOUT`` x ``PSF_CUTOUT`` at the centre of
+    each region of :func:`survey_seg.psf.region_grid`, with its noise and mask
+    planes: a few seconds at most, whatever the mosaic's size.
+
+    Parameters
+    ----------
+    info : MosaicInfo
+        From :func:`inspect_fits_mosaic`.
+
+    Returns
+    -------
+    PSFEstimate
+        Not usable with too few isolated stars.
+    """
+    ny, nx = info.shape
+    if ny <= 3 * PSF_CUTOUT and nx <= 3 * PSF_CUTOUT:
+        windows = [(0, ny, 0, nx)]
+    else:
+        windows = []
+        for _, _, (y0, y1, x0, x1) in region_boxes(info.shape, region_grid(info.shape)):
+            cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+            h, w = min(PSF_CUTOUT, y1 - y0), min(PSF_CUTOUT, x1 - x0)
+            windows.append((cy - h // 2, cy - h // 2 + h, cx - w // 2, cx - w // 2 + w))
+    cutouts = []
+    with _read_errors_as_input_error(str(info.path)), contextlib.ExitStack() as files:
+        hdus = files.enter_context(_open_fits(info.path))
+        image_data = hdus[info.image_hdu].data
+        noise_data = _plane_data(info.noise, hdus, files)
+        mask_data = _plane_data(info.mask, hdus, files)
+        for y0, y1, x0, x1 in windows:
+            variance = bad = None
+            if noise_data is not None:
+                noise = np.asarray(noise_data[y0:y1, x0:x1], np.float32)
+                variance = _variance(noise, info.noise_kind)
+            if mask_data is not None:
+                bad = np.asarray(mask_data[y0:y1, x0:x1]) != 0
+            image = np.asarray(image_data[y0:y1, x0:x1], dtype=np.float32)
+            cutouts.append(Cutout(image, (y0, x0), variance, bad))
+    return estimate_psf_cutouts(cutouts, info.shape, saturation=info.saturation)
 
 
 def _separate_plane(file: Path, role: str, shape: tuple[int, int]) -> InputPlane:
@@ -739,6 +830,7 @@ def ingest_mosaic(
             "flux_unit": info.flux_unit,
             "pixel_scale_arcsec": info.pixel_scale_arcsec,
             "psf_fwhm_pix": info.psf_fwhm_pix,
+            "psf": info.psf,
             "noise_kind": info.noise_kind,
             "planes": info.describe_planes(),
             "background_cell": background_cell,

@@ -532,12 +532,13 @@ def test_help_and_usage_errors_load_neither_torch_nor_dask():
     code = (
         "import sys\n"
         "from survey_seg.cli import main\n"
-        "for argv in (['--help'], ['run', '--help'], ['run', 'x.fits']):\n"
+        "for argv in (['--help'], ['run', '--help'], ['run', 'x.fits'], ['inject', '--help']):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = [m for m in ('torch', 'dask', 'distributed', 'zarr', 'astropy', 'pandas')\n"
+        "heavy = [m for m in ('torch', 'dask', 'distributed', 'zarr', 'astropy', 'pandas',\n"
+        "                     'galsim')\n"
         "         if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )

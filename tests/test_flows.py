@@ -211,7 +211,8 @@ def test_the_flow_and_the_command_line_take_the_same_run_options(small_simulatio
     assert names <= set(ReprocessParameters.model_fields)
     assert {"psf_fwhm", "precision", "flips", "zero_point"} <= names
     assert {f.name for f in dataclasses.fields(RunConfig)} - names == {
-        "background_cell", "fits_copies",
+        "background_cell", "fits_copies", "injection_catalog", "injection_psf_fwhm",
+        "injection_psf_beta", "injection_gain", "negate",
     }  # fmt: skip
     _, mosaic = small_simulation
     given = ReprocessParameters(
@@ -267,3 +268,32 @@ def test_batches_retry_transient_failures_but_not_errors_the_user_must_fix(
         one_batch()
     assert len(calls) == attempts
     assert screen_batch_task.retry_condition_fn is retry_unless_user_error
+
+
+@pytest.mark.filterwarnings("ignore:no source was detected")  # the negated mosaic's run
+def test_reprocess_flow_with_inject_writes_an_injection_run(small_simulation, prefect_server,
+                                                            tmp_path):  # fmt: skip
+    import json
+
+    from flows.reprocess import INJECTION_DIR
+    from survey_seg.injection import INJECTION_JSON
+
+    _, mosaic = small_simulation
+    out = tmp_path / "out"
+    options = {"mosaics": [mosaic], "out_dir": out, "inject": True}
+    with pytest.raises(ValidationError, match="drop region or inject"):
+        ReprocessParameters(**options, region="tiles:0")
+    with pytest.raises(ValidationError, match="greater than 0"):
+        ReprocessParameters(**options, inject_density=0)
+    parameters = ReprocessParameters(
+        **options, tile_size=256, halo=64, method="classical", cluster=LOCAL2, report=False,
+        inject_seed=4, inject_density=100.0,
+    )  # fmt: skip
+    [summary] = reprocess_survey(parameters)
+    assert summary.n_failed == 0
+    written = json.loads((out / INJECTION_DIR / INJECTION_JSON).read_text())
+    assert written["seed"] == 4 and written["density_per_mpix"] == 100.0
+    assert written["n_injected"] > 0 and written["completeness"] is not None
+    assert (out / INJECTION_DIR / "negative" / "sources.parquet").is_file()
+    with pytest.raises(ValidationError, match="holds an earlier injection run"):
+        ReprocessParameters(**options, resume=True)

@@ -165,15 +165,24 @@ def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
         plan_run(mosaic, tmp_path / "out", RunConfig(method="classical", psf_fwhm=2.0))
 
 
-def test_mosaic_without_psf_keyword_warns_which_thresholds_were_used(small_simulation, tmp_path):
+def test_mosaic_without_psf_keyword_nor_enough_stars_warns_which_thresholds_were_used(
+    small_simulation, tmp_path
+):
     from astropy.io import fits
 
-    _, mosaic = small_simulation
+    from survey_seg.inference import load_model_config
+
+    _, mosaic = small_simulation  # 4 stars among 47 galaxies: too few to measure the PSF
     with fits.open(mosaic) as hdus:
         del hdus[0].header["PSFFWHM"]
         hdus.writeto(tmp_path / "no_psf.fits")
     config = RunConfig(tile_size=256, region="tiles:0", fits_copies=False)
-    with pytest.warns(UserWarning, match="no PSFFWHM keyword.*--psf-fwhm"):
+    warning = r"too few isolated stars \(\d\) to measure the PSF.*--psf-fwhm PIX or a PSFFWHM"
+    with pytest.warns(UserWarning, match=warning):
         summary = run_survey(tmp_path / "no_psf.fits", tmp_path / "out", config)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["input"]["psf_fwhm_pix"] is None and summary.n_screened == 1
+    assert manifest["input"]["psf"]["source"] == "none"
+    assert manifest["input"]["psf"]["n_stars"] < manifest["input"]["psf"]["min_stars"]
+    assert manifest["method"]["psf_fwhm_pix"] is None  # the training PSF's thresholds:
+    assert manifest["method"]["thresholds"] == load_model_config(DEFAULT_MODEL)["thresholds"]

@@ -579,3 +579,60 @@ def test_a_region_rerun_reads_the_weight_and_mask_files_of_the_run(
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert plan.result_key == manifest["result_key"]
     assert manifest["config"]["weight_file"] == str(tmp_path / "coadd.weight.fits")
+
+
+@pytest.fixture(scope="module")
+def starry_mosaics(tmp_path_factory):
+    """A star-rich simulated mosaic (PSF 2.5 pix FWHM) without PSFFWHM, and with PSFFWHM 2.2."""
+    from astropy.io import fits
+
+    from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
+
+    directory = tmp_path_factory.mktemp("starry")
+    config = SimulationConfig(size=512, seed=21, psf_fwhm_pix=2.5, star_density=120.0)
+    mosaic = write_simulation(simulate_mosaic(config), directory)["mosaic"]
+    paths = {}
+    for name, keyword in (("bare", None), ("keyword", 2.2)):
+        with fits.open(mosaic) as hdus:
+            del hdus[0].header["PSFFWHM"]
+            if keyword is not None:
+                hdus[0].header["PSFFWHM"] = keyword
+            paths[name] = directory / f"{name}.fits"
+            hdus.writeto(paths[name])
+    return paths
+
+
+def test_a_mosaic_without_psf_keyword_gets_the_psf_measured_on_its_stars(
+    starry_mosaics, tmp_path, recwarn
+):
+    from survey_seg.store import MosaicStore
+
+    out = tmp_path / "out"
+    config = RunConfig(method="classical", tile_size=256, fits_copies=False)
+    run_survey(starry_mosaics["bare"], out, config)
+    record = json.loads((out / "manifest.json").read_text())["input"]
+    assert record["psf_fwhm_pix"] == pytest.approx(2.5, rel=0.03)
+    psf = record["psf"]
+    assert psf["source"] == "measured" and psf["fwhm_pix"] == record["psf_fwhm_pix"]
+    assert psf["n_stars"] >= 10 and psf["beta"] == pytest.approx(3.0, rel=0.15)
+    assert [region["measured"] for region in psf["regions"]] == [True]
+    attrs = MosaicStore(out / "mosaic.zarr").attrs  # what the workers build the method with
+    assert attrs["psf_fwhm_pix"] == record["psf_fwhm_pix"] and attrs["psf"] == psf
+    assert not [w for w in recwarn if "PSF" in str(w.message)]  # the classical method has none
+
+
+def test_psf_option_beats_keyword_beats_measurement(starry_mosaics, tmp_path):
+    from survey_seg.pipeline import _manifest
+
+    def planned(name, psf_fwhm=None):
+        plan = plan_run(starry_mosaics[name], tmp_path / "out", RunConfig(psf_fwhm=psf_fwhm))
+        psf = _manifest(plan, "run", status="running", previous=None)["input"]["psf"]
+        assert plan.mosaic.psf_fwhm_pix == psf["fwhm_pix"] == plan.method_provenance["psf_fwhm_pix"]
+        return psf
+
+    measured = planned("bare")
+    assert measured["source"] == "measured"
+    assert measured["fwhm_pix"] == pytest.approx(2.5, rel=0.03)
+    assert planned("keyword") == {"fwhm_pix": 2.2, "source": "PSFFWHM"}
+    assert planned("keyword", 3.1) == {"fwhm_pix": 3.1, "source": "--psf-fwhm"}
+    assert planned("bare", 3.1) == {"fwhm_pix": 3.1, "source": "--psf-fwhm"}

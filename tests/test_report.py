@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -382,3 +384,65 @@ def test_report_states_the_flux_unit_and_zero_point(simulated_run, tmp_path):
     manifest["photometry"]["zero_point"] = None
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert "none: mag is NaN (give --zero-point)" in make_report(copy).read_text()
+
+
+@pytest.fixture(scope="module")
+def injected_run(tmp_path_factory):
+    """An injection run (``survey-seg inject``) of a 256 x 256 simulated mosaic."""
+    from survey_seg.injection import run_injection
+
+    root = tmp_path_factory.mktemp("report_inject")
+    paths = write_simulation(simulate_mosaic(SimulationConfig(size=256, seed=3)), root / "sim")
+    config = RunConfig(tile_size=128, halo=64, method="classical")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        summary = run_injection(paths["mosaic"], root / "inj", config, seed=1, density=500.0)
+    return root / "inj", summary
+
+
+def test_injection_section_of_an_injected_run(injected_run):
+    from survey_seg import injection
+
+    out, summary = injected_run
+    assert report.INJECTION_FILES == (
+        injection.INJECTION_JSON,
+        injection.INJECTION_TABLE,
+        injection.INJECTION_TILES,
+    )
+    page = make_report(out).read_text()
+    assert "<h2>Injection-recovery</h2>" in page
+    for name in report.INJECTION_FIGURES:
+        _check_png(out / "report" / name)
+        assert f'src="report/{name}"' in page
+        assert html.escape(report.CAPTIONS[name][:60]) in page
+    assert f"<td>n_injected</td><td>{summary['n_injected']}</td>" in page
+    assert "<td>completeness_by_snr 50-100</td>" in page
+    per_tile = pd.read_parquet(out / injection.INJECTION_TILES)
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    assert per_tile["tile_id"].tolist() == tiles["tile_id"].tolist()
+    assert per_tile["n_injected"].sum() == summary["n_injected"]
+    assert per_tile["large_shattered"].sum() == summary["large_shattered"]
+
+
+def test_no_injection_section_for_a_plain_run(simulated_run):
+    out, _ = simulated_run
+    page = make_report(out).read_text()
+    assert "Injection-recovery" not in page
+    assert not any((out / "report" / name).exists() for name in report.INJECTION_FIGURES)
+
+
+def test_psf_row_says_the_value_and_where_it_came_from():
+    measured = {
+        "fwhm_pix": 2.49, "source": "measured", "n_stars": 23, "beta": 2.95, "scatter_pix": 0.02,
+        "ellipticity": 0.01, "regions": [{"fwhm_pix": 2.45, "measured": True},
+                                         {"fwhm_pix": 2.55, "measured": True}],
+    }  # fmt: skip
+    text = report._psf({"psf_fwhm_pix": 2.49, "psf": measured})
+    assert text.startswith("2.49 (measured on 23 stars: Moffat beta 2.95")
+    assert "2 regions 2.45 to 2.55" in text
+    option = {"psf_fwhm_pix": 3.1, "psf": {"fwhm_pix": 3.1, "source": "--psf-fwhm"}}
+    assert report._psf(option) == "3.1 (--psf-fwhm)"
+    assert report._psf({"psf_fwhm_pix": 1.8}) == "1.8 (PSFFWHM)"  # a run older than the record
+    none = {"psf_fwhm_pix": None, "psf": {"fwhm_pix": None, "source": "none", "n_stars": 3}}
+    assert report._psf(none).startswith("none: too few isolated stars (3)")
+    assert report._psf({}).startswith("none;")

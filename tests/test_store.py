@@ -1135,3 +1135,53 @@ def test_bad_noise_or_mask_plane_is_one_line_naming_the_file_and_fix(tmp_path, c
     assert "\n" not in message
     for words in [*map(str, named), *problem, *fix]:
         assert words in message, f"{words!r} not in {message!r}"
+
+
+# --------------------------------------------------------------------------- PSF
+
+
+def test_a_large_mosaic_has_its_psf_measured_on_a_cutout_per_region(tmp_path, monkeypatch):
+    from survey_seg import store
+    from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
+
+    config = SimulationConfig(ny=1600, nx=300, seed=5, psf_fwhm_pix=2.2, star_density=400.0)
+    mosaic = write_simulation(simulate_mosaic(config), tmp_path)["mosaic"]
+    info = inspect_fits_mosaic(mosaic)
+    assert info.psf == {"fwhm_pix": 2.2, "source": "PSFFWHM"}
+    read = []
+    measure = store.estimate_psf_cutouts
+
+    def spy(cutouts, shape, **options):
+        read.extend((c.origin, c.image.shape, c.variance is not None) for c in cutouts)
+        return measure(cutouts, shape, **options)
+
+    monkeypatch.setattr(store, "estimate_psf_cutouts", spy)
+    monkeypatch.setattr(store, "PSF_CUTOUT", 256)  # a "large" mosaic: over 3 x 256 rows
+    estimate = store.measure_mosaic_psf(info)
+    # 3 x 1 regions of 533 x 300: the central 256 x 256 of each, with the variance HDU
+    assert read == [((138, 22), (256, 256), True), ((672, 22), (256, 256), True),
+                    ((1205, 22), (256, 256), True)]  # fmt: skip
+    assert estimate.fwhm_pix == pytest.approx(2.2, rel=0.05)
+    assert [region.box for region in estimate.regions] == [
+        (0, 533, 0, 300), (533, 1067, 0, 300), (1067, 1600, 0, 300)
+    ]  # fmt: skip
+    # the keyword comes first: nothing is measured
+    monkeypatch.setattr(store, "measure_mosaic_psf", lambda info: pytest.fail("measured"))
+    assert store.resolve_mosaic_psf(info) is info
+    given = store.resolve_mosaic_psf(info, 3.0)
+    assert given.psf_fwhm_pix == 3.0 and given.psf == {"fwhm_pix": 3.0, "source": "--psf-fwhm"}
+
+
+def test_ingest_records_the_resolved_psf(good_mosaic, tmp_path):
+    from survey_seg.store import resolve_mosaic_psf
+
+    path, _ = good_mosaic
+    info = resolve_mosaic_psf(inspect_fits_mosaic(path))  # 6 blobs on noise: no star to measure
+    assert info.psf_fwhm_pix is None
+    assert info.psf["source"] == "none" and info.psf["n_stars"] < info.psf["min_stars"]
+    store = _ingest(path, tmp_path)
+    assert store.attrs["psf"] is None  # not resolved: no keyword
+    out = tmp_path / "resolved"
+    out.mkdir()
+    attrs = ingest_mosaic(info, out, tile_size=100).attrs
+    assert attrs["psf_fwhm_pix"] is None and attrs["psf"] == info.psf

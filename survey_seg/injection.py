@@ -1,0 +1,275 @@
+"""Injection-recovery runs: how far to trust a catalog (``survey-seg inject``).
+
+:func:`run_injection` draws synthetic objects (:mod:`survey_seg.inject`) into a
+copy of the mosaic, screens it as ``survey-seg run`` would, screens the negated
+mosaic (where every detection is spurious), and counts what came back. Everything
+is written in a new output directory of its own; a run of the real mosaic
+elsewhere is neither read nor touched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from survey_seg.config import RunConfig, check_run_config
+from survey_seg.errors import InputError, OutputError
+from survey_seg.files import atomic_write_bytes
+from survey_seg.inject import (
+    INJECTION_KINDS,
+    injection_metrics,
+    injection_tile_metrics,
+    make_injection_catalog,
+    match_injections,
+)
+from survey_seg.pipeline import (
+    execute_run,
+    finish_run,
+    new_run_id,
+    pending_tiles,
+    plan_run,
+    prepare_outputs,
+    screen_tiles,
+)
+from survey_seg.simulate import SimulationConfig
+from survey_seg.store import MOSAIC_STORE, MosaicStore, OutputStore, release_run_lock
+
+__all__ = [
+    "DEFAULT_DENSITY",
+    "INJECTION_CATALOG",
+    "INJECTION_JSON",
+    "INJECTION_TABLE",
+    "INJECTION_TILES",
+    "NEGATIVE_DIR",
+    "run_injection",
+]
+
+INJECTION_CATALOG = "injection_catalog.parquet"
+"""The injected objects, written before the screening (``OUT/``)."""
+INJECTION_TABLE = "injection.parquet"
+"""One row per injected object with what was recovered of it."""
+INJECTION_TILES = "injection_tiles.parquet"
+"""The summary per tile: the objects whose position the tile's core holds."""
+INJECTION_JSON = "injection.json"
+"""The summary: completeness, pair recall, shattering, clumps, spurious fraction."""
+NEGATIVE_DIR = "negative"
+"""Output directory of the negated mosaic's run, inside ``OUT/``."""
+DEFAULT_DENSITY = 400.0
+"""Injected objects (pairs and clumpy hosts counted once) per million pixels."""
+TRAINING_PSF_FWHM_PIX = SimulationConfig().psf_fwhm_pix
+"""PSF FWHM of the simulated scenes the network was trained on: the PSF of a
+mosaic that states none."""
+_VALID_ROWS = 1024  # rows of the mosaic read at a time for the valid-pixel mask
+
+
+def run_injection(
+    mosaic_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: RunConfig | None = None,
+    *,
+    seed: int = 0,
+    density: float = DEFAULT_DENSITY,
+    gain: float | None = None,
+    client=None,
+    progress: bool = False,
+) -> dict:
+    """Inject synthetic objects into a mosaic, screen it and its negative, count what returns.
+
+    Writes in ``out_dir`` (new or empty): the injected run's outputs, as
+    ``survey-seg run`` writes them, with :data:`INJECTION_CATALOG`,
+    :data:`INJECTION_TABLE`, :data:`INJECTION_TILES` (the summary per tile) and
+    :data:`INJECTION_JSON`; the negated mosaic's run in ``out_dir/negative/``. The
+    objects are drawn with a Moffat PSF of the mosaic's FWHM (``config.psf_fwhm``,
+    else its ``PSFFWHM`` keyword, else the network's training PSF, with a warning),
+    in the sky noise of the ingested mosaic (median of its background RMS mesh).
+
+    Parameters
+    ----------
+    mosaic_path : path-like
+        FITS mosaic.
+    out_dir : path-like
+        New or empty output directory.
+    config : RunConfig, optional
+        Run parameters of both screenings (its injection fields are set here).
+    seed : int
+        Seed of the injection catalog.
+    density : float
+        Injected objects per million pixels.
+    gain : float, optional
+        Electrons per image unit: the objects get Poisson noise on their own counts
+        (seeded per object, the same in every tile). None: drawn without noise.
+    client : distributed.Client, optional
+        Where tiles run; in this process when None.
+    progress : bool
+        Show progress bars over tiles.
+
+    Returns
+    -------
+    dict
+        The summary written to :data:`INJECTION_JSON`.
+
+    Raises
+    ------
+    InputError, OutputError
+        One-line messages naming the problem and the fix; an output directory that
+        is not new or empty is refused before anything is written.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(
+            f"{out} is not a new or empty directory; survey-seg inject writes a run of its own: "
+            "choose a new --out (a real run's directory is never reused)"
+        )
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise InputError(f"--seed {seed!r} is not a seed; give an integer >= 0")
+    base = replace(config or RunConfig(), injection_catalog=None, negate=False)
+    if base.region is not None:
+        raise InputError(
+            "survey-seg inject screens the whole mosaic, so that every injected object is "
+            "counted; drop --region"
+        )
+    plan = plan_run(mosaic_path, out, base)
+    psf = base.psf_fwhm if base.psf_fwhm is not None else plan.mosaic.psf_fwhm_pix
+    if psf is None:
+        psf = TRAINING_PSF_FWHM_PIX
+        warnings.warn(
+            f"the mosaic has no PSFFWHM keyword, so objects are injected with the network's "
+            f"training PSF ({psf} pix FWHM); give the PSF FWHM with --psf-fwhm PIX",
+            stacklevel=2,
+        )
+    catalog_path = out.resolve() / INJECTION_CATALOG
+    injected = replace(
+        plan.config,
+        injection_catalog=str(catalog_path),
+        injection_psf_fwhm=float(psf),
+        injection_gain=gain,
+    )
+    check_run_config(injected)
+    plan = replace(
+        plan,
+        config=injected,
+        result_key=injected.result_key(plan.mosaic.sha256, plan.method_provenance),
+    )
+    negative_plan = plan_run(mosaic_path, out / NEGATIVE_DIR, replace(base, negate=True))
+    zero_point = base.zero_point if base.zero_point is not None else plan.mosaic.zero_point
+
+    created = not out.exists()
+    run_id = new_run_id()
+    try:
+        started = time.perf_counter()
+        ingest_seconds = prepare_outputs(plan, run_id)
+        mosaic = MosaicStore(out / MOSAIC_STORE)
+        try:
+            catalog = make_injection_catalog(
+                mosaic.shape,
+                mosaic.wcs,
+                _valid_pixels(mosaic),
+                psf_fwhm_pix=float(psf),
+                noise_sigma=_sky_noise(mosaic),
+                seed=seed,
+                density_per_mpix=density,
+                kinds=INJECTION_KINDS,
+                zero_point=zero_point,
+                gain=gain,
+            )
+        except InputError:
+            release_run_lock(out, run_id)
+            _discard(out, created)  # nothing was screened: leave the directory as it was
+            raise
+        _write_parquet(catalog, catalog_path)
+        todo, finished = pending_tiles(plan)
+        failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
+        finish_run(
+            plan,
+            run_id,
+            n_screened=len(todo) - len(failed),
+            n_skipped=len(finished),
+            n_failed=len(failed),
+            started=started,
+            ingest_seconds=ingest_seconds,
+        )
+    finally:
+        release_run_lock(out, run_id)
+    execute_run(negative_plan, client=client, progress=progress)
+
+    sources = pd.read_parquet(out / "sources.parquet")
+    clumps = pd.read_parquet(out / "clumps.parquet")
+    negative = pd.read_parquet(out / NEGATIVE_DIR / "sources.parquet", columns=["id", "tile_id"])
+    matched = match_injections(
+        catalog, sources, clumps, psf_fwhm_pix=float(psf), skipped=_skipped(plan)
+    )
+    summary = injection_metrics(
+        matched, clumps, psf_fwhm_pix=float(psf), n_sources=len(sources), n_negative=len(negative)
+    )
+    summary = {**summary, "seed": seed, "density_per_mpix": float(density), "gain": gain}
+    per_tile = injection_tile_metrics(
+        matched,
+        pd.read_parquet(out / "tiles.parquet"),
+        sources,
+        negative,
+        clumps,
+        psf_fwhm_pix=float(psf),
+    )
+    _write_parquet(matched, out / INJECTION_TABLE)
+    _write_parquet(per_tile, out / INJECTION_TILES)
+    atomic_write_bytes(out / INJECTION_JSON, json.dumps(summary, indent=2).encode())
+    return summary
+
+
+def _valid_pixels(mosaic: MosaicStore) -> np.ndarray:
+    """The pixels of the mosaic's that hold data (a bool mask), read a strip at a time."""
+    ny, _ = mosaic.shape
+    strips = [
+        np.isfinite(np.asarray(mosaic.image[row : row + _VALID_ROWS]))
+        for row in range(0, ny, _VALID_ROWS)
+    ]
+    return np.concatenate(strips, axis=0)
+
+
+def _sky_noise(mosaic: MosaicStore) -> float:
+    """Median sky noise per pixel, from the background RMS mesh."""
+    rms = np.asarray(mosaic.mesh.rms, dtype=np.float64)
+    rms = rms[np.isfinite(rms) & (rms > 0)]
+    if not len(rms):
+        raise InputError(
+            "the mosaic's sky noise is zero or undefined everywhere, so no S/N can be "
+            "injected; check its pixels or its noise plane"
+        )
+    return float(np.median(rms))
+
+
+def _skipped(plan) -> list[int]:
+    """``injection_id`` of the objects GalSim failed to draw, from the tile records."""
+    store = OutputStore(plan.out_dir)
+    skipped: set[int] = set()
+    for index in range(len(plan.grid)):
+        record = store.read_tile_record(index) or {}
+        skipped.update(int(i) for i in record.get("injection_skipped", []))
+    return sorted(skipped)
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _discard(out: Path, created: bool) -> None:
+    """Remove what this run wrote in ``out``, new or empty before it."""
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

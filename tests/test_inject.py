@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+
+from survey_seg import inject
+from survey_seg.errors import InputError
+from survey_seg.inject import (
+    INJECTION_KINDS,
+    injection_stamp_half,
+    make_injection_catalog,
+    render_window,
+)
+from survey_seg.simulate import mosaic_wcs
+
+FWHM = 1.8
+SHAPE = (256, 320)
+
+
+def _catalog(seed=3, valid=None, **kwargs):
+    valid = np.ones(SHAPE, dtype=bool) if valid is None else valid
+    options = {"psf_fwhm_pix": FWHM, "noise_sigma": 1.0, "density_per_mpix": 300.0}
+    return make_injection_catalog(SHAPE, mosaic_wcs(SHAPE), valid, seed=seed, **options | kwargs)
+
+
+def test_catalog_is_deterministic_by_seed():
+    first, again, other = _catalog(seed=5), _catalog(seed=5), _catalog(seed=6)
+    pd.testing.assert_frame_equal(first, again)
+    assert not np.allclose(first["x"].to_numpy()[:5], other["x"].to_numpy()[:5])
+    assert set(first["kind"]) == {*INJECTION_KINDS, "clump"}
+    assert (first["injection_id"].to_numpy() == np.arange(len(first))).all()
+    singles = first[first["kind"] != "clump"]
+    assert singles["snr"].between(5.0, 100.0).all()
+
+
+def test_objects_lie_in_valid_pixels_only():
+    valid = np.ones(SHAPE, dtype=bool)
+    valid[:, :150] = False  # a NaN half
+    valid[200:, :] = False
+    catalog = _catalog(valid=valid, density_per_mpix=150.0)
+    rows, cols = np.rint(catalog["y"]).astype(int), np.rint(catalog["x"]).astype(int)
+    assert valid[rows, cols].all()
+    sampled = _catalog(valid=lambda x, y: x >= 150, density_per_mpix=150.0)
+    assert (np.rint(sampled["x"]) >= 150).all()
+
+
+def test_units_keep_their_distance_and_clumps_sit_in_their_host():
+    catalog = _catalog(seed=11)
+    units = catalog[(catalog["kind"] != "clump") & (catalog["pair_id"] < 0)]
+    xy = units[["x", "y"]].to_numpy()
+    distance = np.hypot(*(xy[:, None, :] - xy[None, :, :]).T)
+    np.fill_diagonal(distance, np.inf)
+    assert distance.min() >= 2 * 2.5 * FWHM - 1e-9
+    clumps = catalog[catalog["kind"] == "clump"]
+    assert len(clumps)
+    hosts = catalog.set_index("injection_id").loc[clumps["host_injection_id"]]
+    assert (hosts["kind"] == "clumpy").all()
+    offset = np.hypot(clumps["x"].to_numpy() - hosts["x"], clumps["y"].to_numpy() - hosts["y"])
+    assert (offset <= 1.5 * hosts["half_light_radius_pix"].to_numpy() + 1e-9).all()
+    assert (offset >= 2.0 * FWHM - 1e-9).all()
+    large = catalog[catalog["kind"] == "large"]
+    assert large["half_light_radius_pix"].between(3 * FWHM, 10 * FWHM).all()
+
+
+def test_pairs_at_the_asked_separations():
+    catalog = _catalog(kinds=("pair",), density_per_mpix=200.0)
+    assert (catalog["kind"] == "pair").all()
+    for _, members in catalog.groupby("pair_id"):
+        assert len(members) == 2
+        separation = np.hypot(*np.diff(members[["x", "y"]].to_numpy(), axis=0)[0]) / FWHM
+        assert separation == pytest.approx(members["pair_separation_fwhm"].iloc[0])
+        assert 1.0 <= separation <= 3.0
+
+
+def test_magnitude_from_the_zero_point():
+    catalog = _catalog(zero_point=25.0, kinds=("star",))
+    expected = 25.0 - 2.5 * np.log10(catalog["flux"])
+    np.testing.assert_allclose(catalog["magnitude"], expected)
+    assert _catalog(kinds=("star",))["magnitude"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("density", "phrase"), [(1.0, "places no object"), (1e6, "only")]
+)  # fmt: skip
+def test_bad_density_is_one_line(density, phrase):
+    with pytest.raises(InputError, match=phrase) as error:
+        _catalog(density_per_mpix=density)
+    assert "\n" not in str(error.value)
+    assert "density" in str(error.value)
+
+
+def test_bad_kind_is_refused():
+    with pytest.raises(InputError, match="unknown injection kinds"):
+        _catalog(kinds=("comet",))
+
+
+@pytest.mark.parametrize("gain", [None, 4.0])
+def test_tiled_equals_whole_image(gain):
+    catalog = _catalog(seed=2)
+    whole = render_window(catalog, (0, 0), SHAPE, psf_fwhm_pix=FWHM, gain=gain, seed=9)
+    left = render_window(catalog, (-20, -16), (300, 200), psf_fwhm_pix=FWHM, gain=gain, seed=9)
+    right = render_window(catalog, (40, 150), (216, 170), psf_fwhm_pix=FWHM, gain=gain, seed=9)
+    assert whole.skipped == left.skipped == right.skipped == ()
+    assert whole.image.dtype == np.float32 and whole.image.sum() > 0
+    np.testing.assert_allclose(left.image[20:276, 16:], whole.image[:, :184], atol=1e-5)
+    np.testing.assert_allclose(right.image, whole.image[40:, 150:], atol=1e-5)
+    np.testing.assert_allclose(left.image[60:276, 166:], right.image[:, :34], atol=1e-5)
+
+
+def test_total_flux_of_an_isolated_object():
+    catalog = _catalog(kinds=("star", "sersic"), density_per_mpix=40.0)
+    assert len(catalog) >= 2
+    for obj in catalog.itertuples():
+        half = injection_stamp_half(obj.half_light_radius_pix, FWHM)
+        origin = (round(obj.y) - half, round(obj.x) - half)
+        alone = catalog[catalog["injection_id"] == obj.injection_id]
+        image = render_window(alone, origin, (2 * half + 1,) * 2, psf_fwhm_pix=FWHM).image
+        assert image.sum() == pytest.approx(obj.flux, rel=0.03)
+        peak = np.unravel_index(np.argmax(image), image.shape)
+        assert abs(peak[0] + origin[0] - obj.y) <= 1 and abs(peak[1] + origin[1] - obj.x) <= 1
+
+
+def test_failing_object_is_skipped_and_counted(monkeypatch):
+    catalog = _catalog(seed=4, kinds=("star",), density_per_mpix=100.0)
+    draw = inject._draw_object
+    bad = int(catalog["injection_id"].iloc[1])
+
+    def failing(obj, *args):
+        if obj.injection_id == bad:
+            raise galsim.GalSimFFTSizeError("too big", 99999)
+        return draw(obj, *args)
+
+    monkeypatch.setattr(inject, "_draw_object", failing)
+    rendered = render_window(catalog, (0, 0), SHAPE, psf_fwhm_pix=FWHM)
+    assert rendered.skipped == (bad,)
+    monkeypatch.setattr(inject, "_draw_object", draw)
+    full = render_window(catalog, (0, 0), SHAPE, psf_fwhm_pix=FWHM).image
+    assert rendered.image.sum() == pytest.approx(full.sum() - catalog["flux"].iloc[1], rel=0.02)
+
+
+def _sources(rows):
+    table = pd.DataFrame(rows, columns=["x", "y"], dtype=float)
+    table["id"] = np.arange(len(table), dtype=np.int64) + 100
+    table["flux"] = 10.0
+    table["is_blended"] = False
+    return table
+
+
+def test_matching_pairs_large_objects_and_clumps():
+    catalog = _catalog(seed=8, kinds=("pair", "large", "clumpy"), density_per_mpix=60.0)
+    pair = catalog[catalog["pair_id"] == 0]
+    large = catalog[catalog["kind"] == "large"].iloc[0]
+    host = catalog[catalog["kind"] == "clumpy"].iloc[0]
+    clump = catalog[catalog["host_injection_id"] == host["injection_id"]].iloc[0]
+    near_first = (0.8 * pair[["x", "y"]].iloc[0] + 0.2 * pair[["x", "y"]].iloc[1]).to_list()
+    hlr = large["half_light_radius_pix"]
+    sources = _sources(
+        [near_first, [large["x"] + 0.3, large["y"]], [large["x"] + hlr, large["y"]],
+         [host["x"], host["y"]]]
+    )  # fmt: skip
+    clumps = pd.DataFrame({"host_id": [103, 103], "x": [clump["x"] + 1.0, host["x"] + 9.0],
+                           "y": [clump["y"], host["y"]]})  # fmt: skip
+    matched = inject.match_injections(catalog, sources, clumps, psf_fwhm_pix=FWHM)
+    by_id = matched.set_index("injection_id")
+    assert by_id.loc[pair["injection_id"], "recovered"].sum() == 1  # one source, not two
+    assert by_id.loc[pair["injection_id"][0], "pair_partner_id"] == pair["injection_id"].iloc[1]
+    assert by_id.at[large["injection_id"], "matched_source_id"] == 101
+    assert by_id.at[large["injection_id"], "shattered"]
+    assert by_id.at[clump["injection_id"], "recovered"]
+    assert by_id.at[host["injection_id"], "clumps_matched"] == 1
+    metrics = inject.injection_metrics(
+        matched, clumps, psf_fwhm_pix=FWHM, n_sources=len(sources), n_negative=1
+    )
+    assert metrics["pair_recall"] == 0.0
+    assert metrics["large_shattered"] == 1 and metrics["large_total"] >= 1
+    assert metrics["clump_purity"] == 0.5
+    assert metrics["spurious_fraction"] == pytest.approx(1 / (len(sources) - 3))
+    nothing = inject.match_injections(catalog, sources[:0], clumps[:0], psf_fwhm_pix=FWHM)
+    assert not nothing["recovered"].any() and (nothing["matched_source_id"] == -1).all()
+
+
+def test_tile_metrics_add_up_to_the_whole():
+    catalog = _catalog(seed=6)
+    tiles = pd.DataFrame(
+        [(2 * r + c, r, c, 160 * c, 160 * (c + 1), 128 * r, 128 * (r + 1))
+         for r in range(2) for c in range(2)],
+        columns=list(inject.TILE_KEYS),
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    objects = catalog[(catalog["kind"] != "clump")].sample(frac=0.7, random_state=2)
+    noise = pd.DataFrame({"x": rng.uniform(0, 320, 15), "y": rng.uniform(0, 256, 15)})
+    sources = _sources(pd.concat([objects[["x", "y"]] + 0.3, noise]).to_numpy())
+    owner = (sources["y"] >= 128).astype(int) * 2 + (sources["x"] >= 160).astype(int)
+    sources["tile_id"] = owner.to_numpy()
+    negative = pd.DataFrame({"id": np.arange(7), "tile_id": rng.integers(0, 4, 7)})
+    clumps = pd.DataFrame({"host_id": pd.Series([], dtype=np.int64), "x": [], "y": []})
+    matched = inject.match_injections(catalog, sources, clumps, psf_fwhm_pix=FWHM)
+    whole = inject.injection_metrics(
+        matched, clumps, psf_fwhm_pix=FWHM, n_sources=len(sources), n_negative=len(negative)
+    )
+    per_tile = inject.injection_tile_metrics(
+        matched, tiles, sources, negative, clumps, psf_fwhm_pix=FWHM
+    )
+    assert per_tile["tile_id"].tolist() == [0, 1, 2, 3]
+    assert per_tile["n_sources"].sum() == len(sources)
+    for key in ("n_injected", "n_skipped", "large_total", "large_shattered", "n_negative"):
+        assert per_tile[key].sum() == whole[key], key
+    assert "completeness_by_snr_50-100" in per_tile and "pair_recall" in per_tile
+    singles = matched[matched["kind"].isin(inject.SINGLE_KINDS) & (matched["snr"] >= 10)]
+    counted = singles.groupby(inject._owning_tiles(singles, tiles)).size()
+    weights = counted.reindex(per_tile["tile_id"]).fillna(0).to_numpy()
+    recombined = np.nansum(per_tile["completeness"].to_numpy() * weights) / weights.sum()
+    assert recombined == pytest.approx(whole["completeness"])
+    assert 0 < whole["completeness"] < 1
