@@ -375,12 +375,20 @@ def report_task(out_dir: Path) -> Path:
 
 @task(name="inject", cache_policy=NO_CACHE)
 def inject_task(
-    mosaic: Path, out_dir: Path, config: RunConfig, seed: int, density: float, client
+    mosaic: Path,
+    out_dir: Path,
+    config: RunConfig,
+    seed: int,
+    density: float,
+    gain: float | None,
+    client,
 ) -> dict:
     """Injection-recovery run of ``mosaic`` into ``out_dir`` (``survey-seg inject``)."""
     from survey_seg.injection import run_injection
 
-    return run_injection(mosaic, out_dir, config, seed=seed, density=density, client=client)
+    return run_injection(
+        mosaic, out_dir, config, seed=seed, density=density, gain=gain, client=client
+    )
 
 
 def run_plan_on_cluster(

@@ -12,6 +12,7 @@ Without ``PREFECT_API_URL`` the command starts one local Prefect API for the run
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,12 @@ class ReprocessParameters(RunParameters):
     inject_density: float = Field(
         default=DEFAULT_DENSITY, gt=0, description="injected objects per million pixels"
     )
+    inject_gain: float | None = Field(
+        default=None,
+        gt=0,
+        description="electrons per image unit of the injected objects' Poisson noise "
+        "(default: the GAIN keyword where the pixels are counts)",
+    )
 
     @field_validator("mosaics")
     @classmethod
@@ -84,10 +91,12 @@ class ReprocessParameters(RunParameters):
             )
         for mosaic in self.mosaics:
             target = self.injection_dir(mosaic)
-            if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            if self.clean or not target.exists():
+                continue
+            if not target.is_dir() or any(target.iterdir()):
                 raise ValueError(
-                    f"{target} holds an earlier injection run, which is never discarded; "
-                    "remove it, or set inject=False"
+                    f"{target} holds an earlier injection run, which only clean discards; "
+                    "set clean=True, remove it, or set inject=False"
                 )
         return self
 
@@ -133,11 +142,21 @@ def reprocess_survey(parameters: ReprocessParameters) -> list[RunSummary]:
 
 
 def _inject(parameters: ReprocessParameters, mosaic: Path, config: RunConfig, client) -> None:
-    """The injection run of ``mosaic`` (``survey-seg inject``) and its report."""
+    """The injection run of ``mosaic`` (``survey-seg inject``) and its report.
+
+    With ``clean``, an earlier injection run in the same place is discarded first.
+    """
     out = parameters.injection_dir(mosaic)
+    if parameters.clean and out.exists():
+        get_run_logger().info("clean: discarding the earlier injection run in %s", out)
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
     summary = inject_task(
-        mosaic, out, config, parameters.inject_seed, parameters.inject_density, client
-    )
+        mosaic, out, config, parameters.inject_seed, parameters.inject_density,
+        parameters.inject_gain, client,
+    )  # fmt: skip
     get_run_logger().info(
         "%s: injected %d objects; completeness %s, pair recall %s, spurious fraction %s",
         mosaic, summary["n_injected"], summary["completeness"], summary["pair_recall"],
@@ -167,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--inject-seed", type=int, default=0, help="seed of the injected objects")
     parser.add_argument("--inject-density", type=float, default=DEFAULT_DENSITY,
                         help="objects per million pixels (default %(default)g)")  # fmt: skip
+    parser.add_argument("--inject-gain", type=float, default=None, metavar="E_PER_UNIT",
+                        help="electrons per image unit of the injected objects' Poisson noise "
+                        "(default: the GAIN keyword where the pixels are counts)")  # fmt: skip
     args = parser.parse_args(argv)
     mosaics = list(args.mosaics)
     out = args.out
@@ -181,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size, report=not args.no_report,
             cluster=ClusterParameters.from_args(args), inject=args.inject,
             inject_seed=args.inject_seed, inject_density=args.inject_density,
+            inject_gain=args.inject_gain,
         )  # fmt: skip
     except ValidationError as error:
         print(f"reprocess: error: {first_error(error)}", file=sys.stderr)

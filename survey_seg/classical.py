@@ -8,7 +8,7 @@ screened with a large enough halo agrees exactly with the whole image.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -22,7 +22,12 @@ from survey_seg.measure import (
     measure_segments,
     relabel_in_raster_order,
 )
-from survey_seg.quality import sharper_than_psf, tile_verdict
+from survey_seg.quality import (
+    cosmic_ray_contrast_for_psf,
+    minor_axis_limit_for_psf,
+    sharper_than_psf,
+    tile_verdict,
+)
 from survey_seg.screen import ClumpCandidates, DenseProducts
 from survey_seg.store import WindowData
 
@@ -55,7 +60,11 @@ class ClassicalConfig:
     """Excess over the 3x3 median divided by the fine structure (LA Cosmic's f_lim)."""
     cosmic_ray_max_minor_axis: float = 0.72
     """Bright segments narrower than this RMS minor axis (pix) are cosmic rays: the
-    PSF-convolved sky cannot make them (stars measure about 0.9 at FWHM 1.8 pix)."""
+    PSF-convolved sky cannot make them (stars measure about 0.9 at FWHM 1.8 pix).
+    Tuned at ``nominal_psf_fwhm_pix``; a screener for another PSF scales it
+    (:func:`survey_seg.quality.minor_axis_limit_for_psf`)."""
+    nominal_psf_fwhm_pix: float = 1.8
+    """PSF FWHM (pix) at which the PSF-dependent limits above were tuned."""
     cosmic_ray_min_snr: float = 30.0
     """S/N above which a narrow segment counts as a cosmic ray (faint sources are
     narrow by noise alone)."""
@@ -104,12 +113,30 @@ class ClassicalScreener:
     ----------
     config : ClassicalConfig, optional
         Parameters; the defaults suit Euclid-VIS-like images (PSF FWHM ~ 2 pix).
+    psf_fwhm_pix : float, optional
+        PSF FWHM of the mosaic (pix): the cosmic-ray minor-axis limit is scaled from
+        ``config.nominal_psf_fwhm_pix`` to it, and the cosmic-ray contrast limit is
+        raised above an undersampled star's own
+        (:func:`survey_seg.quality.cosmic_ray_contrast_for_psf`). None keeps the
+        config's limits.
     """
 
     name = "classical"
 
-    def __init__(self, config: ClassicalConfig | None = None) -> None:
-        self.config = config or ClassicalConfig()
+    def __init__(
+        self, config: ClassicalConfig | None = None, psf_fwhm_pix: float | None = None
+    ) -> None:
+        config = config or ClassicalConfig()
+        limit = minor_axis_limit_for_psf(
+            config.cosmic_ray_max_minor_axis, psf_fwhm_pix, config.nominal_psf_fwhm_pix
+        )
+        self.config = replace(
+            config,
+            cosmic_ray_max_minor_axis=limit,
+            cosmic_ray_contrast=cosmic_ray_contrast_for_psf(
+                config.cosmic_ray_contrast, psf_fwhm_pix
+            ),
+        )
 
     @property
     def halo_required(self) -> int:

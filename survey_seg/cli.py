@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="E_PER_UNIT",
-        help="electrons per image unit: Poisson noise on the injected objects (default: none)",
+        help="electrons per image unit: Poisson noise on the injected objects "
+        "(default: the GAIN keyword where the pixels are counts, else none)",
     )
     _add_run_options(inject, output_options=False)
     inject.set_defaults(handler=_inject)

@@ -31,6 +31,7 @@ from survey_seg.errors import InputError
 __all__ = [
     "CLUMP_MATCH_PIX",
     "INJECTION_KINDS",
+    "RESOLUTION_FLOOR_PIX",
     "SEPARATION_BINS_FWHM",
     "SINGLE_KINDS",
     "SNR_BINS",
@@ -42,6 +43,7 @@ __all__ = [
     "match_injections",
     "matched_filter_snr",
     "render_window",
+    "resolution_pix",
     "target_flux",
 ]
 
@@ -58,6 +60,12 @@ INJECTION_KINDS = (
 """Kinds of injected objects. A ``pair`` gives two rows (kind ``pair``, one
 ``pair_id``); a ``clumpy`` host gives its own row and one row per clump (kind
 ``clump``, with the host's ``host_injection_id``)."""
+
+RESOLUTION_FLOOR_PIX = 2.0
+"""Smallest resolution element in pixels. Two objects closer than about two pixels
+are one peak whatever the PSF (Nyquist), so with an undersampled PSF (SDSS: 0.5-0.8
+pix FWHM) the sizes, separations, spacings and match radii that are given "in FWHM"
+are in units of :func:`resolution_pix` instead."""
 
 _SNR_RANGE = (5.0, 100.0)
 _PAIR_SEPARATION_FWHM = (1.0, 3.0)
@@ -120,6 +128,11 @@ class RenderedWindow:
     skipped: tuple[int, ...]
 
 
+def resolution_pix(psf_fwhm_pix: float) -> float:
+    """The resolution element: the PSF FWHM, at least :data:`RESOLUTION_FLOOR_PIX`."""
+    return max(float(psf_fwhm_pix), RESOLUTION_FLOOR_PIX)
+
+
 def make_injection_catalog(
     shape: tuple[int, int],
     wcs,
@@ -148,7 +161,9 @@ def make_injection_catalog(
     counts, so completeness above an S/N means the same for injected and simulated
     objects; the Gaussian equivalent of :func:`target_flux` would make a point
     source of S/N 10 one of 7.3. A clump keeps its fraction of its host's flux
-    and gets the S/N of its own flux.
+    and gets the S/N of its own flux. Sizes and separations are in resolution
+    elements (:func:`resolution_pix`): the PSF FWHM, or two pixels for an
+    undersampled PSF.
 
     Parameters
     ----------
@@ -188,7 +203,8 @@ def make_injection_catalog(
         ``half_light_radius_pix`` (0 for a point source), ``sersic_n``,
         ``ellipticity`` (shear ``|g|``), ``position_angle_deg``, ``bulge_fraction``,
         ``inclination_deg``, ``n_knots``, ``knot_fraction``, ``pair_id`` and
-        ``pair_separation_fwhm`` (-1 and NaN outside pairs), ``host_injection_id``
+        ``pair_separation_fwhm`` (in resolution elements, :func:`resolution_pix`;
+        -1 and NaN outside pairs), ``host_injection_id``
         (of a clump; -1 otherwise) and ``object_seed`` (its GalSim and noise seed).
 
     Raises
@@ -225,7 +241,8 @@ def make_injection_catalog(
         )
     rng = np.random.default_rng(seed)
     is_valid = _valid_sampler(valid, (ny, nx))
-    units = [_draw_unit(kinds[i % len(kinds)], rng, psf_fwhm_pix) for i in range(n_units)]
+    scale = resolution_pix(psf_fwhm_pix)
+    units = [_draw_unit(kinds[i % len(kinds)], rng, scale) for i in range(n_units)]
     placed = _place_units(units, rng, is_valid, (ny, nx))
     if len(placed) < n_units:
         area = ny * nx / 1e6
@@ -388,12 +405,13 @@ def match_injections(
 ) -> pd.DataFrame:
     """Match injected objects to detected sources and clumps: one row per injected object.
 
-    Each object (a clump apart) is matched to a source within ``max(FWHM, its
-    half-light radius)`` of it, nearest pairs first, a source to one object at
-    most: the two members of a pair are recovered only as distinct sources. A
-    large object is shattered when more than one source lies within 1.5 of its
-    half-light radii (or one FWHM). An injected clump is recovered by a detected
-    clump within :data:`CLUMP_MATCH_PIX` pixels.
+    Each object (a clump apart) is matched to a source within ``max(resolution,
+    its half-light radius)`` of it (:func:`resolution_pix`), nearest pairs first,
+    a source to one object at most: the two members of a pair are recovered only
+    as distinct sources. A large object is shattered when more than one source
+    lies within 1.5 of its half-light radii (or one resolution element). An
+    injected clump is recovered by a detected clump within :data:`CLUMP_MATCH_PIX`
+    pixels.
 
     Parameters
     ----------
@@ -430,12 +448,13 @@ def match_injections(
     source_xy = sources[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
     if len(source_xy):
         tree = cKDTree(source_xy)
-        radius = np.maximum(psf_fwhm_pix, hlr)
+        resolution = resolution_pix(psf_fwhm_pix)
+        radius = np.maximum(resolution, hlr)
         candidates = []
         for i in np.flatnonzero(~is_clump & table["drawn"].to_numpy()):
             for j in tree.query_ball_point(xy[i], radius[i]):
                 candidates.append((float(np.hypot(*(source_xy[j] - xy[i]))), i, j))
-            reach = max(psf_fwhm_pix, _FOOTPRINT_HLR * hlr[i])
+            reach = max(resolution, _FOOTPRINT_HLR * hlr[i])
             in_footprint[i] = len(tree.query_ball_point(xy[i], reach))
         taken: set[int] = set()
         for gap, i, j in sorted(candidates):
@@ -535,6 +554,7 @@ def injection_metrics(
     n_real = n_sources - int(matched["recovered"][matched["kind"] != "clump"].sum())
     return {
         "psf_fwhm_pix": float(psf_fwhm_pix),
+        "resolution_pix": resolution_pix(psf_fwhm_pix),
         "n_injected": len(matched),
         "n_skipped": int((~matched["drawn"]).sum()),
         "completeness": _fraction(singles.loc[singles["snr"] >= 10.0, "recovered"]),
@@ -705,7 +725,10 @@ def _valid_sampler(valid: np.ndarray | ValidSampler, shape: tuple[int, int]) -> 
 
 
 def _draw_unit(kind: str, rng: np.random.Generator, fwhm: float) -> dict:
-    """Shape parameters of one unit (a single object, a pair or a clumpy host)."""
+    """Shape parameters of one unit (a single object, a pair or a clumpy host).
+
+    ``fwhm`` is the unit of sizes and separations: :func:`resolution_pix`.
+    """
     unit: dict = {"kind": kind, "hlr": 0.0, "sersic_n": np.nan, "ellipticity": 0.0}
     unit["angle"] = float(rng.uniform(0.0, 180.0))
     if kind in ("sersic", "bulge_disk", "inclined_disk", "knotty"):
@@ -822,7 +845,7 @@ def _unit_rows(
 
     for unit, (x, y) in zip(units, placed, strict=False):
         if unit["kind"] == "pair":
-            half = 0.5 * unit["separation_fwhm"] * fwhm
+            half = 0.5 * unit["separation_fwhm"] * resolution_pix(fwhm)
             theta = math.radians(unit["angle"])
             for sign, hlr in zip((1.0, -1.0), unit["member_hlr"], strict=True):
                 member = {**unit, "sersic_n": 1.0, "ellipticity": 0.0}
@@ -834,7 +857,7 @@ def _unit_rows(
             continue
         host = row(unit, x, y, unit["hlr"])
         if unit["kind"] == "clumpy":
-            for cx, cy in _clump_positions(unit, x, y, rng, fwhm):
+            for cx, cy in _clump_positions(unit, x, y, rng, resolution_pix(fwhm)):
                 fraction = float(rng.uniform(*_CLUMP_FLUX_FRACTION))
                 flux = fraction * host["flux"]
                 clump = row({**unit, "kind": "clump"}, cx, cy, 0.0)

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -31,17 +30,9 @@ from survey_seg.inject import (
     make_injection_catalog,
     match_injections,
 )
-from survey_seg.pipeline import (
-    execute_run,
-    finish_run,
-    new_run_id,
-    pending_tiles,
-    plan_run,
-    prepare_outputs,
-    screen_tiles,
-)
+from survey_seg.pipeline import execute_run, plan_run
 from survey_seg.simulate import SimulationConfig
-from survey_seg.store import MOSAIC_STORE, MosaicStore, OutputStore, release_run_lock
+from survey_seg.store import MOSAIC_STORE, MosaicInfo, MosaicStore, OutputStore
 
 __all__ = [
     "DEFAULT_DENSITY",
@@ -89,8 +80,11 @@ def run_injection(
     :data:`INJECTION_TABLE`, :data:`INJECTION_TILES` (the summary per tile) and
     :data:`INJECTION_JSON`; the negated mosaic's run in ``out_dir/negative/``. The
     objects are drawn with a Moffat PSF of the mosaic's FWHM (``config.psf_fwhm``,
-    else its ``PSFFWHM`` keyword, else the network's training PSF, with a warning),
-    in the sky noise of the ingested mosaic (median of its background RMS mesh).
+    else its ``PSFFWHM`` keyword, else measured on its stars, else the network's
+    training PSF, with a warning), in the sky noise of the ingested mosaic (median
+    of its background RMS mesh), with Poisson noise on their own counts where the
+    gain is known (``gain``, else the mosaic's ``GAIN`` keyword when its pixels are
+    counts).
 
     Parameters
     ----------
@@ -106,7 +100,10 @@ def run_injection(
         Injected objects per million pixels.
     gain : float, optional
         Electrons per image unit: the objects get Poisson noise on their own counts
-        (seeded per object, the same in every tile). None: drawn without noise.
+        (seeded per object, the same in every tile). None: the mosaic's ``GAIN``
+        keyword where its ``BUNIT`` is a count unit (or absent); else the objects are
+        drawn without Poisson noise, with a warning when a ``GAIN`` keyword exists
+        but does not apply to the pixel unit.
     client : distributed.Client, optional
         Where tiles run; in this process when None.
     progress : bool
@@ -142,10 +139,12 @@ def run_injection(
     if psf is None:
         psf = TRAINING_PSF_FWHM_PIX
         warnings.warn(
-            f"the mosaic has no PSFFWHM keyword, so objects are injected with the network's "
-            f"training PSF ({psf} pix FWHM); give the PSF FWHM with --psf-fwhm PIX",
+            f"the mosaic has no PSFFWHM keyword and too few stars for a PSF fit, so objects "
+            f"are injected with the network's training PSF ({psf} pix FWHM); give the PSF "
+            "FWHM with --psf-fwhm PIX",
             stacklevel=2,
         )
+    gain, gain_from = _injection_gain(gain, plan.mosaic)
     catalog_path = out.resolve() / INJECTION_CATALOG
     injected = replace(
         plan.config,
@@ -162,12 +161,12 @@ def run_injection(
     negative_plan = plan_run(mosaic_path, out / NEGATIVE_DIR, replace(base, negate=True))
     zero_point = base.zero_point if base.zero_point is not None else plan.mosaic.zero_point
 
-    created = not out.exists()
-    run_id = new_run_id()
-    try:
-        started = time.perf_counter()
-        ingest_seconds = prepare_outputs(plan, run_id)
-        mosaic = MosaicStore(out / MOSAIC_STORE)
+    catalog = None
+    catalog_refused = False
+
+    def write_injection_catalog(plan) -> None:
+        nonlocal catalog, catalog_refused
+        mosaic = MosaicStore(plan.out_dir / MOSAIC_STORE)
         try:
             catalog = make_injection_catalog(
                 mosaic.shape,
@@ -182,23 +181,19 @@ def run_injection(
                 gain=gain,
             )
         except InputError:
-            release_run_lock(out, run_id)
-            _discard(out, created)  # nothing was screened: leave the directory as it was
+            catalog_refused = True
             raise
         _write_parquet(catalog, catalog_path)
-        todo, finished = pending_tiles(plan)
-        failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
-        finish_run(
-            plan,
-            run_id,
-            n_screened=len(todo) - len(failed),
-            n_skipped=len(finished),
-            n_failed=len(failed),
-            started=started,
-            ingest_seconds=ingest_seconds,
+
+    created = not out.exists()
+    try:
+        execute_run(
+            plan, client=client, progress=progress, before_screening=write_injection_catalog
         )
-    finally:
-        release_run_lock(out, run_id)
+    except InputError:
+        if catalog_refused:  # nothing was screened: leave the directory as it was
+            _discard(out, created)
+        raise
     execute_run(negative_plan, client=client, progress=progress)
 
     sources = pd.read_parquet(out / "sources.parquet")
@@ -210,7 +205,13 @@ def run_injection(
     summary = injection_metrics(
         matched, clumps, psf_fwhm_pix=float(psf), n_sources=len(sources), n_negative=len(negative)
     )
-    summary = {**summary, "seed": seed, "density_per_mpix": float(density), "gain": gain}
+    summary = {
+        **summary,
+        "seed": seed,
+        "density_per_mpix": float(density),
+        "gain": gain,
+        "gain_from": gain_from,
+    }
     per_tile = injection_tile_metrics(
         matched,
         pd.read_parquet(out / "tiles.parquet"),
@@ -223,6 +224,22 @@ def run_injection(
     _write_parquet(per_tile, out / INJECTION_TILES)
     atomic_write_bytes(out / INJECTION_JSON, json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _injection_gain(gain: float | None, mosaic: MosaicInfo) -> tuple[float | None, str]:
+    """The gain the objects' Poisson noise is drawn with, and where it comes from."""
+    if gain is not None:
+        return gain, "--gain"
+    if mosaic.counts_gain is not None:
+        return mosaic.counts_gain, "GAIN"
+    if mosaic.gain is not None:
+        warnings.warn(
+            f"the mosaic's GAIN keyword ({mosaic.gain:g}) is per raw count but its pixels are "
+            f"in {mosaic.flux_unit}, so objects are injected without Poisson noise; give the "
+            "electrons per pixel unit with --gain E_PER_UNIT",
+            stacklevel=3,
+        )
+    return None, "none"
 
 
 def _valid_pixels(mosaic: MosaicStore) -> np.ndarray:

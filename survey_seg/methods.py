@@ -31,8 +31,8 @@ def make_method(
         Test-time flips of a network method: 1, 2 or 4 passes per window
         (default: the model config's).
     psf_fwhm_pix : float, optional
-        PSF FWHM of the mosaic (pixels), for which a network method picks its
-        thresholds; the classical method's rules do not depend on it.
+        PSF FWHM of the mosaic (pixels), for which a method picks its thresholds
+        (the network's tuned thresholds, both methods' cosmic-ray sharpness limit).
 
     Returns
     -------
@@ -55,4 +55,4 @@ def make_method(
             raise InputError(f"{option} applies to the unet method, not {name!r}; drop it")
     from survey_seg.classical import ClassicalScreener
 
-    return ClassicalScreener()
+    return ClassicalScreener(psf_fwhm_pix=psf_fwhm_pix)

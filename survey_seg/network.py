@@ -27,7 +27,12 @@ from survey_seg.inference import (
 )
 from survey_seg.masks import MaskBit
 from survey_seg.measure import measure_segments, relabel_in_raster_order
-from survey_seg.quality import artefact_planes, sharper_than_psf, tile_verdict
+from survey_seg.quality import (
+    artefact_planes,
+    minor_axis_limit_for_psf,
+    sharper_than_psf,
+    tile_verdict,
+)
 from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
 
@@ -38,6 +43,8 @@ SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
 one. Trails and ghosts need no veto: the segmentation and centre heads were trained
 to see them as background."""
 SMOOTH_SIGMA = 0.7
+_COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
+_TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 
 
 class NetworkScreener:
@@ -73,8 +80,14 @@ class NetworkScreener:
         _check_trained_heads(self.predictor)
         self.precision = precision
         self.psf_fwhm_pix = psf_fwhm_pix
+        psf_thresholds = self.predictor.config.get("psf_thresholds")
         self.thresholds = thresholds_for_psf(
-            self.predictor.thresholds, self.predictor.config.get("psf_thresholds"), psf_fwhm_pix
+            self.predictor.thresholds, psf_thresholds, psf_fwhm_pix
+        )
+        self.thresholds["cosmic_ray_max_minor_axis"] = minor_axis_limit_for_psf(
+            self.thresholds.get("cosmic_ray_max_minor_axis", _COSMIC_RAY_MAX_MINOR_AXIS),
+            psf_fwhm_pix,
+            (psf_thresholds or {}).get("nominal_psf_fwhm_pix", _TRAINING_PSF_FWHM_PIX),
         )
 
     @property
@@ -145,7 +158,7 @@ class NetworkScreener:
         sharp = sharper_than_psf(
             m.b,
             source_snr,
-            max_minor_axis=self.thresholds.get("cosmic_ray_max_minor_axis", 0.72),
+            max_minor_axis=self.thresholds["cosmic_ray_max_minor_axis"],
             min_snr=self.thresholds.get("cosmic_ray_min_snr", 30.0),
         )
         if sharp.any():

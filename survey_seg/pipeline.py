@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -392,6 +392,7 @@ def execute_run(
     client=None,
     progress: bool = False,
     run_id: str | None = None,
+    before_screening: Callable[[RunPlan], None] | None = None,
 ) -> RunSummary:
     """Ingest, screen the plan's tiles (skipping finished ones on resume), merge.
 
@@ -409,6 +410,10 @@ def execute_run(
         Show a progress bar over tiles.
     run_id : str, optional
         Id recorded for the tiles this run screens; a new one by default.
+    before_screening : callable, optional
+        Called with the plan once the mosaic is ingested, before any tile is
+        screened (an injection run writes its catalog there); what it raises ends
+        the run, its lock released.
 
     Returns
     -------
@@ -420,6 +425,8 @@ def execute_run(
     warming = warm_up_workers(plan, client) if client is not None and not nothing_to_do else []
     try:
         ingest_seconds = prepare_outputs(plan, run_id)
+        if before_screening is not None:
+            before_screening(plan)
         todo, finished = pending_tiles(plan)
         failed = screen_tiles(plan, todo, run_id, client=client, progress=progress)
         return finish_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,13 +12,17 @@ from survey_seg.masks import ARTEFACT_BITS, MaskBit
 __all__ = [
     "NETWORK_ARTEFACT_BITS",
     "artefact_planes",
+    "cosmic_ray_contrast_for_psf",
     "flagged_fraction",
+    "minor_axis_limit_for_psf",
     "sharper_than_psf",
     "tile_verdict",
 ]
 
 NETWORK_ARTEFACT_BITS = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
 """Mask plane of each channel of the network's artefact head."""
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_STAR_CONTRAST_MARGIN = 2.0  # cosmic-ray contrast limit over a star's own (undersampled PSFs)
 
 
 def artefact_planes(
@@ -79,6 +84,83 @@ def tile_verdict(
     if worst > inspect_fraction:
         return "inspect"
     return "accept"
+
+
+def minor_axis_limit_for_psf(
+    limit: float, psf_fwhm_pix: float | None, nominal_psf_fwhm_pix: float
+) -> float:
+    """A minor-axis limit tuned at one PSF width, for another.
+
+    A star's RMS minor axis grows as ``sqrt(sigma_psf**2 + 1/12)`` (the PSF's
+    Gaussian sigma and the pixel's own RMS width), and the limit with it: at SDSS's
+    0.7 pix FWHM a star is as narrow as a cosmic ray at Euclid's 1.8 pix, which the
+    limit of 1.8 pix would flag.
+
+    Parameters
+    ----------
+    limit : float
+        The limit (pix) at ``nominal_psf_fwhm_pix``.
+    psf_fwhm_pix : float or None
+        PSF FWHM of the mosaic (pix); None keeps ``limit``.
+    nominal_psf_fwhm_pix : float
+        PSF FWHM the limit was tuned at (pix).
+
+    Returns
+    -------
+    float
+    """
+    if psf_fwhm_pix is None:
+        return float(limit)
+    if not psf_fwhm_pix > 0:
+        raise ValueError(f"psf_fwhm_pix={psf_fwhm_pix!r}; give the PSF FWHM in pixels (> 0)")
+
+    def star_minor_axis(fwhm: float) -> float:
+        return math.sqrt((fwhm / _FWHM_PER_SIGMA) ** 2 + 1.0 / 12.0)
+
+    return float(limit * star_minor_axis(psf_fwhm_pix) / star_minor_axis(nominal_psf_fwhm_pix))
+
+
+def cosmic_ray_contrast_for_psf(
+    contrast: float, psf_fwhm_pix: float | None, margin: float = _STAR_CONTRAST_MARGIN
+) -> float:
+    """LA Cosmic's contrast limit ``f_lim`` for a PSF: no star passes it.
+
+    A pixel is a cosmic ray when its excess over the 3x3 median is more than
+    ``f_lim`` times the fine structure (3x3 median minus its 7x7 median). A well
+    sampled star has a contrast near 1 (1.1 at FWHM 1.8 pix), but an undersampled
+    one puts most of its light in one pixel (19 at FWHM 0.7 pix, 105 at 0.5), and
+    a bright one would pass any fixed limit. The limit is the larger of
+    ``contrast`` and ``margin`` times the contrast of a star of the PSF centred on
+    a pixel (its sharpest), whatever its flux; a cosmic ray's fine structure is
+    near zero, its contrast far higher.
+
+    Parameters
+    ----------
+    contrast : float
+        The limit for a well-sampled PSF.
+    psf_fwhm_pix : float or None
+        PSF FWHM (pix), Gaussian; None keeps ``contrast``.
+    margin : float
+        Factor over the star's own contrast.
+
+    Returns
+    -------
+    float
+    """
+    if psf_fwhm_pix is None:
+        return float(contrast)
+    if not psf_fwhm_pix > 0:
+        raise ValueError(f"psf_fwhm_pix={psf_fwhm_pix!r}; give the PSF FWHM in pixels (> 0)")
+    from scipy import ndimage, special
+
+    sigma = psf_fwhm_pix / _FWHM_PER_SIGMA
+    edges = np.arange(-10.5, 11.0) / (sigma * math.sqrt(2.0))
+    profile = 0.5 * np.diff(special.erf(edges))  # pixel-integrated, centred on pixel 10
+    star = np.outer(profile, profile)
+    median3 = ndimage.median_filter(star, size=3)
+    fine = median3 - ndimage.median_filter(median3, size=7)
+    star_contrast = (star[10, 10] - median3[10, 10]) / max(fine[10, 10], 1e-12 * star[10, 10])
+    return float(max(contrast, margin * star_contrast))
 
 
 def sharper_than_psf(

@@ -1089,6 +1089,25 @@ def _gallery_grid(figure: Figure, n: int, ncols: int = 4) -> list[Any]:
     return [figure.add_subplot(nrows, ncols, k + 1) for k in range(n)]
 
 
+def _gallery_panel(
+    ax: Any,
+    image: np.ndarray,
+    norm: Any,
+    position: tuple[float, float],
+    title: str,
+    pixel_scale: float,
+) -> None:
+    """One stamp of a gallery: the image, an orange + at ``position``, a title, a scale bar."""
+    ax.imshow(image, origin="lower", cmap=_grey(), norm=norm, interpolation="nearest")
+    ax.plot(*position, "+", color="#ffb000", ms=8, mew=1.2)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(-0.5, image.shape[0] - 0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+    _scale_bar(ax, image.shape[1], pixel_scale)
+
+
 def _figure_clumps(run: _Run) -> tuple[Figure, str]:
     clumps = run.clumps
     if not len(clumps):
@@ -1110,7 +1129,13 @@ def _figure_clumps(run: _Run) -> tuple[Figure, str]:
         y0, x0 = cy - half, cx - half
         image, _, _ = run.window(y0, cy + half + 1, x0, cx + half + 1)
         oy, ox = max(0, y0), max(0, x0)
-        ax.imshow(image, origin="lower", cmap=_grey(), norm=_norm(image), interpolation="nearest")
+        mag = host.get("mag", np.nan)
+        mag_text = f", mag {mag:.1f}" if np.isfinite(mag) else ""
+        title = (
+            f"host {_short_id(host_id)}: {int(host.n)} clump{'s' * (int(host.n) != 1)}\n"
+            f"best score {host.best:.2f}{mag_text}"
+        )
+        _gallery_panel(ax, image, _norm(image), (host.x - ox, host.y - oy), title, run.pixel_scale)
         radius = max(2.0, 0.06 * half)
         for clump in own.itertuples():
             ax.add_patch(
@@ -1118,17 +1143,6 @@ def _figure_clumps(run: _Run) -> tuple[Figure, str]:
                     (clump.x - ox, clump.y - oy), radius, fill=False, edgecolor="#00e5ff", lw=1.2
                 )
             )
-        ax.plot(host.x - ox, host.y - oy, "+", color="#ffb000", ms=7, mew=1.0)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        mag = host.get("mag", np.nan)
-        mag_text = f", mag {mag:.1f}" if np.isfinite(mag) else ""
-        ax.set_title(
-            f"host {_short_id(host_id)}: {int(host.n)} clump{'s' * (int(host.n) != 1)}\n"
-            f"best score {host.best:.2f}{mag_text}",
-            fontsize=8,
-        )
-        _scale_bar(ax, image.shape[1], run.pixel_scale)
     figure.suptitle(
         f"Hosts with the most clumps ({len(clumps)} clumps in {clumps['host_id'].nunique()} "
         "hosts)\ncyan circles: clumps, orange +: host position",
@@ -1684,22 +1698,15 @@ def _figure_injection_shattered(run: _Run, injection: _Injection) -> tuple[Figur
         image = image + objects_drawn
         norm = _norm(image)  # up to the object's peak: a bright neighbour would hide it
         norm.vmax = max(float(np.nanmedian(image) + objects_drawn.max()), norm.vmin + 1e-6)
-        ax.imshow(image, origin="lower", cmap=_grey(), norm=norm, interpolation="nearest")
+        title = (
+            f"object {obj.injection_id}: {obj.n_sources_in_footprint} sources\n"
+            f"r_half {obj.half_light_radius_pix:.1f} px, S/N {obj.snr:.0f}"
+        )
+        _gallery_panel(ax, image, norm, (obj.x - ox, obj.y - oy), title, run.pixel_scale)
         _segment_outlines(ax, segmentation, blended_ids)
         ax.add_patch(
             Circle((obj.x - ox, obj.y - oy), reach, fill=False, ec="#00e5ff", ls="--", lw=1.0)
         )
-        ax.plot(obj.x - ox, obj.y - oy, "+", color="#ffb000", ms=8, mew=1.2)
-        ax.set_xlim(-0.5, image.shape[1] - 0.5)
-        ax.set_ylim(-0.5, image.shape[0] - 0.5)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(
-            f"object {obj.injection_id}: {obj.n_sources_in_footprint} sources\n"
-            f"r_half {obj.half_light_radius_pix:.1f} px, S/N {obj.snr:.0f}",
-            fontsize=8,
-        )
-        _scale_bar(ax, image.shape[1], run.pixel_scale)
     figure.suptitle(
         f"Shattered large galaxies ({len(shattered)} of {len(large)}): the screened pixels\n"
         "cyan dashed: 1.5 half-light radii, orange +: injected position",

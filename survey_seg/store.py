@@ -102,6 +102,8 @@ MASK_CONVENTION = "integer; non-zero: BAD (excluded from detection and measureme
 SEPARATE_FILE_OPTIONS = {"weight": "--weight", "rms": "--rms", "mask": "--mask"}
 """Option of each separate noise or mask file (the keywords of inspect_fits_mosaic)."""
 PSF_FWHM_KEY = "PSFFWHM"
+COUNT_UNITS = frozenset({"adu", "dn", "count", "counts", "ct", "cts"})
+"""``BUNIT`` values (lower case) of images in raw counts, to which ``GAIN`` applies."""
 """Header keyword of the mosaic's PSF full width at half maximum, in pixels."""
 PSF_CUTOUT = 1024
 """Side of the cutout read at the centre of each region of the mosaic to measure the
@@ -203,6 +205,9 @@ class MosaicInfo:
         :meth:`survey_seg.psf.PSFEstimate.to_record`: beta, ellipticity, n_stars,
         regions ...), or ``none`` (too few stars: ``fwhm_pix`` None); None: not
         resolved yet and no keyword.
+    gain : float or None
+        ``GAIN`` keyword (electrons per count of the raw image): the Poisson noise of
+        injected objects where the pixels are counts (see :attr:`counts_gain`).
     """
 
     path: Path
@@ -220,6 +225,17 @@ class MosaicInfo:
     image_extname: str = ""
     file_sha256: str = ""
     psf: dict[str, Any] | None = None
+    gain: float | None = None
+
+    @property
+    def counts_gain(self) -> float | None:
+        """``gain`` when the pixels are counts (``BUNIT`` absent or a count unit), else None.
+
+        A calibrated image (``nanomaggy``, ``MJy/sr``, ``e/s`` ...) keeps the ``GAIN``
+        of its raw frames, which does not convert its pixel values to electrons.
+        """
+        unit = (self.flux_unit or "adu").strip().lower()
+        return self.gain if unit in COUNT_UNITS else None
 
     @property
     def noise_hdu(self) -> int | None:
@@ -375,6 +391,7 @@ def inspect_fits_mosaic(
         image_extname=image_extname,
         file_sha256=own_sha256,
         psf=None if psf_fwhm_pix is None else {"fwhm_pix": psf_fwhm_pix, "source": PSF_FWHM_KEY},
+        gain=_optional_positive(header, "GAIN"),
     )
 
 
@@ -683,6 +700,12 @@ def _optional_float(header: fits.Header, key: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def _optional_positive(header: fits.Header, key: str) -> float | None:
+    """A numeric keyword > 0; None when absent, not a number or not positive."""
+    value = _optional_float(header, key)
+    return value if value is not None and value > 0 else None
 
 
 def _optional_string(header: fits.Header, key: str) -> str | None:

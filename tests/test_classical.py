@@ -103,3 +103,17 @@ def test_config_validation():
 
 def test_halo_required_covers_the_widest_filter():
     assert ClassicalScreener().halo_required >= ClassicalConfig().bad_column_length // 2
+
+
+def test_an_undersampled_star_is_a_source_when_the_psf_is_known(noise):
+    import galsim
+
+    star = galsim.Moffat(beta=3.0, fwhm=0.7).withFlux(3000.0)
+    image = noise + star.drawImage(nx=160, ny=160, scale=1.0, offset=(0.2, -0.3)).array
+    nominal = ClassicalScreener().segment(_window(image), saturation=None)
+    assert nominal.artefacts[80, 80] & np.uint32(MaskBit.CR)  # narrower than a 1.8 pix PSF
+    screener = ClassicalScreener(psf_fwhm_pix=0.7)
+    assert screener.config.cosmic_ray_max_minor_axis < ClassicalConfig().cosmic_ray_max_minor_axis
+    products = screener.segment(_window(image), saturation=None)
+    assert products.sources[80, 80] > 0
+    assert not products.artefacts[80, 80] & np.uint32(MaskBit.CR)

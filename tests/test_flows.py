@@ -294,6 +294,14 @@ def test_reprocess_flow_with_inject_writes_an_injection_run(small_simulation, pr
     written = json.loads((out / INJECTION_DIR / INJECTION_JSON).read_text())
     assert written["seed"] == 4 and written["density_per_mpix"] == 100.0
     assert written["n_injected"] > 0 and written["completeness"] is not None
+    assert (written["gain"], written["gain_from"]) == (1500.0, "GAIN")  # the simulation's, in adu
     assert (out / INJECTION_DIR / "negative" / "sources.parquet").is_file()
     with pytest.raises(ValidationError, match="holds an earlier injection run"):
         ReprocessParameters(**options, resume=True)
+    # clean discards the earlier injection run with the earlier screening
+    (out / INJECTION_DIR / "stale.txt").write_text("from the earlier run")
+    again = parameters.model_copy(update={"clean": True, "inject_seed": 5, "inject_gain": 9.0})
+    reprocess_survey(again)
+    written = json.loads((out / INJECTION_DIR / INJECTION_JSON).read_text())
+    assert (written["seed"], written["gain"], written["gain_from"]) == (5, 9.0, "--gain")
+    assert not (out / INJECTION_DIR / "stale.txt").exists()

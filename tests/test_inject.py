@@ -12,10 +12,12 @@ from survey_seg.inject import (
     injection_stamp_half,
     make_injection_catalog,
     render_window,
+    resolution_pix,
 )
 from survey_seg.simulate import mosaic_wcs
 
 FWHM = 1.8
+RESOLUTION = resolution_pix(FWHM)  # sizes and separations: 2 pixels for this undersampled PSF
 SHAPE = (256, 320)
 
 
@@ -52,24 +54,27 @@ def test_units_keep_their_distance_and_clumps_sit_in_their_host():
     xy = units[["x", "y"]].to_numpy()
     distance = np.hypot(*(xy[:, None, :] - xy[None, :, :]).T)
     np.fill_diagonal(distance, np.inf)
-    assert distance.min() >= 2 * 2.5 * FWHM - 1e-9
+    assert distance.min() >= 2 * 2.5 * RESOLUTION - 1e-9
     clumps = catalog[catalog["kind"] == "clump"]
     assert len(clumps)
     hosts = catalog.set_index("injection_id").loc[clumps["host_injection_id"]]
     assert (hosts["kind"] == "clumpy").all()
     offset = np.hypot(clumps["x"].to_numpy() - hosts["x"], clumps["y"].to_numpy() - hosts["y"])
     assert (offset <= 1.5 * hosts["half_light_radius_pix"].to_numpy() + 1e-9).all()
-    assert (offset >= 2.0 * FWHM - 1e-9).all()
+    assert (offset >= 2.0 * RESOLUTION - 1e-9).all()
     large = catalog[catalog["kind"] == "large"]
-    assert large["half_light_radius_pix"].between(3 * FWHM, 10 * FWHM).all()
+    assert large["half_light_radius_pix"].between(3 * RESOLUTION, 10 * RESOLUTION).all()
 
 
-def test_pairs_at_the_asked_separations():
-    catalog = _catalog(kinds=("pair",), density_per_mpix=200.0)
+@pytest.mark.parametrize("fwhm", [0.6, 1.8, 3.0])
+def test_pairs_at_the_asked_separations_in_resolution_elements(fwhm):
+    catalog = _catalog(kinds=("pair",), density_per_mpix=200.0, psf_fwhm_pix=fwhm)
     assert (catalog["kind"] == "pair").all()
+    assert resolution_pix(fwhm) == max(fwhm, 2.0)  # an undersampled PSF resolves 2 pixels
     for _, members in catalog.groupby("pair_id"):
         assert len(members) == 2
-        separation = np.hypot(*np.diff(members[["x", "y"]].to_numpy(), axis=0)[0]) / FWHM
+        gap = np.hypot(*np.diff(members[["x", "y"]].to_numpy(), axis=0)[0])
+        separation = gap / resolution_pix(fwhm)
         assert separation == pytest.approx(members["pair_separation_fwhm"].iloc[0])
         assert 1.0 <= separation <= 3.0
 

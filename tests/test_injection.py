@@ -85,6 +85,22 @@ def test_injection_summary_and_tables(injected):
     assert (out / NEGATIVE_DIR / "sources.parquet").is_file()
 
 
+def test_injection_gain_from_the_option_or_the_counts_gain_keyword(injected):
+    from dataclasses import replace
+
+    from survey_seg.injection import _injection_gain
+    from survey_seg.store import inspect_fits_mosaic
+
+    _, mosaic, _, summary = injected
+    assert (summary["gain"], summary["gain_from"]) == (1500.0, "GAIN")  # simulated, in adu
+    info = inspect_fits_mosaic(mosaic)
+    assert _injection_gain(4.0, info) == (4.0, "--gain")
+    calibrated = replace(info, flux_unit="MJy/sr")
+    with pytest.warns(UserWarning, match=r"GAIN keyword \(1500\) is per raw count.*--gain"):
+        assert _injection_gain(None, calibrated) == (None, "none")
+    assert _injection_gain(None, replace(info, gain=None)) == (None, "none")
+
+
 def test_injection_leaves_the_real_run_and_the_input_untouched(injected):
     root, mosaic, before, _ = injected
     assert {name: _tree(root / name) for name in ("sim", "real")} == before

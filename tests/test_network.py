@@ -144,6 +144,7 @@ def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
     from survey_seg.inference import load_model_config
     from survey_seg.network import thresholds_for_psf
     from survey_seg.pipeline import plan_run
+    from survey_seg.quality import minor_axis_limit_for_psf
 
     _, mosaic = small_simulation
     config = load_model_config(DEFAULT_MODEL)
@@ -152,10 +153,19 @@ def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
     assert plan.method_provenance["psf_fwhm_pix"] == pytest.approx(1.8)
     wide = plan_run(mosaic, tmp_path / "out", RunConfig(tile_size=256, psf_fwhm=2.34))
     expected = thresholds_for_psf(config["thresholds"], config["psf_thresholds"], 2.34)
+    cosmic_ray_limit = config["thresholds"].get("cosmic_ray_max_minor_axis", 0.72)
+    expected["cosmic_ray_max_minor_axis"] = minor_axis_limit_for_psf(cosmic_ray_limit, 2.34, 1.8)
     assert wide.method_provenance["thresholds"] == expected
-    # the shipped model asks less of a clump peak under a wider PSF
+    # the shipped model asks less of a clump peak under a wider PSF, and a wider
+    # cosmic ray is needed to be sharper than the PSF
     assert expected["clump"] < config["thresholds"]["clump"]
-    assert plan.method_provenance["thresholds"] == config["thresholds"]
+    assert expected["cosmic_ray_max_minor_axis"] > cosmic_ray_limit
+    nominal = plan.method_provenance["thresholds"]
+    assert nominal["cosmic_ray_max_minor_axis"] == pytest.approx(cosmic_ray_limit)
+    assert {**nominal, "cosmic_ray_max_minor_axis": cosmic_ray_limit} == {
+        **config["thresholds"],
+        "cosmic_ray_max_minor_axis": cosmic_ray_limit,
+    }
     assert wide.method_provenance["psf_fwhm_pix"] == 2.34
     assert wide.result_key != plan.result_key
     for bad in (0.0, -1.0, float("nan")):
@@ -185,4 +195,5 @@ def test_mosaic_without_psf_keyword_nor_enough_stars_warns_which_thresholds_were
     assert manifest["input"]["psf"]["source"] == "none"
     assert manifest["input"]["psf"]["n_stars"] < manifest["input"]["psf"]["min_stars"]
     assert manifest["method"]["psf_fwhm_pix"] is None  # the training PSF's thresholds:
-    assert manifest["method"]["thresholds"] == load_model_config(DEFAULT_MODEL)["thresholds"]
+    thresholds = load_model_config(DEFAULT_MODEL)["thresholds"]
+    assert manifest["method"]["thresholds"] == {"cosmic_ray_max_minor_axis": 0.72, **thresholds}

@@ -6,6 +6,7 @@ from survey_seg.quality import (
     NETWORK_ARTEFACT_BITS,
     artefact_planes,
     flagged_fraction,
+    minor_axis_limit_for_psf,
     tile_verdict,
 )
 
@@ -52,3 +53,25 @@ def test_artefact_thresholds_per_channel():
         threshold=[0.5, 0.9, 0.9, 0.9, 0.9],
     )  # fmt: skip
     assert (planes == MaskBit.CR).all()
+
+
+def test_minor_axis_limit_scales_as_a_stars_width():
+    assert minor_axis_limit_for_psf(0.72, None, 1.8) == 0.72
+    assert minor_axis_limit_for_psf(0.72, 1.8, 1.8) == pytest.approx(0.72)
+    # far above the pixel, a star's RMS width is the PSF's sigma: the limit scales with it
+    assert minor_axis_limit_for_psf(0.72, 20.0, 10.0) == pytest.approx(1.44, rel=0.01)
+    # far below, it is the pixel's (1/sqrt(12)): the limit stops shrinking
+    narrow = minor_axis_limit_for_psf(0.72, 0.2, 1.8)
+    assert narrow == pytest.approx(minor_axis_limit_for_psf(0.72, 0.1, 1.8), rel=0.05)
+    assert 0.25 < narrow < 0.72
+    with pytest.raises(ValueError, match="PSF FWHM in pixels"):
+        minor_axis_limit_for_psf(0.72, -1.0, 1.8)
+
+
+def test_cosmic_ray_contrast_limit_stays_above_an_undersampled_stars():
+    from survey_seg.quality import cosmic_ray_contrast_for_psf
+
+    assert cosmic_ray_contrast_for_psf(2.5, None) == 2.5
+    assert cosmic_ray_contrast_for_psf(2.5, 1.8) == 2.5  # a well-sampled star: about 1.1
+    limits = [cosmic_ray_contrast_for_psf(2.5, fwhm) for fwhm in (1.3, 1.0, 0.7, 0.5)]
+    assert limits == sorted(limits) and limits[0] > 2.5 and limits[-1] > 100.0

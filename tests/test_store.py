@@ -277,6 +277,24 @@ def test_good_mosaic_is_described(good_mosaic):
     assert info.pixel_scale_arcsec == pytest.approx(0.1, rel=1e-9)
     assert len(info.sha256) == 64
     assert info.saturation is None and info.zero_point is None and info.psf_fwhm_pix is None
+    assert info.gain is None and info.counts_gain is None
+
+
+@pytest.mark.parametrize(
+    ("cards", "gain", "counts_gain"),
+    [
+        ({"GAIN": 2.5}, 2.5, 2.5),  # no BUNIT: counts
+        ({"GAIN": 2.5, "BUNIT": "ADU"}, 2.5, 2.5),
+        ({"GAIN": 3.7, "BUNIT": "MJy/sr"}, 3.7, None),  # calibrated: GAIN is of the raw frames
+        ({"GAIN": 0.0}, None, None),
+        ({"GAIN": "n/a"}, None, None),
+    ],
+)
+def test_gain_keyword_applies_to_counts_only(tmp_path, cards, gain, counts_gain):
+    path = tmp_path / "gain.fits"
+    fits.PrimaryHDU(noisy_image(), header=wcs_header(**cards)).writeto(path)
+    info = inspect_fits_mosaic(path)
+    assert (info.gain, info.counts_gain) == (gain, counts_gain)
 
 
 def test_image_in_an_extension_with_keywords(tmp_path):
