@@ -24,6 +24,7 @@ from survey_seg.measure import (
 )
 from survey_seg.quality import (
     cosmic_ray_contrast_for_psf,
+    cosmic_ray_pixels,
     minor_axis_limit_for_psf,
     sharper_than_psf,
     tile_verdict,
@@ -57,7 +58,11 @@ class ClassicalConfig:
     cosmic_ray_sigma: float = 5.0
     """Significance above the local 3x3 median needed for a cosmic-ray pixel."""
     cosmic_ray_contrast: float = 2.5
-    """Excess over the 3x3 median divided by the fine structure (LA Cosmic's f_lim)."""
+    """Excess over the 3x3 median divided by the noise needed for a cosmic-ray pixel."""
+    cosmic_ray_fine_contrast: float = 2.5
+    """Excess over the 3x3 median divided by the fine structure (LA Cosmic's f_lim),
+    for a well-sampled PSF; a screener for an undersampled one raises it above its
+    stars' own (:func:`survey_seg.quality.cosmic_ray_contrast_for_psf`)."""
     cosmic_ray_max_minor_axis: float = 0.72
     """Bright segments narrower than this RMS minor axis (pix) are cosmic rays: the
     PSF-convolved sky cannot make them (stars measure about 0.9 at FWHM 1.8 pix).
@@ -133,8 +138,8 @@ class ClassicalScreener:
         self.config = replace(
             config,
             cosmic_ray_max_minor_axis=limit,
-            cosmic_ray_contrast=cosmic_ray_contrast_for_psf(
-                config.cosmic_ray_contrast, psf_fwhm_pix
+            cosmic_ray_fine_contrast=cosmic_ray_contrast_for_psf(
+                config.cosmic_ray_fine_contrast, psf_fwhm_pix
             ),
         )
 
@@ -198,7 +203,15 @@ class ClassicalScreener:
             saturated = valid & (window.image >= c.saturation_fraction * saturation)
             saturated = ndimage.binary_dilation(saturated, iterations=1) & valid
             artefacts[saturated] |= np.uint32(MaskBit.SAT)
-        artefacts[self._cosmic_ray_pixels(flux, sigma, valid, artefacts)] |= np.uint32(MaskBit.CR)
+        cosmic_rays = cosmic_ray_pixels(
+            flux,
+            sigma,
+            valid & ((artefacts & np.uint32(MaskBit.SAT)) == 0),
+            significance=c.cosmic_ray_sigma,
+            contrast=c.cosmic_ray_contrast,
+            fine_contrast=c.cosmic_ray_fine_contrast,
+        )
+        artefacts[cosmic_rays] |= np.uint32(MaskBit.CR)
         artefacts[self._bad_column_pixels(flux, sigma, valid)] |= np.uint32(MaskBit.BAD)
 
         unusable = (artefacts & np.uint32(MaskBit.NO_DATA | MaskBit.CR | MaskBit.BAD)) != 0
@@ -234,24 +247,6 @@ class ClassicalScreener:
         )
 
     # -- artefacts -----------------------------------------------------------------------
-
-    def _cosmic_ray_pixels(
-        self, flux: np.ndarray, sigma: np.ndarray, valid: np.ndarray, artefacts: np.ndarray
-    ) -> np.ndarray:
-        """LA Cosmic-style sharp outliers: far above the 3x3 median and sharper than the PSF."""
-        c = self.config
-        median3 = ndimage.median_filter(flux, size=3)
-        fine = median3 - ndimage.median_filter(median3, size=7)
-        excess = flux - median3
-        floor = np.maximum(fine, sigma)
-        significant = excess > c.cosmic_ray_sigma * sigma
-        sharp = excess > c.cosmic_ray_contrast * floor
-        saturated = (artefacts & np.uint32(MaskBit.SAT)) != 0
-        core = significant & sharp & valid & ~saturated
-        if not core.any():
-            return core
-        grown = ndimage.binary_dilation(core, structure=np.ones((3, 3), bool))
-        return core | (grown & valid & ~saturated & (flux > 3.0 * sigma))
 
     def _bad_column_pixels(
         self, flux: np.ndarray, sigma: np.ndarray, valid: np.ndarray

@@ -23,6 +23,7 @@ from typing import Any
 from survey_seg.errors import InputError
 
 __all__ = [
+    "DEFAULT_HALO",
     "DEFAULT_METHOD",
     "DEFAULT_TILE_SIZE",
     "FLIPS",
@@ -35,6 +36,7 @@ __all__ = [
     "RunOption",
     "add_run_arguments",
     "check_run_config",
+    "default_halo",
     "default_tile_size",
     "run_config_from_args",
     "run_options_from_args",
@@ -49,6 +51,8 @@ FLIPS = (1, 2, 4)
 """Values of ``--flips``: network passes per window."""
 DEFAULT_TILE_SIZE = 512
 """Tile core side of a run that gives none (smaller for an image smaller than it)."""
+DEFAULT_HALO = 64
+"""Halo of a run that gives none (more when the method needs more)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,10 @@ class RunConfig:
     """Side of a tile core in pixels: one Zarr shard of every array. None:
     :data:`DEFAULT_TILE_SIZE`, or for a smaller image the largest multiple of the
     method's alignment that fits its shorter side (resolved by ``plan_run``)."""
-    halo: int = 64
-    """Context read around each core, in pixels; objects larger than it are flagged."""
+    halo: int | None = None
+    """Context read around each core, in pixels; objects larger than it are flagged.
+    None: :data:`DEFAULT_HALO`, or what the method needs when that is more (a network
+    screening a wide PSF binned), to its alignment (resolved by ``plan_run``)."""
     method: str = DEFAULT_METHOD
     """Screening method (``--method``)."""
     model: str | None = None
@@ -80,10 +86,11 @@ class RunConfig:
     fits_copies: bool = True
     """Also write the FITS products: the catalogs as FITS tables and ``masks.fits``."""
     psf_fwhm: float | None = None
-    """PSF FWHM of the mosaic in pixels, for which a network method picks its
-    thresholds (``--psf-fwhm``). None: the mosaic's ``PSFFWHM`` keyword, else the
-    FWHM measured on its stars, and the thresholds of the network's training PSF
-    when it has too few."""
+    """PSF FWHM of the mosaic in pixels (``--psf-fwhm``): a network method bins a
+    wide PSF to its training width and picks its thresholds for it, and both methods
+    scale their cosmic-ray sharpness limits with it. None: the mosaic's ``PSFFWHM``
+    keyword, else the FWHM measured on its stars, and the training PSF when it has
+    too few."""
     zero_point: float | None = None
     """Photometric zero point: ``mag = zero_point - 2.5 log10(flux)`` in the
     mosaic's flux unit (``--zero-point``). None: the mosaic's ``MAGZERO`` keyword;
@@ -148,11 +155,20 @@ class RunConfig:
 def default_tile_size(shape: tuple[int, int], alignment: int = 1) -> int:
     """The tile size of a run that gives none, for an image of ``shape`` (ny, nx).
 
-    :data:`DEFAULT_TILE_SIZE`, or for a smaller image the largest multiple of
-    ``alignment`` (the method's pooling stride) that fits its shorter side.
+    :data:`DEFAULT_TILE_SIZE`, or for a smaller image its shorter side, each down
+    to a multiple of ``alignment`` (the method's pooling stride and binning).
     """
     fitting = min(shape) // alignment * alignment
-    return min(DEFAULT_TILE_SIZE, max(fitting, alignment))
+    largest = max(DEFAULT_TILE_SIZE // alignment * alignment, alignment)
+    return min(largest, max(fitting, alignment))
+
+
+def default_halo(halo_required: int, alignment: int = 1) -> int:
+    """The halo of a run that gives none: :data:`DEFAULT_HALO` or ``halo_required``.
+
+    The larger of the two, up to a multiple of ``alignment``.
+    """
+    return -(-max(DEFAULT_HALO, halo_required) // alignment) * alignment
 
 
 def check_run_config(config: RunConfig) -> None:
@@ -172,7 +188,7 @@ def check_run_config(config: RunConfig) -> None:
     if config.flips is not None and config.flips not in FLIPS:
         raise InputError(f"--flips {config.flips!r} is not one of 1, 2, 4; pass one of them")
     for option, value in (("--tile-size", config.tile_size), ("--halo", config.halo)):
-        if option == "--tile-size" and value is None:
+        if value is None:
             continue
         if not isinstance(value, int) or value < (8 if option == "--tile-size" else 0):
             raise InputError(
@@ -183,8 +199,6 @@ def check_run_config(config: RunConfig) -> None:
         raise InputError(
             f"--psf-fwhm {config.psf_fwhm!r} is not a PSF width; give the FWHM in pixels (> 0)"
         )
-    if config.psf_fwhm is not None and config.method != "unet":
-        raise InputError(f"--psf-fwhm applies to the unet method, not {config.method!r}; drop it")
     if config.zero_point is not None and not _finite_number(config.zero_point):
         raise InputError(
             f"--zero-point {config.zero_point!r} is not a magnitude; give the AB (or Vega) "
@@ -251,7 +265,14 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         int,
         "PIX",
     ),
-    RunOption("halo", "--halo", "context read around each tile core", int, "PIX"),
+    RunOption(
+        "halo",
+        "--halo",
+        f"context read around each tile core (default: {DEFAULT_HALO}, or what the method "
+        "needs when more)",
+        int,
+        "PIX",
+    ),
     RunOption("method", "--method", "screening method", str, None, METHOD_NAMES),
     RunOption("model", "--model", "model config of a trained network", str, "CONFIG"),
     RunOption(
@@ -274,8 +295,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "psf_fwhm",
         "--psf-fwhm",
-        "PSF FWHM of the mosaic in pixels, for the network's thresholds "
-        "(default: its PSFFWHM keyword, else measured on its stars)",
+        "PSF FWHM of the mosaic in pixels, for the binning of the network and the "
+        "thresholds (default: its PSFFWHM keyword, else measured on its stars)",
         float,
         "PIX",
     ),

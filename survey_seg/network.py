@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -28,10 +29,18 @@ from survey_seg.inference import (
 from survey_seg.masks import MaskBit
 from survey_seg.measure import measure_segments, relabel_in_raster_order
 from survey_seg.quality import (
+    NETWORK_ARTEFACT_BITS,
     artefact_planes,
+    cosmic_ray_pixels,
     minor_axis_limit_for_psf,
     sharper_than_psf,
     tile_verdict,
+)
+from survey_seg.sampling import (
+    bin_window_arrays,
+    binning_factor,
+    expand_to_native,
+    native_position,
 )
 from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
@@ -45,6 +54,9 @@ to see them as background."""
 SMOOTH_SIGMA = 0.7
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
+_NATIVE_COSMIC_RAY_LIMITS = {"significance": 5.0, "contrast": 2.5, "fine_contrast": 2.5}
+"""LA Cosmic limits of a binned screening's native cosmic-ray plane (those of the
+classical method's defaults: its PSF is wide, so no star approaches them)."""
 
 
 class NetworkScreener:
@@ -62,8 +74,10 @@ class NetworkScreener:
         Passes averaged per window on flips of it, 1, 2 or 4 (default: the model
         config's ``test_time_flips``; see :class:`survey_seg.inference.Predictor`).
     psf_fwhm_pix : float, optional
-        PSF FWHM of the mosaics to screen (pixels): the thresholds are the model's
-        for that PSF (:func:`thresholds_for_psf`). None: those of its training PSF.
+        PSF FWHM of the mosaics to screen (pixels). A PSF at least 1.5 times the
+        network's training PSF is screened binned by the nearest integer
+        (:mod:`survey_seg.sampling`); the thresholds are the model's for the PSF
+        it then sees (:func:`thresholds_for_psf`). None: those of its training PSF.
     """
 
     name = "unet"
@@ -81,13 +95,14 @@ class NetworkScreener:
         self.precision = precision
         self.psf_fwhm_pix = psf_fwhm_pix
         psf_thresholds = self.predictor.config.get("psf_thresholds")
-        self.thresholds = thresholds_for_psf(
-            self.predictor.thresholds, psf_thresholds, psf_fwhm_pix
-        )
+        training_psf = (psf_thresholds or {}).get("nominal_psf_fwhm_pix", _TRAINING_PSF_FWHM_PIX)
+        self.binning = binning_factor(psf_fwhm_pix, training_psf)
+        seen_psf = None if psf_fwhm_pix is None else psf_fwhm_pix / self.binning
+        self.thresholds = thresholds_for_psf(self.predictor.thresholds, psf_thresholds, seen_psf)
         self.thresholds["cosmic_ray_max_minor_axis"] = minor_axis_limit_for_psf(
             self.thresholds.get("cosmic_ray_max_minor_axis", _COSMIC_RAY_MAX_MINOR_AXIS),
-            psf_fwhm_pix,
-            (psf_thresholds or {}).get("nominal_psf_fwhm_pix", _TRAINING_PSF_FWHM_PIX),
+            seen_psf,
+            training_psf,
         )
 
     @property
@@ -97,16 +112,16 @@ class NetworkScreener:
         scales = [2**level for level in range(depth)]
         # per level, down and up: two 3x3 convolutions (4 s) and a pooling or an
         # upsampling step (s); at the bottom, two 3x3 convolutions at scale 2**depth
-        diameter = 1 + 2 * sum(5 * s for s in scales) + 4 * 2**depth
+        diameter = (1 + 2 * sum(5 * s for s in scales) + 4 * 2**depth) * self.binning
         return -(-(diameter // 2 + 1) // self.alignment) * self.alignment
 
     @property
     def alignment(self) -> int:
-        """Multiple that tile size and halo must be (the pooling stride).
+        """Multiple that tile size and halo must be (the pooling stride, times the binning).
 
-        Then every window sees the same pooling grid.
+        Then every window sees the same binning blocks and pooling grid.
         """
-        return 2**self.predictor.model.config.depth
+        return 2**self.predictor.model.config.depth * self.binning
 
     def provenance(self) -> dict[str, object]:
         """Name, weight hashes, thresholds and training summaries, for the manifest."""
@@ -118,6 +133,7 @@ class NetworkScreener:
             "precision": self.precision,
             "flips": self.predictor.flips,
             "psf_fwhm_pix": self.psf_fwhm_pix,
+            "binning": self.binning,
             "thresholds": self.thresholds,
             "architecture": config["architecture"],
             "training": _training_summary(config),
@@ -166,7 +182,74 @@ class NetworkScreener:
         return plane
 
     def segment(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
-        """Artefacts, sources, footprints and clumps of one window."""
+        """Artefacts, sources, footprints and clumps of one window.
+
+        With a binning (a wide PSF), the network screens the binned window and its
+        products are mapped back to the native pixels (:meth:`_segment_binned`).
+        """
+        if self.binning > 1:
+            return self._segment_binned(window, saturation=saturation)
+        return self._segment_at_network_sampling(window, saturation=saturation)
+
+    def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
+        """Screen the window binned by :attr:`binning`; products on the native pixels.
+
+        Sources, footprints, clumps and the STREAK, GHOST and BAD planes come from
+        the binned screening, each binned pixel's value on its block's native pixels
+        (no data excluded). NO_DATA and SAT are set on the native pixels, and so are
+        cosmic rays (:func:`~survey_seg.quality.cosmic_ray_pixels`): they are
+        sharper than any PSF, and binning would smear them into blocks.
+        """
+        factor, shape = self.binning, window.image.shape
+        binned = self._segment_at_network_sampling(
+            WindowData(
+                *bin_window_arrays(window.image, window.variance, window.background, factor)
+            ),
+            saturation=None,
+        )
+        valid = np.isfinite(window.image) & np.isfinite(window.variance) & (window.variance > 0)
+        flux = np.where(valid, window.image - window.background, 0.0).astype(np.float32)
+        variance = np.where(valid, window.variance, 0.0).astype(np.float32)
+        sigma = np.sqrt(variance)
+        native = artefact_planes(
+            np.zeros((len(NETWORK_ARTEFACT_BITS), *shape), np.float32),
+            valid,
+            window.image,
+            saturation,
+            threshold=1.0,
+        )
+        kept = np.uint32(MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD)
+        native |= expand_to_native(binned.artefacts & kept, factor, shape) * valid
+        unsaturated = valid & ((native & np.uint32(MaskBit.SAT)) == 0)
+        cosmic_rays = cosmic_ray_pixels(flux, sigma, unsaturated, **_NATIVE_COSMIC_RAY_LIMITS)
+        native[cosmic_rays] |= np.uint32(MaskBit.CR)
+
+        def labels(binned_labels: np.ndarray) -> np.ndarray:
+            return np.where(valid, expand_to_native(binned_labels, factor, shape), 0)
+
+        snr = np.where(valid, flux / np.where(valid, sigma, 1.0), 0.0)
+        clumps = binned.clumps
+        return DenseProducts(
+            flux_image=flux,
+            variance=variance,
+            detection_image=ndimage.gaussian_filter(snr, SMOOTH_SIGMA * factor, truncate=4.0),
+            sources=labels(binned.sources),
+            footprints=labels(binned.footprints),
+            artefacts=native,
+            clumps=replace(
+                clumps, y=native_position(clumps.y, factor), x=native_position(clumps.x, factor)
+            ),
+            blend_probability=binned.blend_probability,
+            stamp_quality=binned.stamp_quality,
+            stamp_size=binned.stamp_size * factor,
+            network_seconds=binned.network_seconds,
+            centres=None if binned.centres is None else native_position(binned.centres, factor),
+        )
+
+    def _segment_at_network_sampling(
+        self, window: WindowData, *, saturation: float | None
+    ) -> DenseProducts:
+        """Artefacts, sources, footprints and clumps of a window the network sees as it is."""
         t = self.thresholds
         planes = network_input(window.image, window.variance, window.background, saturation)
         network_start = time.perf_counter()

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from survey_seg import __version__
-from survey_seg.config import RunConfig, check_run_config, default_tile_size
+from survey_seg.config import RunConfig, check_run_config, default_halo, default_tile_size
 from survey_seg.errors import InputError, OutputError
 from survey_seg.merge import merge_clumps, merge_sources, tiles_table
 from survey_seg.methods import make_method
@@ -173,9 +173,11 @@ def plan_run(
     _make_method(config)  # a bad method or model is refused before the mosaic is read
     mosaic, config = _inspect_mosaic(mosaic_path, config)
     method = _make_method(config, mosaic.psf_fwhm_pix)
+    alignment = getattr(method, "alignment", 1)
     if config.tile_size is None:
-        alignment = getattr(method, "alignment", 1)
         config = replace(config, tile_size=default_tile_size(mosaic.shape, alignment))
+    if config.halo is None:
+        config = replace(config, halo=default_halo(method.halo_required, alignment))
     grid = make_tile_grid(
         mosaic.shape, tile_size=config.tile_size, halo=config.halo, wcs=mosaic.wcs
     )
@@ -184,7 +186,6 @@ def plan_run(
             f"--halo {config.halo} is smaller than the {config.method} method needs "
             f"({method.halo_required} pixels); use --halo {method.halo_required} or more"
         )
-    alignment = getattr(method, "alignment", 1)
     if config.tile_size % alignment or config.halo % alignment:
         raise InputError(
             f"the {config.method} method needs --tile-size and --halo that are multiples of "

@@ -13,6 +13,7 @@ __all__ = [
     "NETWORK_ARTEFACT_BITS",
     "artefact_planes",
     "cosmic_ray_contrast_for_psf",
+    "cosmic_ray_pixels",
     "flagged_fraction",
     "minor_axis_limit_for_psf",
     "sharper_than_psf",
@@ -118,6 +119,53 @@ def minor_axis_limit_for_psf(
         return math.sqrt((fwhm / _FWHM_PER_SIGMA) ** 2 + 1.0 / 12.0)
 
     return float(limit * star_minor_axis(psf_fwhm_pix) / star_minor_axis(nominal_psf_fwhm_pix))
+
+
+def cosmic_ray_pixels(
+    flux: np.ndarray,
+    sigma: np.ndarray,
+    usable: np.ndarray,
+    *,
+    significance: float,
+    contrast: float,
+    fine_contrast: float,
+) -> np.ndarray:
+    """LA Cosmic-style sharp outliers: far above the 3x3 median and sharper than the PSF.
+
+    A pixel is a cosmic-ray core when its excess over the 3x3 median is above
+    ``significance`` and ``contrast`` times its noise and ``fine_contrast`` times
+    the fine structure (the 3x3 median minus its 7x7 median: what a PSF-convolved
+    source leaves there); its 8 neighbours above 3 sigma join it.
+
+    Parameters
+    ----------
+    flux, sigma : numpy.ndarray
+        Background-subtracted image and its noise (0 where unusable).
+    usable : numpy.ndarray
+        Boolean: pixels that may be flagged (valid and not saturated).
+    significance, contrast, fine_contrast : float
+        The three limits above (van Dokkum 2001's sigma limit and ``f_lim``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean cosmic-ray pixels.
+    """
+    from scipy import ndimage
+
+    median3 = ndimage.median_filter(flux, size=3)
+    fine = median3 - ndimage.median_filter(median3, size=7)
+    excess = flux - median3
+    core = (
+        (excess > significance * sigma)
+        & (excess > contrast * sigma)
+        & (excess > fine_contrast * fine)
+        & usable
+    )
+    if not core.any():
+        return core
+    grown = ndimage.binary_dilation(core, structure=np.ones((3, 3), bool))
+    return core | (grown & usable & (flux > 3.0 * sigma))
 
 
 def cosmic_ray_contrast_for_psf(

@@ -224,8 +224,8 @@ def test_the_flow_and_the_command_line_take_the_same_run_options(small_simulatio
     )
     with pytest.raises(ValidationError, match=r"(?s)flips.*1, 2 or 4"):
         ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path, flips=3)
-    with pytest.raises(ValidationError, match="--psf-fwhm applies to the unet method"):
-        ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path, method="classical", psf_fwhm=2)
+    with pytest.raises(ValidationError, match="--psf-fwhm 0 is not a PSF width"):
+        ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path, method="classical", psf_fwhm=0)
 
 
 @pytest.mark.parametrize(("asked", "level"), [(None, logging.WARNING), ("info", logging.INFO)])

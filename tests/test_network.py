@@ -171,8 +171,10 @@ def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(InputError, match="--psf-fwhm"):
             plan_run(mosaic, tmp_path / "out", RunConfig(psf_fwhm=bad))
-    with pytest.raises(InputError, match="applies to the unet method"):
-        plan_run(mosaic, tmp_path / "out", RunConfig(method="classical", psf_fwhm=2.0))
+    # the classical method scales its cosmic-ray limits with the PSF
+    classical = plan_run(mosaic, tmp_path / "out", RunConfig(method="classical", psf_fwhm=0.7))
+    limits = classical.method_provenance["config"]
+    assert limits["cosmic_ray_fine_contrast"] > 2.5 and limits["cosmic_ray_max_minor_axis"] < 0.72
 
 
 def test_mosaic_without_psf_keyword_nor_enough_stars_warns_which_thresholds_were_used(
@@ -197,3 +199,48 @@ def test_mosaic_without_psf_keyword_nor_enough_stars_warns_which_thresholds_were
     assert manifest["method"]["psf_fwhm_pix"] is None  # the training PSF's thresholds:
     thresholds = load_model_config(DEFAULT_MODEL)["thresholds"]
     assert manifest["method"]["thresholds"] == {"cosmic_ray_max_minor_axis": 0.72, **thresholds}
+
+
+def test_a_three_times_wider_psf_is_screened_binned_and_finds_the_same_sources(tmp_path):
+    """The same sky sampled 3x finer (PSF 5.4 pix) against its 3x3 sums (PSF ~1.8 pix)."""
+    from astropy.io import fits
+    from scipy.spatial import cKDTree
+
+    from survey_seg.simulate import SimulationConfig, simulate_mosaic
+
+    fine = simulate_mosaic(
+        SimulationConfig(
+            size=576, seed=31, pixel_scale_arcsec=0.1 / 3, psf_fwhm_pix=5.4, sky_sigma=0.003,
+            n_cosmic_rays=0, n_hot_pixels=0, n_satellite_trails=0, n_ghosts=0,
+        )
+    )  # fmt: skip
+    header = fine.header.copy()
+    fits.PrimaryHDU(fine.image, header=header).writeto(tmp_path / "fine.fits")
+    coarse = np.nan_to_num(fine.image).reshape(192, 3, 192, 3).sum(axis=(1, 3))
+    coarse_header = fine.wcs.slice((slice(None, None, 3), slice(None, None, 3))).to_header()
+    for key in ("SATURATE", "MAGZERO", "GAIN", "BUNIT"):
+        coarse_header[key] = header[key]
+    coarse_header["SATURATE"] = 9 * header["SATURATE"]
+    coarse_header["PSFFWHM"] = 1.8
+    fits.PrimaryHDU(coarse.astype(np.float32), header=coarse_header).writeto(tmp_path / "c.fits")
+
+    summary = run_survey(tmp_path / "fine.fits", tmp_path / "fine", RunConfig())  # no flag
+    manifest = json.loads((tmp_path / "fine" / "manifest.json").read_text())
+    assert manifest["method"]["binning"] == 3 and manifest["input"]["psf_fwhm_pix"] == 5.4
+    assert manifest["config"]["halo"] % 24 == 0 and manifest["config"]["halo"] >= 168
+    assert summary.n_failed == 0
+    run_survey(tmp_path / "c.fits", tmp_path / "coarse", RunConfig())
+    fine_sources = pd.read_parquet(tmp_path / "fine" / "sources.parquet")
+    coarse_sources = pd.read_parquet(tmp_path / "coarse" / "sources.parquet")
+    significant = coarse_sources[coarse_sources["flux"] > 10 * coarse_sources["flux_err"]]
+    coarse_xy = (significant[["x", "y"]].to_numpy() + 0.5) * 3 - 0.5  # on the fine pixels
+    gap, _ = cKDTree(fine_sources[["x", "y"]].to_numpy()).query(coarse_xy)
+    assert len(significant) >= 20
+    assert np.mean(gap < 3.0) >= 0.9  # within one coarse pixel
+    assert len(fine_sources) == pytest.approx(len(coarse_sources), rel=0.15)
+    # binned tiles (2 x 2 of 504 pix) agree with the binned whole image
+    run_survey(tmp_path / "fine.fits", tmp_path / "whole", RunConfig(tile_size=576))
+    whole = pd.read_parquet(tmp_path / "whole" / "sources.parquet")
+    key_tiled = set(zip(fine_sources["x_peak"], fine_sources["y_peak"], strict=True))
+    key_whole = set(zip(whole["x_peak"], whole["y_peak"], strict=True))
+    assert len(key_tiled ^ key_whole) <= 2

@@ -1,0 +1,122 @@
+"""Screening at the network's canonical sampling: windows binned, products mapped back.
+
+A network trained on scenes of one PSF width sees a mosaic whose PSF is ``k``
+times wider as a sky of giant, smooth objects: it cuts large galaxies into
+pieces and calls isolated stars blends. Binning the window by the integer
+``k`` (:func:`binning_factor`) brings the PSF back to the width the network
+knows, in pixels; the products are then mapped back to the native pixels
+(:func:`expand_to_native`), where every catalog quantity is measured.
+
+Binning is in blocks fixed in mosaic coordinates when the window's origin is a
+multiple of the factor (the tile size and halo are: the factor is part of the
+method's alignment), so a tiled screening equals the whole image's.
+
+This module computes only: it imports neither torch nor any I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "MIN_VALID_FRACTION",
+    "bin_window_arrays",
+    "binning_factor",
+    "expand_to_native",
+    "native_position",
+]
+
+MIN_VALID_FRACTION = 0.5
+"""A binned pixel holds data when at least this fraction of its block does."""
+
+
+def binning_factor(psf_fwhm_pix: float | None, canonical_psf_fwhm_pix: float) -> int:
+    """The integer binning that brings a PSF nearest to the canonical width.
+
+    ``round(psf / canonical)``, at least 1: a PSF up to 1.5 times the canonical
+    one is screened as it is (the thresholds for its width cover it), one of
+    3 times is binned by 3. An undersampled PSF is never binned.
+
+    Parameters
+    ----------
+    psf_fwhm_pix : float or None
+        The mosaic's PSF FWHM (pix); None (unknown) gives 1.
+    canonical_psf_fwhm_pix : float
+        The PSF FWHM (pix) the network was trained at.
+
+    Returns
+    -------
+    int
+    """
+    if psf_fwhm_pix is None:
+        return 1
+    if not psf_fwhm_pix > 0 or not canonical_psf_fwhm_pix > 0:
+        raise ValueError(
+            f"PSF FWHM {psf_fwhm_pix!r} or canonical {canonical_psf_fwhm_pix!r} is not > 0; "
+            "give the widths in pixels"
+        )
+    return max(1, int(np.floor(psf_fwhm_pix / canonical_psf_fwhm_pix + 0.5)))
+
+
+def bin_window_arrays(
+    image: np.ndarray, variance: np.ndarray, background: np.ndarray, factor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block means of a window's image and background, and the variance of those means.
+
+    The window is padded with no data to a multiple of ``factor`` at its far
+    edges. A block with fewer than :data:`MIN_VALID_FRACTION` of its pixels valid
+    (finite image, finite positive variance) is no data (NaN image, zero variance);
+    the others average their valid pixels.
+
+    Parameters
+    ----------
+    image, variance, background : numpy.ndarray
+        ``(H, W)`` window arrays.
+    factor : int
+        Block side, >= 1.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        float32 ``(ceil(H / factor), ceil(W / factor))`` image, variance, background.
+    """
+    if factor == 1:
+        return image, variance, background
+    valid = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    counts = _block_sum(valid.astype(np.float64), factor)
+    enough = counts >= MIN_VALID_FRACTION * factor * factor
+    safe = np.maximum(counts, 1.0)
+    mean_image = _block_sum(np.where(valid, image, 0.0), factor) / safe
+    mean_background = _block_sum(np.where(valid, background, 0.0), factor) / safe
+    mean_variance = _block_sum(np.where(valid, variance, 0.0), factor) / safe**2
+    background_everywhere = _block_sum(np.nan_to_num(background), factor) / factor**2
+    return (
+        np.where(enough, mean_image, np.nan).astype(np.float32),
+        np.where(enough, mean_variance, 0.0).astype(np.float32),
+        np.where(enough, mean_background, background_everywhere).astype(np.float32),
+    )
+
+
+def expand_to_native(array: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Each binned pixel's value on the native pixels of its block, cropped to ``shape``.
+
+    Works on the trailing two axes (labels, planes, probabilities).
+    """
+    if factor == 1:
+        return array
+    expanded = np.repeat(np.repeat(array, factor, axis=-2), factor, axis=-1)
+    return expanded[..., : shape[0], : shape[1]]
+
+
+def native_position(binned: np.ndarray, factor: int) -> np.ndarray:
+    """Native pixel coordinates of binned pixel coordinates (pixel centres at integers)."""
+    return (np.asarray(binned, dtype=np.float64) + 0.5) * factor - 0.5
+
+
+def _block_sum(array: np.ndarray, factor: int) -> np.ndarray:
+    """Sums over ``factor x factor`` blocks, the far edges padded with zeros."""
+    ny, nx = array.shape
+    by, bx = -(-ny // factor), -(-nx // factor)
+    padded = np.zeros((by * factor, bx * factor), dtype=np.float64)
+    padded[:ny, :nx] = array
+    return padded.reshape(by, factor, bx, factor).sum(axis=(1, 3))
