@@ -27,9 +27,7 @@ def test_binned_means_and_the_variance_of_the_mean():
     image = rng.normal(10.0, 1.0, (6, 9))
     variance = rng.uniform(1.0, 2.0, (6, 9))
     background = np.full((6, 9), 3.0)
-    binned, binned_variance, binned_background = bin_window_arrays(
-        image, variance, background, 3
-    )
+    binned, binned_variance, binned_background = bin_window_arrays(image, variance, background, 3)
     assert binned.shape == (2, 3) and binned.dtype == np.float32
     np.testing.assert_allclose(binned[1, 2], image[3:6, 6:9].mean(), rtol=1e-6)
     np.testing.assert_allclose(binned_variance[0, 1], variance[0:3, 3:6].sum() / 81, rtol=1e-6)
