@@ -402,6 +402,7 @@ def match_injections(
     *,
     psf_fwhm_pix: float,
     skipped: Sequence[int] = (),
+    reference: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Match injected objects to detected sources and clumps: one row per injected object.
 
@@ -409,9 +410,10 @@ def match_injections(
     its half-light radius)`` of it (:func:`resolution_pix`), nearest pairs first,
     a source to one object at most: the two members of a pair are recovered only
     as distinct sources. A large object is shattered when more than one source
-    lies within 1.5 of its half-light radii (or one resolution element). An
-    injected clump is recovered by a detected clump within :data:`CLUMP_MATCH_PIX`
-    pixels.
+    lies within 1.5 of its half-light radii (or one resolution element) than the
+    ``reference`` screening (the mosaic without the injected objects) has there:
+    a real galaxy under an injected one is not a piece of it. An injected clump is
+    recovered by a detected clump within :data:`CLUMP_MATCH_PIX` pixels.
 
     Parameters
     ----------
@@ -424,13 +426,17 @@ def match_injections(
         PSF FWHM in pixels.
     skipped : sequence of int
         ``injection_id`` of the objects that were not drawn (``drawn`` is False).
+    reference : pandas.DataFrame, optional
+        Sources (``x``, ``y``) of the mosaic screened without the injected objects;
+        None: no source was there before.
 
     Returns
     -------
     pandas.DataFrame
         The catalog's columns and ``drawn``, ``recovered``, ``matched_source_id``
         (-1: none), ``matched_distance_pix``, ``recovered_flux``,
-        ``matched_as_blended``, ``n_sources_in_footprint``, ``shattered``,
+        ``matched_as_blended``, ``n_sources_in_footprint``,
+        ``n_reference_in_footprint``, ``shattered``,
         ``pair_partner_id`` (-1 outside pairs), ``n_clumps_injected`` and
         ``clumps_matched`` (of a clumpy host).
     """
@@ -446,16 +452,16 @@ def match_injections(
     xy = table[["x", "y"]].to_numpy(dtype=np.float64)
     hlr = table["half_light_radius_pix"].to_numpy(dtype=np.float64)
     source_xy = sources[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
+    resolution = resolution_pix(psf_fwhm_pix)
+    drawn_objects = ~is_clump & table["drawn"].to_numpy()
     if len(source_xy):
         tree = cKDTree(source_xy)
-        resolution = resolution_pix(psf_fwhm_pix)
         radius = np.maximum(resolution, hlr)
         candidates = []
-        for i in np.flatnonzero(~is_clump & table["drawn"].to_numpy()):
+        for i in np.flatnonzero(drawn_objects):
             for j in tree.query_ball_point(xy[i], radius[i]):
                 candidates.append((float(np.hypot(*(source_xy[j] - xy[i]))), i, j))
-            reach = max(resolution, _FOOTPRINT_HLR * hlr[i])
-            in_footprint[i] = len(tree.query_ball_point(xy[i], reach))
+        in_footprint = _in_footprints(xy, hlr, resolution, sources, drawn_objects)
         taken: set[int] = set()
         for gap, i, j in sorted(candidates):
             if matched[i] < 0 and j not in taken:
@@ -476,7 +482,9 @@ def match_injections(
         table["matched_as_blended"] = False
     table["matched_distance_pix"] = distance
     table["n_sources_in_footprint"] = in_footprint
-    table["shattered"] = (table["kind"] == "large").to_numpy() & (in_footprint > 1)
+    before = _in_footprints(xy, hlr, resolution, reference, drawn_objects)
+    table["n_reference_in_footprint"] = before
+    table["shattered"] = (table["kind"] == "large").to_numpy() & (in_footprint - before > 1)
     table["pair_partner_id"] = _pair_partners(table)
     clump_found = np.zeros(n, dtype=bool)
     clump_xy = clumps[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
@@ -491,6 +499,25 @@ def match_injections(
     table["n_clumps_injected"] = table["injection_id"].map(injected).fillna(0).astype(np.int64)
     table["clumps_matched"] = table["injection_id"].map(recovered).fillna(0).astype(np.int64)
     return table
+
+
+def _in_footprints(
+    xy: np.ndarray,
+    hlr: np.ndarray,
+    resolution: float,
+    sources: pd.DataFrame | None,
+    which: np.ndarray,
+) -> np.ndarray:
+    """Sources within each object's footprint reach (0 for the others, or no sources)."""
+    from scipy.spatial import cKDTree
+
+    counts = np.zeros(len(xy), dtype=np.int64)
+    if sources is None or not len(sources):
+        return counts
+    tree = cKDTree(sources[["x", "y"]].to_numpy(dtype=np.float64))
+    for i in np.flatnonzero(which):
+        counts[i] = len(tree.query_ball_point(xy[i], max(resolution, _FOOTPRINT_HLR * hlr[i])))
+    return counts
 
 
 def injection_metrics(

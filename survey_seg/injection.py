@@ -41,6 +41,7 @@ __all__ = [
     "INJECTION_TABLE",
     "INJECTION_TILES",
     "NEGATIVE_DIR",
+    "REFERENCE_DIR",
     "run_injection",
 ]
 
@@ -54,6 +55,9 @@ INJECTION_JSON = "injection.json"
 """The summary: completeness, pair recall, shattering, clumps, spurious fraction."""
 NEGATIVE_DIR = "negative"
 """Output directory of the negated mosaic's run, inside ``OUT/``."""
+REFERENCE_DIR = "reference"
+"""Output directory of the mosaic's own run (nothing injected), inside ``OUT/``: the
+sources that were there before, which a shattered large galaxy is counted against."""
 DEFAULT_DENSITY = 400.0
 """Injected objects (pairs and clumpy hosts counted once) per million pixels."""
 TRAINING_PSF_FWHM_PIX = SimulationConfig().psf_fwhm_pix
@@ -78,7 +82,8 @@ def run_injection(
     Writes in ``out_dir`` (new or empty): the injected run's outputs, as
     ``survey-seg run`` writes them, with :data:`INJECTION_CATALOG`,
     :data:`INJECTION_TABLE`, :data:`INJECTION_TILES` (the summary per tile) and
-    :data:`INJECTION_JSON`; the negated mosaic's run in ``out_dir/negative/``. The
+    :data:`INJECTION_JSON`; the negated mosaic's run in ``out_dir/negative/``, and
+    the mosaic's own run in ``out_dir/reference/`` (what was there before). The
     objects are drawn with a Moffat PSF of the mosaic's FWHM (``config.psf_fwhm``,
     else its ``PSFFWHM`` keyword, else measured on its stars, else the network's
     training PSF, with a warning), in the sky noise of the ingested mosaic (median
@@ -159,6 +164,7 @@ def run_injection(
         result_key=injected.result_key(plan.mosaic.sha256, plan.method_provenance),
     )
     negative_plan = plan_run(mosaic_path, out / NEGATIVE_DIR, replace(base, negate=True))
+    reference_plan = plan_run(mosaic_path, out / REFERENCE_DIR, base)
     zero_point = base.zero_point if base.zero_point is not None else plan.mosaic.zero_point
 
     catalog = None
@@ -195,12 +201,19 @@ def run_injection(
             _discard(out, created)
         raise
     execute_run(negative_plan, client=client, progress=progress)
+    execute_run(reference_plan, client=client, progress=progress)
 
     sources = pd.read_parquet(out / "sources.parquet")
     clumps = pd.read_parquet(out / "clumps.parquet")
     negative = pd.read_parquet(out / NEGATIVE_DIR / "sources.parquet", columns=["id", "tile_id"])
+    reference = pd.read_parquet(out / REFERENCE_DIR / "sources.parquet", columns=["x", "y"])
     matched = match_injections(
-        catalog, sources, clumps, psf_fwhm_pix=float(psf), skipped=_skipped(plan)
+        catalog,
+        sources,
+        clumps,
+        psf_fwhm_pix=float(psf),
+        skipped=_skipped(plan),
+        reference=reference,
     )
     summary = injection_metrics(
         matched, clumps, psf_fwhm_pix=float(psf), n_sources=len(sources), n_negative=len(negative)

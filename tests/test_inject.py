@@ -184,6 +184,13 @@ def test_matching_pairs_large_objects_and_clumps():
     assert metrics["spurious_fraction"] == pytest.approx(1 / (len(sources) - 3))
     nothing = inject.match_injections(catalog, sources[:0], clumps[:0], psf_fwhm_pix=FWHM)
     assert not nothing["recovered"].any() and (nothing["matched_source_id"] == -1).all()
+    # a real galaxy under the large one (in the screening without injection) is not a piece
+    reference = pd.DataFrame({"x": [large["x"] + hlr], "y": [large["y"]]})
+    kept = inject.match_injections(
+        catalog, sources, clumps, psf_fwhm_pix=FWHM, reference=reference
+    ).set_index("injection_id")
+    assert kept.at[large["injection_id"], "n_reference_in_footprint"] == 1
+    assert not kept.at[large["injection_id"], "shattered"]
 
 
 def test_tile_metrics_add_up_to_the_whole():
