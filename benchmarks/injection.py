@@ -7,15 +7,16 @@ have none: they are skipped, and the table says so) and two simulated mosaics
 survey-seg method, and SEP runs on the very same injected pixels:
 
 - survey-seg: the whole ``run_injection`` (ingest, injected run, negated run,
-  matching), with the tile size a small image gets (no ``--tile-size``) and the
-  halo the method needs;
+  the mosaic's own run, matching), with the default tile size and halo;
 - SEP: the ingested mosaic of the unet injection run plus the injected objects
   drawn over the whole image with :func:`survey_seg.inject.render_window` (same
   catalog, PSF and gain), then ``sep.Background`` (64-pixel mesh) and
   ``sep.extract`` at 1.5 sigma of the background RMS, minarea 5, 32 deblending
   thresholds and contrast 0.005, as ``benchmarks/quality.py`` runs it; the same
-  on the negated pixels for the spurious fraction. Its sources are matched with
-  :func:`survey_seg.inject.match_injections` and scored with
+  on the negated pixels for the spurious fraction, and on the mosaic itself for
+  the sources there before (a large galaxy is shattered by more than those).
+  Its sources are matched with :func:`survey_seg.inject.match_injections` and
+  scored with
   :func:`survey_seg.inject.injection_metrics` as survey-seg's are (SEP finds no
   clumps: its clump metrics are n/a).
 
@@ -26,7 +27,7 @@ found, the network's training PSF of 1.8 pix was used); ``completeness``
 shattered / large objects); ``clump_c`` and ``clump_p`` (clump completeness and
 purity); ``spurious`` (detections on the negated image over the unmatched
 detections on the injected one); ``seconds`` (survey-seg: the whole injection
-run, both screenings; SEP: background and extraction of both images, the
+run, its three screenings; SEP: background and extraction of both images, the
 rendering excluded).
 
 Usage::
@@ -54,7 +55,6 @@ from astropy.wcs import WCS
 from survey_seg.errors import InputError
 from survey_seg.inject import injection_metrics, match_injections, render_window
 from survey_seg.injection import DEFAULT_DENSITY, INJECTION_CATALOG, run_injection
-from survey_seg.methods import make_method
 from survey_seg.pipeline import RunConfig
 from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
 from survey_seg.store import MOSAIC_STORE, MosaicStore
@@ -62,7 +62,6 @@ from survey_seg.store import MOSAIC_STORE, MosaicStore
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/real"
 SURVEY_SEG_METHODS = ("unet", "classical")
 ALL_METHODS = (*SURVEY_SEG_METHODS, "sep")
-HALO = 64
 COLUMNS = (
     ("image", "image", 28),
     ("method", "method", 9),
@@ -91,9 +90,8 @@ def has_celestial_wcs(path: Path) -> bool:
 def survey_seg_injection(
     mosaic: Path, out: Path, method: str, seed: int, density: float
 ) -> tuple[dict, str, float]:
-    """``run_injection`` with the method's halo: its summary, where its PSF came from, seconds."""
-    halo = max(HALO, make_method(method).halo_required) if method == "unet" else HALO
-    config = RunConfig(method=method, halo=halo, fits_copies=False)
+    """``run_injection`` (default halo and tile size): its summary, its PSF's origin, seconds."""
+    config = RunConfig(method=method, fits_copies=False)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -129,7 +127,7 @@ def sep_sources(image: np.ndarray) -> pd.DataFrame:
 
 
 def sep_injection(run_dir: Path, summary: dict) -> tuple[dict, float]:
-    """SEP on the injected pixels of an injection run, and on their negation."""
+    """SEP on the injected pixels of an injection run, on their negation and on the mosaic."""
     catalog = pd.read_parquet(run_dir / INJECTION_CATALOG)
     psf = float(summary["psf_fwhm_pix"])
     image = np.asarray(MosaicStore(run_dir / MOSAIC_STORE).image[:], dtype=np.float64)
@@ -141,8 +139,11 @@ def sep_injection(run_dir: Path, summary: dict) -> tuple[dict, float]:
     sources = sep_sources(injected)
     negative = sep_sources(-image)
     seconds = time.perf_counter() - start
+    before = sep_sources(image)
     clumps = pd.DataFrame({"host_id": [], "x": [], "y": []})
-    matched = match_injections(catalog, sources, clumps, psf_fwhm_pix=psf, skipped=rendered.skipped)
+    matched = match_injections(
+        catalog, sources, clumps, psf_fwhm_pix=psf, skipped=rendered.skipped, reference=before
+    )
     metrics = injection_metrics(
         matched, clumps, psf_fwhm_pix=psf, n_sources=len(sources), n_negative=len(negative)
     )
