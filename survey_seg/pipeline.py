@@ -949,6 +949,14 @@ def new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+def _noise_correlation(plan: RunPlan) -> dict | None:
+    """The ingest's noise-correlation measurement (None before the ingest)."""
+    path = plan.out_dir / MOSAIC_STORE
+    if not (path / "zarr.json").is_file():
+        return None
+    return MosaicStore(path).attrs.get("noise_correlation")
+
+
 def _manifest(
     plan: RunPlan,
     run_id: str,
@@ -977,6 +985,7 @@ def _manifest(
             "psf_fwhm_pix": plan.mosaic.psf_fwhm_pix,
             "psf": plan.mosaic.psf,  # its source, and the fit when measured
             "flux_unit": plan.mosaic.flux_unit,
+            "noise_correlation": _noise_correlation(plan),
             **plan.mosaic.describe_planes(),  # image, noise and mask: source, convention
         },
         "photometry": photometry(plan),

@@ -102,6 +102,10 @@ MASK_CONVENTION = "integer; non-zero: BAD (excluded from detection and measureme
 SEPARATE_FILE_OPTIONS = {"weight": "--weight", "rms": "--rms", "mask": "--mask"}
 """Option of each separate noise or mask file (the keywords of inspect_fits_mosaic)."""
 PSF_FWHM_KEY = "PSFFWHM"
+NOISE_CUTOUT = 1024
+"""Side of the central cutout on which the noise correlation is measured at ingest."""
+NOISE_KERNEL_FWHM_PIX = 1.8
+"""PSF FWHM of the noise-correlation kernel when the mosaic's PSF is unknown."""
 COUNT_UNITS = frozenset({"adu", "dn", "count", "counts", "ct", "cts"})
 """``BUNIT`` values (lower case) of images in raw counts, to which ``GAIN`` applies."""
 """Header keyword of the mosaic's PSF full width at half maximum, in pixels."""
@@ -845,6 +849,7 @@ def ingest_mosaic(
     root.create_array("background_rms", data=mesh.rms)
     root.attrs.update(
         {
+            "noise_correlation": _measure_noise_correlation(root, mesh, info.psf_fwhm_pix),
             "wcs": wcs_to_attrs(info.wcs),
             "source_path": str(info.path),
             "source_sha256": info.sha256,
@@ -863,6 +868,36 @@ def ingest_mosaic(
         }
     )
     return MosaicStore(path)
+
+
+def _measure_noise_correlation(root, mesh: BackgroundMesh, psf_fwhm_pix: float | None) -> dict:
+    """:func:`~survey_seg.noise.noise_correlation_ratio` on the central cutout of an ingest.
+
+    The cutout is at most :data:`NOISE_CUTOUT` pixels a side; the kernel is the
+    mosaic's PSF (the simulator's 1.8 pix when it is unknown).
+    """
+    from survey_seg.background import interpolate_mesh
+    from survey_seg.noise import noise_correlation_ratio
+
+    ny, nx = root["image"].shape
+    y0, x0 = max(0, (ny - NOISE_CUTOUT) // 2), max(0, (nx - NOISE_CUTOUT) // 2)
+    y1, x1 = min(ny, y0 + NOISE_CUTOUT), min(nx, x0 + NOISE_CUTOUT)
+    image = np.asarray(root["image"][y0:y1, x0:x1], dtype=np.float64)
+    shape = image.shape
+    background = interpolate_mesh(mesh.level, mesh.cell_size, (y0, x0), shape)
+    if "variance" in root:
+        variance = np.asarray(root["variance"][y0:y1, x0:x1], dtype=np.float64)
+    else:
+        variance = interpolate_mesh(mesh.rms, mesh.cell_size, (y0, x0), shape).astype(float) ** 2
+    usable = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    if "input_mask" in root:
+        usable &= np.asarray(root["input_mask"][y0:y1, x0:x1]) == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.where(usable, (image - background) / np.sqrt(variance), 0.0)
+    fwhm = psf_fwhm_pix if psf_fwhm_pix else NOISE_KERNEL_FWHM_PIX
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    ratio = noise_correlation_ratio(snr, usable, sigma)
+    return {"ratio": ratio, "kernel_fwhm_pix": float(fwhm), "cutout": [y0, y1, x0, x1]}
 
 
 def _plane_data(
@@ -950,6 +985,10 @@ class MosaicStore:
         self.pixel_scale_arcsec: float = float(attrs["pixel_scale_arcsec"])
         self.psf_fwhm_pix: float | None = attrs.get("psf_fwhm_pix")
         self.flux_unit: str | None = attrs.get("flux_unit")
+        correlation = attrs.get("noise_correlation") or {}
+        self.noise_scale: float = max(1.0, float(correlation.get("ratio", 1.0)))
+        """Factor on the per-pixel noise of every window read: the measured noise
+        correlation ratio (:mod:`survey_seg.noise`), never below 1."""
         self.mesh = BackgroundMesh(
             np.asarray(self._root["background_level"][...]),
             np.asarray(self._root["background_rms"][...]),
@@ -957,7 +996,11 @@ class MosaicStore:
         )
 
     def read_window(self, tile: Tile) -> WindowData:
-        """Read a tile's window (core plus halo) with NaN beyond the mosaic edge."""
+        """Read a tile's window (core plus halo) with NaN beyond the mosaic edge.
+
+        The variance is scaled by :attr:`noise_scale` squared: detection and flux
+        errors then hold for noise correlated on the PSF's scale.
+        """
         from survey_seg.background import interpolate_mesh
 
         image = np.pad(self._root["image"][tile.read_slices], tile.read_pad, constant_values=np.nan)
@@ -969,6 +1012,8 @@ class MosaicStore:
         else:
             rms = interpolate_mesh(self.mesh.rms, cell, tile.origin, tile.window_shape)
             variance = np.where(np.isfinite(image), rms * rms, np.nan).astype(np.float32)
+        if self.noise_scale != 1.0:  # correlated noise: noisier on the PSF's scale
+            variance = (variance * np.float32(self.noise_scale**2)).astype(np.float32)
         background = interpolate_mesh(self.mesh.level, cell, tile.origin, tile.window_shape)
         flagged = None
         if "input_mask" in self._root:

@@ -427,7 +427,8 @@ def test_window_without_noise_hdu_uses_background_rms(good_mosaic, tmp_path):
         finite = np.isfinite(window.image)
         np.testing.assert_array_equal(np.isfinite(window.variance), finite)
         rms = interpolate_mesh(store.mesh.rms, 32, tile.origin, tile.window_shape)
-        np.testing.assert_array_equal(window.variance[finite], (rms * rms)[finite])
+        scale = np.float32(store.noise_scale**2)  # the measured noise correlation, >= 1
+        np.testing.assert_allclose(window.variance[finite], (rms * rms * scale)[finite], rtol=1e-6)
         level = interpolate_mesh(store.mesh.level, 32, tile.origin, tile.window_shape)
         np.testing.assert_array_equal(window.background, level)
         # the sky is 10 with rms 1: the mesh finds them (3-sigma clipping keeps 0.987 rms)
@@ -1203,3 +1204,31 @@ def test_ingest_records_the_resolved_psf(good_mosaic, tmp_path):
     out.mkdir()
     attrs = ingest_mosaic(info, out, tile_size=100).attrs
     assert attrs["psf_fwhm_pix"] is None and attrs["psf"] == info.psf
+
+
+def test_correlated_noise_is_measured_at_ingest_and_scales_the_variance(tmp_path):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    kernel = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
+    scales = {}
+    for name, noise in (
+        ("white", rng.normal(0.0, 1.0, SHAPE)),
+        ("drizzled", ndimage.convolve(rng.normal(0.0, 1.0, SHAPE), kernel / np.hypot.reduce(
+            kernel.ravel()))),
+    ):  # fmt: skip
+        path = tmp_path / f"{name}.fits"
+        fits.PrimaryHDU(noise.astype(np.float32), header=wcs_header(PSFFWHM=1.8)).writeto(path)
+        store = _ingest(path, tmp_path / name)
+        measured = store.attrs["noise_correlation"]
+        assert measured["kernel_fwhm_pix"] == 1.8
+        scales[name] = store.noise_scale
+        window = store.read_window(make_tile_grid(SHAPE, tile_size=100, halo=30)[0])
+        tile = make_tile_grid(SHAPE, tile_size=100, halo=30)[0]
+        rms = interpolate_mesh(store.mesh.rms, 32, tile.origin, window.image.shape)
+        finite = np.isfinite(window.image)
+        np.testing.assert_allclose(
+            window.variance[finite], (rms**2 * store.noise_scale**2)[finite], rtol=1e-5
+        )
+    assert scales["white"] == pytest.approx(1.0, abs=0.05)
+    assert scales["drizzled"] > 1.6  # a PSF-sized sum is ~1.9 times noisier than white noise
