@@ -16,7 +16,13 @@ from skimage.segmentation import watershed
 
 from survey_seg.measure import label_maximum, label_maximum_position, relabel_in_raster_order
 
-__all__ = ["deblended_centres", "find_centres", "split_instances"]
+__all__ = [
+    "absorb_enclosed",
+    "deblended_centres",
+    "find_centres",
+    "merge_unseparated",
+    "split_instances",
+]
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -63,6 +69,9 @@ def split_instances(
     *,
     object_threshold: float,
     min_area: int = 5,
+    significance: np.ndarray | None = None,
+    min_valley_sigma: float | None = None,
+    min_merge_area: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Footprints and source instances from the network's object and centre maps.
 
@@ -81,6 +90,13 @@ def split_instances(
     min_area : int
         Footprints smaller than this are dropped; larger ones without a centre
         get one at their ``elevation`` maximum.
+    significance : numpy.ndarray, optional
+        Unit-noise significance map; with ``min_valley_sigma``, sources that no
+        significant valley separates are merged (:func:`merge_unseparated`).
+    min_valley_sigma : float, optional
+        See ``significance``.
+    min_merge_area : int
+        Smallest source (pixels) that may merge (:func:`merge_unseparated`).
 
     Returns
     -------
@@ -120,9 +136,176 @@ def split_instances(
         markers[np.isin(markers, slivers)] = 0
         sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
     sources, footprints = relabel_in_raster_order(sources), relabel_in_raster_order(footprints)
+    if significance is not None and min_valley_sigma is not None:
+        sources = merge_unseparated(
+            sources,
+            footprints,
+            significance,
+            min_valley_sigma=min_valley_sigma,
+            min_area=min_merge_area,
+        )
     n_sources = int(sources.max())
     blend_probability = label_maximum(overlap_probability, sources, np.arange(1, n_sources + 1))
     return sources, footprints, blend_probability
+
+
+def merge_unseparated(
+    sources: np.ndarray,
+    footprints: np.ndarray,
+    significance: np.ndarray,
+    *,
+    min_valley_sigma: float,
+    min_area: int = 0,
+) -> np.ndarray:
+    """Merge neighbouring sources of a footprint that no significant valley separates.
+
+    One object, one source: two objects are told apart by the dip of the light
+    between them, whatever their size. For each pair of touching sources of one
+    footprint, the saddle is the highest point of their common border (the
+    lower of the two pixels of each touching pair), and the valley is the lower
+    of their two peaks minus it. A spiral arm, a wing or a noise bump cut off a
+    large galaxy by a spurious centre has its peak on that border: no valley. The
+    pair with the shallowest valley below ``min_valley_sigma`` merges first, and
+    the peaks and saddles of the merged source are updated (as a
+    watershed-by-dynamics merge does) until every valley left is significant.
+
+    Parameters
+    ----------
+    sources, footprints : numpy.ndarray
+        int labels from :func:`split_instances`.
+    significance : numpy.ndarray
+        Matched-filter significance of each pixel: the S/N smoothed by a
+        unit-norm kernel, so that white noise has unit variance there.
+    min_valley_sigma : float
+        Valleys shallower than this (in units of that noise) do not separate.
+    min_area : int
+        Only sources of at least this many pixels merge: a compact source (a
+        faint companion on a shoulder of a bright one) keeps the split that its
+        shape gave it.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 source labels, numbered in raster order.
+    """
+    n = int(sources.max())
+    if n < 2:
+        return sources
+    # touching pairs of different sources in the same footprint, 8-connected
+    keys, heights = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a, b = _shifted_pair(sources, dy, dx)
+        fa, fb = _shifted_pair(footprints, dy, dx)
+        ea, eb = _shifted_pair(significance, dy, dx)
+        touching = (a != b) & (a > 0) & (b > 0) & (fa == fb)
+        low = np.minimum(a[touching], b[touching]).astype(np.int64)
+        high = np.maximum(a[touching], b[touching]).astype(np.int64)
+        keys.append(low * (n + 1) + high)
+        heights.append(np.minimum(ea[touching], eb[touching]).astype(np.float64))
+    key, height = np.concatenate(keys), np.concatenate(heights)
+    order = np.lexsort((height, key))
+    key, height = key[order], height[order]
+    last = np.r_[key[1:] != key[:-1], True] if key.size else np.zeros(0, dtype=bool)
+    saddles = {
+        (int(k // (n + 1)), int(k % (n + 1))): float(h)
+        for k, h in zip(key[last], height[last], strict=True)
+    }
+    if not saddles:
+        return sources
+    peak = label_maximum(significance, sources, np.arange(n + 1))
+    area = np.bincount(sources.ravel(), minlength=n + 1)
+    parent = np.arange(n + 1)
+    while saddles:
+        valleys = {
+            pair: min(peak[pair[0]], peak[pair[1]]) - h
+            for pair, h in saddles.items()
+            if min(area[pair[0]], area[pair[1]]) >= min_area
+        }
+        if not valleys:
+            break
+        (i, j), valley = min(valleys.items(), key=lambda item: (item[1], item[0]))
+        if valley >= min_valley_sigma:
+            break
+        parent[parent == j] = i  # j joins i
+        peak[i] = max(peak[i], peak[j])
+        area[i] += area[j]
+        merged: dict[tuple[int, int], float] = {}
+        for (a, b), h in saddles.items():
+            a, b = (i if a == j else a), (i if b == j else b)
+            if a == b:
+                continue
+            key = (min(a, b), max(a, b))
+            merged[key] = max(h, merged.get(key, -np.inf))
+        saddles = merged
+    return relabel_in_raster_order(parent[sources].astype(np.int32))
+
+
+def absorb_enclosed(
+    sources: np.ndarray,
+    significance: np.ndarray,
+    *,
+    min_enclosed: float,
+) -> np.ndarray:
+    """Give a source that lies inside a brighter one to it: a knot is part of its galaxy.
+
+    A knot, clump or spiral-arm segment cut out of a galaxy by a centre peak of
+    its own is surrounded by the galaxy: most of its border touches that one
+    source. A galaxy in a blend has its own edge to the sky. A source whose
+    border pixels (8-connected) touch a single brighter source for at least
+    ``min_enclosed`` of their contacts, the sky and every other source counted,
+    joins it; the clump head still finds the knots inside it. Scale-free: it
+    holds for a knot of two pixels in a galaxy of two hundred as for a galaxy
+    of two hundred pixels inside a cluster's halo.
+
+    Parameters
+    ----------
+    sources : numpy.ndarray
+        int source labels (0: sky).
+    significance : numpy.ndarray
+        The image whose maximum in a source is its peak (brighter: higher peak).
+    min_enclosed : float
+        Smallest fraction of a source's border contacts with its brighter neighbour.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 source labels, numbered in raster order.
+    """
+    n = int(sources.max())
+    if n < 2:
+        return sources
+    contacts: dict[tuple[int, int], int] = {}
+    border = np.zeros(n + 1, dtype=np.int64)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a, b = _shifted_pair(sources, dy, dx)
+        edge = a != b
+        for this, other in ((a[edge], b[edge]), (b[edge], a[edge])):
+            np.add.at(border, this, 1)
+            touching = (this > 0) & (other > 0)
+            keys, counts = np.unique(
+                this[touching].astype(np.int64) * (n + 1) + other[touching], return_counts=True
+            )
+            for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+                pair = (key // (n + 1), key % (n + 1))
+                contacts[pair] = contacts.get(pair, 0) + count
+    peak = label_maximum(significance, sources, np.arange(n + 1))
+    parent = np.arange(n + 1)
+    for (i, j), count in contacts.items():
+        if peak[j] > peak[i] and count >= min_enclosed * border[i]:
+            parent[i] = j
+    for _ in range(n):  # a knot inside an arm inside a galaxy: follow to the root
+        if np.array_equal(parent[parent], parent):
+            break
+        parent = parent[parent]
+    return relabel_in_raster_order(parent[sources].astype(np.int32))
+
+
+def _shifted_pair(array: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
+    """``array[p]`` and ``array[p + (dy, dx)]`` for every pixel ``p`` where both exist."""
+    ny, nx = array.shape
+    y0, y1 = 0, ny - dy
+    x0, x1 = max(0, -dx), nx - max(0, dx)
+    return array[y0:y1, x0:x1], array[y0 + dy : y1 + dy, x0 + dx : x1 + dx]
 
 
 def deblended_centres(

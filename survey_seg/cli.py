@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         "--jitter", type=float, default=0.25, help="largest relative PSF and noise change"
     )
     train.add_argument(
+        "--galsim-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scene galaxies drawn by GalSim as bulge + disk or knotty (default 0)",
+    )
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument(
         "--head-weight",
         action="append",
         default=[],
@@ -216,6 +223,8 @@ def _train(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             init_weights=args.init,
             condition_jitter=args.jitter,
+            galsim_fraction=args.galsim_fraction,
+            threads=args.threads,
             head_weights=_head_weights(args.head_weight),
         )
         loss_weights(args.task, config)  # a head the task does not train

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from survey_seg.blends import deblended_centres, find_centres, split_instances
+from survey_seg.blends import absorb_enclosed, deblended_centres, find_centres, split_instances
 from survey_seg.clumps import find_clumps
 from survey_seg.errors import InputError
 from survey_seg.inference import (
@@ -27,7 +27,8 @@ from survey_seg.inference import (
     network_input,
 )
 from survey_seg.masks import MaskBit
-from survey_seg.measure import measure_segments, relabel_in_raster_order
+from survey_seg.measure import label_maximum, measure_segments, relabel_in_raster_order
+from survey_seg.noise import gaussian_kernel_norm
 from survey_seg.quality import (
     NETWORK_ARTEFACT_BITS,
     artefact_planes,
@@ -52,6 +53,16 @@ SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
 one. Trails and ghosts need no veto: the segmentation and centre heads were trained
 to see them as background."""
 SMOOTH_SIGMA = 0.7
+MERGE_AREA_RESOLUTION = 6.0
+"""Sources smaller than this many resolution elements ((2 FWHM)^2 each) keep their
+split without a valley (:func:`survey_seg.blends.merge_unseparated`)."""
+MIN_ENCLOSED: float | None = 0.75
+"""A source whose border touches one brighter source for at least this fraction of
+its contacts lies inside it and joins it (:func:`survey_seg.blends.absorb_enclosed`)."""
+MIN_VALLEY_SIGMA = 3.0
+"""Neighbouring sources of a footprint without a valley this significant between
+them are one object (:func:`survey_seg.blends.merge_unseparated`); a model config's
+``min_valley_sigma`` threshold replaces it."""
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 _NATIVE_COSMIC_RAY_LIMITS = {"significance": 5.0, "contrast": 2.5, "fine_contrast": 2.5}
@@ -98,6 +109,7 @@ class NetworkScreener:
         training_psf = (psf_thresholds or {}).get("nominal_psf_fwhm_pix", _TRAINING_PSF_FWHM_PIX)
         self.binning = binning_factor(psf_fwhm_pix, training_psf)
         seen_psf = None if psf_fwhm_pix is None else psf_fwhm_pix / self.binning
+        self._seen_psf_fwhm = training_psf if seen_psf is None else seen_psf
         self.thresholds = thresholds_for_psf(self.predictor.thresholds, psf_thresholds, seen_psf)
         self.thresholds["cosmic_ray_max_minor_axis"] = minor_axis_limit_for_psf(
             self.thresholds.get("cosmic_ray_max_minor_axis", _COSMIC_RAY_MAX_MINOR_AXIS),
@@ -271,17 +283,31 @@ class NetworkScreener:
             threshold=t["centre"],
             min_distance=int(t["centre_min_distance"]),
         )
+        sigma = np.sqrt(np.where(valid, window.variance, 1.0))
+        significance = ndimage.gaussian_filter(
+            np.where(valid, flux / sigma, 0.0), SMOOTH_SIGMA, truncate=4.0
+        ) / gaussian_kernel_norm(SMOOTH_SIGMA)
         sources, footprints, blend_probability = split_instances(
             object_probability,
             prediction.segmentation[2],
             centres,
             snr,
             object_threshold=t["object"],
+            significance=significance,
+            min_valley_sigma=t.get("min_valley_sigma", MIN_VALLEY_SIGMA),
+            min_merge_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
         )
         artefacts |= self._cosmic_ray_sources(sources, flux, variance, snr, artefacts)
         sources, footprints, blend_probability = _drop_artefact_sources(
             sources, footprints, blend_probability, artefacts
         )
+        if MIN_ENCLOSED is not None:
+            kept = absorb_enclosed(sources, significance, min_enclosed=MIN_ENCLOSED)
+            if kept.max() < sources.max():  # a knot cut out of its galaxy went back to it
+                sources = kept
+                blend_probability = label_maximum(
+                    prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
+                )
         clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
         return DenseProducts(
             flux_image=flux,

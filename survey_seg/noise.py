@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MIN_SKY_PIXELS", "noise_correlation_ratio"]
+__all__ = ["MIN_SKY_PIXELS", "gaussian_kernel_norm", "noise_correlation_ratio"]
 
 MIN_SKY_PIXELS = 2000
 """Fewer sky pixels than this measure nothing: the ratio is 1."""
@@ -66,12 +66,16 @@ def noise_correlation_ratio(snr: np.ndarray, usable: np.ndarray, kernel_sigma_pi
     clean = reach < 0.005
     if np.count_nonzero(clean) < MIN_SKY_PIXELS:
         return 1.0
-    values = smoothed[clean] / _kernel_norm(sigma)
+    values = smoothed[clean] / gaussian_kernel_norm(sigma)
     return float(_SIGMA_PER_MAD * np.median(np.abs(values - np.median(values))))
 
 
-def _kernel_norm(sigma: float) -> float:
-    """Quadratic norm of the discrete Gaussian smoothing: the smoothed white noise's sigma."""
+def gaussian_kernel_norm(sigma: float) -> float:
+    """Quadratic norm of ``ndimage.gaussian_filter(..., sigma, truncate=4)``.
+
+    The standard deviation of unit white noise once smoothed: dividing a smoothed
+    S/N image by it gives a map of unit noise (a matched-filter significance).
+    """
     half = int(4.0 * sigma + 0.5)
     impulse = np.zeros((2 * half + 1, 2 * half + 1))
     impulse[half, half] = 1.0

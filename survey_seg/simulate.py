@@ -114,6 +114,7 @@ _CLUMP_MIN_SEPARATION = 3.0  # px between clumps
 _CLUMP_MIN_OFFSET = 2.0  # px from the host centre
 _CLUMP_REACH = 1.5  # clumps lie within this many half-light radii of the centre
 _CLUMPY_HOST_R_HALF_PIX = (8.0, 15.0)
+_BULGE_R_HALF_FRACTION = 0.4  # bulge half-light radius / disk half-light radius (GalSim galaxies)
 _CLUMPY_HOST_SERSIC = (0.5, 1.5)
 _GHOST_MASK_SIGMA = 0.5  # GHOST bit where the ghost adds more than this (sky sigma)
 
@@ -183,6 +184,13 @@ class SimulationConfig:
         Probability that a galaxy brighter than ``clumpy_mag_limit`` is made a clumpy
         star-forming galaxy (Sersic index 0.5-1.5, half-light radius at least 8 px,
         1-6 clumps).
+    galsim_fraction : float
+        Probability that a galaxy that is not clumpy is drawn with GalSim instead, as
+        a bulge + disk (de Vaucouleurs bulge of 0.2-0.6 of the light and 0.3-0.5 of
+        the disk's half-light radius) or a knotty irregular (an exponential disk with
+        20-60 % of its light in 10-40 GalSim ``RandomKnots``), half of each: galaxies
+        whose knots and arms must stay one object. 0 (the default) leaves the
+        random streams, hence every earlier simulation, unchanged.
     clumpy_mag_limit : float
         Only galaxies brighter than this may become clumpy.
     star_density : float
@@ -236,6 +244,7 @@ class SimulationConfig:
     blend_fraction: float = 0.4
     blend_separation_arcsec: tuple[float, float] = (0.3, 1.5)
     clumpy_fraction: float = 0.15
+    galsim_fraction: float = 0.0
     clumpy_mag_limit: float = 23.0
     star_density: float = 15.0
     mag_range: tuple[float, float] = (19.0, 26.0)
@@ -294,7 +303,7 @@ class SimulationConfig:
                 f"sky_gradient_sigma={self.sky_gradient_sigma!r} is negative; "
                 "give a peak-to-peak amplitude >= 0."
             )
-        for name in ("blend_fraction", "clumpy_fraction"):
+        for name in ("blend_fraction", "clumpy_fraction", "galsim_fraction"):
             value = getattr(self, name)
             _check_float(name, value)
             if not 0.0 <= value <= 1.0:
@@ -675,6 +684,12 @@ class _Source:
     q: float = math.nan
     pa_deg: float = math.nan
     clumps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    profile: str = "sersic"
+    """``sersic`` (rendered here), or ``bulge_disk`` or ``knotty`` (drawn by GalSim)."""
+    bulge_fraction: float = math.nan
+    n_knots: int = 0
+    knot_fraction: float = math.nan
+    galsim_seed: int = 0
 
 
 def _split_position(x: float, y: float) -> tuple[int, int, float, float]:
@@ -700,6 +715,8 @@ def _render_source(
     if source.kind == "star":
         half = _point_half(optics, source.flux, sky_sigma)
         return _render_point(optics, source.flux, dx, dy, half), cy - half, cx - half
+    if source.profile != "sersic":
+        return _render_galsim(source, optics, cx, cy, dx, dy)
     smooth_flux = source.flux - float(source.clumps[:, 2].sum())
     half, truncate = _galaxy_extent(source.sersic_n, source.r_half, optics.fwhm)
     # The intrinsic profile is centred on a pixel (so its pixel binning is symmetric and
@@ -720,6 +737,37 @@ def _render_source(
             stamp, _render_point(optics, cflux, pdx, pdy, phalf), py - phalf - y0, px - phalf - x0
         )
     return stamp, y0, x0
+
+
+def _render_galsim(
+    source: _Source, optics: _Optics, cx: int, cy: int, dx: float, dy: float
+) -> tuple[np.ndarray, int, int]:
+    """Draw a bulge + disk or knotty galaxy with GalSim through the PSF (pixel included)."""
+    import galsim
+
+    disk = galsim.Exponential(half_light_radius=source.r_half)
+    if source.profile == "bulge_disk":
+        bulge = galsim.DeVaucouleurs(half_light_radius=_BULGE_R_HALF_FRACTION * source.r_half)
+        galaxy = source.bulge_fraction * bulge + (1.0 - source.bulge_fraction) * disk
+    else:
+        knots = galsim.RandomKnots(
+            npoints=source.n_knots,
+            half_light_radius=source.r_half,
+            rng=galsim.BaseDeviate(source.galsim_seed),
+        )
+        galaxy = (1.0 - source.knot_fraction) * disk + source.knot_fraction * knots
+    shear = galsim.Shear(q=source.q, beta=source.pa_deg * galsim.degrees)
+    galaxy = galaxy.shear(shear).withFlux(source.flux)
+    if optics.model == "moffat":
+        psf = galsim.Moffat(beta=optics.beta, fwhm=optics.fwhm)
+    else:
+        psf = galsim.Gaussian(fwhm=optics.fwhm)
+    half = _galaxy_extent(1.0, source.r_half, optics.fwhm)[0] + optics.kernel_half
+    image = galsim.ImageD(2 * half + 1, 2 * half + 1, scale=1.0)
+    galsim.Convolve(galaxy, psf).drawImage(image, offset=(dx, dy), method="auto")
+    stamp = np.maximum(image.array, 0.0)
+    stamp *= source.flux / stamp.sum()
+    return stamp, cy - half, cx - half
 
 
 def _overlap(
@@ -873,6 +921,9 @@ def _draw_mosaic_galaxies(
     clumpy = set(eligible[rng.random(len(eligible)) < config.clumpy_fraction].tolist())
     r_half_max = max(config.r_half_range_arcsec[1] / config.pixel_scale_arcsec, 8.0)
     r_half_max = min(r_half_max, _CLUMPY_HOST_R_HALF_PIX[1])
+    galsim_drawn = set()
+    if config.galsim_fraction > 0:  # no draw at 0: earlier simulations stay bit-identical
+        galsim_drawn = set(np.flatnonzero(rng.random(count) < config.galsim_fraction).tolist())
     galaxies = []
     for i in range(count):
         params: dict[str, object] = {
@@ -883,8 +934,24 @@ def _draw_mosaic_galaxies(
         }
         if i in clumpy:
             params = _make_clumpy(rng, float(flux[i]), r_half_max)
+        elif i in galsim_drawn:
+            params.update(_galsim_profile(rng))
         galaxies.append(_Source("galaxy", float(x[i]), float(y[i]), float(flux[i]), **params))
     return galaxies
+
+
+def _galsim_profile(rng: np.random.Generator) -> dict[str, object]:
+    """Profile parameters of a GalSim galaxy: bulge + disk or knotty, half of each."""
+    if rng.random() < 0.5:
+        return {"profile": "bulge_disk", "sersic_n": math.nan,
+                "bulge_fraction": float(rng.uniform(0.2, 0.6))}  # fmt: skip
+    return {
+        "profile": "knotty",
+        "sersic_n": 1.0,
+        "n_knots": int(rng.integers(10, 41)),
+        "knot_fraction": float(rng.uniform(0.2, 0.6)),
+        "galsim_seed": int(rng.integers(1, 2**31 - 1)),
+    }
 
 
 def _draw_stars(

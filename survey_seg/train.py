@@ -109,6 +109,9 @@ class TrainConfig:
     condition_jitter: float = 0.25
     """Largest relative change of PSF width and sky noise between training scenes
     (below :data:`SHIFT`, so that the shifted test survey stays unseen)."""
+    galsim_fraction: float = 0.0
+    """Probability that a galaxy of a training scene is a GalSim bulge + disk or knotty
+    irregular (:attr:`survey_seg.simulate.SimulationConfig.galsim_fraction`)."""
     head_weights: dict[str, float] | None = None
     """Loss weights that replace the task's (:data:`TASKS`) for the heads named, e.g.
     ``{"clump": 2.0}`` to spend more of a fine-tuning run on clumps."""
@@ -132,6 +135,8 @@ class TrainConfig:
                 )
             if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
                 raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
+        if not 0 <= self.galsim_fraction <= 1:
+            raise ValueError(f"galsim_fraction must be in [0, 1], got {self.galsim_fraction}")
         if not 0 <= self.condition_jitter < SHIFT:
             raise ValueError(
                 f"condition_jitter must be in [0, {SHIFT}) so that the shifted test survey "
@@ -154,7 +159,12 @@ class TrainResult:
 
 
 def scene_config(
-    seed: int, *, size: int, shifted: bool = False, jitter: float = 0.25
+    seed: int,
+    *,
+    size: int,
+    shifted: bool = False,
+    jitter: float = 0.25,
+    galsim_fraction: float = 0.0,
 ) -> SimulationConfig:
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
@@ -162,7 +172,8 @@ def scene_config(
     Sersic range; each scene is, independently, rich or not in artefacts, in
     clumpy galaxies and in bright (saturated) stars. The ``shifted`` survey (for
     testing generalisation) moves PSF width and noise by :data:`SHIFT` (30 %) and
-    narrows the Sersic range, outside the training jitter.
+    narrows the Sersic range, outside the training jitter. ``galsim_fraction`` of
+    the galaxies of a training scene are GalSim bulge + disk or knotty galaxies.
     """
     base = SimulationConfig()
     if shifted:
@@ -192,6 +203,7 @@ def scene_config(
         n_chip_gaps=20.0 if artefacts else base.n_chip_gaps,
         n_holes=20.0 if artefacts else base.n_holes,
         n_cosmic_rays=600.0 if artefacts else base.n_cosmic_rays,
+        galsim_fraction=galsim_fraction,
     )
 
 
@@ -279,7 +291,12 @@ def make_batch(
     inputs, targets = [], {}
     for seed in seeds:
         sim = simulate_mosaic(
-            scene_config(seed, size=config.scene_size, jitter=config.condition_jitter)
+            scene_config(
+                seed,
+                size=config.scene_size,
+                jitter=config.condition_jitter,
+                galsim_fraction=config.galsim_fraction,
+            )
         )
         planes = scene_inputs(sim)
         dense = scene_targets(sim, stamp)

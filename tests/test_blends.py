@@ -1,6 +1,12 @@
 import numpy as np
 
-from survey_seg.blends import deblended_centres, find_centres, split_instances
+from survey_seg.blends import (
+    absorb_enclosed,
+    deblended_centres,
+    find_centres,
+    merge_unseparated,
+    split_instances,
+)
 
 
 def _gauss(shape, y0, x0, sigma):
@@ -110,3 +116,53 @@ def test_deblended_centres_of_nothing_and_at_the_window_edge():
     sources[:3, :3], sources[:3, 3:8] = 1, 2
     centres = deblended_centres(heat, sources, (sources > 0).astype(int))
     assert np.isfinite(centres).all() and abs(centres[0, 1] - 0.3) < 0.2
+
+
+def _halves(shape):
+    sources = np.ones(shape, dtype=np.int32)
+    sources[:, shape[1] // 2 :] = 2
+    return sources, np.ones(shape, dtype=np.int32)
+
+
+def test_a_galaxy_cut_in_two_merges_and_a_resolved_pair_stays_apart():
+    shape = (40, 60)
+    sources, footprints = _halves(shape)
+    pair = 50 * (_gauss(shape, 20, 22, 2) + _gauss(shape, 20, 38, 2))
+    one = 50 * _gauss(shape, 20, 31, 5)  # its wing piece has its peak on the cut: no valley
+    kept = merge_unseparated(sources, footprints, pair, min_valley_sigma=3.0)
+    assert set(np.unique(kept)) == {1, 2}
+    assert set(np.unique(merge_unseparated(sources, footprints, one, min_valley_sigma=3.0))) == {1}
+    # a valley shallower than the noise does not separate; a small piece keeps its split
+    shallow = 50 * (_gauss(shape, 20, 28.5, 2) + _gauss(shape, 20, 31.5, 2))  # one peak
+    assert merge_unseparated(sources, footprints, shallow, min_valley_sigma=3.0).max() == 1
+    assert (
+        merge_unseparated(sources, footprints, one, min_valley_sigma=3.0, min_area=2000).max() == 2
+    )
+    # sources of different footprints never merge
+    apart = footprints.copy()
+    apart[:, 30:] = 2
+    assert merge_unseparated(sources, apart, one, min_valley_sigma=3.0).max() == 2
+
+
+def test_merging_follows_the_shallowest_valley_first():
+    shape = (30, 90)
+    sources = np.repeat(np.repeat(np.array([[1, 2, 3]], dtype=np.int32), 30, 0), 30, 1)
+    row = 100 * _gauss(shape, 15, 45, 12)  # one broad object cut in three
+    merged = merge_unseparated(sources, np.ones(shape, np.int32), row, min_valley_sigma=3.0)
+    assert merged.max() == 1
+
+
+def test_a_knot_inside_its_galaxy_joins_it_and_a_companion_does_not():
+    shape = (40, 40)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[5:35, 5:35] = 1  # the galaxy
+    sources[18:22, 18:22] = 2  # a knot inside it
+    sources[5:12, 28:35] = 3  # a companion in its corner, with its own edge to the sky
+    light = 20 * _gauss(shape, 20, 14, 8) + 3 * _gauss(shape, 20, 20, 1)
+    light += 5 * _gauss(shape, 8, 31, 2)
+    kept = absorb_enclosed(sources, light, min_enclosed=0.75)
+    assert kept.max() == 2
+    assert kept[20, 20] == kept[10, 10] and kept[8, 31] != kept[10, 10]
+    # a source brighter than the one around it is not given to it
+    brighter = light + 40 * _gauss(shape, 20, 20, 1)
+    assert absorb_enclosed(sources, brighter, min_enclosed=0.75).max() == 3
