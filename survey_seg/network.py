@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -27,11 +27,17 @@ from survey_seg.inference import (
     network_input,
 )
 from survey_seg.masks import MaskBit
-from survey_seg.measure import label_maximum, measure_segments, relabel_in_raster_order
+from survey_seg.measure import (
+    label_maximum,
+    label_maximum_position,
+    measure_segments,
+    relabel_in_raster_order,
+)
 from survey_seg.noise import gaussian_kernel_norm
 from survey_seg.quality import (
     NETWORK_ARTEFACT_BITS,
     artefact_planes,
+    cosmic_ray_contrast_for_psf,
     cosmic_ray_pixels,
     minor_axis_limit_for_psf,
     sharper_than_psf,
@@ -42,8 +48,12 @@ from survey_seg.sampling import (
     binning_factor,
     expand_to_native,
     native_position,
+    sample_to_native,
+    upsample_window_arrays,
+    upsampled_to_native_position,
+    upsampling_factor,
 )
-from survey_seg.screen import DenseProducts
+from survey_seg.screen import ClumpCandidates, DenseProducts
 from survey_seg.store import WindowData
 
 __all__ = ["NetworkScreener", "thresholds_for_psf"]
@@ -65,9 +75,27 @@ them are one object (:func:`survey_seg.blends.merge_unseparated`); a model confi
 ``min_valley_sigma`` threshold replaces it."""
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
+NARROWEST_TRAINING_PSF = 0.75
+"""Narrowest PSF of the training scenes, over the training PSF (1 - their jitter)."""
 _NATIVE_COSMIC_RAY_LIMITS = {"significance": 5.0, "contrast": 2.5, "fine_contrast": 2.5}
 """LA Cosmic limits of a binned screening's native cosmic-ray plane (those of the
 classical method's defaults: its PSF is wide, so no star approaches them)."""
+
+
+@dataclass(frozen=True)
+class _NativePlanes:
+    """The native pixels' part of a resampled screening (:meth:`NetworkScreener._native_planes`)."""
+
+    valid: np.ndarray
+    flux: np.ndarray
+    variance: np.ndarray
+    sigma: np.ndarray
+    artefacts: np.ndarray
+
+    def detection(self, smoothing: float) -> np.ndarray:
+        """The S/N smoothed by a Gaussian of ``smoothing`` pix: a segment's peak is its max."""
+        snr = np.where(self.valid, self.flux / np.where(self.valid, self.sigma, 1.0), 0.0)
+        return ndimage.gaussian_filter(snr, smoothing, truncate=4.0)
 
 
 class NetworkScreener:
@@ -108,7 +136,8 @@ class NetworkScreener:
         psf_thresholds = self.predictor.config.get("psf_thresholds")
         training_psf = (psf_thresholds or {}).get("nominal_psf_fwhm_pix", _TRAINING_PSF_FWHM_PIX)
         self.binning = binning_factor(psf_fwhm_pix, training_psf)
-        seen_psf = None if psf_fwhm_pix is None else psf_fwhm_pix / self.binning
+        self.upsampling = upsampling_factor(psf_fwhm_pix, training_psf, NARROWEST_TRAINING_PSF)
+        seen_psf = None if psf_fwhm_pix is None else psf_fwhm_pix * self.upsampling / self.binning
         self._seen_psf_fwhm = training_psf if seen_psf is None else seen_psf
         self.thresholds = thresholds_for_psf(self.predictor.thresholds, psf_thresholds, seen_psf)
         self.thresholds["cosmic_ray_max_minor_axis"] = minor_axis_limit_for_psf(
@@ -146,6 +175,7 @@ class NetworkScreener:
             "flips": self.predictor.flips,
             "psf_fwhm_pix": self.psf_fwhm_pix,
             "binning": self.binning,
+            "upsampling": self.upsampling,
             "thresholds": self.thresholds,
             "architecture": config["architecture"],
             "training": _training_summary(config),
@@ -196,11 +226,14 @@ class NetworkScreener:
     def segment(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Artefacts, sources, footprints and clumps of one window.
 
-        With a binning (a wide PSF), the network screens the binned window and its
-        products are mapped back to the native pixels (:meth:`_segment_binned`).
+        With a binning (a wide PSF) or an upsampling (an undersampled one), the
+        network screens the resampled window and its products are mapped back to
+        the native pixels (:meth:`_segment_binned`, :meth:`_segment_upsampled`).
         """
         if self.binning > 1:
             return self._segment_binned(window, saturation=saturation)
+        if self.upsampling > 1:
+            return self._segment_upsampled(window, saturation=saturation)
         return self._segment_at_network_sampling(window, saturation=saturation)
 
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
@@ -208,46 +241,28 @@ class NetworkScreener:
 
         Sources, footprints, clumps and the STREAK, GHOST and BAD planes come from
         the binned screening, each binned pixel's value on its block's native pixels
-        (no data excluded). NO_DATA and SAT are set on the native pixels, and so are
-        cosmic rays (:func:`~survey_seg.quality.cosmic_ray_pixels`): they are
-        sharper than any PSF, and binning would smear them into blocks.
+        (no data excluded); NO_DATA, SAT and CR are the native pixels'
+        (:meth:`_native_planes`).
         """
         factor, shape = self.binning, window.image.shape
-        binned = self._segment_at_network_sampling(
-            WindowData(
-                *bin_window_arrays(window.image, window.variance, window.background, factor)
-            ),
-            saturation=None,
-        )
-        valid = np.isfinite(window.image) & np.isfinite(window.variance) & (window.variance > 0)
-        flux = np.where(valid, window.image - window.background, 0.0).astype(np.float32)
-        variance = np.where(valid, window.variance, 0.0).astype(np.float32)
-        sigma = np.sqrt(variance)
-        native = artefact_planes(
-            np.zeros((len(NETWORK_ARTEFACT_BITS), *shape), np.float32),
-            valid,
-            window.image,
-            saturation,
-            threshold=1.0,
-        )
+        arrays = bin_window_arrays(window.image, window.variance, window.background, factor)
+        binned = self._segment_at_network_sampling(WindowData(*arrays), saturation=None)
+        native = self._native_planes(window, saturation)
         kept = np.uint32(MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD)
-        native |= expand_to_native(binned.artefacts & kept, factor, shape) * valid
-        unsaturated = valid & ((native & np.uint32(MaskBit.SAT)) == 0)
-        cosmic_rays = cosmic_ray_pixels(flux, sigma, unsaturated, **_NATIVE_COSMIC_RAY_LIMITS)
-        native[cosmic_rays] |= np.uint32(MaskBit.CR)
+        artefacts = native.artefacts | expand_to_native(binned.artefacts & kept, factor, shape)
+        artefacts[~native.valid] = np.uint32(MaskBit.NO_DATA)
 
         def labels(binned_labels: np.ndarray) -> np.ndarray:
-            return np.where(valid, expand_to_native(binned_labels, factor, shape), 0)
+            return np.where(native.valid, expand_to_native(binned_labels, factor, shape), 0)
 
-        snr = np.where(valid, flux / np.where(valid, sigma, 1.0), 0.0)
         clumps = binned.clumps
         return DenseProducts(
-            flux_image=flux,
-            variance=variance,
-            detection_image=ndimage.gaussian_filter(snr, SMOOTH_SIGMA * factor, truncate=4.0),
+            flux_image=native.flux,
+            variance=native.variance,
+            detection_image=native.detection(SMOOTH_SIGMA * factor),
             sources=labels(binned.sources),
             footprints=labels(binned.footprints),
-            artefacts=native,
+            artefacts=artefacts,
             clumps=replace(
                 clumps, y=native_position(clumps.y, factor), x=native_position(clumps.x, factor)
             ),
@@ -257,6 +272,87 @@ class NetworkScreener:
             network_seconds=binned.network_seconds,
             centres=None if binned.centres is None else native_position(binned.centres, factor),
         )
+
+    def _segment_upsampled(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
+        """Screen the window upsampled by :attr:`upsampling`; products on the native pixels.
+
+        Sources, footprints, clumps and the STREAK, GHOST and BAD planes are the
+        upsampled screening's at each native pixel's centre; a source that covers
+        no native pixel centre is left out. NO_DATA, SAT and CR are the native
+        pixels' (:meth:`_native_planes`): on the fine grid a cosmic ray or a hot
+        pixel is as wide as a star.
+        """
+        factor = self.upsampling
+        arrays = upsample_window_arrays(window.image, window.variance, window.background, factor)
+        fine = self._segment_at_network_sampling(WindowData(*arrays), saturation=None)
+        native = self._native_planes(window, saturation)
+        kept = np.uint32(MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD)
+        artefacts = native.artefacts | sample_to_native(fine.artefacts & kept, factor)
+        artefacts[~native.valid] = np.uint32(MaskBit.NO_DATA)
+        sampled = np.where(native.valid, sample_to_native(fine.sources, factor), 0)
+        spurious = _spurious_at_native(sampled, native.flux, artefacts)[sampled]
+        sampled[spurious] = 0
+        present = np.unique(sampled[sampled > 0])
+        renumber = np.zeros(int(fine.sources.max()) + 1, dtype=np.int32)
+        renumber[present] = np.arange(1, present.size + 1, dtype=np.int32)
+        footprints = relabel_in_raster_order(
+            np.where(native.valid & ~spurious, sample_to_native(fine.footprints, factor), 0)
+        )
+        clumps = fine.clumps
+        hosts = renumber[clumps.host_label]
+        keep = hosts > 0
+        size = fine.stamp_size // factor if fine.stamp_size % factor == 0 else 0
+        return DenseProducts(
+            flux_image=native.flux,
+            variance=native.variance,
+            detection_image=native.detection(SMOOTH_SIGMA),
+            sources=renumber[sampled],
+            footprints=footprints,
+            artefacts=artefacts,
+            clumps=ClumpCandidates(
+                y=upsampled_to_native_position(clumps.y[keep], factor),
+                x=upsampled_to_native_position(clumps.x[keep], factor),
+                host_label=hosts[keep].astype(np.int64),
+                score=clumps.score[keep],
+                flux_fraction=clumps.flux_fraction[keep],
+            ),
+            blend_probability=None
+            if fine.blend_probability is None
+            else fine.blend_probability[present - 1],
+            stamp_quality=fine.stamp_quality if size else None,
+            stamp_size=size,
+            network_seconds=fine.network_seconds,
+            centres=None
+            if fine.centres is None
+            else upsampled_to_native_position(fine.centres[present - 1], factor),
+        )
+
+    def _native_planes(self, window: WindowData, saturation: float | None) -> _NativePlanes:
+        """What a resampled screening takes from the native pixels.
+
+        The flux, variance and validity, and the NO_DATA, SAT and CR planes: cosmic
+        rays (:func:`~survey_seg.quality.cosmic_ray_pixels`) are sharper than any
+        PSF, and resampling would smear them into blocks or blobs; the contrast
+        limit is raised above the PSF's own stars when it is undersampled.
+        """
+        valid = np.isfinite(window.image) & np.isfinite(window.variance) & (window.variance > 0)
+        flux = np.where(valid, window.image - window.background, 0.0).astype(np.float32)
+        variance = np.where(valid, window.variance, 0.0).astype(np.float32)
+        sigma = np.sqrt(variance)
+        artefacts = artefact_planes(
+            np.zeros((len(NETWORK_ARTEFACT_BITS), *flux.shape), np.float32),
+            valid,
+            window.image,
+            saturation,
+            threshold=1.0,
+        )
+        unsaturated = valid & ((artefacts & np.uint32(MaskBit.SAT)) == 0)
+        limits = dict(_NATIVE_COSMIC_RAY_LIMITS)
+        limits["fine_contrast"] = cosmic_ray_contrast_for_psf(
+            limits["fine_contrast"], self.psf_fwhm_pix
+        )
+        artefacts[cosmic_ray_pixels(flux, sigma, unsaturated, **limits)] |= np.uint32(MaskBit.CR)
+        return _NativePlanes(valid, flux, variance, sigma, artefacts)
 
     def _segment_at_network_sampling(
         self, window: WindowData, *, saturation: float | None
@@ -394,6 +490,34 @@ def _training_summary(config: dict) -> dict[str, object]:
     return {k: training.get(k) for k in ("seed", "steps", "simulator_version")}
 
 
+def _mostly_spurious(sources: np.ndarray, artefacts: np.ndarray) -> np.ndarray:
+    """Per label ``0 .. n``: more than half its pixels are cosmic rays, bad or no data."""
+    n = int(sources.max())
+    spurious = (artefacts & SPURIOUS) != 0
+    area = np.bincount(sources.ravel(), minlength=n + 1)
+    bad = np.bincount(sources.ravel(), weights=spurious.ravel(), minlength=n + 1)
+    drop = bad > 0.5 * np.maximum(area, 1)
+    drop[0] = False
+    return drop
+
+
+def _spurious_at_native(sources: np.ndarray, flux: np.ndarray, artefacts: np.ndarray) -> np.ndarray:
+    """Per label ``0 .. n``: mostly spurious pixels, or a cosmic ray at its brightest pixel.
+
+    On an undersampled PSF a hot pixel is a source to the network; the native
+    cosmic-ray rule, which no star passes, finds it at the source's peak.
+    """
+    drop = _mostly_spurious(sources, artefacts)
+    n = int(sources.max())
+    if n:
+        ys, xs = label_maximum_position(flux, sources, np.arange(1, n + 1))
+        present = ys >= 0
+        peak_is_cr = np.zeros(n, dtype=bool)
+        peak_is_cr[present] = (artefacts[ys[present], xs[present]] & np.uint32(MaskBit.CR)) != 0
+        drop[1:] |= peak_is_cr
+    return drop
+
+
 def _drop_artefact_sources(
     sources: np.ndarray,
     footprints: np.ndarray,
@@ -404,11 +528,7 @@ def _drop_artefact_sources(
     n = int(sources.max())
     if n == 0:
         return sources, footprints, blend_probability
-    spurious = (artefacts & SPURIOUS) != 0
-    area = np.bincount(sources.ravel(), minlength=n + 1)
-    bad = np.bincount(sources.ravel(), weights=spurious.ravel(), minlength=n + 1)
-    drop = bad > 0.5 * np.maximum(area, 1)
-    drop[0] = False
+    drop = _mostly_spurious(sources, artefacts)
     if not drop.any():
         return sources, footprints, blend_probability
     gone = drop[sources]

@@ -1,11 +1,16 @@
-"""Screening at the network's canonical sampling: windows binned, products mapped back.
+"""Screening at the network's canonical sampling: windows resampled, products mapped back.
 
 A network trained on scenes of one PSF width sees a mosaic whose PSF is ``k``
 times wider as a sky of giant, smooth objects: it cuts large galaxies into
 pieces and calls isolated stars blends. Binning the window by the integer
 ``k`` (:func:`binning_factor`) brings the PSF back to the width the network
 knows, in pixels; the products are then mapped back to the native pixels
-(:func:`expand_to_native`), where every catalog quantity is measured.
+(:func:`expand_to_native`), where every catalog quantity is measured. An
+undersampled PSF (SDSS's 0.5-0.75 pix, against the network's 1.8) puts a star
+in one pixel, where the network sees a hot pixel: the window is upsampled by
+the integer ``m`` (:func:`upsampling_factor`, :func:`upsample_window_arrays`)
+and the products are sampled back at the native pixel centres
+(:func:`sample_to_native`).
 
 Binning is in blocks fixed in mosaic coordinates when the window's origin is a
 multiple of the factor (the tile size and halo are: the factor is part of the
@@ -24,6 +29,10 @@ __all__ = [
     "binning_factor",
     "expand_to_native",
     "native_position",
+    "sample_to_native",
+    "upsample_window_arrays",
+    "upsampled_to_native_position",
+    "upsampling_factor",
 ]
 
 MIN_VALID_FRACTION = 0.5
@@ -56,6 +65,88 @@ def binning_factor(psf_fwhm_pix: float | None, canonical_psf_fwhm_pix: float) ->
             "give the widths in pixels"
         )
     return max(1, int(np.floor(psf_fwhm_pix / canonical_psf_fwhm_pix + 0.5)))
+
+
+def upsampling_factor(
+    psf_fwhm_pix: float | None, canonical_psf_fwhm_pix: float, narrowest: float
+) -> int:
+    """The integer upsampling that brings an undersampled PSF nearest to the canonical width.
+
+    ``round(canonical / psf)`` for a PSF narrower than ``narrowest`` times the
+    canonical one (the narrowest the network was trained on), else 1.
+
+    Parameters
+    ----------
+    psf_fwhm_pix : float or None
+        The mosaic's PSF FWHM (pix); None (unknown) gives 1.
+    canonical_psf_fwhm_pix : float
+        The PSF FWHM (pix) the network was trained at.
+    narrowest : float
+        The narrowest training PSF over the canonical one.
+
+    Returns
+    -------
+    int
+    """
+    if psf_fwhm_pix is None or psf_fwhm_pix >= narrowest * canonical_psf_fwhm_pix:
+        return 1
+    if not psf_fwhm_pix > 0:
+        raise ValueError(f"PSF FWHM {psf_fwhm_pix!r} is not > 0; give the width in pixels")
+    return max(2, int(np.floor(canonical_psf_fwhm_pix / psf_fwhm_pix + 0.5)))
+
+
+def upsample_window_arrays(
+    image: np.ndarray, variance: np.ndarray, background: np.ndarray, factor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window on a ``factor`` times finer grid, its noise kept per native pixel.
+
+    Image and background are interpolated linearly between native pixel centres
+    (``scipy.ndimage.zoom`` with ``grid_mode``: the fine grid covers the native
+    pixels exactly); the variance of each fine pixel is its native pixel's times
+    ``factor**2``, so that the ``factor**2`` fine pixels of one native pixel,
+    taken as independent, carry its S/N once, not ``factor`` times. A fine pixel
+    whose native pixel has no data has none.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        float32 ``(H * factor, W * factor)`` image, variance, background.
+    """
+    if factor == 1:
+        return image, variance, background
+    from scipy import ndimage
+
+    valid = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    filled = np.where(valid, image, np.where(np.isfinite(background), background, 0.0))
+
+    def zoom(array: np.ndarray) -> np.ndarray:
+        return ndimage.zoom(
+            array.astype(np.float64), factor, order=1, mode="nearest", grid_mode=True
+        )
+
+    fine_valid = expand_to_native(valid, factor, (image.shape[0] * factor, image.shape[1] * factor))
+    fine_image = np.where(fine_valid, zoom(filled), np.nan)
+    fine_variance = np.where(
+        fine_valid, expand_to_native(np.where(valid, variance, 0.0), factor, fine_valid.shape), 0.0
+    ) * float(factor * factor)
+    return (
+        fine_image.astype(np.float32),
+        fine_variance.astype(np.float32),
+        zoom(np.nan_to_num(background)).astype(np.float32),
+    )
+
+
+def sample_to_native(array: np.ndarray, factor: int) -> np.ndarray:
+    """The value of an upsampled array at each native pixel's centre (trailing two axes)."""
+    if factor == 1:
+        return array
+    start = factor // 2
+    return array[..., start::factor, start::factor]
+
+
+def upsampled_to_native_position(fine: np.ndarray, factor: int) -> np.ndarray:
+    """Native pixel coordinates of fine-grid coordinates (pixel centres at integers)."""
+    return (np.asarray(fine, dtype=np.float64) + 0.5) / factor - 0.5
 
 
 def bin_window_arrays(

@@ -274,3 +274,38 @@ def test_correlated_noise_gives_no_more_detections_than_white_noise(tmp_path):
     # the stated margin: 10 spurious sources per 512^2 (before the noise correlation was
     # measured, the drizzled noise gave about 800 here)
     assert found["drizzled"] <= found["white"] + 10, found
+
+
+def test_an_undersampled_psf_is_screened_upsampled_and_its_stars_are_sources(tmp_path):
+    """SDSS-like: stars of 0.6 pix FWHM are sources, a lone hot pixel is not."""
+    import galsim
+    from astropy.io import fits
+
+    from survey_seg.simulate import mosaic_wcs
+
+    rng = np.random.default_rng(8)
+    image = rng.normal(0.0, 1.0, (256, 256))
+    stars = rng.uniform(20, 236, (12, 2))
+    canvas = galsim.ImageD(256, 256, scale=1.0)
+    for x, y in stars:
+        star = galsim.Moffat(beta=3.0, fwhm=0.6).withFlux(300.0)
+        star.drawImage(canvas, center=galsim.PositionD(x + 1, y + 1), add_to_image=True)
+    image += canvas.array
+    hot = [(30, 200), (200, 40), (128, 128)]
+    for y, x in hot:
+        image[y, x] += 60.0
+    header = mosaic_wcs((256, 256)).to_header()
+    header["PSFFWHM"] = 0.6
+    fits.PrimaryHDU(image.astype(np.float32), header=header).writeto(tmp_path / "sdss.fits")
+    run_survey(tmp_path / "sdss.fits", tmp_path / "out", RunConfig(fits_copies=False))
+    method = json.loads((tmp_path / "out" / "manifest.json").read_text())["method"]
+    assert method["upsampling"] == 3 and method["binning"] == 1
+    sources = pd.read_parquet(tmp_path / "out" / "sources.parquet")
+    xy = sources[["x", "y"]].to_numpy()
+    gap = np.hypot(*(xy[None, :, :] - stars[:, None, :]).transpose(2, 0, 1)).min(axis=1)
+    assert np.mean(gap < 1.5) >= 11 / 12
+    hot_gap = np.hypot(*(xy[None, :, :] - np.array(hot)[:, None, ::-1]).transpose(2, 0, 1))
+    assert (hot_gap.min(axis=1) > 1.5).all()
+    mask, _ = OutputStore(tmp_path / "out").read_masks()
+    for y, x in hot:
+        assert mask[y, x] & int(MaskBit.CR | MaskBit.BAD)

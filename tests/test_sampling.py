@@ -6,6 +6,10 @@ from survey_seg.sampling import (
     binning_factor,
     expand_to_native,
     native_position,
+    sample_to_native,
+    upsample_window_arrays,
+    upsampled_to_native_position,
+    upsampling_factor,
 )
 
 
@@ -65,3 +69,29 @@ def test_products_map_back_to_the_native_pixels():
     # the centre of binned pixel 0 is the centre of its block
     np.testing.assert_allclose(native_position(np.array([0.0, 1.0]), 3), [1.0, 4.0])
     assert expand_to_native(labels, 1, (2, 2)) is labels
+
+
+@pytest.mark.parametrize(
+    ("psf", "factor"), [(None, 1), (1.8, 1), (1.4, 1), (1.2, 2), (0.75, 2), (0.67, 3), (0.51, 4)]
+)
+def test_upsampling_factor_only_below_the_narrowest_training_psf(psf, factor):
+    assert upsampling_factor(psf, 1.8, 0.75) == factor
+
+
+def test_upsampled_window_keeps_values_at_pixel_centres_and_the_snr_per_native_pixel():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(5, 7))
+    image[2, 3] = np.nan
+    variance = np.full((5, 7), 4.0)
+    fine, fine_variance, fine_background = upsample_window_arrays(
+        image, variance, np.ones((5, 7)), 3
+    )
+    assert fine.shape == (15, 21) and fine.dtype == np.float32
+    centres = sample_to_native(fine, 3)
+    finite = np.isfinite(image)
+    np.testing.assert_allclose(centres[finite], image[finite], atol=1e-6)
+    assert np.isnan(fine[6:9, 9:12]).all() and (fine_variance[6:9, 9:12] == 0).all()
+    # nine fine pixels of variance 9 * 4, taken as independent, carry one native pixel's S/N
+    assert fine_variance[0, 0] == pytest.approx(36.0)
+    np.testing.assert_allclose(fine_background, 1.0)
+    np.testing.assert_allclose(upsampled_to_native_position(np.array([1.0, 4.0]), 3), [0.0, 1.0])
