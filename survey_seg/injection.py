@@ -224,6 +224,7 @@ def run_injection(
         "density_per_mpix": float(density),
         "gain": gain,
         "gain_from": gain_from,
+        "noise_scale": MosaicStore(plan.out_dir / MOSAIC_STORE).noise_scale,
     }
     per_tile = injection_tile_metrics(
         matched,
@@ -266,7 +267,14 @@ def _valid_pixels(mosaic: MosaicStore) -> np.ndarray:
 
 
 def _sky_noise(mosaic: MosaicStore) -> float:
-    """Median sky noise per pixel, from the background RMS mesh."""
+    """Median sky noise per pixel, from the background RMS mesh, as white noise.
+
+    Correlated noise counts at its strength on the PSF's scale: the RMS is scaled
+    by the mosaic's :attr:`~survey_seg.store.MosaicStore.noise_scale`, as the
+    screening's variance is, so that an injected S/N is the S/N a matched filter
+    reaches in that noise (on a drizzled image an object "of S/N 10" by the
+    per-pixel RMS is one of S/N 10 / ratio).
+    """
     rms = np.asarray(mosaic.mesh.rms, dtype=np.float64)
     rms = rms[np.isfinite(rms) & (rms > 0)]
     if not len(rms):
@@ -274,7 +282,7 @@ def _sky_noise(mosaic: MosaicStore) -> float:
             "the mosaic's sky noise is zero or undefined everywhere, so no S/N can be "
             "injected; check its pixels or its noise plane"
         )
-    return float(np.median(rms))
+    return float(np.median(rms)) * mosaic.noise_scale
 
 
 def _skipped(plan) -> list[int]:

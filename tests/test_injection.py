@@ -85,6 +85,21 @@ def test_injection_summary_and_tables(injected):
     assert (out / NEGATIVE_DIR / "sources.parquet").is_file()
 
 
+def test_injected_snr_counts_correlated_noise_at_its_strength_on_the_psf_scale(injected):
+    """On a drizzled image the per-pixel RMS understates the noise a matched filter
+    sees; the injected S/N uses the RMS scaled by the mosaic's noise_scale."""
+    from types import SimpleNamespace
+
+    from survey_seg.injection import _sky_noise
+
+    root, _, _, summary = injected
+    white = SimpleNamespace(mesh=SimpleNamespace(rms=np.array([[2.0, 4.0, 3.0]])), noise_scale=1.0)
+    drizzled = SimpleNamespace(mesh=white.mesh, noise_scale=1.9)
+    assert _sky_noise(white) == 3.0
+    assert _sky_noise(drizzled) == pytest.approx(3.0 * 1.9)
+    assert summary["noise_scale"] == MosaicStore(root / "inj" / MOSAIC_STORE).noise_scale >= 1.0
+
+
 def test_injection_gain_from_the_option_or_the_counts_gain_keyword(injected):
     from dataclasses import replace
 
