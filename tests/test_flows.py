@@ -224,7 +224,7 @@ def test_the_flow_and_the_command_line_take_the_same_run_options(small_simulatio
     )
     with pytest.raises(ValidationError, match=r"(?s)flips.*1, 2 or 4"):
         ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path, flips=3)
-    with pytest.raises(ValidationError, match="--psf-fwhm 0.0 is not a PSF width"):
+    with pytest.raises(ValidationError, match=r"--psf-fwhm 0\.0 is not a PSF width"):
         ReprocessParameters(mosaics=[mosaic], out_dir=tmp_path, method="classical", psf_fwhm=0)
 
 
