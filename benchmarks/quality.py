@@ -18,15 +18,20 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
   matched-filter S/N ``flux / (sky_sigma sqrt(4 pi) psf_sigma)`` >= 5,
   ``psf_sigma = fwhm / 2.355``) matched within 2 px; ``clump_purity``: fraction
   of detected clumps matched to any truth clump. survey-seg methods only.
-- ``<plane>_recall`` / ``<plane>_fpr`` for CR, STREAK, GHOST, BAD, SAT: pixel
-  recall (a truth pixel counts when the plane is predicted within 1 px) and
-  false-positive rate of the ``mask`` planes of ``masks.zarr``, NO_DATA pixels
-  excluded. survey-seg methods only.
+- ``<plane>_recall`` / ``<plane>_fpr`` / ``<plane>_precision`` for CR, STREAK,
+  GHOST, BAD, SAT: pixel recall (a truth pixel counts when the plane is predicted
+  within 1 px), false-positive rate and precision (a predicted pixel counts when
+  the truth plane is within 1 px) of the ``mask`` planes of ``masks.zarr``,
+  NO_DATA pixels excluded. survey-seg methods only.
 - ``verdict_auc``: ROC AUC of the tile score ``flagged_fraction`` (the verdict's
   score: core pixels with NO_DATA or an artefact plane) of ``tiles.parquet``
   against the truth label "more than 2 % of the tile core is artefact or NO_DATA".
   Runs use 256-pixel tiles (64 per 2048^2 mosaic); the mean table pools the tiles
-  of all seeds. survey-seg only.
+  of all seeds. survey-seg only. ``quality_auc``: the same for the data-quality
+  classifier's own tile score ``bad_probability`` (the mean of its calibrated
+  stamp probabilities; network only). ``stamp_ece``: expected calibration error
+  of the stamp probabilities of ``masks.zarr/quality`` against the truth label
+  "more than 2 % of the stamp flagged" (:func:`survey_seg.train.stamp_labels`).
 - ``seconds``: wall time of the method on the mosaic (survey-seg: the whole
   in-process run, I/O included; SEP and photutils: background, detection,
   deblending, catalog and segmentation map in memory).
@@ -44,7 +49,8 @@ none of them was seen in training.
 Finally the ``--check-method`` (default ``unet``) is held to the targets: on the
 nominal simulator completeness and purity >= 0.95, blend recall >= 0.85 and at
 least SEP's + 0.25, clump completeness and purity >= 0.85, CR and STREAK pixel
-recall >= 0.9 with FPR <= 0.005, verdict AUC >= 0.98; and none of those metrics
+recall >= 0.9 with FPR <= 0.005, verdict AUC and the classifier's tile AUC >= 0.98,
+every artefact plane's pixel precision >= 0.8; and none of those metrics
 worse by more than 0.05 on the shifted simulator (lower for scores, higher for
 false-positive rates). Each check prints its standard error from the scatter of
 the per-seed values (shifted minus nominal and the margin over SEP paired by
@@ -73,12 +79,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import zarr
 
 from survey_seg.evaluate import (
     ARTEFACT_PLANES,
     CLUMP_MIN_SNR,
+    artefact_pixel_precision,
     artefact_pixel_scores,
     clump_snr,
+    expected_calibration_error,
     object_iou,
     score_catalog,
     score_clumps,
@@ -92,7 +101,7 @@ from survey_seg.methods import PRECISIONS, make_method
 from survey_seg.pipeline import RunConfig, run_survey
 from survey_seg.simulate import SimulatedMosaic, SimulationConfig, simulate_mosaic, write_simulation
 from survey_seg.store import OutputStore
-from survey_seg.train import scene_config
+from survey_seg.train import scene_config, stamp_labels
 
 SURVEY_SEG_METHODS = ("unet", "classical")
 ALL_METHODS = ("unet", "classical", "sep", "photutils")
@@ -111,7 +120,11 @@ TARGETS: tuple[tuple[str, str, float], ...] = (
     ("streak_recall", ">=", 0.9),
     ("streak_fpr", "<=", 0.005),
     ("verdict_auc", ">=", 0.98),
+    ("quality_auc", ">=", 0.98),
+    *((f"{name.lower()}_precision", ">=", 0.8) for name in ("CR", "STREAK", "GHOST", "BAD", "SAT")),
 )
+POOLED = frozenset({"verdict_auc", "quality_auc"})
+"""Metrics computed on the tiles of all seeds together (no per-seed error)."""
 BLEND_MARGIN_OVER_SEP = 0.25
 MAX_SHIFT_LOSS = 0.05
 
@@ -139,14 +152,20 @@ def survey_seg_outputs(
     start = time.perf_counter()
     run_survey(sim_dir / "mosaic.fits", out, config, clean=True)
     seconds = time.perf_counter() - start
-    mask, segmentation = OutputStore(out).read_masks()
-    return {
+    store = OutputStore(out)
+    mask, segmentation = store.read_masks()
+    outputs = {
         "sources": pd.read_parquet(out / "sources.parquet"),
         "clumps": pd.read_parquet(out / "clumps.parquet"),
         "tiles": pd.read_parquet(out / "tiles.parquet"),
         "mask": mask,
         "segmentation": segmentation,
-    }, seconds
+    }
+    quality = zarr.open_group(store.masks_path, mode="r")
+    if "quality" in quality:
+        outputs["quality"] = np.asarray(quality["quality"][...])
+        outputs["quality_stamp"] = int(quality["quality"].attrs["quality_stamp"])
+    return outputs, seconds
 
 
 def sep_outputs(sim: SimulatedMosaic) -> tuple[dict[str, object], float]:
@@ -248,20 +267,30 @@ def score_outputs(
 
     if "mask" in outputs:
         planes = artefact_pixel_scores(outputs["mask"], truth_mask, ARTEFACT_PLANES)
+        precision = artefact_pixel_precision(outputs["mask"], truth_mask, ARTEFACT_PLANES)
     else:
         planes = dict.fromkeys(ARTEFACT_PLANES, (math.nan, math.nan))
+        precision = dict.fromkeys(ARTEFACT_PLANES, math.nan)
     for name, (recall, fpr) in planes.items():
         row[f"{name.lower()}_recall"] = recall
         row[f"{name.lower()}_fpr"] = fpr
+        row[f"{name.lower()}_precision"] = precision[name]
+    row["stamp_ece"] = math.nan
+    if "quality" in outputs:
+        truth_stamps = stamp_labels(truth_mask, outputs["quality_stamp"])[-1]
+        row["stamp_ece"] = expected_calibration_error(
+            outputs["quality"].ravel(), truth_stamps.ravel().astype(bool)
+        )
 
-    tile_scores = np.zeros(0)
+    tile_scores = np.zeros((0, 2))
     tile_labels = np.zeros(0, dtype=bool)
     if "tiles" in outputs:
         tiles = outputs["tiles"]
         tiles = tiles[tiles["status"] == "done"]
-        tile_scores = tiles["flagged_fraction"].to_numpy(float)
+        tile_scores = tiles[["flagged_fraction", "bad_probability"]].to_numpy(float)
         tile_labels = truth_tile_labels(truth_mask, tiles)
-    row["verdict_auc"] = verdict_auc(tile_scores, tile_labels)
+    row["verdict_auc"] = verdict_auc(tile_scores[:, 0], tile_labels)
+    row["quality_auc"] = _classifier_auc(tile_scores[:, 1], tile_labels)
     row["n_bad_tiles"] = int(tile_labels.sum()) if "tiles" in outputs else math.nan
     row["n_tiles"] = len(tile_labels) if "tiles" in outputs else math.nan
     row["n_detected"] = score.n_detected
@@ -269,6 +298,13 @@ def score_outputs(
     row["n_pairs"] = score.n_close_pairs
     row["n_clumps_detectable"] = int(np.count_nonzero(snr >= CLUMP_MIN_SNR))
     return row, tile_scores, tile_labels
+
+
+def _classifier_auc(bad_probability: np.ndarray, labels: np.ndarray) -> float:
+    """AUC of the tiles' classifier score; NaN for methods without a classifier."""
+    if not len(bad_probability) or not np.isfinite(bad_probability).all():
+        return math.nan
+    return verdict_auc(bad_probability, labels)
 
 
 # ------------------------------------------------------------------------ report
@@ -282,14 +318,25 @@ METRICS: tuple[str, ...] = (
     "object_iou",
     "clump_completeness",
     "clump_purity",
-    *(f"{name.lower()}_{kind}" for name in ARTEFACT_PLANES for kind in ("recall", "fpr")),
+    *(
+        f"{name.lower()}_{kind}"
+        for name in ARTEFACT_PLANES
+        for kind in ("recall", "fpr", "precision")
+    ),
     "verdict_auc",
+    "quality_auc",
+    "stamp_ece",
     "seconds",
 )
 """Scored metrics, in table order; the other numeric columns are counts."""
 
 LOWER_IS_BETTER = frozenset(
-    {"on_artefact", "seconds", *(f"{name.lower()}_fpr" for name in ARTEFACT_PLANES)}
+    {
+        "on_artefact",
+        "seconds",
+        "stamp_ece",
+        *(f"{name.lower()}_fpr" for name in ARTEFACT_PLANES),
+    }
 )
 
 COMPACT = (
@@ -305,7 +352,9 @@ COMPACT = (
     ("cr_fpr", "cr_fpr"),
     ("streak_recall", "strk_rec"),
     ("streak_fpr", "strk_fpr"),
+    ("ghost_precision", "gh_prec"),
     ("verdict_auc", "auc"),
+    ("quality_auc", "q_auc"),
     ("seconds", "seconds"),
 )
 
@@ -334,7 +383,8 @@ def summarise(
     for key, parts in tiles.items():
         scores = np.concatenate([s for s, _ in parts])
         labels = np.concatenate([lab for _, lab in parts])
-        summary.loc[key, "verdict_auc"] = verdict_auc(scores, labels)
+        summary.loc[key, "verdict_auc"] = verdict_auc(scores[:, 0], labels)
+        summary.loc[key, "quality_auc"] = _classifier_auc(scores[:, 1], labels)
     return summary
 
 
@@ -409,11 +459,7 @@ def checklist(
     for metric, op, target in TARGETS:
         value = float(nominal[metric])
         margin = value - target if op == ">=" else target - value
-        error = (
-            math.nan
-            if metric == "verdict_auc"
-            else standard_error(seeds("nominal", method, metric))
-        )
+        error = math.nan if metric in POOLED else standard_error(seeds("nominal", method, metric))
         add(f"{metric} {op} {target}", value, margin >= 0, margin, error)
     check = f"blend_recall - sep's >= {BLEND_MARGIN_OVER_SEP}"
     if ("nominal", "sep") in summary.index:
@@ -432,7 +478,7 @@ def checklist(
             loss = delta if metric in LOWER_IS_BETTER else -delta
             error = (
                 math.nan
-                if metric == "verdict_auc"
+                if metric in POOLED
                 else _paired_error(
                     seeds("shifted", method, metric), seeds("nominal", method, metric)
                 )

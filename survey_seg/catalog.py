@@ -108,7 +108,8 @@ TILE_COLUMNS: tuple[Column, ...] = (
         "bad_probability",
         "float64",
         "",
-        "largest per-stamp probability of bad data (network methods; NaN otherwise)",
+        "mean over the core's stamps of the probability that a stamp is bad (more than 2 % "
+        "of it flagged): the expected fraction of bad stamps (network methods; NaN otherwise)",
     ),
     Column("seconds", "float64", "s", "wall time of screening the tile (network included)"),
     Column("seconds_network", "float64", "s", "of which the network's forward pass"),

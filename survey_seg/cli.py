@@ -145,6 +145,22 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
+    calibrate = commands.add_parser(
+        "calibrate-quality",
+        help="refit a model's data-quality stamp head on simulated scenes and calibrate it",
+    )
+    calibrate.add_argument(
+        "model", type=Path, help="model config (e.g. the shipped screening.json)"
+    )
+    calibrate.add_argument("--out", type=Path, required=True, help="directory for the new model")
+    calibrate.add_argument("--scenes", type=int, default=400, help="training scenes (512^2)")
+    calibrate.add_argument(
+        "--validation-scenes", type=int, default=160, help="validation scenes, for the temperatures"
+    )
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the scenes")
+    calibrate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    calibrate.set_defaults(handler=_calibrate_quality)
+
     report = commands.add_parser("report", help="write OUT/report.html with quick-look PNGs")
     report.add_argument("out_dir", type=Path, help="output directory of a run")
     report.set_defaults(handler=_report)
@@ -238,6 +254,24 @@ def _train(args: argparse.Namespace) -> int:
         log=lambda line: print(line, flush=True),
     )
     print(f"trained {args.task} in {result.seconds:.0f} s: {result.config_path}")
+    return 0
+
+
+def _calibrate_quality(args: argparse.Namespace) -> int:
+    from survey_seg.stamp_head import StampHeadConfig, calibrate_stamp_head
+
+    if not args.model.is_file():
+        raise _UsageError(f"model config {args.model} does not exist; give a model's .json")
+    try:
+        config = StampHeadConfig(
+            scenes=args.scenes, validation_scenes=args.validation_scenes, seed=args.seed
+        )
+    except ValueError as error:
+        raise _UsageError(str(error)) from None
+    path = calibrate_stamp_head(
+        args.model, args.out, config, threads=args.threads, log=lambda line: print(line, flush=True)
+    )
+    print(f"calibrated stamp head: {path}")
     return 0
 
 

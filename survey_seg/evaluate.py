@@ -15,15 +15,17 @@ Sources (:func:`score_catalog`)
 Clumps (:func:`score_clumps`)
     One-to-one matching within 2 px; completeness over the detectable truth
     clumps (S/N >= 5), purity over all detections against all truth clumps.
-Artefact planes (:func:`artefact_pixel_scores`)
-    Per plane, pixel recall (within 1 px) and false-positive rate, NO_DATA
-    pixels excluded.
+Artefact planes (:func:`artefact_pixel_scores`, :func:`artefact_pixel_precision`)
+    Per plane, pixel recall (within 1 px), false-positive rate and precision
+    (predicted pixels within 1 px of a true one), NO_DATA pixels excluded.
 Footprints (:func:`segmentation_iou`, :func:`object_iou`)
     Intersection over union of the "any object" footprints, and the mean best IoU
     of the truth objects.
 Tile verdicts (:func:`truth_tile_labels`, :func:`verdict_auc`)
     A tile is bad when more than 2 % of its core is artefact or NO_DATA in the
     truth; the verdict score is ranked against that label by the ROC AUC.
+Calibration (:func:`reliability_curve`, :func:`expected_calibration_error`)
+    Probabilities binned by value against the observed frequency of the event.
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ __all__ = [
     "CLUMP_MIN_SNR",
     "ON_ARTEFACT_BITS",
     "CatalogScore",
+    "artefact_pixel_precision",
     "artefact_pixel_scores",
     "clump_snr",
+    "expected_calibration_error",
     "match_positions",
     "object_iou",
+    "reliability_curve",
     "score_catalog",
     "score_clumps",
     "segmentation_iou",
@@ -389,6 +394,56 @@ def artefact_pixel_scores(
     return scores
 
 
+def artefact_pixel_precision(
+    predicted_mask: np.ndarray,
+    truth_mask: np.ndarray,
+    bits: Sequence[str] = ARTEFACT_PLANES,
+) -> dict[str, float]:
+    """Pixel precision of each artefact plane: how much of what is flagged is real.
+
+    The mirror of :func:`artefact_pixel_scores`' recall: a predicted pixel counts
+    as right when the truth plane is set within one pixel of it. Pixels with
+    NO_DATA in the truth are left out.
+
+    Parameters
+    ----------
+    predicted_mask, truth_mask : numpy.ndarray
+        uint32 ``(ny, nx)`` :class:`~survey_seg.masks.MaskBit` planes.
+    bits : sequence of str
+        Plane names to score (default :data:`ARTEFACT_PLANES`).
+
+    Returns
+    -------
+    dict of str to float
+        ``{name: precision}``, NaN where nothing valid is predicted.
+    """
+    predicted = _mask_array("predicted_mask", predicted_mask)
+    truth = _mask_array("truth_mask", truth_mask)
+    if predicted.shape != truth.shape:
+        raise ValueError(
+            f"predicted_mask has shape {predicted.shape} and truth_mask {truth.shape}; "
+            "give masks of the same mosaic."
+        )
+    if isinstance(bits, str):
+        bits = (bits,)
+    unknown = [name for name in bits if name not in MaskBit.__members__]
+    if unknown:
+        raise ValueError(f"unknown mask planes {unknown}; use names of MaskBit.")
+    valid = (truth & np.uint32(int(MaskBit.NO_DATA))) == 0
+    square = np.ones((3, 3), dtype=bool)
+    precision: dict[str, float] = {}
+    for name in bits:
+        bit = np.uint32(int(MaskBit[name]))
+        pred_plane = ((predicted & bit) != 0) & valid
+        n_predicted = int(pred_plane.sum())
+        if not n_predicted:
+            precision[name] = float("nan")
+            continue
+        near = ndimage.binary_dilation((truth & bit) != 0, structure=square)
+        precision[name] = float(np.count_nonzero(pred_plane & near)) / n_predicted
+    return precision
+
+
 # --------------------------------------------------------------------------- footprints
 
 
@@ -571,3 +626,71 @@ def verdict_auc(scores: np.ndarray | Sequence[float], labels: np.ndarray | Seque
     ranks = rankdata(scores)
     u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+# ------------------------------------------------------------------------ calibration
+
+
+def reliability_curve(
+    probabilities: np.ndarray | Sequence[float],
+    outcomes: np.ndarray | Sequence[bool],
+    bins: int = 10,
+) -> pd.DataFrame:
+    """Predicted probability against observed frequency, in equal-width bins.
+
+    Parameters
+    ----------
+    probabilities : array-like
+        Predicted probabilities of the event, in [0, 1].
+    outcomes : array-like
+        Booleans of the same length: whether the event happened.
+    bins : int
+        Number of equal-width bins over [0, 1].
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per non-empty bin: ``low``, ``high``, ``count``,
+        ``mean_probability`` and ``frequency``.
+    """
+    p = np.asarray(probabilities, dtype=float).ravel()
+    y = np.asarray(outcomes).ravel()
+    if len(p) != len(y):
+        raise ValueError(f"{len(p)} probabilities for {len(y)} outcomes; give one of each.")
+    if not (np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()):
+        raise ValueError("probabilities must be finite and in [0, 1].")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins={bins!r} must be a positive integer.")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    rows = []
+    for k in range(bins):
+        inside = index == k
+        if inside.any():
+            rows.append(
+                {
+                    "low": edges[k],
+                    "high": edges[k + 1],
+                    "count": int(inside.sum()),
+                    "mean_probability": float(p[inside].mean()),
+                    "frequency": float(y[inside].astype(bool).mean()),
+                }
+            )
+    return pd.DataFrame(rows, columns=["low", "high", "count", "mean_probability", "frequency"])
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray | Sequence[float],
+    outcomes: np.ndarray | Sequence[bool],
+    bins: int = 10,
+) -> float:
+    """Expected calibration error: the count-weighted mean gap of :func:`reliability_curve`.
+
+    ``sum_k (n_k / n) |mean probability_k - frequency_k|``; 0 for perfectly
+    calibrated probabilities, NaN for no probabilities.
+    """
+    curve = reliability_curve(probabilities, outcomes, bins)
+    if not len(curve):
+        return float("nan")
+    gap = (curve["mean_probability"] - curve["frequency"]).abs()
+    return float((gap * curve["count"]).sum() / curve["count"].sum())

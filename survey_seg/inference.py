@@ -21,7 +21,7 @@ import torch
 
 from survey_seg.errors import InputError
 from survey_seg.methods import PRECISIONS
-from survey_seg.models.unet import ScreeningUNet, UNetConfig, split_heads
+from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet, UNetConfig, split_heads
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -30,6 +30,7 @@ __all__ = [
     "Predictor",
     "check_flips",
     "load_model_config",
+    "load_network",
     "load_predictor",
     "network_input",
     "resolve_device",
@@ -41,7 +42,7 @@ SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
 MODEL_KEYS_OPTIONAL = frozenset(
     {"name", "heads", "training", "metrics", "thresholds_tuned_on", "test_time_flips"}
-    | {"psf_thresholds", "clump_model"}
+    | {"psf_thresholds", "clump_model", "stamp_calibration"}
 )
 THRESHOLDS_REQUIRED = frozenset(
     {"object", "centre", "centre_min_distance", "clump", "artefact"}
@@ -168,6 +169,8 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
     )
     if "psf_thresholds" in config:
         _check_psf_thresholds(path, config["psf_thresholds"])
+    if "stamp_calibration" in config:
+        stamp_temperature(config, path)
     return config
 
 
@@ -216,6 +219,29 @@ def _check_psf_thresholds(path: Path, entry: object) -> None:
         ratios.append(ratio)
     if len(set(ratios)) != len(ratios):
         raise InputError(f"{where} gives psf_ratio {sorted(ratios)} twice; keep one of each")
+
+
+def stamp_temperature(config: dict, path: str | os.PathLike = "") -> np.ndarray | None:
+    """Per-class temperatures of the stamp head (``stamp_calibration``), or None.
+
+    The stamp probabilities are ``sigmoid(logit / T)``, ``T`` fitted on validation
+    scenes (:mod:`survey_seg.stamp_head`).
+    """
+    entry = config.get("stamp_calibration")
+    if entry is None:
+        return None
+    temperature = entry.get("temperature") if isinstance(entry, dict) else None
+    if (
+        not isinstance(temperature, list)
+        or len(temperature) != len(QUALITY_CLASSES)
+        or not all(_is_number(t) and t > 0 for t in temperature)
+    ):
+        raise InputError(
+            f"model config {path}: stamp_calibration.temperature must be a list of "
+            f"{len(QUALITY_CLASSES)} positive numbers, got {temperature!r}; restore it or "
+            "recalibrate with `survey-seg calibrate-quality`"
+        )
+    return np.asarray(temperature, dtype=np.float32)
 
 
 def _is_number(value: object) -> bool:
@@ -276,16 +302,22 @@ class Predictor:
         self.config = load_model_config(self.config_path)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.model, self.sha256 = _load_network(self.config_path, self.config, self.device)
+        self.model, self.sha256 = load_network(self.config_path, self.config, self.device)
         self.clump_config: dict | None = None
         self.clump_model: ScreeningUNet | None = None
         self.clump_sha256: str | None = None
         if "clump_model" in self.config:
             clump_path, self.clump_config = _clump_model_config(self.config_path, self.config)
-            self.clump_model, self.clump_sha256 = _load_network(
+            self.clump_model, self.clump_sha256 = load_network(
                 clump_path, self.clump_config, self.device
             )
         self.thresholds: dict = dict(self.config["thresholds"])
+        temperature = stamp_temperature(self.config, self.config_path)
+        self.stamp_temperature: torch.Tensor | None = (
+            None
+            if temperature is None
+            else torch.from_numpy(temperature).reshape(1, -1, 1, 1).to(self.device)
+        )
         if flips is None:
             flips = check_flips(
                 self.config.get("test_time_flips", 1),
@@ -337,6 +369,8 @@ class Predictor:
                 pixel_logits, stamp_logits = model(
                     flipped.contiguous(memory_format=torch.channels_last)
                 )
+            if self.stamp_temperature is not None:
+                stamp_logits = stamp_logits.float() / self.stamp_temperature
             probabilities = _probabilities(pixel_logits, stamp_logits, heads)
             for name, probability in probabilities.items():
                 probability = torch.flip(probability, dims) if dims else probability
@@ -344,7 +378,7 @@ class Predictor:
         return {name: _numpy(value[0] / self.flips) for name, value in total.items()}
 
 
-def _load_network(
+def load_network(
     config_path: Path, config: dict, device: torch.device
 ) -> tuple[ScreeningUNet, str]:
     """The network of a checked model config, and its weights' sha256.

@@ -39,6 +39,7 @@ from survey_seg.quality import (
     artefact_planes,
     cosmic_ray_contrast_for_psf,
     cosmic_ray_pixels,
+    ghosts_off_objects,
     minor_axis_limit_for_psf,
     sharper_than_psf,
     tile_verdict,
@@ -405,6 +406,7 @@ class NetworkScreener:
                     prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
                 )
         clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
+        artefacts = ghosts_off_objects(artefacts, sources > 0)
         return DenseProducts(
             flux_image=flux,
             variance=variance,

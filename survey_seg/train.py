@@ -45,6 +45,7 @@ __all__ = [
     "loss_weights",
     "make_batch",
     "scene_config",
+    "stamp_labels",
     "train",
 ]
 
@@ -52,6 +53,10 @@ ARTEFACT_PLANES = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskB
 """Mask planes of the artefact head's channels, in order."""
 QUALITY_PLANES = tuple(ARTEFACT_CLASS_BITS.values())
 """Mask planes of the first six :data:`QUALITY_CLASSES`, in order."""
+BAD_STAMP_FRACTION = 0.02
+"""A stamp is ``bad`` when more than this fraction of its pixels carry an artefact
+plane or NO_DATA: the ``inspect`` verdict's default fraction, so that the stamp head
+answers the verdict's question at the scale of a stamp."""
 
 TASKS: dict[str, dict[str, float]] = {
     "screening": {"segmentation": 1.0, "centre": 1.0, "clump": 1.0, "artefact": 1.0, "stamps": 0.5},
@@ -236,7 +241,7 @@ def scene_targets(sim: SimulatedMosaic, stamp_size: int) -> dict[str, np.ndarray
     artefact = np.stack([(mask & np.uint32(bit)) != 0 for bit in ARTEFACT_PLANES]).astype(
         np.float32
     )
-    stamps = _stamp_labels(mask, stamp_size)
+    stamps = stamp_labels(mask, stamp_size)
     return {
         "segmentation": classes.astype(np.int64),
         "centre": centre,
@@ -266,11 +271,18 @@ def _heatmap(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, sigma: float)
     return heat
 
 
-def _stamp_labels(mask: np.ndarray, stamp_size: int) -> np.ndarray:
-    """Per-stamp labels: each of :data:`QUALITY_PLANES` present, then 'any'."""
+def stamp_labels(mask: np.ndarray, stamp_size: int) -> np.ndarray:
+    """Per-stamp labels of a truth mask, ``(len(QUALITY_CLASSES), rows, cols)``.
+
+    The first six: each of :data:`QUALITY_PLANES` present in the stamp. The last,
+    ``bad``: more than :data:`BAD_STAMP_FRACTION` of the stamp's pixels carry one
+    of them (the verdict's rule at the scale of a stamp); a stamp cut by the mask's
+    edge counts the pixels it has.
+    """
     ny, nx = mask.shape
     rows, cols = -(-ny // stamp_size), -(-nx // stamp_size)
     labels = np.zeros((len(QUALITY_CLASSES), rows, cols), dtype=np.float32)
+    flagged_bits = np.uint32(sum(int(bit) for bit in QUALITY_PLANES))
     for r in range(rows):
         for c in range(cols):
             stamp = mask[
@@ -279,7 +291,7 @@ def _stamp_labels(mask: np.ndarray, stamp_size: int) -> np.ndarray:
             present = np.bitwise_or.reduce(stamp, axis=None)
             for k, bit in enumerate(QUALITY_PLANES):
                 labels[k, r, c] = bool(present & np.uint32(bit))
-    labels[-1] = labels[:-1].max(axis=0)
+            labels[-1, r, c] = np.mean((stamp & flagged_bits) != 0) > BAD_STAMP_FRACTION
     return labels
 
 

@@ -4,10 +4,13 @@ import pytest
 
 from survey_seg.evaluate import (
     ARTEFACT_PLANES,
+    artefact_pixel_precision,
     artefact_pixel_scores,
     clump_snr,
+    expected_calibration_error,
     match_positions,
     object_iou,
+    reliability_curve,
     score_catalog,
     score_clumps,
     segmentation_iou,
@@ -157,3 +160,30 @@ def test_truth_tile_labels_from_core_fractions():
     ]
     with pytest.raises(ValueError, match="not inside"):
         truth_tile_labels(mask[:10], tiles)
+
+
+def test_artefact_pixel_precision_counts_flags_within_one_pixel_of_the_truth():
+    truth = np.zeros((10, 10), np.uint32)
+    truth[:, 4] = MaskBit.GHOST
+    truth[0, :] = MaskBit.NO_DATA
+    predicted = np.zeros_like(truth)
+    predicted[1:6, 5] = MaskBit.GHOST  # one pixel off: right
+    predicted[1:4, 8] = MaskBit.GHOST  # four pixels off: wrong
+    predicted[0, 4] = MaskBit.GHOST  # on NO_DATA: ignored
+    precision = artefact_pixel_precision(predicted, truth, ("GHOST", "CR"))
+    assert precision["GHOST"] == 5 / 8
+    assert np.isnan(precision["CR"])  # nothing flagged
+
+
+def test_reliability_curve_and_expected_calibration_error():
+    rng = np.random.default_rng(0)
+    p = rng.random(50_000)
+    calibrated = rng.random(p.size) < p
+    assert expected_calibration_error(p, calibrated) < 0.01
+    overconfident = np.where(p > 0.5, 1.0, 0.0)
+    assert expected_calibration_error(overconfident, calibrated) == pytest.approx(0.25, abs=0.01)
+    curve = reliability_curve([0.05, 0.05, 0.95, 1.0], [False, True, True, True], bins=10)
+    assert curve["count"].tolist() == [2, 2]
+    assert curve["frequency"].tolist() == [0.5, 1.0]
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        reliability_curve([1.5], [True])

@@ -75,3 +75,24 @@ def test_cosmic_ray_contrast_limit_stays_above_an_undersampled_stars():
     assert cosmic_ray_contrast_for_psf(2.5, 1.8) == 2.5  # a well-sampled star: about 1.1
     limits = [cosmic_ray_contrast_for_psf(2.5, fwhm) for fwhm in (1.3, 1.0, 0.7, 0.5)]
     assert limits == sorted(limits) and limits[0] > 2.5 and limits[-1] > 100.0
+
+
+def test_ghost_plane_keeps_ghosts_and_drops_object_outskirts_and_lines():
+    from survey_seg.quality import ghosts_off_objects
+
+    yy, xx = np.mgrid[:120, :120]
+    artefacts = np.zeros((120, 120), np.uint32)
+    ghost_disk = (yy - 30) ** 2 + (xx - 30) ** 2 < 20**2  # in the sky, one small object on it
+    outskirts = ((yy - 90) ** 2 + (xx - 90) ** 2 < 18**2) & ((yy - 90) ** 2 + (xx - 90) ** 2 > 8**2)
+    artefacts[ghost_disk | outskirts] |= np.uint32(MaskBit.GHOST)
+    artefacts[:, 110] |= np.uint32(MaskBit.GHOST | MaskBit.BAD)  # a column: not a ghost
+    artefacts[5, 5] |= np.uint32(MaskBit.CR)
+    objects = np.zeros((120, 120), bool)
+    objects[28:33, 28:33] = True  # a faint galaxy under the ghost
+    objects[(yy - 90) ** 2 + (xx - 90) ** 2 < 16**2] = True  # the galaxy whose wings fired
+    kept = ghosts_off_objects(artefacts, objects)
+    ghost = (kept & np.uint32(MaskBit.GHOST)) != 0
+    assert ghost[ghost_disk].mean() > 0.95 and not ghost[~ghost_disk].any()
+    assert ((kept & np.uint32(MaskBit.BAD)) != 0)[:, 110].all()  # other planes untouched
+    assert kept[5, 5] == MaskBit.CR
+    assert ghosts_off_objects(kept, objects).tolist() == kept.tolist()  # idempotent

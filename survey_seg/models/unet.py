@@ -130,18 +130,32 @@ class ScreeningUNet(nn.Module):
         stamp_logits : torch.Tensor
             ``(batch, len(QUALITY_CLASSES), ceil(H / stamp), ceil(W / stamp))``.
         """
-        skips = []
-        for encoder in self.encoders:
-            x = encoder(x)
-            skips.append(x)
-            x = self.pool(x)
-        bottom = self.bottleneck(x)
+        skips: list[torch.Tensor] = []
+        bottom = self._encode(x, skips)
         x = bottom
         for upsample, decoder, skip in zip(
             self.upsamplers, self.decoders, reversed(skips), strict=True
         ):
             x = decoder(torch.cat([upsample(x), skip], dim=1))
         return self.pixel_head(x), self.stamp_head(bottom)
+
+    def stamp_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the stamp head's last two layers see: the bottleneck averaged per stamp.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, channels, ceil(H / stamp), ceil(W / stamp))``.
+        """
+        return self.stamp_head[0](self._encode(x, []))
+
+    def _encode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The bottleneck of ``x``; each encoder level's output is appended to ``skips``."""
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = self.pool(x)
+        return self.bottleneck(x)
 
 
 def split_heads(pixel_logits: torch.Tensor) -> dict[str, torch.Tensor]:
