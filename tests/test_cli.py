@@ -471,6 +471,23 @@ def test_train_builds_the_network_size_asked_for(tmp_path, capsys):
     assert config["heads"] == ["clump", "segmentation"]
 
 
+def test_calibrate_quality_writes_a_calibrated_model_or_names_the_missing_one(
+    write_model, tmp_path, capsys
+):
+    from survey_seg.models.unet import UNetConfig
+
+    status, _, err = _main(capsys, "calibrate-quality", tmp_path / "nope.json", "--out", tmp_path)
+    _assert_one_line_error(status, err, "nope.json does not exist")
+    model = write_model(tmp_path, config=UNetConfig(width=4, depth=2, stamp_size=64))
+    status, stdout, err = _main(
+        capsys, "calibrate-quality", model, "--out", tmp_path / "cal", "--scenes", "2",
+        "--validation-scenes", "2", "--threads", "1",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "calibrated stamp head" in stdout and "bad stamps: ECE" in stdout
+    assert "stamp_calibration" in json.loads((tmp_path / "cal" / "tiny.json").read_text())
+
+
 def test_run_force_rescreens_and_clean_replaces_an_earlier_run(mosaic, tmp_path, capsys):
     out = tmp_path / "out"
     status, stdout, err = _main(capsys, "run", mosaic, "--out", out, *FAST)
