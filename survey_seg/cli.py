@@ -136,6 +136,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="model config to distil: the network also learns its averaged predictions",
+    )
+    train.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.5,
+        help="share of the loss that is distillation with --teacher (default 0.5)",
+    )
+    train.add_argument(
         "--head-weight",
         action="append",
         default=[],
@@ -242,6 +254,8 @@ def _train(args: argparse.Namespace) -> int:
             galsim_fraction=args.galsim_fraction,
             threads=args.threads,
             head_weights=_head_weights(args.head_weight),
+            teacher=str(args.teacher) if args.teacher else None,
+            distill_weight=args.distill_weight,
         )
         loss_weights(args.task, config)  # a head the task does not train
     except ValueError as error:

@@ -42,6 +42,7 @@ __all__ = [
     "TASKS",
     "TrainConfig",
     "TrainResult",
+    "distillation_loss",
     "loss_weights",
     "make_batch",
     "scene_config",
@@ -120,6 +121,13 @@ class TrainConfig:
     head_weights: dict[str, float] | None = None
     """Loss weights that replace the task's (:data:`TASKS`) for the heads named, e.g.
     ``{"clump": 2.0}`` to spend more of a fine-tuning run on clumps."""
+    teacher: str | None = None
+    """Model config whose predictions (all its passes and networks, averaged as
+    screening averages them) the network also learns to reproduce: distillation of
+    several passes into one."""
+    distill_weight: float = 0.5
+    """Share of the loss that is distillation when a ``teacher`` is given (the rest
+    is the task's loss on the simulation's truth)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "crop", "scene_size", "checkpoint_every"):
@@ -140,6 +148,8 @@ class TrainConfig:
                 )
             if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
                 raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if not 0 <= self.galsim_fraction <= 1:
             raise ValueError(f"galsim_fraction must be in [0, 1], got {self.galsim_fraction}")
         if not 0 <= self.condition_jitter < SHIFT:
@@ -338,6 +348,55 @@ def make_batch(
 # --------------------------------------------------------------------------- losses
 
 
+def distillation_loss(
+    pixel_logits: torch.Tensor,
+    stamp_logits: torch.Tensor,
+    teacher: dict[str, torch.Tensor],
+    weights: dict[str, float],
+) -> torch.Tensor:
+    """How far the network's probabilities are from a teacher's, for the task's heads.
+
+    Segmentation: cross-entropy against the teacher's class probabilities. Centre
+    and clump heatmaps: binary cross-entropy against the teacher's, summed and
+    divided by the teacher's total probability (as the focal loss is by the number
+    of peaks, so that sparse maps are not drowned by their background). Artefact
+    planes and stamps: mean binary cross-entropy against the teacher's.
+    """
+    heads = split_heads(pixel_logits)
+    total = pixel_logits.new_zeros(())
+    if "segmentation" in weights:
+        log_p = torch.log_softmax(heads["segmentation"].float(), dim=1)
+        total = total - weights["segmentation"] * (teacher["segmentation"] * log_p).sum(1).mean()
+    for name in ("centre", "clump"):
+        if name in weights:
+            target = teacher[name]
+            bce = nn.functional.binary_cross_entropy_with_logits(
+                heads[name][:, 0].float(), target, reduction="sum"
+            )
+            total = total + weights[name] * bce / target.sum().clamp(min=1.0)
+    if "artefact" in weights:
+        total = total + weights["artefact"] * nn.functional.binary_cross_entropy_with_logits(
+            heads["artefact"].float(), teacher["artefact"]
+        )
+    if "stamps" in weights:
+        total = total + weights["stamps"] * nn.functional.binary_cross_entropy_with_logits(
+            stamp_logits.float(), teacher["stamps"]
+        )
+    return total
+
+
+def teacher_targets(teacher, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A :class:`~survey_seg.inference.Predictor`'s probabilities for a batch of inputs."""
+    predictions = [teacher.predict(planes) for planes in inputs.numpy()]
+    return {
+        "segmentation": torch.from_numpy(np.stack([p.segmentation for p in predictions])),
+        "centre": torch.from_numpy(np.stack([p.centre for p in predictions])),
+        "clump": torch.from_numpy(np.stack([p.clump for p in predictions])),
+        "artefact": torch.from_numpy(np.stack([p.artefact for p in predictions])),
+        "stamps": torch.from_numpy(np.stack([p.stamps for p in predictions])),
+    }
+
+
 def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss on a heatmap with peaks of exactly 1."""
     p = torch.sigmoid(logits).clamp(1e-5, 1 - 1e-5)
@@ -457,6 +516,11 @@ def train(
         np.random.default_rng([config.seed, 1]),
         config,
     )
+    teacher = None
+    if config.teacher:
+        from survey_seg.inference import Predictor
+
+        teacher = Predictor(config.teacher, device=str(device), precision="float32")
     started = time.perf_counter()
     from tqdm.auto import tqdm
 
@@ -472,6 +536,10 @@ def train(
         loss = task_loss(
             pixel_logits, stamp_logits, {k: v.to(device) for k, v in targets.items()}, weights
         )
+        if teacher is not None:
+            soft = {k: v.to(device) for k, v in teacher_targets(teacher, inputs).items()}
+            distilled = distillation_loss(pixel_logits, stamp_logits, soft, weights)
+            loss = (1 - config.distill_weight) * loss + config.distill_weight * distilled
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -560,6 +628,8 @@ def _config_fingerprint(task: str, config: TrainConfig) -> str:
     payload = {"task": task, **asdict(config)}
     if config.init_weights:
         payload["init_weights"] = hashlib.sha256(Path(config.init_weights).read_bytes()).hexdigest()
+    if config.teacher:
+        payload["teacher"] = hashlib.sha256(Path(config.teacher).read_bytes()).hexdigest()
     payload.pop("device")
     payload.pop("threads")
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

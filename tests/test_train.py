@@ -65,6 +65,34 @@ def test_train_writes_loadable_weights_and_resumes(tmp_path):
     assert longer.losses == result.losses
 
 
+def test_distillation_pulls_the_student_towards_the_teachers_averaged_passes(write_model, tmp_path):
+    """A one-pass student learns the teacher's flip-averaged probabilities."""
+    from survey_seg.train import distillation_loss, teacher_targets
+
+    teacher_path = write_model(tmp_path, config=TINY, seed=3, test_time_flips=2)
+    teacher = Predictor(teacher_path, device="cpu", precision="float32")
+    inputs, _ = make_batch([21, 22], np.random.default_rng(2), _config())
+    soft = teacher_targets(teacher, inputs)
+    assert soft["segmentation"].shape == (2, 3, 64, 64)
+    np.testing.assert_allclose(soft["segmentation"].sum(1), 1.0, rtol=1e-5)
+    torch.manual_seed(0)
+    student = ScreeningUNet(TINY)
+    optimiser = torch.optim.Adam(student.parameters(), lr=1e-2)
+    weights = TASKS["screening"]
+    losses = []
+    for _ in range(15):
+        loss = distillation_loss(*student(inputs), soft, weights)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    result = train("screening", tmp_path / "distilled", _config(teacher=str(teacher_path)))
+    assert len(result.losses) == 4 and np.isfinite(result.losses).all()
+    with pytest.raises(ValueError, match="distill_weight"):
+        _config(distill_weight=1.5)
+
+
 def test_shifted_simulator_is_outside_the_training_jitter():
     nominal = scene_config(0, size=128)
     shifted = scene_config(0, size=128, shifted=True)
