@@ -28,10 +28,10 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
   against the truth label "more than 2 % of the tile core is artefact or NO_DATA".
   Runs use 256-pixel tiles (64 per 2048^2 mosaic); the mean table pools the tiles
   of all seeds. survey-seg only. ``quality_auc``: the same for the data-quality
-  classifier's own tile score ``bad_probability`` (the mean of its calibrated
-  stamp probabilities; network only). ``stamp_ece``: expected calibration error
-  of the stamp probabilities of ``masks.zarr/quality`` against the truth label
-  "more than 2 % of the stamp flagged" (:func:`survey_seg.train.stamp_labels`).
+  classifier's own tile score ``predicted_flagged_fraction`` (the mean of its
+  stamps' estimated flagged fractions; network only). ``stamp_ece``: expected
+  calibration error of those stamp estimates (``masks.zarr/quality``) against the
+  stamps' true flagged fractions (:func:`survey_seg.train.stamp_labels`).
 - ``seconds``: wall time of the method on the mosaic (survey-seg: the whole
   in-process run, I/O included; SEP and photutils: background, detection,
   deblending, catalog and segmentation map in memory).
@@ -277,9 +277,9 @@ def score_outputs(
         row[f"{name.lower()}_precision"] = precision[name]
     row["stamp_ece"] = math.nan
     if "quality" in outputs:
-        truth_stamps = stamp_labels(truth_mask, outputs["quality_stamp"])[-1]
+        truth_fraction = stamp_labels(truth_mask, outputs["quality_stamp"])[-1]
         row["stamp_ece"] = expected_calibration_error(
-            outputs["quality"].ravel(), truth_stamps.ravel().astype(bool)
+            outputs["quality"].ravel(), truth_fraction.ravel()
         )
 
     tile_scores = np.zeros((0, 2))
@@ -287,7 +287,7 @@ def score_outputs(
     if "tiles" in outputs:
         tiles = outputs["tiles"]
         tiles = tiles[tiles["status"] == "done"]
-        tile_scores = tiles[["flagged_fraction", "bad_probability"]].to_numpy(float)
+        tile_scores = tiles[["flagged_fraction", "predicted_flagged_fraction"]].to_numpy(float)
         tile_labels = truth_tile_labels(truth_mask, tiles)
     row["verdict_auc"] = verdict_auc(tile_scores[:, 0], tile_labels)
     row["quality_auc"] = _classifier_auc(tile_scores[:, 1], tile_labels)
@@ -300,11 +300,11 @@ def score_outputs(
     return row, tile_scores, tile_labels
 
 
-def _classifier_auc(bad_probability: np.ndarray, labels: np.ndarray) -> float:
+def _classifier_auc(predicted: np.ndarray, labels: np.ndarray) -> float:
     """AUC of the tiles' classifier score; NaN for methods without a classifier."""
-    if not len(bad_probability) or not np.isfinite(bad_probability).all():
+    if not len(predicted) or not np.isfinite(predicted).all():
         return math.nan
-    return verdict_auc(bad_probability, labels)
+    return verdict_auc(predicted, labels)
 
 
 # ------------------------------------------------------------------------ report

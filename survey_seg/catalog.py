@@ -105,11 +105,11 @@ TILE_COLUMNS: tuple[Column, ...] = (
         "fraction of core pixels with NO_DATA or an artefact plane (the verdict's score)",
     ),
     Column(
-        "bad_probability",
+        "predicted_flagged_fraction",
         "float64",
         "",
-        "mean over the core's stamps of the probability that a stamp is bad (more than 2 % "
-        "of it flagged): the expected fraction of bad stamps (network methods; NaN otherwise)",
+        "the data-quality classifier's estimate of flagged_fraction: the mean over the "
+        "core's stamps of their estimated flagged fractions (network methods; NaN otherwise)",
     ),
     Column("seconds", "float64", "s", "wall time of screening the tile (network included)"),
     Column("seconds_network", "float64", "s", "of which the network's forward pass"),

@@ -643,7 +643,8 @@ def reliability_curve(
     probabilities : array-like
         Predicted probabilities of the event, in [0, 1].
     outcomes : array-like
-        Booleans of the same length: whether the event happened.
+        Of the same length: whether the event happened (booleans), or, for a
+        predicted fraction, the observed fraction in [0, 1].
     bins : int
         Number of equal-width bins over [0, 1].
 
@@ -651,7 +652,7 @@ def reliability_curve(
     -------
     pandas.DataFrame
         One row per non-empty bin: ``low``, ``high``, ``count``,
-        ``mean_probability`` and ``frequency``.
+        ``mean_probability`` and ``frequency`` (the mean outcome).
     """
     p = np.asarray(probabilities, dtype=float).ravel()
     y = np.asarray(outcomes).ravel()
@@ -659,6 +660,9 @@ def reliability_curve(
         raise ValueError(f"{len(p)} probabilities for {len(y)} outcomes; give one of each.")
     if not (np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()):
         raise ValueError("probabilities must be finite and in [0, 1].")
+    y = y.astype(np.float64)
+    if not (np.isfinite(y).all() and ((y >= 0) & (y <= 1)).all()):
+        raise ValueError("outcomes must be booleans or fractions in [0, 1].")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins={bins!r} must be a positive integer.")
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -673,7 +677,7 @@ def reliability_curve(
                     "high": edges[k + 1],
                     "count": int(inside.sum()),
                     "mean_probability": float(p[inside].mean()),
-                    "frequency": float(y[inside].astype(bool).mean()),
+                    "frequency": float(y[inside].mean()),
                 }
             )
     return pd.DataFrame(rows, columns=["low", "high", "count", "mean_probability", "frequency"])

@@ -323,8 +323,8 @@ def screen_tile(
     }
     core_quality = _core_stamps(products, tile)
     if core_quality is not None:
-        # the expected fraction of bad stamps: a max over many stamps saturates at 1
-        stats["bad_probability"] = float(core_quality[-1].mean())
+        # the stamps' flagged fractions average to the core's (stamps all of a size)
+        stats["predicted_flagged_fraction"] = float(core_quality[-1].mean())
         for name, values in zip(QUALITY_CLASSES[:-1], core_quality[:-1], strict=True):
             stats[f"p_{name}"] = float(values.max())
     return TileResult(

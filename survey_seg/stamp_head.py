@@ -2,18 +2,23 @@
 
 The screening network's stamp head (the Euclid data-quality CNN of the seeds,
 sharing the U-Net's encoder) gives, for every stamp of ``stamp_size``² pixels, the
-probability that each artefact class is present and that the stamp is ``bad``:
-more than :data:`~survey_seg.train.BAD_STAMP_FRACTION` of its pixels flagged, the
-verdict's own rule at a stamp's scale. A tile's ``bad_probability`` is the mean of
-its core's stamps: the expected fraction of bad stamps.
+probability that each artefact class is present, and ``flagged``: the estimated
+fraction of the stamp's pixels that are flagged (NO_DATA or an artefact plane).
+A tile's ``predicted_flagged_fraction`` is the mean of its core's stamps', the
+classifier's own estimate of the fraction the verdict thresholds.
 
 :func:`calibrate_stamp_head` refits the head's last two layers on the frozen
 bottleneck of simulated scenes (the rest of the network, and so every pixel
 product, stays as it was), then fits one temperature per class on validation
 scenes of other seeds (``sigmoid(logit / T)``, Guo et al. 2017), and writes a new
 model config whose ``stamp_calibration`` records the temperatures and the
-validation scores before and after: expected calibration error, ROC AUC and the
-reliability curve of ``bad``.
+validation scores before and after: the expected calibration error of every
+class (for ``flagged``, of the estimated against the true fraction), its
+reliability curve, and the ROC AUC with which the mean of 4 x 4 stamps ranks
+tiles that are bad in the truth (more than :data:`BAD_TILE_FRACTION` flagged).
+Half of the scenes are screened as the edge of a mosaic is, a band of no data
+around them (outside a mosaic a window is padded so): the pixels there are not
+the mosaic's, and a stamp beside them is not flagged for it.
 """
 
 from __future__ import annotations
@@ -35,13 +40,18 @@ from survey_seg.files import atomic_path
 from survey_seg.inference import load_model_config, load_network
 from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet
 from survey_seg.simulate import simulate_mosaic
-from survey_seg.train import BAD_STAMP_FRACTION, scene_config, scene_inputs, stamp_labels
+from survey_seg.train import scene_config, scene_inputs, stamp_labels
 
 __all__ = ["StampHeadConfig", "StampSet", "calibrate_stamp_head", "fit_temperature", "stamp_set"]
 
 VALIDATION_SEED_OFFSET = 20_000_000
 """Validation scenes use seeds from here on, apart from training's (and from the
 benchmarks' 900s)."""
+BAD_TILE_FRACTION = 0.02
+"""A tile is bad in the truth when more than this fraction of it is flagged (the
+``inspect`` verdict's default fraction)."""
+TILE_STAMPS = 4
+"""Stamps per side of the tiles scored on validation scenes (256-pixel tiles)."""
 
 
 @dataclass(frozen=True)
@@ -86,11 +96,18 @@ class StampSet:
     """``(n, channels)`` float32 bottleneck averaged over each stamp."""
     labels: np.ndarray
     """``(n, len(QUALITY_CLASSES))`` float32 truth (:func:`~survey_seg.train.stamp_labels`)."""
+    tiles: np.ndarray
+    """``(n,)`` int64: the :data:`TILE_STAMPS`² block of its scene each stamp is in,
+    numbered across the whole set."""
 
 
 @torch.no_grad()
 def stamp_set(model: ScreeningUNet, seeds: list[int], config: StampHeadConfig) -> StampSet:
     """Features and labels of the stamps of one simulated scene per seed.
+
+    Every other scene is seen as a mosaic's edge: surrounded by a band of one stamp
+    of no data (zero input, as a window is padded beyond its mosaic), its stamps
+    the scene's own.
 
     Parameters
     ----------
@@ -109,8 +126,9 @@ def stamp_set(model: ScreeningUNet, seeds: list[int], config: StampHeadConfig) -
     if config.scene_size % stamp:
         raise ValueError(f"scene_size {config.scene_size} is not a multiple of the stamp {stamp}")
     model.eval()
-    features, labels = [], []
-    for seed in seeds:
+    features, labels, tiles = [], [], []
+    n_tiles = 0
+    for k, seed in enumerate(seeds):
         sim = simulate_mosaic(
             scene_config(
                 seed,
@@ -120,12 +138,25 @@ def stamp_set(model: ScreeningUNet, seeds: list[int], config: StampHeadConfig) -
             )
         )
         planes = torch.from_numpy(scene_inputs(sim))[None]
+        band = stamp if k % 2 else 0
+        if band:
+            planes = nn.functional.pad(planes, (band, band, band, band))
         pooled = model.stamp_features(planes)[0]  # (channels, rows, cols)
+        if band:
+            pooled = pooled[:, 1:-1, 1:-1]
         features.append(pooled.reshape(pooled.shape[0], -1).T.numpy())
         truth = stamp_labels(sim.truth_mask, stamp)
         labels.append(truth.reshape(truth.shape[0], -1).T)
+        rows, cols = truth.shape[1:]
+        block = (np.arange(rows)[:, None] // TILE_STAMPS) * -(-cols // TILE_STAMPS) + (
+            np.arange(cols)[None, :] // TILE_STAMPS
+        )
+        tiles.append(block.ravel() + n_tiles)
+        n_tiles += int(block.max()) + 1
     return StampSet(
-        np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.float32)
+        np.concatenate(features).astype(np.float32),
+        np.concatenate(labels).astype(np.float32),
+        np.concatenate(tiles).astype(np.int64),
     )
 
 
@@ -191,16 +222,16 @@ def calibrate_stamp_head(
     training = stamp_set(model, train_seeds, config)
     validation = stamp_set(model, validation_seeds, config)
     say(f"{len(training.labels)} training and {len(validation.labels)} validation stamps")
-    before = _scores(_logits(model, validation.features), validation.labels, None)
+    before = _scores(_logits(model, validation.features), validation, None)
     _fit_head(model, training, config, say)
     logits = _logits(model, validation.features)
     temperature = [
         fit_temperature(logits[:, k], validation.labels[:, k]) for k in range(logits.shape[1])
     ]
-    after = _scores(logits, validation.labels, np.asarray(temperature))
+    after = _scores(logits, validation, np.asarray(temperature))
     say(
-        f"bad stamps: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
-        f"AUC {before['auc']:.4f} -> {after['auc']:.4f}"
+        f"flagged fraction: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+        f"tile AUC {before['tile_auc']:.4f} -> {after['tile_auc']:.4f}"
     )
     return _write_model(
         config_path,
@@ -209,7 +240,7 @@ def calibrate_stamp_head(
         Path(out_dir),
         {
             "temperature": temperature,
-            "bad_stamp_fraction": BAD_STAMP_FRACTION,
+            "bad_tile_fraction": BAD_TILE_FRACTION,
             "validation_before": before,
             "validation_after": after,
             "config": asdict(config),
@@ -261,21 +292,25 @@ def _fit_head(model: ScreeningUNet, training: StampSet, config: StampHeadConfig,
     model.eval()
 
 
-def _scores(logits: np.ndarray, labels: np.ndarray, temperature: np.ndarray | None) -> dict:
-    """ECE, AUC and reliability of ``bad`` (and ECE of every class) on validation stamps."""
+def _scores(logits: np.ndarray, validation: StampSet, temperature: np.ndarray | None) -> dict:
+    """Calibration of every class and the tile AUC of ``flagged`` on validation stamps."""
     scaled = logits if temperature is None else logits / temperature
     probabilities = 1.0 / (1.0 + np.exp(-scaled))
-    bad = probabilities[:, -1]
-    truth = labels[:, -1].astype(bool)
+    labels = validation.labels
+    flagged, truth = probabilities[:, -1], labels[:, -1]
+    counts = np.bincount(validation.tiles)
+    tile_estimate = np.bincount(validation.tiles, weights=flagged) / counts
+    tile_truth = np.bincount(validation.tiles, weights=truth) / counts
     return {
-        "ece": expected_calibration_error(bad, truth),
-        "auc": verdict_auc(bad, truth),
+        "ece": expected_calibration_error(flagged, truth),
+        "tile_auc": verdict_auc(tile_estimate, tile_truth > BAD_TILE_FRACTION),
         "ece_by_class": {
-            name: expected_calibration_error(probabilities[:, k], labels[:, k].astype(bool))
+            name: expected_calibration_error(probabilities[:, k], labels[:, k])
             for k, name in enumerate(QUALITY_CLASSES)
         },
-        "reliability": reliability_curve(bad, truth).to_dict(orient="records"),
-        "bad_rate": float(truth.mean()),
+        "reliability": reliability_curve(flagged, truth).to_dict(orient="records"),
+        "bad_tiles": int(np.count_nonzero(tile_truth > BAD_TILE_FRACTION)),
+        "tiles": len(counts),
     }
 
 

@@ -1220,8 +1220,9 @@ INPUT_MASK_DESCRIPTION = (
     "is non-zero: screening marks the pixel BAD and leaves it out of detection and measurement"
 )
 QUALITY_DESCRIPTION = (
-    "probability that the data of each stamp of quality_stamp x quality_stamp mosaic "
-    "pixels are bad (network methods); NaN where not screened"
+    "the data-quality classifier's estimate of the fraction of each stamp of "
+    "quality_stamp x quality_stamp mosaic pixels that is flagged (NO_DATA or an artefact "
+    "plane; network methods); NaN where not screened"
 )
 
 
@@ -1524,8 +1525,8 @@ class OutputStore:
           2147483648`` (astropy reads them back as uint32); ``MSKBITn = 'NAME'``
           names plane ``n`` (value ``1 << n``).
         - ``SEGMENT``: the int64 source ids (the ``id`` column of the sources).
-        - ``QUALITY``: the float32 per-stamp probability of bad data, when the run
-          has one, with ``STAMP`` and the WCS of its stamp grid.
+        - ``QUALITY``: the float32 per-stamp estimated flagged fraction, when the
+          run has one, with ``STAMP`` and the WCS of its stamp grid.
 
         Memory stays bounded by ``block_rows`` rows of one array. The file is
         written under a temporary name and renamed, so an earlier ``masks.fits``

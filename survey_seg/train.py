@@ -54,10 +54,6 @@ ARTEFACT_PLANES = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskB
 """Mask planes of the artefact head's channels, in order."""
 QUALITY_PLANES = tuple(ARTEFACT_CLASS_BITS.values())
 """Mask planes of the first six :data:`QUALITY_CLASSES`, in order."""
-BAD_STAMP_FRACTION = 0.02
-"""A stamp is ``bad`` when more than this fraction of its pixels carry an artefact
-plane or NO_DATA: the ``inspect`` verdict's default fraction, so that the stamp head
-answers the verdict's question at the scale of a stamp."""
 
 TASKS: dict[str, dict[str, float]] = {
     "screening": {"segmentation": 1.0, "centre": 1.0, "clump": 1.0, "artefact": 1.0, "stamps": 0.5},
@@ -284,10 +280,11 @@ def _heatmap(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, sigma: float)
 def stamp_labels(mask: np.ndarray, stamp_size: int) -> np.ndarray:
     """Per-stamp labels of a truth mask, ``(len(QUALITY_CLASSES), rows, cols)``.
 
-    The first six: each of :data:`QUALITY_PLANES` present in the stamp. The last,
-    ``bad``: more than :data:`BAD_STAMP_FRACTION` of the stamp's pixels carry one
-    of them (the verdict's rule at the scale of a stamp); a stamp cut by the mask's
-    edge counts the pixels it has.
+    The first six: each of :data:`QUALITY_PLANES` present in the stamp (0 or 1).
+    The last, ``flagged``: the fraction of the stamp's pixels that carry one of
+    them, a soft target, so that the head learns its expectation and a tile's
+    fraction is the mean of its stamps'; a stamp cut by the mask's edge counts the
+    pixels it has.
     """
     ny, nx = mask.shape
     rows, cols = -(-ny // stamp_size), -(-nx // stamp_size)
@@ -301,7 +298,7 @@ def stamp_labels(mask: np.ndarray, stamp_size: int) -> np.ndarray:
             present = np.bitwise_or.reduce(stamp, axis=None)
             for k, bit in enumerate(QUALITY_PLANES):
                 labels[k, r, c] = bool(present & np.uint32(bit))
-            labels[-1, r, c] = np.mean((stamp & flagged_bits) != 0) > BAD_STAMP_FRACTION
+            labels[-1, r, c] = np.mean((stamp & flagged_bits) != 0)
     return labels
 
 

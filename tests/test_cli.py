@@ -484,7 +484,7 @@ def test_calibrate_quality_writes_a_calibrated_model_or_names_the_missing_one(
         "--validation-scenes", "2", "--threads", "1",
     )  # fmt: skip
     assert status == 0, err
-    assert "calibrated stamp head" in stdout and "bad stamps: ECE" in stdout
+    assert "calibrated stamp head" in stdout and "flagged fraction: ECE" in stdout
     assert "stamp_calibration" in json.loads((tmp_path / "cal" / "tiny.json").read_text())
 
 

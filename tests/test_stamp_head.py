@@ -9,26 +9,29 @@ from survey_seg.inference import Predictor, load_model_config
 from survey_seg.masks import MaskBit
 from survey_seg.models.unet import QUALITY_CLASSES, UNetConfig
 from survey_seg.stamp_head import StampHeadConfig, calibrate_stamp_head, fit_temperature
-from survey_seg.train import BAD_STAMP_FRACTION, stamp_labels
+from survey_seg.train import stamp_labels
 
 TINY = UNetConfig(width=4, depth=2, stamp_size=32)
 
 
-def test_a_stamp_is_bad_when_more_than_the_verdicts_fraction_is_flagged():
+def test_stamp_labels_are_class_presence_and_the_flagged_fraction():
     mask = np.zeros((64, 64), np.uint32)
-    mask[3, 3] = MaskBit.CR  # one cosmic-ray pixel: present, not bad
-    mask[40:64, 0:2] = MaskBit.BAD  # 48 of 1024 pixels: bad
-    mask[0:10, 32:34] = MaskBit.GHOST  # 20 of 1024 pixels: present, not bad
+    mask[3, 3] = MaskBit.CR  # one cosmic-ray pixel
+    mask[40:64, 0:2] = MaskBit.BAD  # 48 of 1024 pixels
+    mask[0:10, 32:34] = MaskBit.GHOST  # 20 pixels, 4 of them also a trail
+    mask[0:2, 32:34] |= np.uint32(MaskBit.STREAK)
     labels = stamp_labels(mask, 32)
-    cosmic_ray, bad_column, ghost = (
-        QUALITY_CLASSES.index(name) for name in ("cosmic_ray", "bad_column", "ghost")
+    cosmic_ray, bad_column, ghost, trail = (
+        QUALITY_CLASSES.index(name)
+        for name in ("cosmic_ray", "bad_column", "ghost", "satellite_trail")
     )
+    assert QUALITY_CLASSES[-1] == "flagged"
     assert labels.shape == (len(QUALITY_CLASSES), 2, 2)
-    assert labels[cosmic_ray, 0, 0] == 1 and labels[-1, 0, 0] == 0
-    assert labels[ghost, 0, 1] == 1 and labels[-1, 0, 1] == 0
-    assert labels[bad_column, 1, 0] == 1 and labels[-1, 1, 0] == 1
+    assert labels[cosmic_ray, 0, 0] == 1 and labels[-1, 0, 0] == 1 / 1024
+    assert labels[ghost, 0, 1] == labels[trail, 0, 1] == 1
+    assert labels[-1, 0, 1] == 20 / 1024  # a pixel of two planes counts once
+    assert labels[bad_column, 1, 0] == 1 and labels[-1, 1, 0] == 48 / 1024
     assert labels[:, 1, 1].sum() == 0
-    assert 20 / 1024 < BAD_STAMP_FRACTION < 48 / 1024
 
 
 def test_fit_temperature_recovers_the_temperature_of_overconfident_logits():
@@ -45,7 +48,7 @@ def test_calibration_refits_the_stamp_head_only_and_the_predictor_applies_it(wri
     calibrated = calibrate_stamp_head(source, tmp_path / "calibrated", config, threads=1)
     entry = load_model_config(calibrated)["stamp_calibration"]
     assert len(entry["temperature"]) == len(QUALITY_CLASSES)
-    assert {"ece", "auc", "reliability"} <= set(entry["validation_after"])
+    assert {"ece", "tile_auc", "reliability", "ece_by_class"} <= set(entry["validation_after"])
     before = torch.load(tmp_path / "tiny.pt", weights_only=True)
     after = torch.load(calibrated.parent / "tiny.pt", weights_only=True)
     changed = {name for name in before if not torch.equal(before[name], after[name])}

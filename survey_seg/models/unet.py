@@ -30,8 +30,10 @@ HEADS: dict[str, int] = {
 }
 """Pixel heads and their channel counts, in output order."""
 
-QUALITY_CLASSES = (*ARTEFACT_CLASSES, "bad")
-"""Per-stamp quality labels: six artefact classes and 'any of them'."""
+QUALITY_CLASSES = (*ARTEFACT_CLASSES, "flagged")
+"""Per-stamp quality outputs: the probability that each of six artefact classes is
+present, then ``flagged``, the estimated fraction of the stamp's pixels that carry
+one of them (a tile's is the mean of its stamps')."""
 
 
 @dataclass(frozen=True)
