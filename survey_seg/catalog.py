@@ -16,6 +16,7 @@ __all__ = [
     "CLUMP_COLUMNS",
     "FLUX_COLUMNS",
     "SOURCE_COLUMNS",
+    "SURVEY_COLUMNS",
     "TILE_COLUMNS",
     "Column",
     "conform",
@@ -117,6 +118,25 @@ TILE_COLUMNS: tuple[Column, ...] = (
     Column("seconds_write", "float64", "s", "wall time of writing the tile core to Zarr"),
     Column("error", "str", "", "reason of a failure, empty when done"),
 )
+
+SURVEY_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "mosaic",
+        "str",
+        "",
+        "name of the survey mosaic that reports the row (its outputs are OUT/mosaics/<name>)",
+    ),
+    Column(
+        "is_primary",
+        "bool",
+        "",
+        "the row's mosaic is the primary mosaic of its (ra, dec) (a clump: of its host's), "
+        "the one whose centre is nearest among the mosaics holding it; the survey catalogs "
+        "hold the primary rows only",
+    ),
+)
+"""Columns a survey adds to the catalogs of its mosaics (``is_primary``) and to its own
+tables (``mosaic``)."""
 
 CATALOGS: dict[str, tuple[Column, ...]] = {
     "sources": SOURCE_COLUMNS,

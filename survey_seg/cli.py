@@ -83,11 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0, help="random seed")
     simulate.set_defaults(handler=_simulate)
 
-    run = commands.add_parser("run", help="screen a FITS mosaic")
-    run.add_argument("mosaic", type=Path, help="FITS mosaic with a celestial WCS")
+    run = commands.add_parser("run", help="screen a FITS mosaic, or a survey of many")
+    run.add_argument(
+        "mosaic",
+        nargs="+",
+        help="FITS mosaic with a celestial WCS; several, a glob ('tiles/*.fits') or a list "
+        "file (@list.txt, one path a line) screen a survey into OUT/mosaics/<name>/ and "
+        "merge survey catalogs",
+    )
     run.add_argument("--out", type=Path, required=True, help="output directory")
     _add_run_options(run)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run_command)
 
     inject = commands.add_parser(
         "inject",
@@ -319,6 +325,65 @@ def _simulation_config(config_class, size: int, seed: int):
 
 class _UsageError(SurveySegError):
     """A bad command-line value."""
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``run``: one mosaic as ever, a survey for several (or a glob or list file)."""
+    from survey_seg.survey_run import expand_mosaic_arguments
+
+    mosaics, survey = expand_mosaic_arguments(args.mosaic)
+    if not survey:
+        args.mosaic = mosaics[0]
+        return _run(args)
+    args.mosaic = mosaics
+    return _run_survey(args)
+
+
+def _run_survey(args: argparse.Namespace) -> int:
+    from survey_seg.config import run_config_from_args
+    from survey_seg.survey_run import execute_survey, plan_survey
+
+    cluster = _cluster_spec(args)
+    config = run_config_from_args(args)
+    plan = plan_survey(
+        args.mosaic,
+        args.out,
+        config,
+        resume=getattr(args, "resume", False),
+        force=getattr(args, "force", False),
+        clean=args.clean,
+    )
+    if plan.mode == "clean":
+        print(f"--clean: discarding the earlier survey in {plan.out_dir}")
+    if config.region:
+        screened = [name for name, run in zip(plan.names, plan.plans, strict=True) if run]
+        n_tiles = sum(len(run.selected) for run in plan.plans if run)
+        print(
+            f"--region: screening {n_tiles} tiles of {len(screened)} of {len(plan.names)} "
+            "mosaics; every other tile keeps its results"
+        )
+    with _client(cluster) as client, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        summary = execute_survey(plan, client=client, progress=not args.no_progress)
+    print(
+        f"screened {summary.n_screened} tiles of {summary.n_mosaics} mosaics "
+        f"({summary.n_skipped} already done, {summary.n_failed_tiles} failed) in "
+        f"{summary.wall_seconds:.1f} s: {summary.n_sources} sources and {summary.n_clumps} "
+        "clumps in the survey catalogs (each object once)"
+    )
+    print(f"outputs in {summary.out_dir} (survey.json; mosaics/<name>/ for each mosaic)")
+    for warning in caught:
+        print(f"survey-seg: warning: {warning.message}", file=sys.stderr)
+    for message in summary.warnings:
+        print(f"survey-seg: {message}", file=sys.stderr)
+    if not summary.ok:
+        print(
+            f"survey-seg: {len(summary.failed_mosaics)} mosaics and {summary.n_failed_tiles} "
+            "tiles failed (see survey.json and tiles.parquet); rerun with --resume",
+            file=sys.stderr,
+        )
+        return EXIT_TILES_FAILED
+    return 0
 
 
 def _run(args: argparse.Namespace, *, clean: bool | None = None):

@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -65,6 +65,7 @@ __all__ = [
     "plan_run",
     "prepare_outputs",
     "run_survey",
+    "screen_plans_tiles",
     "screen_tiles",
     "wait_for_warm_up",
     "warm_up_workers",
@@ -569,18 +570,60 @@ def screen_tiles(
     the run at once with an :class:`~survey_seg.errors.OutputError`; the tiles
     finished before it keep their outputs.
     """
-    out = OutputStore(plan.out_dir)
-    task_args = (str(plan.out_dir), plan.config, run_id, plan.result_key)
-    failed = []
-    with output_failures(plan.out_dir):
-        for index, error in _run_tiles(tiles, task_args, client=client, progress=progress):
+    return screen_plans_tiles([(plan, tiles)], run_id, client=client, progress=progress)[0]
+
+
+def screen_plans_tiles(
+    work: Sequence[tuple[RunPlan, Sequence[int]]],
+    run_id: str,
+    *,
+    client=None,
+    progress: bool = False,
+) -> list[list[int]]:
+    """Screen the tiles of several plans together; return each plan's failed tiles.
+
+    All the tiles go to the cluster at once (one submission, so that the workers
+    never wait for one mosaic to end before starting the next); in this process
+    when ``client`` is None. Failures are handled as :func:`screen_tiles` does.
+
+    Parameters
+    ----------
+    work : sequence of (RunPlan, sequence of int)
+        Each plan with the tiles of it to screen (e.g. from :func:`pending_tiles`);
+        every plan's output directory is prepared (:func:`prepare_outputs`) and
+        locked by ``run_id``.
+    run_id : str
+        The run that holds every plan's lock.
+    client : distributed.Client, optional
+    progress : bool
+        Show one progress bar over all tiles.
+
+    Returns
+    -------
+    list of list of int
+        The failed tiles of each plan, in the order of ``work``.
+    """
+    work = [(plan, [int(index) for index in tiles]) for plan, tiles in work]
+    jobs = [
+        (index, (str(plan.out_dir), plan.config, run_id, plan.result_key))
+        for plan, tiles in work
+        for index in tiles
+    ]
+    owners = [position for position, (_, tiles) in enumerate(work) for _ in tiles]
+    failed: list[list[int]] = [[] for _ in work]
+    if not jobs:
+        return failed
+    where = os.path.commonpath([str(plan.out_dir.resolve()) for plan, _ in work])
+    with output_failures(where):
+        for job, error in _run_tile_jobs(jobs, client=client, progress=progress):
             if error is None:
                 continue
             if is_output_failure(error):
                 raise error
-            failed.append(index)
+            plan, index = work[owners[job]][0], jobs[job][0]
+            failed[owners[job]].append(index)
             reason = f"{type(error).__name__}: {error}"
-            out.write_tile_result(
+            OutputStore(plan.out_dir).write_tile_result(
                 index, *_empty_tables(), _failed_record(plan, index, run_id, reason)
             )
     return failed
@@ -794,34 +837,38 @@ def _injection_catalog(path: str):
     return pd.read_parquet(path)
 
 
-def _run_tiles(
-    todo: list[int], task_args: tuple, *, client, progress: bool
+def _run_tile_jobs(
+    jobs: list[tuple[int, tuple]], *, client, progress: bool
 ) -> Iterator[tuple[int, BaseException | None]]:
-    """Yield ``(tile, exception or None)`` as tiles finish, on dask or in-process."""
-    bar = _progress_bar(len(todo), enabled=progress)
+    """Yield ``(job, exception or None)`` as tiles finish, on dask or in-process.
+
+    ``jobs`` holds ``(tile index, task arguments)``, the arguments of
+    :func:`screen_and_store` after the tile index; ``job`` is a position in it.
+    """
+    bar = _progress_bar(len(jobs), enabled=progress)
     try:
         if client is None:
-            for index in todo:
-                yield index, _screen_with_retries(index, task_args)
+            for job, (index, task_args) in enumerate(jobs):
+                yield job, _screen_with_retries(index, task_args)
                 bar.update(1)
             return
         from distributed import as_completed
 
+        columns = list(zip(*[(index, *task_args) for index, task_args in jobs], strict=True))
         futures = client.map(
             screen_and_store,
-            todo,
-            *[[a] * len(todo) for a in task_args],
+            *[list(column) for column in columns],
             retries=TILE_RETRIES,
             pure=False,
         )
-        index_of = {future.key: index for future, index in zip(futures, todo, strict=True)}
+        job_of = {future.key: job for job, future in enumerate(futures)}
         try:
             for future in as_completed(futures):
-                index = index_of[future.key]
+                job = job_of[future.key]
                 if future.status == "error":
-                    yield index, future.exception()
+                    yield job, future.exception()
                 else:
-                    yield index, None
+                    yield job, None
                 bar.update(1)
         finally:  # the caller stopped early (output full): start no more tiles
             pending = [future for future in futures if not future.done()]

@@ -43,7 +43,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from survey_seg import __version__
 from survey_seg.background import BackgroundMesh, cell_statistics, finish_mesh
-from survey_seg.catalog import CATALOGS, Column, table_columns
+from survey_seg.catalog import CATALOGS, SURVEY_COLUMNS, Column, table_columns
 from survey_seg.errors import InputError, OutputError
 from survey_seg.files import atomic_output, atomic_write_bytes
 from survey_seg.masks import MASK_DTYPE, describe_bits
@@ -67,6 +67,7 @@ __all__ = [
     "check_lock_held_by",
     "check_no_links",
     "check_run_lock",
+    "described_table",
     "file_sha256",
     "ingest_mosaic",
     "inspect_fits_mosaic",
@@ -1226,8 +1227,21 @@ QUALITY_DESCRIPTION = (
 )
 
 
-def _described(table: pd.DataFrame, columns: tuple[Column, ...]) -> pa.Table:
-    """``table`` as Arrow, each schema column's field carrying its unit and description."""
+def described_table(table: pd.DataFrame, columns: tuple[Column, ...]) -> pa.Table:
+    """``table`` as Arrow, each schema column's field carrying its unit and description.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The rows; its index is dropped.
+    columns : tuple of Column
+        Schema columns (from :mod:`survey_seg.catalog`); fields of other names keep
+        no metadata.
+
+    Returns
+    -------
+    pyarrow.Table
+    """
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     by_name = {column.name: column for column in columns}
     fields = []
@@ -1631,7 +1645,7 @@ class OutputStore:
         paths = self.tile_paths(tile_index)
         for name, table in (("sources", sources), ("clumps", clumps)):
             columns = table_columns(name, flux_unit=flux_unit)
-            _atomic_parquet(_described(table, columns), paths[name])
+            _atomic_parquet(described_table(table, columns), paths[name])
         atomic_write_bytes(paths["record"], json.dumps(record, sort_keys=True).encode())
 
     def read_tile_record(self, tile_index: int) -> dict | None:
@@ -1679,8 +1693,9 @@ class OutputStore:
 
         For a catalog of :data:`survey_seg.catalog.CATALOGS`, every column carries
         its description and unit: Parquet field metadata ``description`` and
-        ``unit``, FITS ``TCOMMn`` and ``TUNITn``. The FITS primary header holds
-        the provenance summary.
+        ``unit``, FITS ``TCOMMn`` and ``TUNITn``; so do the survey columns of
+        :data:`~survey_seg.catalog.SURVEY_COLUMNS` it holds (``mosaic``,
+        ``is_primary``). The FITS primary header holds the provenance summary.
 
         Parameters
         ----------
@@ -1704,13 +1719,14 @@ class OutputStore:
         """
         if name in CATALOGS:
             columns = table_columns(name, flux_unit=flux_unit)
+            columns += tuple(c for c in SURVEY_COLUMNS if c.name in table.columns)
         elif flux_unit is not None:
             raise ValueError(f"flux_unit applies to the catalogs {sorted(CATALOGS)}, not {name!r}")
         else:
             columns = ()
         if provenance is not None and not isinstance(provenance, dict):
             raise ValueError(f"provenance must be a manifest dict or None, not {provenance!r}")
-        _atomic_parquet(_described(table, columns), self.root / f"{name}.parquet")
+        _atomic_parquet(described_table(table, columns), self.root / f"{name}.parquet")
         if fits_copy:
             import io
 
