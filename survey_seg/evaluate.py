@@ -360,19 +360,7 @@ def artefact_pixel_scores(
         without the plane in the truth that have it predicted (NaN when there are
         none).
     """
-    predicted = _mask_array("predicted_mask", predicted_mask)
-    truth = _mask_array("truth_mask", truth_mask)
-    if predicted.shape != truth.shape:
-        raise ValueError(
-            f"predicted_mask has shape {predicted.shape} and truth_mask {truth.shape}; "
-            "give masks of the same mosaic."
-        )
-    if isinstance(bits, str):
-        bits = (bits,)
-    unknown = [name for name in bits if name not in MaskBit.__members__]
-    if unknown:
-        raise ValueError(f"unknown mask planes {unknown}; use names of MaskBit.")
-    valid = (truth & np.uint32(int(MaskBit.NO_DATA))) == 0
+    predicted, truth, bits, valid = _checked_planes(predicted_mask, truth_mask, bits)
     square = np.ones((3, 3), dtype=bool)
     scores: dict[str, tuple[float, float]] = {}
     for name in bits:
@@ -392,6 +380,25 @@ def artefact_pixel_scores(
             fpr = float("nan")
         scores[name] = (recall, fpr)
     return scores
+
+
+def _checked_planes(
+    predicted_mask: np.ndarray, truth_mask: np.ndarray, bits: Sequence[str] | str
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
+    """Checked masks and plane names, and the pixels with data in the truth."""
+    predicted = _mask_array("predicted_mask", predicted_mask)
+    truth = _mask_array("truth_mask", truth_mask)
+    if predicted.shape != truth.shape:
+        raise ValueError(
+            f"predicted_mask has shape {predicted.shape} and truth_mask {truth.shape}; "
+            "give masks of the same mosaic."
+        )
+    bits = (bits,) if isinstance(bits, str) else tuple(bits)
+    unknown = [name for name in bits if name not in MaskBit.__members__]
+    if unknown:
+        raise ValueError(f"unknown mask planes {unknown}; use names of MaskBit.")
+    valid = (truth & np.uint32(int(MaskBit.NO_DATA))) == 0
+    return predicted, truth, bits, valid
 
 
 def artefact_pixel_precision(
@@ -417,19 +424,7 @@ def artefact_pixel_precision(
     dict of str to float
         ``{name: precision}``, NaN where nothing valid is predicted.
     """
-    predicted = _mask_array("predicted_mask", predicted_mask)
-    truth = _mask_array("truth_mask", truth_mask)
-    if predicted.shape != truth.shape:
-        raise ValueError(
-            f"predicted_mask has shape {predicted.shape} and truth_mask {truth.shape}; "
-            "give masks of the same mosaic."
-        )
-    if isinstance(bits, str):
-        bits = (bits,)
-    unknown = [name for name in bits if name not in MaskBit.__members__]
-    if unknown:
-        raise ValueError(f"unknown mask planes {unknown}; use names of MaskBit.")
-    valid = (truth & np.uint32(int(MaskBit.NO_DATA))) == 0
+    predicted, truth, bits, valid = _checked_planes(predicted_mask, truth_mask, bits)
     square = np.ones((3, 3), dtype=bool)
     precision: dict[str, float] = {}
     for name in bits:
