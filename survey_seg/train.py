@@ -26,7 +26,7 @@ from torch import nn
 
 from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
 from survey_seg.files import atomic_path
-from survey_seg.inference import network_input, resolve_device
+from survey_seg.inference import Predictor, network_input, resolve_device
 from survey_seg.masks import ARTEFACT_CLASS_BITS, MaskBit
 from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet, UNetConfig, split_heads
 from survey_seg.simulate import (
@@ -382,7 +382,7 @@ def distillation_loss(
     return total
 
 
-def teacher_targets(teacher, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+def teacher_targets(teacher: Predictor, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
     """A :class:`~survey_seg.inference.Predictor`'s probabilities for a batch of inputs."""
     predictions = [teacher.predict(planes) for planes in inputs.numpy()]
     return {
@@ -515,8 +515,6 @@ def train(
     )
     teacher = None
     if config.teacher:
-        from survey_seg.inference import Predictor
-
         teacher = Predictor(config.teacher, device=str(device), precision="float32")
     started = time.perf_counter()
     from tqdm.auto import tqdm
