@@ -309,3 +309,35 @@ def test_an_undersampled_psf_is_screened_upsampled_and_its_stars_are_sources(tmp
     mask, _ = OutputStore(tmp_path / "out").read_masks()
     for y, x in hot:
         assert mask[y, x] & int(MaskBit.CR | MaskBit.BAD)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_large_bright_bulge_disk_galaxy_is_one_source(seed, tmp_path):
+    """A GalSim bulge + inclined disk of 12 pix half-light radius (7 PSF widths), S/N ~700:
+    its wings, bulge and disk are one source, not the pieces a centre peak would cut."""
+    import galsim
+    from astropy.io import fits
+
+    from survey_seg.simulate import mosaic_wcs
+
+    size, centre = 192, 95.5
+    image = galsim.ImageF(size, size, scale=1.0)
+    galaxy = galsim.Add(
+        galsim.DeVaucouleurs(half_light_radius=3.0, flux=0.3),
+        galsim.Exponential(half_light_radius=12.0, flux=0.7).shear(q=0.6, beta=30 * galsim.degrees),
+    ).withFlux(4e5)
+    galsim.Convolve(galaxy, galsim.Moffat(beta=3.0, fwhm=1.8)).drawImage(
+        image, offset=(0.3, -0.2), add_to_image=True
+    )
+    pixels = image.array + np.random.default_rng(seed).normal(0.0, 10.0, (size, size)) + 100.0
+    header = mosaic_wcs((size, size)).to_header()
+    header["PSFFWHM"] = 1.8
+    fits.PrimaryHDU(pixels.astype(np.float32), header=header).writeto(tmp_path / "galaxy.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # no zero point
+        run_survey(tmp_path / "galaxy.fits", tmp_path / "out", RunConfig(fits_copies=False))
+    sources = pd.read_parquet(tmp_path / "out" / "sources.parquet")
+    on_galaxy = sources[np.hypot(sources["x"] - centre, sources["y"] - centre) < 24.0]
+    assert len(on_galaxy) == 1, on_galaxy[["x", "y", "snr", "area"]]
+    assert abs(on_galaxy["x"].iloc[0] - centre - 0.3) < 1.0
+    assert on_galaxy["area"].iloc[0] > 1000  # the disk, not only the bulge
