@@ -373,6 +373,16 @@ def report_task(out_dir: Path) -> Path:
     return make_report(out_dir)
 
 
+@task(name="survey", cache_policy=NO_CACHE)
+def survey_task(
+    mosaics: list[Path], out_dir: Path, config: RunConfig, client, options: dict[str, bool]
+):
+    """Screen many mosaics as one survey (``survey-seg run A.fits B.fits ...``)."""
+    from survey_seg.survey_run import run_survey_mosaics
+
+    return run_survey_mosaics(mosaics, out_dir, config, client=client, **options)
+
+
 @task(name="inject", cache_policy=NO_CACHE)
 def inject_task(
     mosaic: Path,

@@ -3,6 +3,7 @@
 Run it as::
 
     python -m flows.reprocess MOSAIC.fits [MOSAIC2.fits ...] --out OUT_DIR [options]
+    # several mosaics are one survey: OUT_DIR/mosaics/<name>/ and the survey products
     python -m flows.reprocess --simulate 2048 --out demo-out      # the embedded demo
     python -m flows.reprocess MOSAIC.fits --out OUT_DIR --inject  # and OUT_DIR/injection/
 
@@ -31,11 +32,13 @@ from flows.common import (
     publish_summary,
     report_task,
     run_plan_on_cluster,
+    survey_task,
 )
 from survey_seg.config import RunConfig, add_run_arguments, run_options_from_args
 from survey_seg.errors import SurveySegError
 from survey_seg.injection import DEFAULT_DENSITY
 from survey_seg.pipeline import RunSummary, new_run_id, pending_tiles, plan_run
+from survey_seg.survey_run import MOSAICS_DIR, mosaic_name
 
 __all__ = ["INJECTION_DIR", "ReprocessParameters", "main", "reprocess_survey"]
 
@@ -53,7 +56,9 @@ class ReprocessParameters(RunParameters):
     """
 
     mosaics: list[Path] = Field(min_length=1, description="FITS mosaics to screen")
-    out_dir: Path = Field(description="output directory (one sub-directory per mosaic if many)")
+    out_dir: Path = Field(
+        description="output directory (with several mosaics: a survey, OUT/mosaics/<name>/)"
+    )
     batch_size: int = Field(default=32, ge=1, description="tiles per Prefect task")
     cluster: ClusterParameters = Field(default_factory=ClusterParameters)
     report: bool = True
@@ -75,9 +80,11 @@ class ReprocessParameters(RunParameters):
         for path in mosaics:
             if not Path(path).is_file():
                 raise ValueError(f"mosaic {path} does not exist; check the path")
-        stems = [Path(p).stem for p in mosaics]
-        if len(set(stems)) != len(stems):
-            raise ValueError("mosaics must have distinct file names (each gets OUT/<name>/)")
+        names = [mosaic_name(p) for p in mosaics]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                "mosaics must have distinct file names (each gets OUT/mosaics/<name>/)"
+            )
         return mosaics
 
     @model_validator(mode="after")
@@ -101,8 +108,10 @@ class ReprocessParameters(RunParameters):
         return self
 
     def output_dir(self, mosaic: Path) -> Path:
-        """Where the results of ``mosaic`` go."""
-        return self.out_dir if len(self.mosaics) == 1 else self.out_dir / Path(mosaic).stem
+        """Where the results of ``mosaic`` go (a survey's: ``OUT/mosaics/<name>/``)."""
+        if len(self.mosaics) == 1:
+            return self.out_dir
+        return self.out_dir / MOSAICS_DIR / mosaic_name(mosaic)
 
     def injection_dir(self, mosaic: Path) -> Path:
         """Where the injection run of ``mosaic`` goes (with ``inject``)."""
@@ -118,6 +127,8 @@ def reprocess_survey(parameters: ReprocessParameters) -> list[RunSummary]:
     """
     logger = get_run_logger()
     config = parameters.run_config()
+    if len(parameters.mosaics) > 1:
+        return _reprocess_as_survey(parameters, config)
     plans = [
         plan_run(mosaic, parameters.output_dir(mosaic), config, **parameters.output_options())
         for mosaic in parameters.mosaics
@@ -138,6 +149,41 @@ def reprocess_survey(parameters: ReprocessParameters) -> list[RunSummary]:
             summaries.append(summary)
             if parameters.inject:
                 _inject(parameters, Path(plan.mosaic.path), config, client)
+    return summaries
+
+
+def _reprocess_as_survey(parameters: ReprocessParameters, config: RunConfig) -> list[RunSummary]:
+    """Several mosaics: one survey run (tiles of all mosaics together, survey products)."""
+    logger = get_run_logger()
+    with cluster_client(parameters.cluster) as client:
+        survey = survey_task(
+            list(parameters.mosaics), parameters.out_dir, config, client,
+            parameters.output_options(),
+        )  # fmt: skip
+        logger.info(
+            "survey %s: %d mosaics, %d tiles screened, %d skipped, %d failed; %d primary "
+            "sources", survey.out_dir, survey.n_mosaics, survey.n_screened, survey.n_skipped,
+            survey.n_failed_tiles, survey.n_sources,
+        )  # fmt: skip
+        for name, error in survey.failed_mosaics.items():
+            logger.error("mosaic %s failed: %s", name, error)
+        summaries = []
+        for mosaic in parameters.mosaics:
+            summary = survey.mosaics.get(mosaic_name(mosaic))
+            if summary is None:  # failed, or not met by the region
+                continue
+            out = parameters.output_dir(mosaic)
+            report = report_task(out) if parameters.report else None
+            publish_summary(summary, report, key=f"survey-summary-{mosaic_name(mosaic)}"
+                            .lower().replace("_", "-"))  # fmt: skip
+            summaries.append(summary)
+            if parameters.inject:
+                _inject(parameters, Path(mosaic), config, client)
+    if not survey.ok:
+        raise RuntimeError(
+            f"the survey in {survey.out_dir} has failed mosaics or tiles "
+            f"({', '.join(survey.failed_mosaics) or 'tiles'}); fix them and rerun with resume"
+        )
     return summaries
 
 

@@ -305,3 +305,33 @@ def test_reprocess_flow_with_inject_writes_an_injection_run(small_simulation, pr
     written = json.loads((out / INJECTION_DIR / INJECTION_JSON).read_text())
     assert (written["seed"], written["gain"], written["gain_from"]) == (5, 9.0, "--gain")
     assert not (out / INJECTION_DIR / "stale.txt").exists()
+
+
+def test_several_mosaics_are_screened_as_one_survey(prefect_server, tmp_path):
+    """The flow's survey: OUT/mosaics/<name>/, is_primary, the HATS survey catalog."""
+    import pyarrow.dataset as pads
+
+    from survey_seg.simulate import SimulationConfig
+    from survey_seg.simulate_survey import SurveySimulationConfig, simulate_survey, write_survey
+
+    survey = simulate_survey(
+        SurveySimulationConfig(seed=2, simulation=SimulationConfig(galaxy_density=400.0))
+    )
+    paths = write_survey(survey, tmp_path / "sim")
+    mosaics = [paths[name] for name in "abcd"]
+    out = tmp_path / "survey"
+    parameters = ReprocessParameters(
+        mosaics=mosaics, out_dir=out, tile_size=128, method="classical", report=False,
+        cluster=LOCAL2,
+    )  # fmt: skip
+    summaries = reprocess_survey(parameters)
+    assert len(summaries) == len(mosaics)
+    assert (out / "survey.json").is_file() and (out / "quality_map.fits").is_file()
+    primary = []
+    for name in "abcd":
+        sources = pd.read_parquet(out / "mosaics" / name / "sources.parquet")
+        primary.append(sources[sources["is_primary"]])
+    catalog = pads.dataset(out / "catalogs" / "sources" / "dataset").to_table().to_pandas()
+    assert len(catalog) == sum(len(p) for p in primary) > 0
+    with pytest.raises(ValidationError, match="distinct file names"):
+        ReprocessParameters(mosaics=[mosaics[0], mosaics[0]], out_dir=tmp_path / "again")
