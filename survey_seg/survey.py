@@ -36,7 +36,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from survey_seg.errors import InputError
-from survey_seg.tiling import _check_wcs, _pix2sky, _separation, _sky2pix
+from survey_seg.tiling import angular_separation, check_wcs, pixel_to_sky, sky_to_pixel
 
 __all__ = [
     "PRIMARY_RULE",
@@ -89,20 +89,20 @@ class MosaicFootprint:
                 f"{self.shape!r}"
             )
         object.__setattr__(self, "shape", (int(self.shape[0]), int(self.shape[1])))
-        _check_wcs(self.wcs, self.shape)
+        check_wcs(self.wcs, self.shape)
 
     @cached_property
     def center(self) -> tuple[float, float]:
         """``(ra, dec)`` in degrees of the central pixel position ``((nx-1)/2, (ny-1)/2)``."""
         ny, nx = self.shape
-        ra, dec = _pix2sky(self.wcs, np.array([(nx - 1) / 2.0]), np.array([(ny - 1) / 2.0]))
+        ra, dec = pixel_to_sky(self.wcs, np.array([(nx - 1) / 2.0]), np.array([(ny - 1) / 2.0]))
         return float(ra[0]), float(dec[0])
 
     @cached_property
     def radius(self) -> float:
         """Largest great-circle distance (degrees) from the centre to the footprint's edge."""
         ra, dec = self.boundary()
-        return float(np.max(_separation(self.center[0], self.center[1], ra, dec)))
+        return float(np.max(angular_separation(self.center[0], self.center[1], ra, dec)))
 
     def boundary(self, samples_per_side: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """``(ra, dec)`` of points along the footprint's edge, counter-clockwise in pixels.
@@ -124,7 +124,7 @@ class MosaicFootprint:
         along = np.full_like(t, 1.0)
         x = np.concatenate([x0 + t * (x1 - x0), x1 * along, x1 - t * (x1 - x0), x0 * along])
         y = np.concatenate([y0 * along, y0 + t * (y1 - y0), y1 * along, y1 - t * (y1 - y0)])
-        return _pix2sky(self.wcs, x, y)
+        return pixel_to_sky(self.wcs, x, y)
 
     def contains(self, ra: Any, dec: Any) -> np.ndarray:
         """Whether each position lies in the footprint (half-open pixel rectangle).
@@ -143,7 +143,7 @@ class MosaicFootprint:
         ra, dec = _positions(ra, dec)
         if not ra.size:
             return np.zeros(ra.shape, dtype=bool)
-        x, y = _sky2pix(self.wcs, ra.ravel(), dec.ravel())
+        x, y = sky_to_pixel(self.wcs, ra.ravel(), dec.ravel())
         ny, nx = self.shape
         with np.errstate(invalid="ignore"):
             inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
@@ -221,7 +221,7 @@ def neighbours(
     reach = np.array([mosaic.radius + footprint.radius for footprint in footprints])
     ra = np.array([footprint.center[0] for footprint in footprints])
     dec = np.array([footprint.center[1] for footprint in footprints])
-    near = _separation(ra0, dec0, ra, dec) <= reach * (1.0 + 1e-9) + 1e-12
+    near = angular_separation(ra0, dec0, ra, dec) <= reach * (1.0 + 1e-9) + 1e-12
     return [footprint for footprint, keep in zip(footprints, near, strict=True) if keep]
 
 
@@ -248,7 +248,7 @@ def primary_mosaic(ra: Any, dec: Any, footprints: Sequence[MosaicFootprint]) -> 
     for footprint in footprints:  # sorted by name: a tie keeps the earlier name
         inside = footprint.contains(flat_ra, flat_dec)
         distance = np.full(flat_ra.shape, np.inf)
-        distance[inside] = _separation(*footprint.center, flat_ra[inside], flat_dec[inside])
+        distance[inside] = angular_separation(*footprint.center, flat_ra[inside], flat_dec[inside])
         nearer = inside & (distance < best)
         best[nearer] = distance[nearer]
         names[nearer] = footprint.name

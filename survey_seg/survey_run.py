@@ -63,7 +63,7 @@ from survey_seg.store import (
     release_run_lock,
 )
 from survey_seg.survey import PRIMARY_RULE, MosaicFootprint, primary_mask
-from survey_seg.tiling import TileListRegion, make_tile_grid, parse_region
+from survey_seg.tiling import TileListRegion, make_tile_grid, parse_region, select_tiles
 
 __all__ = [
     "CATALOGS_DIR",
@@ -286,12 +286,10 @@ def plan_survey(
             )
             footprints.append(_footprint(name, plan))
             if region is not None:
-                from survey_seg.tiling import _select_sky
-
-                meets = _select_sky(plan.grid, region)
+                meets = bool(select_tiles(plan.grid, region))
                 plan = (
                     plan_run(path, plan.out_dir, config, resume=resume, force=force, clean=clean)
-                    if meets.any()
+                    if meets
                     else None
                 )
             plans.append(plan)

@@ -50,13 +50,17 @@ __all__ = [
     "Tile",
     "TileGrid",
     "TileListRegion",
+    "angular_separation",
+    "check_wcs",
     "extract_window",
     "footprint_bounds",
     "format_region",
     "insert_core",
     "make_tile_grid",
     "parse_region",
+    "pixel_to_sky",
     "select_tiles",
+    "sky_to_pixel",
 ]
 
 ACCEPTED_REGION_FORMS = (
@@ -91,7 +95,7 @@ def _as_int(name: str, value: Any, *, minimum: int, fix: str) -> int:
     return value
 
 
-def _check_wcs(wcs: Any, shape: tuple[int, int] | None = None) -> WCS | None:
+def check_wcs(wcs: Any, shape: tuple[int, int] | None = None) -> WCS | None:
     """Check that ``wcs`` is None or a 2-D celestial WCS matching ``shape``."""
     if wcs is None:
         return None
@@ -487,7 +491,7 @@ def make_tile_grid(
             f"use --tile-size <= {min(ny, nx)}"
         )
     halo = _as_int("halo", halo, minimum=0, fix="use --halo >= 0 (pixels of context per side)")
-    wcs = _check_wcs(wcs, (ny, nx))
+    wcs = check_wcs(wcs, (ny, nx))
     if wcs is not None:
         wcs = wcs.deepcopy()
     n_rows = -(-ny // tile_size)
@@ -643,7 +647,7 @@ class ConeRegion:
 
     def contains(self, ra: Any, dec: Any) -> np.ndarray:
         """Return True where ``(ra, dec)`` (degrees) lies in the cone, edge included."""
-        return _separation(self.ra, self.dec, ra, dec) <= self.radius_deg
+        return angular_separation(self.ra, self.dec, ra, dec) <= self.radius_deg
 
 
 @dataclass(frozen=True)
@@ -824,7 +828,7 @@ def format_region(region: Region) -> str:
 # --------------------------------------------------------------------------- sky geometry
 
 
-def _pix2sky(wcs: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_to_sky(wcs: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mosaic pixels (0-based) to (RA, Dec) in degrees, RA in [0, 360)."""
     x, y = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -835,7 +839,7 @@ def _pix2sky(wcs: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nda
     return ra, dec
 
 
-def _separation(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
+def angular_separation(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
     """Angular separation in degrees (Vincenty formula, accurate at all distances)."""
     lon1, lat1, lon2, lat2 = (
         np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2)
@@ -849,7 +853,7 @@ def _separation(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
     return np.degrees(np.arctan2(np.hypot(num1, num2), den))
 
 
-def _sky2pix(wcs: WCS, ra: Any, dec: Any) -> tuple[np.ndarray, np.ndarray]:
+def sky_to_pixel(wcs: WCS, ra: Any, dec: Any) -> tuple[np.ndarray, np.ndarray]:
     """(RA, Dec) degrees to mosaic pixels; NaN where the inverse fails or does not round-trip."""
     ra = np.atleast_1d(np.asarray(ra, dtype=float))
     dec = np.atleast_1d(np.asarray(dec, dtype=float))
@@ -863,10 +867,10 @@ def _sky2pix(wcs: WCS, ra: Any, dec: Any) -> tuple[np.ndarray, np.ndarray]:
             x = np.full(ra.shape, np.nan)
             y = np.full(ra.shape, np.nan)
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    back_ra, back_dec = _pix2sky(wcs, x, y)
+    back_ra, back_dec = pixel_to_sky(wcs, x, y)
     tol = 1e-3 * _pixel_scale(wcs)
     with np.errstate(invalid="ignore"):
-        bad = ~(_separation(ra, dec, back_ra, back_dec) <= tol)
+        bad = ~(angular_separation(ra, dec, back_ra, back_dec) <= tol)
     x[bad] = np.nan
     y[bad] = np.nan
     return x, y
@@ -898,8 +902,8 @@ def _coarse_points(
     xm, ym = (xa + xb) / 2, (ya + yb) / 2
     px = np.stack([xm, xa, xb, xa, xb, xm, xm, xa, xb], axis=1)
     py = np.stack([ym, ya, ya, yb, yb, ya, yb, ym, ym], axis=1)
-    ra, dec = _pix2sky(wcs, px, py)
-    sep = _separation(ra[:, :1], dec[:, :1], ra, dec)
+    ra, dec = pixel_to_sky(wcs, px, py)
+    sep = angular_separation(ra[:, :1], dec[:, :1], ra, dec)
     radius = np.max(sep, axis=1) * 1.05 + 2.0 * _pixel_scale(wcs)
     return ra, dec, radius
 
@@ -949,15 +953,15 @@ def _cone_fine(wcs: WCS, region: ConeRegion, rect: tuple[np.ndarray, ...]) -> np
     xa, xb, ya, yb = rect
     meets = np.zeros(xa.size, dtype=bool)
     # the centre projects inside the core
-    cx, cy = _sky2pix(wcs, region.ra, region.dec)
+    cx, cy = sky_to_pixel(wcs, region.ra, region.dec)
     if np.isfinite(cx[0]):
         meets |= (cx[0] >= xa) & (cx[0] <= xb) & (cy[0] >= ya) & (cy[0] <= yb)
     # otherwise the nearest point of the core is on its boundary: sample each
     # edge at every pixel corner, then refine the minimum by golden section
     tile, sx, sy, dx, dy, length = _edges(xa, xb, ya, yb)
     edge, t = _edge_samples(length)
-    ra, dec = _pix2sky(wcs, sx[edge] + t * dx[edge], sy[edge] + t * dy[edge])
-    sep = np.nan_to_num(_separation(region.ra, region.dec, ra, dec), nan=np.inf)
+    ra, dec = pixel_to_sky(wcs, sx[edge] + t * dx[edge], sy[edge] + t * dy[edge])
+    sep = np.nan_to_num(angular_separation(region.ra, region.dec, ra, dec), nan=np.inf)
     order = np.lexsort((sep, edge))
     first = np.searchsorted(edge[order], np.arange(length.size))
     best = order[first]
@@ -966,8 +970,8 @@ def _cone_fine(wcs: WCS, region: ConeRegion, rect: tuple[np.ndarray, ...]) -> np
     hi = np.minimum(t_best + 1.0, length)
 
     def dist(tt: np.ndarray) -> np.ndarray:
-        r, d = _pix2sky(wcs, sx + tt * dx, sy + tt * dy)
-        return np.nan_to_num(_separation(region.ra, region.dec, r, d), nan=np.inf)
+        r, d = pixel_to_sky(wcs, sx + tt * dx, sy + tt * dy)
+        return np.nan_to_num(angular_separation(region.ra, region.dec, r, d), nan=np.inf)
 
     g = (math.sqrt(5.0) - 1.0) / 2.0
     c, d = hi - g * (hi - lo), lo + g * (hi - lo)
@@ -1014,14 +1018,14 @@ def _box_fine(wcs: WCS, region: BoxRegion, rect: tuple[np.ndarray, ...]) -> np.n
     # a box corner inside the core (covers a box inside the core)
     cra = np.array([region.ra_min, region.ra_max, region.ra_min, region.ra_max]) % 360.0
     cdec = np.array([region.dec_min, region.dec_min, region.dec_max, region.dec_max])
-    cx, cy = _sky2pix(wcs, cra, cdec)
+    cx, cy = sky_to_pixel(wcs, cra, cdec)
     for x, y in zip(cx, cy, strict=True):
         if np.isfinite(x):
             meets |= (x >= xa) & (x <= xb) & (y >= ya) & (y <= yb)
     # a boundary sample inside the box (covers a core inside the box)
     tile, sx, sy, dx, dy, length = _edges(xa, xb, ya, yb)
     edge, t = _edge_samples(length)
-    ra, dec = _pix2sky(wcs, sx[edge] + t * dx[edge], sy[edge] + t * dy[edge])
+    ra, dec = pixel_to_sky(wcs, sx[edge] + t * dx[edge], sy[edge] + t * dy[edge])
     np.logical_or.at(meets, tile[edge], region.contains(ra, dec))
     # a box edge crossing a core edge: locate each sign change between two
     # samples by bisection and test the crossing point
@@ -1034,7 +1038,7 @@ def _box_fine(wcs: WCS, region: BoxRegion, rect: tuple[np.ndarray, ...]) -> np.n
         lo_inside = f[k, j]
 
         def fun(tt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            r, d = _pix2sky(wcs, sx[e] + tt * dx[e], sy[e] + tt * dy[e])
+            r, d = pixel_to_sky(wcs, sx[e] + tt * dx[e], sy[e] + tt * dy[e])
             vals = _box_functions(region, r, d)[np.arange(tt.size), j]
             return vals >= 0, r, d
 
@@ -1057,9 +1061,11 @@ def _select_sky(grid: TileGrid, region: ConeRegion | BoxRegion) -> np.ndarray:
     ra, dec, radius = _coarse_points(wcs, xa, xb, ya, yb)
     rac, decc = ra[:, 0], dec[:, 0]
     if isinstance(region, ConeRegion):
-        sep_centre = _separation(region.ra, region.dec, rac, decc)
+        sep_centre = angular_separation(region.ra, region.dec, rac, decc)
         candidate = ~(sep_centre > region.radius_deg + radius)
-        accepted = np.any(_separation(region.ra, region.dec, ra, dec) <= region.radius_deg, axis=1)
+        accepted = np.any(
+            angular_separation(region.ra, region.dec, ra, dec) <= region.radius_deg, axis=1
+        )
     else:
         candidate = _box_may_meet(region, rac, decc, radius)
         accepted = np.any(region.contains(ra, dec), axis=1)
@@ -1141,13 +1147,13 @@ def footprint_bounds(grid: TileGrid) -> tuple[float, float, float, float]:
     ys = np.linspace(-0.5, ny - 0.5, min(ny + 1, 4097))
     px = np.concatenate([xs, xs, np.full(ys.size, -0.5), np.full(ys.size, nx - 0.5)])
     py = np.concatenate([np.full(xs.size, -0.5), np.full(xs.size, ny - 0.5), ys, ys])
-    ra, dec = _pix2sky(wcs, px, py)
+    ra, dec = pixel_to_sky(wcs, px, py)
     ok = np.isfinite(ra) & np.isfinite(dec)
     ra, dec = ra[ok], dec[ok]
     dec_min, dec_max = float(dec.min()), float(dec.max())
     ra_min, ra_max = _ra_span(ra)
     for pole in (90.0, -90.0):
-        x, y = _sky2pix(wcs, 0.0, pole)
+        x, y = sky_to_pixel(wcs, 0.0, pole)
         if np.isfinite(x[0]) and -0.5 <= x[0] <= nx - 0.5 and -0.5 <= y[0] <= ny - 0.5:
             ra_min, ra_max = 0.0, 360.0
             dec_min, dec_max = min(dec_min, pole), max(dec_max, pole)
