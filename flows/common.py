@@ -373,6 +373,14 @@ def report_task(out_dir: Path) -> Path:
     return make_report(out_dir)
 
 
+@task(name="survey-report", cache_policy=NO_CACHE)
+def survey_report_task(out_dir: Path) -> Path:
+    """Write a survey's OUT/report.html and its sky plot."""
+    from survey_seg.survey_report import make_survey_report
+
+    return make_survey_report(out_dir)
+
+
 @task(name="survey", cache_policy=NO_CACHE)
 def survey_task(
     mosaics: list[Path], out_dir: Path, config: RunConfig, client, options: dict[str, bool]

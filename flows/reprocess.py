@@ -32,6 +32,7 @@ from flows.common import (
     publish_summary,
     report_task,
     run_plan_on_cluster,
+    survey_report_task,
     survey_task,
 )
 from survey_seg.config import RunConfig, add_run_arguments, run_options_from_args
@@ -179,6 +180,8 @@ def _reprocess_as_survey(parameters: ReprocessParameters, config: RunConfig) -> 
             summaries.append(summary)
             if parameters.inject:
                 _inject(parameters, Path(mosaic), config, client)
+    if parameters.report and (parameters.out_dir / "survey.json").is_file():
+        survey_report_task(parameters.out_dir)
     if not survey.ok:
         raise RuntimeError(
             f"the survey in {survey.out_dir} has failed mosaics or tiles "

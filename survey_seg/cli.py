@@ -310,6 +310,11 @@ def _head_weights(items: list[str]) -> dict[str, float] | None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if (args.out_dir / "survey.json").is_file():  # a survey: its own report
+        from survey_seg.survey_report import make_survey_report
+
+        print(f"report: {make_survey_report(args.out_dir)}")
+        return 0
     from survey_seg.report import make_report
 
     print(f"report: {make_report(args.out_dir)}")
@@ -372,6 +377,10 @@ def _run_survey(args: argparse.Namespace) -> int:
         "clumps in the survey catalogs (each object once)"
     )
     print(f"outputs in {summary.out_dir} (survey.json; mosaics/<name>/ for each mosaic)")
+    if not args.no_report and (summary.out_dir / "survey.json").is_file():
+        from survey_seg.survey_report import make_survey_report
+
+        print(f"report: {make_survey_report(summary.out_dir)}")
     for warning in caught:
         print(f"survey-seg: warning: {warning.message}", file=sys.stderr)
     for message in summary.warnings:

@@ -307,3 +307,19 @@ def test_the_survey_manifest_records_the_rule_and_the_mosaics(survey_out):
     products = manifest["products"]
     assert products["catalogs"]["sources"]["n_rows"] == len(_survey_table(survey_out, "sources"))
     assert "string" in str(pq.read_schema(survey_out / "tiles.parquet").field("mosaic").type)
+
+
+def test_the_survey_report_shows_its_mosaics_and_the_quality_map_on_the_sky(
+    survey_out, tmp_path, capsys
+):
+    from survey_seg.survey_report import SKY_PLOT, SURVEY_REPORT, make_survey_report
+
+    page = (survey_out / SURVEY_REPORT).read_text()
+    for name in "abcd":
+        assert f"<td>{name}</td>" in page
+    assert SKY_PLOT in page and "HEALPix order" in page
+    assert (survey_out / SKY_PLOT).read_bytes().startswith(b"\x89PNG")
+    assert main(["report", str(survey_out)]) == 0
+    assert f"report: {survey_out / SURVEY_REPORT}" in capsys.readouterr().out
+    with pytest.raises(InputError, match=r"no survey\.json"):
+        make_survey_report(tmp_path)
