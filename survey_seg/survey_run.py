@@ -63,7 +63,7 @@ from survey_seg.store import (
     release_run_lock,
 )
 from survey_seg.survey import PRIMARY_RULE, MosaicFootprint, primary_mask
-from survey_seg.tiling import TileListRegion, make_tile_grid, parse_region, select_tiles
+from survey_seg.tiling import TileListRegion, make_tile_grid, parse_region
 
 __all__ = [
     "CATALOGS_DIR",
@@ -277,22 +277,11 @@ def plan_survey(
     for name, path in zip(names, paths, strict=True):
         try:
             plan = plan_run(
-                path,
-                out / MOSAICS_DIR / name,
-                replace(config, region=None),
-                resume=resume,
-                force=force,
-                clean=clean,
+                path, out / MOSAICS_DIR / name, config, resume=resume, force=force, clean=clean
             )
             footprints.append(_footprint(name, plan))
-            if region is not None:
-                meets = bool(select_tiles(plan.grid, region))
-                plan = (
-                    plan_run(path, plan.out_dir, config, resume=resume, force=force, clean=clean)
-                    if meets
-                    else None
-                )
-            plans.append(plan)
+            # a region selects the tiles it meets; a mosaic it misses is not screened
+            plans.append(plan if plan.selected else None)
         except (InputError, OutputError) as error:
             errors.append((path, error))
     if errors:
