@@ -40,7 +40,7 @@ from survey_seg.files import atomic_path
 from survey_seg.inference import load_model_config, load_network
 from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet
 from survey_seg.simulate import simulate_mosaic
-from survey_seg.train import scene_config, scene_inputs, stamp_labels
+from survey_seg.train import check_positive_integers, scene_config, scene_inputs, stamp_labels
 
 __all__ = ["StampHeadConfig", "StampSet", "calibrate_stamp_head", "fit_temperature", "stamp_set"]
 
@@ -78,12 +78,9 @@ class StampHeadConfig:
     """Fraction of scene galaxies drawn by GalSim."""
 
     def __post_init__(self) -> None:
-        for name in ("scenes", "validation_scenes", "scene_size", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"StampHeadConfig.{name} must be a positive integer, got {value!r}"
-                )
+        check_positive_integers(
+            self, ("scenes", "validation_scenes", "scene_size", "epochs", "batch_size")
+        )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 

@@ -126,10 +126,9 @@ class TrainConfig:
     is the task's loss on the simulation's truth)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "crop", "scene_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_integers(
+            self, ("steps", "batch_size", "crop", "scene_size", "checkpoint_every")
+        )
         if self.crop % self.architecture.stamp_size or self.crop > self.scene_size:
             raise ValueError(
                 f"crop {self.crop} must be a multiple of the stamp size "
@@ -152,6 +151,16 @@ class TrainConfig:
             raise ValueError(
                 f"condition_jitter must be in [0, {SHIFT}) so that the shifted test survey "
                 f"stays outside the training conditions, got {self.condition_jitter}"
+            )
+
+
+def check_positive_integers(config: object, names: tuple[str, ...]) -> None:
+    """Refuse a config whose fields ``names`` are not positive integers (bools included)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{type(config).__name__}.{name} must be a positive integer, got {value!r}"
             )
 
 
