@@ -323,8 +323,9 @@ def screen_tile(
     }
     core_quality = _core_stamps(products, tile)
     if core_quality is not None:
-        # the stamps' flagged fractions average to the core's (stamps all of a size)
-        stats["predicted_flagged_fraction"] = float(core_quality[-1].mean())
+        stats["predicted_flagged_fraction"] = _core_flagged_estimate(
+            core_quality[-1], tile, products.stamp_size
+        )
         for name, values in zip(QUALITY_CLASSES[:-1], core_quality[:-1], strict=True):
             stats[f"p_{name}"] = float(values.max())
     return TileResult(
@@ -356,6 +357,31 @@ def _core_stamps(products: DenseProducts, tile: Tile) -> np.ndarray | None:
     rows = -(-(tile.y1 - tile.y0) // size)
     cols = -(-(tile.x1 - tile.x0) // size)
     return products.stamp_quality[:, first : first + rows, first : first + cols]
+
+
+def _core_flagged_estimate(flagged: np.ndarray, tile: Tile, stamp: int) -> float:
+    """The core's flagged fraction from its stamps' estimates.
+
+    A stamp that reaches beyond the mosaic has the window's padding in it, which
+    the network sees as no data: its estimate counts those pixels as flagged,
+    though they are not the mosaic's. Each stamp's estimate is brought back to its
+    pixels inside the mosaic (``(f * n - outside) / inside``, in [0, 1]), and the
+    stamps are averaged weighted by their pixels inside the core.
+    """
+    height, width = tile.mosaic_shape
+    rows = tile.y0 + stamp * np.arange(flagged.shape[0])
+    cols = tile.x0 + stamp * np.arange(flagged.shape[1])
+    inside_y = np.clip(np.minimum(rows + stamp, height) - rows, 0, stamp)
+    inside_x = np.clip(np.minimum(cols + stamp, width) - cols, 0, stamp)
+    core_y = np.clip(np.minimum(rows + stamp, tile.y1) - rows, 0, stamp)
+    core_x = np.clip(np.minimum(cols + stamp, tile.x1) - cols, 0, stamp)
+    inside = np.outer(inside_y, inside_x).astype(float)
+    in_core = np.outer(core_y, core_x).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = np.clip((flagged * stamp**2 - (stamp**2 - inside)) / inside, 0.0, 1.0)
+    if not in_core.sum():
+        return float("nan")
+    return float(np.sum(np.where(in_core > 0, estimate, 0.0) * in_core) / in_core.sum())
 
 
 def _edge_plane(tile: Tile, halo: int) -> np.ndarray:

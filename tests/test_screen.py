@@ -104,3 +104,20 @@ def test_a_method_centre_sets_position_and_owner():
     assert row["tile_id"] == 1
     assert (row["x"], row["y"]) == pytest.approx((151.3, 100.4))
     assert row["x_peak"] == 147  # the peak stays the detection image's
+
+
+def test_the_core_flagged_estimate_leaves_out_the_padding_beyond_the_mosaic():
+    """A one-row core at the mosaic's bottom edge: its stamp is 63/64 padding, which
+    the network calls no data; the core's estimate is the stamp's in-mosaic row's."""
+    from survey_seg.screen import _core_flagged_estimate
+    from survey_seg.tiling import make_tile_grid
+
+    grid = make_tile_grid((129, 128), tile_size=128, halo=64)
+    edge = next(tile for tile in grid if tile.y0 == 128)  # core rows 128:129
+    all_padding_flagged = np.array([[63 / 64, 63 / 64]])  # the in-mosaic row is clean
+    assert _core_flagged_estimate(all_padding_flagged, edge, 64) == pytest.approx(0.0)
+    half_of_it_flagged = np.array([[(63 + 0.5) / 64, (63 + 0.5) / 64]])
+    assert _core_flagged_estimate(half_of_it_flagged, edge, 64) == pytest.approx(0.5)
+    interior = next(tile for tile in grid if tile.y0 == 0)
+    estimates = np.array([[0.1, 0.3], [0.0, 0.2]])
+    assert _core_flagged_estimate(estimates, interior, 64) == pytest.approx(0.15)
