@@ -391,6 +391,22 @@ def survey_task(
     return run_survey_mosaics(mosaics, out_dir, config, client=client, **options)
 
 
+@task(name="survey-rerun", cache_policy=NO_CACHE)
+def survey_rerun_task(plan, client):
+    """Rerun a region of a survey (:func:`survey_seg.survey_run.plan_survey_rerun`'s plan)."""
+    from survey_seg.survey_run import execute_survey
+
+    return execute_survey(plan, client=client)
+
+
+@task(name="update-survey-products", cache_policy=NO_CACHE)
+def update_survey_task(out_dir: Path) -> dict:
+    """Rebuild a survey's products (after injection runs were added to its mosaics)."""
+    from survey_seg.survey_run import update_survey_products
+
+    return update_survey_products(out_dir)
+
+
 @task(name="inject", cache_policy=NO_CACHE)
 def inject_task(
     mosaic: Path,

@@ -34,17 +34,15 @@ from flows.common import (
     run_plan_on_cluster,
     survey_report_task,
     survey_task,
+    update_survey_task,
 )
 from survey_seg.config import RunConfig, add_run_arguments, run_options_from_args
 from survey_seg.errors import SurveySegError
-from survey_seg.injection import DEFAULT_DENSITY
+from survey_seg.injection import DEFAULT_DENSITY, INJECTION_DIR
 from survey_seg.pipeline import RunSummary, new_run_id, pending_tiles, plan_run
 from survey_seg.survey_run import MOSAICS_DIR, mosaic_name
 
-__all__ = ["INJECTION_DIR", "ReprocessParameters", "main", "reprocess_survey"]
-
-INJECTION_DIR = "injection"
-"""Sub-directory of a mosaic's output directory holding its injection run (``inject``)."""
+__all__ = ["ReprocessParameters", "main", "reprocess_survey"]
 
 
 class ReprocessParameters(RunParameters):
@@ -180,6 +178,8 @@ def _reprocess_as_survey(parameters: ReprocessParameters, config: RunConfig) -> 
             summaries.append(summary)
             if parameters.inject:
                 _inject(parameters, Path(mosaic), config, client)
+    if parameters.inject and summaries:
+        update_survey_task(parameters.out_dir)  # the quality map gets the completeness
     if parameters.report and (parameters.out_dir / "survey.json").is_file():
         survey_report_task(parameters.out_dir)
     if not survey.ok:

@@ -5,7 +5,10 @@ Run it as::
     python -m flows.rerun_region OUT_DIR --region cone:150.1,2.2,0.01 [--method unet --model M]
 
 The tiles that meet the region get a new ``run_id`` in ``tiles.parquet``; every
-other row and pixel of the outputs is left byte for byte as it was.
+other row and pixel of the outputs is left byte for byte as it was. On a survey
+(``OUT_DIR/survey.json``) the region reruns the tiles of every mosaic that meet
+it, and the survey catalogs and quality map are updated (only the catalog
+partitions that change are rewritten).
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from flows.common import (
     ClusterParameters,
@@ -29,9 +39,12 @@ from flows.common import (
     publish_summary,
     report_task,
     run_plan_on_cluster,
+    survey_report_task,
+    survey_rerun_task,
 )
 from survey_seg.errors import SurveySegError
 from survey_seg.pipeline import RunSummary, new_run_id, plan_rerun
+from survey_seg.survey_run import SURVEY_MANIFEST, SurveySummary, plan_survey_rerun
 
 __all__ = ["RerunParameters", "main", "rerun_region"]
 
@@ -41,7 +54,7 @@ class RerunParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    out_dir: Path = Field(description="output directory of an earlier run")
+    out_dir: Path = Field(description="output directory of an earlier run or survey")
     region: str = Field(description="cone:, box: or tiles: region")
     method: Literal["unet", "classical"] | None = Field(default=None, description="new method")
     model: str | None = Field(default=None, description="new model config")
@@ -53,9 +66,26 @@ class RerunParameters(BaseModel):
     @field_validator("out_dir")
     @classmethod
     def _is_a_run(cls, out_dir: Path) -> Path:
-        if not (Path(out_dir) / "manifest.json").is_file():
-            raise ValueError(f"{out_dir} holds no survey-seg run (no manifest.json)")
+        if not any((Path(out_dir) / name).is_file() for name in ("manifest.json", SURVEY_MANIFEST)):
+            raise ValueError(
+                f"{out_dir} holds no survey-seg run (no manifest.json) and no survey "
+                f"(no {SURVEY_MANIFEST})"
+            )
         return out_dir
+
+    @property
+    def is_survey(self) -> bool:
+        """Whether ``out_dir`` holds a survey of several mosaics."""
+        return (self.out_dir / SURVEY_MANIFEST).is_file()
+
+    @model_validator(mode="after")
+    def _one_mosaic_to_recalibrate(self) -> RerunParameters:
+        if self.mosaic is not None and self.is_survey:
+            raise ValueError(
+                "mosaic replaces the mosaic of a single run; a survey's recalibrated mosaics "
+                "are rerun with reprocess_survey (region, force) on the new files"
+            )
+        return self
 
     @field_validator("region")
     @classmethod
@@ -64,8 +94,10 @@ class RerunParameters(BaseModel):
 
 
 @flow(name="rerun-region", log_prints=True)
-def rerun_region(parameters: RerunParameters) -> RunSummary:
+def rerun_region(parameters: RerunParameters) -> RunSummary | SurveySummary:
     """Re-screen the tiles of ``parameters.out_dir`` that meet the region; merge."""
+    if parameters.is_survey:
+        return _rerun_survey_region(parameters)
     plan = plan_rerun(
         parameters.out_dir, parameters.region, method=parameters.method, model=parameters.model,
         mosaic_path=parameters.mosaic,
@@ -78,6 +110,24 @@ def rerun_region(parameters: RerunParameters) -> RunSummary:
     report = report_task(plan.out_dir) if parameters.report else None
     publish_summary(summary, report, key="rerun-summary")
     return summary
+
+
+def _rerun_survey_region(parameters: RerunParameters) -> SurveySummary:
+    """The region's tiles in every mosaic of a survey; the survey products updated."""
+    plan = plan_survey_rerun(
+        parameters.out_dir, parameters.region, method=parameters.method, model=parameters.model
+    )
+    for name, mosaic_plan in zip(plan.names, plan.plans, strict=True):
+        if mosaic_plan is not None:
+            get_run_logger().info("%s: rerunning tiles %s", name, list(mosaic_plan.selected))
+    with cluster_client(parameters.cluster) as client:
+        survey = survey_rerun_task(plan, client)
+    for name, summary in survey.mosaics.items():
+        report = report_task(summary.out_dir) if parameters.report else None
+        publish_summary(summary, report, key=f"rerun-summary-{name}".lower().replace("_", "-"))
+    if parameters.report:
+        survey_report_task(parameters.out_dir)
+    return survey
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SurveySegError as error:
         print(f"rerun_region: error: {error}", file=sys.stderr)
         return 2
+    if isinstance(summary, SurveySummary):
+        failed = summary.n_failed_tiles + len(summary.failed_mosaics)
+        print(
+            f"{summary.out_dir}: {summary.n_screened} tiles rescreened in "
+            f"{len(summary.mosaics)} mosaics, {failed} failed; {summary.n_sources} primary sources"
+        )
+        return 0 if summary.ok else 1
     print(f"{summary.out_dir}: {summary.n_screened} tiles rescreened, {summary.n_failed} failed")
     return 1 if summary.n_failed else 0
 

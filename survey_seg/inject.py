@@ -30,12 +30,14 @@ from survey_seg.errors import InputError
 
 __all__ = [
     "CLUMP_MATCH_PIX",
+    "COMPLETENESS_MIN_SNR",
     "INJECTION_KINDS",
     "RESOLUTION_FLOOR_PIX",
     "SEPARATION_BINS_FWHM",
     "SINGLE_KINDS",
     "SNR_BINS",
     "RenderedWindow",
+    "completeness_rows",
     "injection_metrics",
     "injection_stamp_half",
     "injection_tile_metrics",
@@ -386,6 +388,20 @@ def render_window(
 
 SINGLE_KINDS = ("star", "sersic", "bulge_disk", "inclined_disk", "knotty", "large", "clumpy")
 """Kinds counted in the completeness of single objects (pairs and clumps apart)."""
+COMPLETENESS_MIN_SNR = 10.0
+"""S/N above which the completeness of single objects is counted."""
+
+
+def completeness_rows(matched: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`match_injections` that ``completeness`` counts.
+
+    Drawn single objects (:data:`SINGLE_KINDS`) of S/N at least
+    :data:`COMPLETENESS_MIN_SNR`; their ``recovered`` is the completeness.
+    """
+    singles = matched["drawn"] & matched["kind"].isin(SINGLE_KINDS)
+    return matched[singles & (matched["snr"] >= COMPLETENESS_MIN_SNR)]
+
+
 SNR_BINS = (5.0, 10.0, 20.0, 50.0, 100.0)
 """Edges of the S/N bins of ``completeness_by_snr`` (the last bin is open)."""
 SEPARATION_BINS_FWHM = (1.0, 1.5, 2.0, 3.0)
@@ -584,7 +600,7 @@ def injection_metrics(
         "resolution_pix": resolution_pix(psf_fwhm_pix),
         "n_injected": len(matched),
         "n_skipped": int((~matched["drawn"]).sum()),
-        "completeness": _fraction(singles.loc[singles["snr"] >= 10.0, "recovered"]),
+        "completeness": _fraction(completeness_rows(matched)["recovered"]),
         "completeness_by_snr": by_snr,
         "pair_recall": _fraction(both),
         "pair_recall_by_separation": by_separation,

@@ -37,6 +37,7 @@ from survey_seg.store import MOSAIC_STORE, MosaicInfo, MosaicStore, OutputStore
 __all__ = [
     "DEFAULT_DENSITY",
     "INJECTION_CATALOG",
+    "INJECTION_DIR",
     "INJECTION_JSON",
     "INJECTION_TABLE",
     "INJECTION_TILES",
@@ -45,6 +46,10 @@ __all__ = [
     "run_injection",
 ]
 
+INJECTION_DIR = "injection"
+"""Where a run's injection run goes, inside the run's output directory (``OUT/injection/``
+of a mosaic, ``OUT/mosaics/<name>/injection/`` of a survey's): the flows put it
+there, and a survey's quality map takes its completeness from there."""
 INJECTION_CATALOG = "injection_catalog.parquet"
 """The injected objects, written before the screening (``OUT/``)."""
 INJECTION_TABLE = "injection.parquet"
@@ -200,7 +205,9 @@ def run_injection(
         if catalog_refused:  # nothing was screened: leave the directory as it was
             _discard(out, created)
         raise
-    execute_run(negative_plan, client=client, progress=progress)
+    with warnings.catch_warnings():  # on the negated mosaic no source is the right answer
+        warnings.filterwarnings("ignore", "no source was detected", UserWarning)
+        execute_run(negative_plan, client=client, progress=progress)
     execute_run(reference_plan, client=client, progress=progress)
 
     sources = pd.read_parquet(out / "sources.parquet")

@@ -153,6 +153,14 @@ def _html(out: Path, manifest: dict) -> str:
             f"<td>{html.escape(str(mosaic.get('path', '')))}</td></tr>"
         )
     verdicts = ", ".join(f"{n} {v}" for v, n in quality.get("verdict_pixels", {}).items())
+    injection = quality.get("injection")
+    completeness = (
+        f"<p>Injection-recovery in mosaics {html.escape(', '.join(injection['mosaics']))}: "
+        f"completeness {injection['completeness']:.3f} of {injection['n_injected']} injected "
+        "S/N &ge; 10 single objects (per tile in the map's <code>COMPLETENESS</code>).</p>"
+        if injection
+        else "<p>No injection run in the survey: the map has no completeness.</p>"
+    )
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>survey-seg survey report</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:auto}}
@@ -168,6 +176,7 @@ updated {html.escape(manifest.get("updated", ""))}.</p>
 ({verdicts}); covered {quality.get("covered_deg2", 0.0):.6g} deg&sup2;, accepted
 {quality.get("accepted_deg2", 0.0):.6g} deg&sup2; (<code>{html.escape(quality["path"])}</code>,
 <code>{html.escape(quality.get("moc", ""))}</code>).</p>
+{completeness}
 <img src="{SKY_PLOT}" alt="quality map on the sky" style="max-width:100%">
 <h2>Mosaics</h2>
 <table><tr><th>mosaic</th><th>status</th><th>failed tiles</th><th>input</th></tr>

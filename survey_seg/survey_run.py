@@ -11,7 +11,8 @@ mosaic's run, then builds the survey products (:func:`merge_survey`)::
     OUT/catalogs/sources, clumps    the survey catalogs: primary rows only, in the HATS
                                     layout (survey_seg.hats_catalog)
     OUT/tiles.parquet               every tile of every mosaic, with its mosaic
-    OUT/quality_map.fits            HEALPix map of flagged fraction and verdict
+    OUT/quality_map.fits            HEALPix map of flagged fraction, verdict and, where
+                                    an injection run is there, completeness
     OUT/accepted.moc.fits           MOC of the accepted area
 
 A mosaic's name is its file name without the FITS suffix; the primary rule
@@ -48,6 +49,7 @@ from survey_seg.pipeline import (
     finish_run,
     new_run_id,
     pending_tiles,
+    plan_rerun,
     plan_run,
     prepare_outputs,
     screen_plans_tiles,
@@ -76,9 +78,11 @@ __all__ = [
     "merge_survey",
     "mosaic_name",
     "plan_survey",
+    "plan_survey_rerun",
     "read_survey_manifest",
     "run_survey_mosaics",
     "summary_record",
+    "update_survey_products",
 ]
 
 SURVEY_MANIFEST = "survey.json"
@@ -295,6 +299,72 @@ def plan_survey(
     return SurveyPlan(out, tuple(names), tuple(paths), tuple(footprints), tuple(plans), mode)
 
 
+def plan_survey_rerun(
+    out_dir: str | os.PathLike,
+    region: str,
+    *,
+    method: str | None = None,
+    model: str | None = None,
+) -> SurveyPlan:
+    """Validate a rerun of exactly the tiles of every mosaic of a survey that meet ``region``.
+
+    Each mosaic is rerun as :func:`~survey_seg.pipeline.plan_rerun` reruns one
+    (its recorded tiling and parameters; ``method`` and ``model`` may change);
+    :func:`execute_survey` then updates the survey products, rewriting only
+    the catalog partitions that change.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        A survey's output directory.
+    region : str
+        A sky region: ``cone:`` or ``box:``.
+    method, model : str, optional
+        Screening method and model config (default: each mosaic's earlier ones).
+
+    Returns
+    -------
+    SurveyPlan
+        ``plans`` is None for the mosaics the region does not meet.
+    """
+    out = Path(out_dir)
+    manifest = read_survey_manifest(out) if out.is_dir() else None
+    if manifest is None:
+        raise OutputError(
+            f"{out} holds no survey (no {SURVEY_MANIFEST}); screen the mosaics first with "
+            "`survey-seg run A.fits B.fits ... --out OUT`"
+        )
+    if isinstance(parse_region(region), TileListRegion):
+        raise InputError(
+            "--region tiles:... names tiles of one mosaic; on a survey give a sky region "
+            "(cone:RA,DEC,RADIUS_DEG or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX)"
+        )
+    check_run_lock(out)
+    mosaics = sorted(manifest["mosaics"], key=lambda entry: entry["name"])
+    failed = [m["name"] for m in mosaics if m.get("status") == "failed"]
+    if failed:
+        raise OutputError(
+            f"the survey in {out} has failed mosaics {failed}; finish them with "
+            "`survey-seg run ... --resume` before a region rerun"
+        )
+    plans = []
+    for entry in mosaics:
+        plan = plan_rerun(out / entry["out"], region, method=method, model=model)
+        plans.append(plan if plan.selected else None)
+    if not any(plans):
+        raise InputError(
+            f"region {region} meets none of the {len(mosaics)} mosaics; check the coordinates"
+        )
+    return SurveyPlan(
+        out,
+        tuple(entry["name"] for entry in mosaics),
+        tuple(Path(entry["path"]) for entry in mosaics),
+        tuple(MosaicFootprint.from_record(entry["footprint"]) for entry in mosaics),
+        tuple(plans),
+        "rerun",
+    )
+
+
 def _footprint(name: str, plan: RunPlan) -> MosaicFootprint:
     """The mosaic's footprint as the survey manifest records it (a record read back)."""
     wcs = plan.mosaic.wcs.deepcopy()
@@ -475,6 +545,45 @@ def execute_survey(plan: SurveyPlan, *, client=None, progress: bool = False) -> 
         release_run_lock(out, run_id)
 
 
+def update_survey_products(out_dir: str | os.PathLike) -> dict:
+    """Rebuild a finished survey's products from its mosaics' runs as they are now.
+
+    For what changed beside the survey run: an injection run written into
+    ``OUT/mosaics/<name>/injection/`` after it (the quality map gets its
+    completeness). Nothing is screened; the catalogs rewrite only the partitions
+    that change. The same as ``--resume`` with every tile finished.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        A survey's output directory.
+
+    Returns
+    -------
+    dict
+        The new ``products`` record of ``survey.json``.
+    """
+    out = Path(out_dir)
+    manifest = read_survey_manifest(out)
+    if manifest is None:
+        raise OutputError(f"{out} holds no survey (no {SURVEY_MANIFEST}); run the survey first")
+    footprints = [MosaicFootprint.from_record(m["footprint"]) for m in manifest["mosaics"]]
+    run_id = new_run_id()
+    acquire_run_lock(out, run_id)
+    try:
+        with output_failures(out):
+            products = merge_survey(out, footprints, previous=manifest)
+            updated = {
+                **manifest,
+                "products": products,
+                "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            atomic_write_bytes(out / SURVEY_MANIFEST, json.dumps(updated, indent=2).encode())
+    finally:
+        release_run_lock(out, run_id)
+    return products
+
+
 def _remove_survey_outputs(out: Path, manifest: dict | None, keep: Sequence[str]) -> None:
     """Remove the survey products and the runs of recorded mosaics no longer in the survey."""
     for name in SURVEY_OUTPUTS:
@@ -506,6 +615,7 @@ def _write_manifest(
         runs.append(run_id)
     failed = failed or {}
     summaries = summaries or {}
+    recorded = {entry["name"]: entry for entry in (previous or {}).get("mosaics", [])}
     mosaics = []
     for name, path, footprint, run_plan in zip(
         plan.names, plan.paths, plan.footprints, plan.plans, strict=True
@@ -523,6 +633,11 @@ def _write_manifest(
             summary = summaries[name]
             entry["status"] = "partial" if summary.n_failed else "complete"
             entry["n_failed_tiles"] = summary.n_failed
+        elif run_plan is None:  # not screened now: as the earlier run left it
+            earlier = recorded.get(name, {})
+            entry.update(
+                {k: earlier[k] for k in ("status", "error", "n_failed_tiles") if k in earlier}
+            )
         mosaics.append(entry)
     manifest = {
         "format": "survey-seg survey manifest 1",
@@ -626,7 +741,8 @@ def merge_survey(
         }
     survey_tiles = _concat(tiles, (SURVEY_COLUMNS[0], *TILE_COLUMNS))
     OutputStore(out).write_table(survey_tiles, "tiles", fits_copy=False)
-    quality = _write_quality_map(out, footprints, runs, survey_tiles, int(map_order))
+    injected = _injected_by_tile(out, footprints, runs)
+    quality = _write_quality_map(out, footprints, runs, survey_tiles, injected, int(map_order))
     return {
         "partition_order": int(partition_order),
         "map_order": int(map_order),
@@ -692,11 +808,55 @@ def _concat(parts: list[pd.DataFrame], columns) -> pd.DataFrame:
     return conform(pd.concat(parts, ignore_index=True), columns)
 
 
+def _tile_grid(footprint: MosaicFootprint, run: dict):
+    """The tile grid of ``footprint``'s run (its recorded tile size and halo)."""
+    config = run["config"]
+    return make_tile_grid(
+        footprint.shape, tile_size=config["tile_size"], halo=config["halo"], wcs=footprint.wcs
+    )
+
+
+def _injected_by_tile(
+    out: Path, footprints: Sequence[MosaicFootprint], runs: dict[str, dict]
+) -> pd.DataFrame:
+    """Injection-recovery counts per tile of the mosaics whose injection run is there.
+
+    Reads ``OUT/mosaics/<name>/injection/injection.parquet`` (written by the
+    flows' ``inject`` or ``survey-seg inject``); counts the objects that its
+    ``completeness`` counts, each in the tile of the survey run that owns it,
+    where the mosaic is primary for its position (so an object in an overlap is
+    counted once). Columns ``mosaic``, ``tile_id``, ``n_injected``, ``n_recovered``.
+    """
+    from survey_seg.inject import completeness_rows
+    from survey_seg.injection import INJECTION_DIR, INJECTION_TABLE
+
+    parts = []
+    for footprint in footprints:
+        path = out / MOSAICS_DIR / footprint.name / INJECTION_DIR / INJECTION_TABLE
+        run = runs.get(footprint.name)
+        if run is None or not path.is_file():
+            continue
+        rows = completeness_rows(pd.read_parquet(path))
+        rows = rows[primary_mask(rows["ra"], rows["dec"], footprint, footprints)]
+        owner = _tile_grid(footprint, run).owner_index(rows["x"], rows["y"])
+        counts = (
+            pd.DataFrame({"tile_id": owner, "recovered": rows["recovered"].to_numpy(bool)})
+            .groupby("tile_id")["recovered"]
+            .agg(n_injected="size", n_recovered="sum")
+            .reset_index()
+        )
+        counts.insert(0, "mosaic", footprint.name)
+        parts.append(counts)
+    columns = ["mosaic", "tile_id", "n_injected", "n_recovered"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
 def _write_quality_map(
     out: Path,
     footprints: Sequence[MosaicFootprint],
     runs: dict[str, dict],
     tiles: pd.DataFrame,
+    injected: pd.DataFrame,
     order: int,
 ) -> dict:
     """``quality_map.fits`` and ``accepted.moc.fits``; their record for the manifest."""
@@ -713,6 +873,8 @@ def _write_quality_map(
     flagged = np.full(n, np.nan, dtype=np.float32)
     verdict = np.full(n, -1, dtype=np.int32)
     tile_id = np.full(n, -1, dtype=np.int32)
+    completeness = np.full(n, np.nan, dtype=np.float32)
+    n_injected = np.zeros(n, dtype=np.int32)
     mosaic_index = np.full(n, -1, dtype=np.int32)
     by_name = {footprint.name: i for i, footprint in enumerate(footprints)}
     for footprint in footprints:
@@ -721,14 +883,8 @@ def _write_quality_map(
         run = runs.get(footprint.name)
         if run is None or not here.any():
             continue
-        grid = make_tile_grid(
-            footprint.shape,
-            tile_size=run["config"]["tile_size"],
-            halo=run["config"]["halo"],
-            wcs=footprint.wcs,
-        )
         x, y = footprint.wcs.all_world2pix(covered.ra[here], covered.dec[here], 0)
-        owner = grid.owner_index(x, y)
+        owner = _tile_grid(footprint, run).owner_index(x, y)
         tile_id[here] = owner
         mine = tiles[tiles["mosaic"] == footprint.name].set_index("tile_id")
         known = np.isin(owner, mine.index.to_numpy())
@@ -739,9 +895,24 @@ def _write_quality_map(
         codes = verdict[here]
         codes[known] = [VERDICT_CODES.get(str(v), -1) for v in rows["verdict"]]
         verdict[here] = codes
+        counts = injected[injected["mosaic"] == footprint.name].set_index("tile_id")
+        if len(counts):
+            counts = counts.reindex(owner)
+            total = counts["n_injected"].fillna(0).to_numpy(dtype=np.int32)
+            n_injected[here] = total
+            with np.errstate(invalid="ignore", divide="ignore"):
+                fraction = counts["n_recovered"].to_numpy(dtype=np.float64) / total
+            completeness[here] = np.where(total > 0, fraction, np.nan)
     columns = [
         MapColumn("FLAGGED", flagged, "", "flagged fraction of the tile (no data or artefact)"),
         MapColumn("VERDICT", verdict, "", "tile verdict: 0 accept 1 inspect 2 reject -1 none"),
+        MapColumn(
+            "COMPLETENESS",
+            completeness,
+            "",
+            "injection completeness (S/N >= 10 singles) of the tile; NaN: no injection there",
+        ),
+        MapColumn("N_INJECTED", n_injected, "", "injected objects the completeness counts"),
         MapColumn("MOSAIC", mosaic_index, "", "primary mosaic: index in survey.json mosaics"),
         MapColumn("TILE", tile_id, "", "tile_id in that mosaic's tiles.parquet"),
     ]
@@ -759,6 +930,19 @@ def _write_quality_map(
         "verdict_pixels": {
             name: int((verdict == code).sum()) for name, code in VERDICT_CODES.items()
         },
+        "injection": _injection_record(injected),
+    }
+
+
+def _injection_record(injected: pd.DataFrame) -> dict | None:
+    """Overall completeness of the injected objects the map counts; None without any."""
+    total = int(injected["n_injected"].sum()) if len(injected) else 0
+    if total == 0:
+        return None
+    return {
+        "mosaics": sorted(set(injected["mosaic"])),
+        "n_injected": total,
+        "completeness": float(injected["n_recovered"].sum() / total),
     }
 
 

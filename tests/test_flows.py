@@ -275,8 +275,7 @@ def test_reprocess_flow_with_inject_writes_an_injection_run(small_simulation, pr
                                                             tmp_path):  # fmt: skip
     import json
 
-    from flows.reprocess import INJECTION_DIR
-    from survey_seg.injection import INJECTION_JSON
+    from survey_seg.injection import INJECTION_DIR, INJECTION_JSON
 
     _, mosaic = small_simulation
     out = tmp_path / "out"
@@ -307,12 +306,16 @@ def test_reprocess_flow_with_inject_writes_an_injection_run(small_simulation, pr
     assert not (out / INJECTION_DIR / "stale.txt").exists()
 
 
-def test_several_mosaics_are_screened_as_one_survey(prefect_server, tmp_path):
-    """The flow's survey: OUT/mosaics/<name>/, is_primary, the HATS survey catalog."""
+def test_several_mosaics_are_screened_as_one_survey_and_rerun_by_region(prefect_server, tmp_path):
+    """The flow's survey: OUT/mosaics/<name>/, is_primary, the HATS survey catalog; then
+    ``rerun_region`` on it."""
     import pyarrow.dataset as pads
 
     from survey_seg.simulate import SimulationConfig
     from survey_seg.simulate_survey import SurveySimulationConfig, simulate_survey, write_survey
+    from survey_seg.survey import MosaicFootprint
+    from survey_seg.survey_run import read_survey_manifest
+    from survey_seg.tiling import make_tile_grid, parse_region, select_tiles
 
     survey = simulate_survey(
         SurveySimulationConfig(seed=2, simulation=SimulationConfig(galaxy_density=400.0))
@@ -335,3 +338,26 @@ def test_several_mosaics_are_screened_as_one_survey(prefect_server, tmp_path):
     assert len(catalog) == sum(len(p) for p in primary) > 0
     with pytest.raises(ValidationError, match="distinct file names"):
         ReprocessParameters(mosaics=[mosaics[0], mosaics[0]], out_dir=tmp_path / "again")
+    # rerun_region on the survey: the region's tiles of every mosaic, the products updated
+    with pytest.raises(ValidationError, match="reprocess_survey"):
+        RerunParameters(out_dir=out, region="cone:0,0,1", mosaic=mosaics[0])
+    footprints = {
+        m["name"]: MosaicFootprint.from_record(m["footprint"])
+        for m in read_survey_manifest(out)["mosaics"]
+    }
+    ra = sum(f.center[0] for f in footprints.values()) / 4
+    dec = sum(f.center[1] for f in footprints.values()) / 4
+    region = f"cone:{ra},{dec},0.002"
+    before = {name: pd.read_parquet(out / "mosaics" / name / "tiles.parquet") for name in "abcd"}
+    survey = rerun_region(RerunParameters(out_dir=out, region=region, cluster=LOCAL2))
+    assert survey.ok and set(survey.mosaics) == set("abcd")
+    for name, footprint in footprints.items():
+        tiles = pd.read_parquet(out / "mosaics" / name / "tiles.parquet")
+        rerun = set(tiles["tile_id"][tiles["run_id"] == survey.run_id])
+        grid = make_tile_grid(footprint.shape, tile_size=128, halo=64, wcs=footprint.wcs)
+        assert rerun == {tile.index for tile in select_tiles(grid, parse_region(region))}
+        kept = ~tiles["tile_id"].isin(rerun)
+        pd.testing.assert_frame_equal(
+            tiles[kept].reset_index(drop=True), before[name][kept].reset_index(drop=True)
+        )
+    assert (out / "report.html").is_file()

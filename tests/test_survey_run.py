@@ -22,10 +22,13 @@ from survey_seg.simulate_survey import SurveySimulationConfig, simulate_survey, 
 from survey_seg.sky_map import pixel_area_deg2
 from survey_seg.survey import MosaicFootprint
 from survey_seg.survey_run import (
+    execute_survey,
     expand_mosaic_arguments,
     plan_survey,
+    plan_survey_rerun,
     read_survey_manifest,
     run_survey_mosaics,
+    update_survey_products,
 )
 from survey_seg.tiling import make_tile_grid, parse_region, select_tiles
 
@@ -269,6 +272,133 @@ def test_a_region_rerun_screens_exactly_the_tiles_of_each_mosaic_that_meet_it(
     assert {k: v[0] for k, v in _catalog_files(out).items()} == {
         k: v[0] for k, v in catalogs.items()
     }
+
+
+def test_a_region_rerun_with_a_new_method_rewrites_only_the_partitions_that_change(
+    simulated, survey_out, tmp_path
+):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(survey_out, out, symlinks=True)
+    footprints = _footprints(out)
+    ra, dec = np.mean([f.center for f in footprints], axis=0)
+    region = f"cone:{ra},{dec},0.002"
+    before = _catalog_files(out)
+    sources_before = _survey_table(out, "sources")
+    with pytest.raises(InputError, match="sky region"):
+        plan_survey_rerun(out, "tiles:0")
+    with pytest.raises(OutputError, match="no survey"):
+        plan_survey_rerun(tmp_path, region)
+    plan = plan_survey_rerun(out, region, method="unet")
+    assert plan.mode == "rerun" and all(plan.plans)  # the corner all four share
+    summary = execute_survey(plan)
+    assert summary.ok and summary.n_screened == sum(len(p.selected) for p in plan.plans)
+    # the rows of the tiles outside the region are as they were
+    sources_after = _survey_table(out, "sources")
+    for mosaic_plan in plan.plans:
+        name = mosaic_plan.out_dir.name
+        kept_before = sources_before[
+            (sources_before["mosaic"] == name)
+            & ~sources_before["tile_id"].isin(mosaic_plan.selected)
+        ]
+        kept_after = sources_after[
+            (sources_after["mosaic"] == name) & ~sources_after["tile_id"].isin(mosaic_plan.selected)
+        ]
+        pd.testing.assert_frame_equal(
+            kept_after.reset_index(drop=True), kept_before.reset_index(drop=True)
+        )
+        tiles = pd.read_parquet(out / "mosaics" / name / "tiles.parquet")
+        rerun = tiles["tile_id"].isin(mosaic_plan.selected)
+        assert (tiles["run_id"][rerun] == summary.run_id).all()
+        # the network estimates the flagged fraction, the classical method does not
+        assert tiles["predicted_flagged_fraction"][rerun].notna().all()
+        assert tiles["predicted_flagged_fraction"][~rerun].isna().all()
+    assert not sources_after.equals(sources_before)
+    # only the partitions whose rows changed are new files; the others are links
+    after = _catalog_files(out)
+    catalogs = read_survey_manifest(out)["products"]["catalogs"]
+    rewritten = {
+        key
+        for key in after
+        if key.startswith("sources/")
+        and int(key.split("Npix=")[1].split(".")[0]) in catalogs["sources"]["rewritten"]
+    }
+    assert rewritten and len(rewritten) < len([k for k in after if k.startswith("sources/")])
+    for key, (content, inode) in after.items():
+        if key in rewritten:
+            assert content != before[key][0]
+        elif key.startswith("sources/"):
+            assert (content, inode) == before[key]
+    assert all(m["status"] == "complete" for m in read_survey_manifest(out)["mosaics"])
+
+
+def test_one_mosaic_that_fails_does_not_stop_the_others_and_resume_finishes_it(
+    simulated, survey_out, tmp_path, monkeypatch
+):
+    import survey_seg.survey_run as survey_run
+
+    _, paths = simulated
+    out = tmp_path / "out"
+    prepare = survey_run.prepare_outputs
+
+    def unreadable_c(plan, run_id):
+        if plan.out_dir.name == "c":
+            raise OSError("c.fits: read error (the disk went away)")
+        return prepare(plan, run_id)
+
+    monkeypatch.setattr(survey_run, "prepare_outputs", unreadable_c)
+    assert main(["run", *map(str, paths), "--out", str(out), *FAST]) == 1
+    manifest = read_survey_manifest(out)
+    status = {m["name"]: m["status"] for m in manifest["mosaics"]}
+    assert status == {"a": "complete", "b": "complete", "c": "failed", "d": "complete"}
+    assert "disk went away" in manifest["mosaics"][2]["error"] and manifest["status"] == "partial"
+    partial = _survey_table(out, "sources")
+    assert set(partial["mosaic"]) == {"a", "b", "d"}
+    # the others do not report what c is primary for
+    full = _survey_table(survey_out, "sources")
+    assert len(partial) == (full["mosaic"] != "c").sum()
+    with pytest.raises(OutputError, match="failed mosaics"):
+        plan_survey_rerun(out, "cone:0,0,1")
+    monkeypatch.undo()
+    assert main(["run", *map(str, paths), "--out", str(out), *FAST, "--resume"]) == 0
+    assert read_survey_manifest(out)["status"] == "complete"
+    for name in ("sources", "clumps"):
+        pd.testing.assert_frame_equal(_survey_table(out, name), _survey_table(survey_out, name))
+
+
+@pytest.mark.filterwarnings("ignore:no source was detected")  # the negated mosaic's run
+def test_the_quality_map_has_the_completeness_where_injection_ran(simulated, survey_out, tmp_path):
+    import shutil
+
+    from survey_seg.inject import completeness_rows
+    from survey_seg.injection import INJECTION_DIR, INJECTION_TABLE, run_injection
+    from survey_seg.survey import primary_mask
+
+    _, paths = simulated
+    out = tmp_path / "out"
+    shutil.copytree(survey_out, out, symlinks=True)
+    catalogs = _catalog_files(out)
+    run_injection(paths[0], out / "mosaics" / "a" / INJECTION_DIR, CONFIG, seed=3, density=400)
+    products = update_survey_products(out)
+    footprints = _footprints(out)
+    with fits.open(out / "quality_map.fits") as hdus:
+        data = hdus[1].data
+        completeness = np.array(data["COMPLETENESS"])
+        n_injected, mosaic = np.array(data["N_INJECTED"]), np.array(data["MOSAIC"])
+    measured = np.isfinite(completeness)
+    assert measured.any() and (mosaic[measured] == 0).all()  # only where a is primary
+    assert ((completeness[measured] >= 0) & (completeness[measured] <= 1)).all()
+    assert (n_injected[~measured] == 0).all() and (n_injected[measured] > 0).all()
+    rows = completeness_rows(pd.read_parquet(out / "mosaics/a" / INJECTION_DIR / INJECTION_TABLE))
+    rows = rows[primary_mask(rows["ra"], rows["dec"], footprints[0], footprints)]
+    record = products["quality_map"]["injection"]
+    assert record["n_injected"] == len(rows) > 10 and record["mosaics"] == ["a"]
+    assert record["completeness"] == pytest.approx(rows["recovered"].mean())
+    assert _catalog_files(out) == catalogs  # nothing else changed
+    from survey_seg.survey_report import make_survey_report
+
+    assert "completeness " in make_survey_report(out).read_text()
 
 
 def test_survey_inputs_and_outputs_are_checked_before_anything_is_written(
