@@ -406,7 +406,7 @@ class NetworkScreener:
                     prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
                 )
         clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
-        artefacts = ghosts_off_objects(artefacts, sources > 0)
+        artefacts = ghosts_off_objects(artefacts, sources > 0, flux)
         return DenseProducts(
             flux_image=flux,
             variance=variance,

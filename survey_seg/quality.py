@@ -74,26 +74,44 @@ GHOST_MAX_OBJECT_FRACTION = 0.5
 """A GHOST region with more than this fraction of its pixels on objects is their light."""
 GHOST_MIN_WIDTH = 3
 """GHOST regions narrower than this (pixels) are lines, not ghosts (opened away)."""
+GHOST_MIN_PROFILE_CORRELATION = -0.5
+"""A GHOST region whose light falls away from the objects beside it is their wings: its
+Spearman correlation of (smoothed) light with distance to the nearest object pixel is
+below this. Measured with the rule off on validation mosaics 801-804: the true ghosts
+give -0.27 to +0.05, the false regions that the object fraction keeps -0.55 to -0.97,
+and on SDSS r (no ghost) the large galaxies' outer disks and the bright stars' halos
+-0.58 to -0.97."""
+GHOST_PROFILE_SMOOTHING = 1.5
+"""Gaussian sigma (pixels) of the light whose profile :data:`GHOST_MIN_PROFILE_CORRELATION`
+tests: the noise of single pixels would flatten it."""
 
 
 def ghosts_off_objects(
     artefacts: np.ndarray,
     objects: np.ndarray,
+    image: np.ndarray | None = None,
     *,
     max_object_fraction: float = GHOST_MAX_OBJECT_FRACTION,
     min_width: int = GHOST_MIN_WIDTH,
+    min_profile_correlation: float = GHOST_MIN_PROFILE_CORRELATION,
 ) -> np.ndarray:
     """The GHOST plane where it is a ghost, not an object's outskirts.
 
     An optical ghost is a smooth, out-of-focus reflection tens of pixels across,
-    which the segmentation does not take for an object; the network's GHOST
-    channel also fires on the faint wings of large galaxies and bright stars. Two
-    rules undo that: the plane is opened by a ``min_width`` square (a one- or
-    two-pixel line is a column or a trail's edge, never a ghost), and a connected
-    GHOST region that lies mostly (more than ``max_object_fraction`` of its pixels)
-    on object footprints is dropped. Measured on validation mosaics 801-802: the
-    true ghost regions have at most 2 % of their pixels on objects, the false
-    ones 45-100 %.
+    detached from the objects (its light does not rise toward any of them); the
+    network's GHOST channel also fires on the faint wings of large galaxies and
+    bright stars, beyond their footprints. Three rules undo that: the plane is
+    opened by a ``min_width`` square (a one- or two-pixel line is a column or a
+    trail's edge, never a ghost); a connected GHOST region that lies mostly (more
+    than ``max_object_fraction`` of its pixels) on object footprints is dropped;
+    and, given the ``image``, so is a region whose light falls away from the
+    objects (rank correlation of its smoothed light with the distance to the
+    nearest object pixel below ``min_profile_correlation``): the wings of the
+    object it surrounds or leans on. Measured on validation mosaics 801-804 (with
+    the rules off, regions of 9 pixels or more): the true ghosts have at most
+    1.4 % of their pixels on objects and profile correlations of -0.27 to +0.05;
+    GHOST pixel precision 0.68-0.98 with the first two rules, 0.98-0.99 with all
+    three, recall unchanged; on SDSS r the flagged pixels fall from 6,679 to 32.
 
     Parameters
     ----------
@@ -101,10 +119,15 @@ def ghosts_off_objects(
         uint32 :class:`~survey_seg.masks.MaskBit` planes.
     objects : numpy.ndarray
         Boolean: pixels of a source's footprint.
+    image : numpy.ndarray, optional
+        The window's light (sky subtracted), for the profile rule; without it the
+        rule is skipped.
     max_object_fraction : float
         Largest fraction of a ghost region's pixels that objects may hold.
     min_width : int
         Side of the opening square.
+    min_profile_correlation : float
+        Lowest rank correlation of light with distance to the objects.
 
     Returns
     -------
@@ -123,9 +146,36 @@ def ghosts_off_objects(
         on_objects = ndimage.mean(objects.astype(np.float64), labels, index)
         keep = np.zeros(n + 1, dtype=bool)
         keep[1:] = np.asarray(on_objects) <= max_object_fraction
+        if image is not None and objects.any():
+            falloff = _profile_correlations(labels, n, objects, image)
+            keep[1:] &= falloff >= min_profile_correlation
         ghost = keep[labels]
     cleared = artefacts & ~bit
     return np.where(ghost, cleared | bit, cleared).astype(np.uint32)
+
+
+def _profile_correlations(
+    labels: np.ndarray, n: int, objects: np.ndarray, image: np.ndarray
+) -> np.ndarray:
+    """Each region's Spearman correlation of smoothed light with distance to the objects.
+
+    0 where either is constant over the region (nothing to rank).
+    """
+    from scipy.stats import spearmanr
+
+    light = ndimage.gaussian_filter(
+        np.nan_to_num(image.astype(np.float64, copy=False)), GHOST_PROFILE_SMOOTHING
+    )
+    distance = ndimage.distance_transform_edt(~objects)
+    correlation = np.zeros(n)
+    for i, region in enumerate(ndimage.find_objects(labels)):
+        if region is None:
+            continue
+        inside = labels[region] == i + 1
+        d, v = distance[region][inside], light[region][inside]
+        if np.ptp(d) > 0 and np.ptp(v) > 0:
+            correlation[i] = spearmanr(d, v).statistic
+    return correlation
 
 
 def flagged_fraction(core_planes: np.ndarray) -> float:

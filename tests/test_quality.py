@@ -96,3 +96,29 @@ def test_ghost_plane_keeps_ghosts_and_drops_object_outskirts_and_lines():
     assert ((kept & np.uint32(MaskBit.BAD)) != 0)[:, 110].all()  # other planes untouched
     assert kept[5, 5] == MaskBit.CR
     assert ghosts_off_objects(kept, objects).tolist() == kept.tolist()  # idempotent
+
+
+def test_ghost_plane_drops_the_wings_of_a_large_galaxy_beyond_its_footprint():
+    """An SDSS-like spiral: the footprint holds its core, GHOST fired on its outer disk,
+    mostly off the footprint; a ghost beside it, with its own faint galaxy, stays."""
+    from survey_seg.quality import ghosts_off_objects
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:160, :160]
+    galaxy_r = np.hypot((yy - 50) / 0.6, xx - 50)  # inclined exponential disk
+    ghost_r = np.hypot(yy - 110, xx - 110)
+    image = 40.0 * np.exp(-galaxy_r / 8.0) + rng.normal(0.0, 0.3, yy.shape)
+    image += np.where(ghost_r < 25, 1.2 + 0.4 * (ghost_r / 25) ** 2, 0.0)  # fainter middle
+    image += 20.0 * np.exp(-np.hypot(yy - 104, xx - 116) ** 2 / 4.0)  # a galaxy on the ghost
+    objects = (galaxy_r < 14) | (np.hypot(yy - 104, xx - 116) < 3)
+    wings = (galaxy_r < 34) & (ghost_r >= 27)
+    ghost = ghost_r < 25
+    artefacts = np.zeros(yy.shape, np.uint32)
+    artefacts[wings | ghost] |= np.uint32(MaskBit.GHOST)
+    assert objects[wings].mean() < 0.5  # the object fraction alone keeps the wings
+    assert ((ghosts_off_objects(artefacts, objects) & np.uint32(MaskBit.GHOST)) != 0)[wings].all()
+    kept = (ghosts_off_objects(artefacts, objects, image) & np.uint32(MaskBit.GHOST)) != 0
+    assert not kept[wings].any() and kept[ghost].mean() > 0.95
+    # no object in the window: the profile has nothing to fall away from
+    alone = ghosts_off_objects(artefacts, np.zeros_like(objects), image)
+    assert ((alone & np.uint32(MaskBit.GHOST)) != 0)[wings | ghost].mean() > 0.95
