@@ -109,7 +109,7 @@ def test_ghost_plane_drops_the_wings_of_a_large_galaxy_beyond_its_footprint():
     ghost_r = np.hypot(yy - 110, xx - 110)
     image = 40.0 * np.exp(-galaxy_r / 8.0) + rng.normal(0.0, 0.3, yy.shape)
     image += np.where(ghost_r < 25, 1.2 + 0.4 * (ghost_r / 25) ** 2, 0.0)  # fainter middle
-    image += 20.0 * np.exp(-np.hypot(yy - 104, xx - 116) ** 2 / 4.0)  # a galaxy on the ghost
+    image += 20.0 * np.exp(-(np.hypot(yy - 104, xx - 116) ** 2) / 4.0)  # a galaxy on the ghost
     objects = (galaxy_r < 14) | (np.hypot(yy - 104, xx - 116) < 3)
     wings = (galaxy_r < 34) & (ghost_r >= 27)
     ghost = ghost_r < 25
