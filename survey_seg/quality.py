@@ -28,6 +28,13 @@ _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _STAR_CONTRAST_MARGIN = 2.0  # cosmic-ray contrast limit over a star's own (undersampled PSFs)
 
 
+SAT_NETWORK_MIN_LEVEL = 0.5
+"""Where the saturation level is known, the network's SAT pixels need a pixel at this
+fraction of it or more among their 3x3 neighbours: a pixel far below the level is not
+saturated (on validation mosaics 801-804 the network's false SAT pixels are star cores
+at 1 % of it, S/N about 200; SAT pixel precision 0.71-0.80 without this rule)."""
+
+
 def artefact_planes(
     artefact_probability: np.ndarray,
     valid: np.ndarray,
@@ -49,7 +56,8 @@ def artefact_planes(
         The raw image, for the saturation level.
     saturation : float or None
         ``SATURATE``; pixels at or above ``saturation_fraction`` of it are SAT
-        whatever the network says.
+        whatever the network says, and the network's SAT pixels are kept only
+        next to (3x3) a pixel at :data:`SAT_NETWORK_MIN_LEVEL` of it or more.
     threshold : float or sequence of float
         Probability above which a plane is set: one for all, or one per channel.
     saturation_fraction : float
@@ -64,8 +72,14 @@ def artefact_planes(
     for channel, bit in enumerate(NETWORK_ARTEFACT_BITS):
         planes[artefact_probability[channel] > thresholds[channel]] |= np.uint32(bit)
     if saturation:
+        sat = np.uint32(MaskBit.SAT)
         with np.errstate(invalid="ignore"):
-            planes[valid & (image >= saturation_fraction * saturation)] |= np.uint32(MaskBit.SAT)
+            # no pixel near the level: the network took a bright core for a saturated one
+            near_level = ndimage.maximum_filter(np.nan_to_num(image, nan=-np.inf), size=3) >= (
+                SAT_NETWORK_MIN_LEVEL * saturation
+            )
+            planes[~near_level] &= ~sat
+            planes[valid & (image >= saturation_fraction * saturation)] |= sat
     planes[~valid] = np.uint32(MaskBit.NO_DATA)
     return planes
 

@@ -28,6 +28,18 @@ def test_artefact_planes_follow_probabilities_saturation_and_validity():
     assert [b.name for b in NETWORK_ARTEFACT_BITS] == ["CR", "STREAK", "GHOST", "BAD", "SAT"]
 
 
+def test_network_saturation_needs_the_saturation_level_nearby_when_it_is_known():
+    probability = np.zeros((5, 6, 6), np.float32)
+    probability[4, 1, 1] = probability[4, 4, 4] = 0.9  # SAT said at two bright cores
+    image = np.zeros((6, 6))
+    image[1, 1], image[4, 5] = 2.0, 60.0  # 2 % and 60 % of the level
+    valid = np.ones((6, 6), bool)
+    planes = artefact_planes(probability, valid, image, 100.0, threshold=0.5)
+    assert planes[1, 1] == 0 and planes[4, 4] == MaskBit.SAT  # a neighbour near the level
+    unknown = artefact_planes(probability, valid, image, None, threshold=0.5)
+    assert unknown[1, 1] == unknown[4, 4] == MaskBit.SAT  # no level: the network decides
+
+
 def test_tile_verdict():
     planes = np.zeros((10, 10), np.uint32)
     assert tile_verdict(planes, inspect_fraction=0.02, reject_fraction=0.25) == "accept"
