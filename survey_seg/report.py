@@ -11,7 +11,8 @@ and draws six figures:
     ``mosaic_mask_full.png`` holds the mosaic and its planes at one PNG pixel per
     mosaic pixel (up to :data:`FULL_RESOLUTION_MAX_PIXELS`), written by strips.
 ``quality_map.png``
-    Per-tile artefact and no-data fractions and the tile verdicts.
+    Per-tile artefact and no-data fractions, the data-quality classifier's own
+    estimate of the flagged fraction (network runs) and the tile verdicts.
 ``segmentation.png``
     The segmentation map, blended sources in hot colours, and a zoom on the most
     crowded region.
@@ -780,19 +781,28 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
     stacked = aspect < 0.45
     panel_w = 10.0 if stacked else min(4.2, 7.0 / aspect)
     panel_h = panel_w * aspect
+    artefact = tiles["artefact_fraction"].to_numpy(dtype=float)
+    no_data = tiles["no_data_fraction"].to_numpy(dtype=float)
+    panels = [
+        ("Artefact fraction (BAD|SAT|CR|STREAK|GHOST)", artefact),
+        ("No-data fraction (NO_DATA)", no_data),
+    ]
+    if "predicted_flagged_fraction" in tiles:
+        estimate = tiles["predicted_flagged_fraction"].to_numpy(dtype=float)
+        if np.isfinite(estimate).any():  # the network's data-quality classifier ran
+            panels.append(("Classifier's estimate of the flagged fraction", estimate))
+    n_panels = len(panels) + 1
     if stacked:
-        figure = _new_figure(panel_w + 3.6, 3 * (panel_h + 1.2), layout="constrained")
-        grid = figure.add_gridspec(3, 1)
+        figure = _new_figure(panel_w + 3.6, n_panels * (panel_h + 1.2), layout="constrained")
+        grid = figure.add_gridspec(n_panels, 1)
     else:
-        figure = _new_figure(3 * (panel_w + 2.4) + 1.2, panel_h + 1.3, layout="constrained")
-        grid = figure.add_gridspec(1, 3)
+        figure = _new_figure(n_panels * (panel_w + 2.4) + 1.2, panel_h + 1.3, layout="constrained")
+        grid = figure.add_gridspec(1, n_panels)
     if not len(tiles):
         ax = figure.add_subplot(111)
         _empty_panel(ax, "no tile was screened (tiles.parquet is empty)")
         return figure
-    artefact = tiles["artefact_fraction"].to_numpy(dtype=float)
-    no_data = tiles["no_data_fraction"].to_numpy(dtype=float)
-    vmax = float(np.nanmax(np.concatenate([artefact, no_data, [1e-3]])))
+    vmax = float(np.nanmax(np.concatenate([values for _, values in panels] + [[1e-3]])))
     if "reject_fraction" in thresholds:
         vmax = (
             max(vmax, 1.15 * thresholds["reject_fraction"])
@@ -802,12 +812,7 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
     vmax = 100.0 * vmax
     label_tiles = len(tiles) <= 100
     fontsize = 7 if len(tiles) <= 36 else 5
-    for k, (name, values) in enumerate(
-        (
-            ("Artefact fraction (BAD|SAT|CR|STREAK|GHOST)", artefact),
-            ("No-data fraction (NO_DATA)", no_data),
-        )
-    ):
+    for k, (name, values) in enumerate(panels):
         ax = _wcs_axes(figure, grid[k], b.wcs)
         image = _tile_map(tiles, b, 100.0 * values)
         im = ax.imshow(
@@ -827,6 +832,8 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
                 bar.ax.axhline(level, color="white", lw=1.5, ls=style)
         if label_tiles:
             for row, value in zip(tiles.itertuples(), values, strict=True):
+                if not np.isfinite(value):
+                    continue
                 shade = 100.0 * value / vmax if vmax else 0.0
                 ax.text(
                     (row.x0 + row.x1) / 2 / b.step - 0.5,
@@ -838,7 +845,7 @@ def _figure_quality(run: _Run, b: _Binned, thresholds: dict[str, float]) -> Figu
                     color="black" if shade > 0.6 else "white",
                 )
         _outline_tiles(ax, tiles, b)
-    ax = _wcs_axes(figure, grid[2], b.wcs)
+    ax = _wcs_axes(figure, grid[len(panels)], b.wcs)
     order = ["accept", "inspect", "reject", "failed"]
     codes = np.array([order.index(_verdict(row)) for row in tiles.itertuples()], dtype=float)
     cmap = ListedColormap([VERDICT_COLOURS[v] for v in order])
@@ -1788,15 +1795,18 @@ CAPTIONS: dict[str, str] = {
         "enough on screen to label."
     ),
     "quality_map.png": (
-        "Per tile core: the fraction of pixels in any artefact plane (left), in NO_DATA "
-        "(middle), and the verdict screening gave the tile (right). The verdict comes from "
+        "Per tile core: the fraction of pixels in any artefact plane (first), in NO_DATA "
+        "(second), after a network run the data-quality classifier's own estimate of the "
+        "flagged fraction (predicted_flagged_fraction in tiles.parquet: the mean of its "
+        "stamps' calibrated estimates, an independent check on the pixel planes), and the "
+        "verdict screening gave the tile (last). The verdict comes from "
         "neither map alone but from their union, the tile's flagged_fraction in tiles.parquet: "
         "the fraction of core pixels with no data or an artefact (or both), each pixel counted "
         "once, so never below either map's value and never above their sum. A tile is "
         "inspected when it exceeds the method's inspect fraction and rejected when it exceeds "
         "the reject fraction; the dashed and solid lines on the colour bars mark these two "
-        "thresholds when they fall within the range. Numbers are percentages (left, middle) "
-        "and tile ids (right)."
+        "thresholds when they fall within the range. Numbers are percentages, and tile ids on "
+        "the verdict map."
     ),
     "segmentation.png": (
         "Left: the segmentation map (each source's footprint in its own colour, black "

@@ -446,3 +446,19 @@ def test_psf_row_says_the_value_and_where_it_came_from():
     none = {"psf_fwhm_pix": None, "psf": {"fwhm_pix": None, "source": "none", "n_stars": 3}}
     assert report._psf(none).startswith("none: too few isolated stars (3)")
     assert report._psf({}).startswith("none;")
+
+
+def test_quality_figure_shows_the_classifiers_estimate_after_a_network_run(simulated_run):
+    out, _ = simulated_run
+    run = report._Run(out)
+    binned = run.binned(2048)
+
+    def panel_titles():
+        figure = report._figure_quality(run, binned, {})
+        return [ax.get_title() for ax in figure.axes if hasattr(ax, "coords")]
+
+    assert run.tiles["predicted_flagged_fraction"].isna().all()  # classical: no classifier
+    assert len(panel_titles()) == 3
+    run.tiles["predicted_flagged_fraction"] = np.linspace(0.0, 0.3, len(run.tiles))
+    titles = panel_titles()
+    assert len(titles) == 4 and "Classifier" in titles[2] and titles[-1] == "Tile verdict"
