@@ -23,7 +23,9 @@ survey-seg method, and SEP runs on the very same injected pixels:
 Columns: ``psf_fwhm_pix`` the PSF the objects were drawn with and ``psf_from``
 where it came from (``mosaic``: the mosaic's own PSF; ``training``: none was
 found, the network's training PSF of 1.8 pix was used); ``completeness``
-(single objects of S/N >= 10); ``pair_recall``; ``shattered`` (large objects
+(single objects of S/N >= 10); ``pair_recall`` (all pairs, 1-3 FWHM apart, members
+of S/N 5-100); ``pairs_t`` (the target's pairs: 1.3-2.5 FWHM apart, both members of
+S/N >= 10); ``shattered`` (large objects
 shattered / large objects); ``clump_c`` and ``clump_p`` (clump completeness and
 purity); ``spurious`` (detections on the negated image over the unmatched
 detections on the injected one); ``seconds`` (survey-seg: the whole injection
@@ -69,6 +71,7 @@ COLUMNS = (
     ("psf_from", "psf_from", 8),
     ("completeness", "compl", 6),
     ("pair_recall", "pairs", 6),
+    ("pair_recall_resolved", "pairs_t", 7),
     ("shattered", "shattered", 9),
     ("clump_completeness", "clump_c", 7),
     ("clump_purity", "clump_p", 7),
@@ -161,6 +164,7 @@ def table_row(image: str, method: str, summary: dict, psf_from: str, seconds: fl
         "psf_from": psf_from,
         "completeness": summary["completeness"],
         "pair_recall": summary["pair_recall"],
+        "pair_recall_resolved": summary["pair_recall_resolved"],
         "shattered": f"{summary['large_shattered']}/{summary['large_total']}",
         "clump_completeness": summary["clump_completeness"],
         "clump_purity": summary["clump_purity"],

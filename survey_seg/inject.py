@@ -33,6 +33,7 @@ __all__ = [
     "COMPLETENESS_MIN_SNR",
     "INJECTION_KINDS",
     "RESOLUTION_FLOOR_PIX",
+    "RESOLVED_PAIR_SEPARATION_FWHM",
     "SEPARATION_BINS_FWHM",
     "SINGLE_KINDS",
     "SNR_BINS",
@@ -404,6 +405,8 @@ def completeness_rows(matched: pd.DataFrame) -> pd.DataFrame:
 
 SNR_BINS = (5.0, 10.0, 20.0, 50.0, 100.0)
 """Edges of the S/N bins of ``completeness_by_snr`` (the last bin is open)."""
+RESOLVED_PAIR_SEPARATION_FWHM = (1.3, 2.5)
+"""Separations (resolution elements) of the pairs ``pair_recall_resolved`` counts."""
 SEPARATION_BINS_FWHM = (1.0, 1.5, 2.0, 3.0)
 """Edges of the separation bins (PSF FWHM) of ``pair_recall_by_separation``."""
 CLUMP_MATCH_PIX = 1.5
@@ -564,7 +567,9 @@ def injection_metrics(
     dict
         ``psf_fwhm_pix``, ``n_injected``, ``n_skipped``, ``completeness`` (single
         objects of S/N >= 10), ``completeness_by_snr``, ``pair_recall`` (both members
-        found as distinct sources), ``pair_recall_by_separation``, ``large_total``,
+        found as distinct sources), ``pair_recall_by_separation``,
+        ``pair_recall_resolved`` (the pairs 1.3-2.5 resolution elements apart whose
+        members both have S/N >= 10, :data:`RESOLVED_PAIR_SEPARATION_FWHM`), ``large_total``,
         ``large_shattered``, ``clump_completeness``, ``clump_purity`` (detected
         clumps in recovered clumpy hosts that lie on an injected clump),
         ``spurious_fraction`` (detections on the negated mosaic over the detections
@@ -583,6 +588,9 @@ def injection_metrics(
     both = pairs["recovered"].all()
     complete = pairs["recovered"].size() == 2
     both, separation = both[complete], pairs["pair_separation_fwhm"].first()[complete]
+    faintest = pairs["snr"].min()[complete]
+    low, high = RESOLVED_PAIR_SEPARATION_FWHM
+    resolved = (separation >= low) & (separation <= high) & (faintest >= COMPLETENESS_MIN_SNR)
     by_separation = {}
     for low, high in itertools.pairwise(SEPARATION_BINS_FWHM):
         inside = both[
@@ -604,6 +612,7 @@ def injection_metrics(
         "completeness_by_snr": by_snr,
         "pair_recall": _fraction(both),
         "pair_recall_by_separation": by_separation,
+        "pair_recall_resolved": _fraction(both[resolved]),
         "large_total": len(large),
         "large_shattered": int(large["shattered"].sum()),
         "clump_completeness": _fraction(clump_rows["recovered"]),

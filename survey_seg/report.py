@@ -1530,6 +1530,7 @@ _INJECTION_ROWS: tuple[tuple[str, str], ...] = (
     ("completeness_by_snr", "the same, by bin of target S/N"),
     ("pair_recall", "pairs with both members found as distinct sources"),
     ("pair_recall_by_separation", "the same, by bin of separation [PSF FWHM]"),
+    ("pair_recall_resolved", "the same, pairs 1.3-2.5 FWHM apart with both members S/N >= 10"),
     ("large_total", "large galaxies injected (half-light radius 3-10 FWHM)"),
     ("large_shattered", "large galaxies with more than one source within 1.5 half-light radii"),
     ("clump_completeness", "injected clumps with a detected clump within 1.5 pix"),

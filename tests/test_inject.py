@@ -226,3 +226,29 @@ def test_tile_metrics_add_up_to_the_whole():
     recombined = np.nansum(per_tile["completeness"].to_numpy() * weights) / weights.sum()
     assert recombined == pytest.approx(whole["completeness"])
     assert 0 < whole["completeness"] < 1
+
+
+def test_resolved_pair_recall_counts_pairs_in_the_target_range_of_bright_members():
+    pairs = [  # (separation in FWHM, S/N of the members, recovered)
+        (2.0, (20.0, 30.0), (True, True)),  # counted, found
+        (1.6, (40.0, 12.0), (True, False)),  # counted, missed
+        (1.1, (50.0, 50.0), (True, True)),  # too close for the target range
+        (2.0, (60.0, 6.0), (True, False)),  # a member below S/N 10
+    ]
+    rows = [
+        {"kind": "pair", "pair_id": i, "pair_separation_fwhm": sep, "snr": snr,
+         "recovered": found, "drawn": True, "shattered": False, "matched_source_id": -1,
+         "x": 0.0, "y": 0.0}
+        for i, (sep, snrs, founds) in enumerate(pairs)
+        for snr, found in zip(snrs, founds, strict=True)
+    ]  # fmt: skip
+    matched = pd.DataFrame(rows)
+    clumps = pd.DataFrame({"host_id": [], "x": [], "y": []})
+    metrics = inject.injection_metrics(matched, clumps, psf_fwhm_pix=FWHM, n_sources=5,
+                                       n_negative=0)  # fmt: skip
+    assert metrics["pair_recall"] == 0.5 and metrics["pair_recall_resolved"] == 0.5
+    assert inject.RESOLVED_PAIR_SEPARATION_FWHM == (1.3, 2.5)
+    matched.loc[matched["pair_id"] == 1, "recovered"] = True
+    metrics = inject.injection_metrics(matched, clumps, psf_fwhm_pix=FWHM, n_sources=5,
+                                       n_negative=0)  # fmt: skip
+    assert metrics["pair_recall_resolved"] == 1.0 and metrics["pair_recall"] == 0.75

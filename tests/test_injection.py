@@ -33,6 +33,7 @@ SUMMARY_KEYS = {
     "completeness_by_snr",
     "pair_recall",
     "pair_recall_by_separation",
+    "pair_recall_resolved",
     "large_total",
     "large_shattered",
     "clump_completeness",
