@@ -202,12 +202,19 @@ class NetworkScreener:
     def _cosmic_ray_sources(
         self,
         sources: np.ndarray,
+        footprints: np.ndarray,
         flux: np.ndarray,
         variance: np.ndarray,
         snr: np.ndarray,
         artefacts: np.ndarray,
     ) -> np.ndarray:
-        """CR plane on sources sharper than the PSF allows (cosmic rays the network missed)."""
+        """CR plane on sources sharper than the PSF allows (cosmic rays the network missed).
+
+        Only a source alone in its footprint is measured: the watershed cuts a
+        blend's members along the valley between them, so a star of a close pair
+        measures narrower across the cut than the PSF is and would be taken for a
+        cosmic ray (on a pair 1.5 FWHM apart, one star in two was).
+        """
         plane = np.zeros(sources.shape, dtype=np.uint32)
         if sources.max() == 0:
             return plane
@@ -220,6 +227,7 @@ class NetworkScreener:
             max_minor_axis=self.thresholds["cosmic_ray_max_minor_axis"],
             min_snr=self.thresholds.get("cosmic_ray_min_snr", 30.0),
         )
+        sharp &= _alone_in_footprint(sources, footprints, m.labels)
         if sharp.any():
             plane[np.isin(sources, m.labels[sharp])] = np.uint32(MaskBit.CR)
         return plane
@@ -394,7 +402,7 @@ class NetworkScreener:
             min_valley_sigma=t.get("min_valley_sigma", MIN_VALLEY_SIGMA),
             min_merge_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
         )
-        artefacts |= self._cosmic_ray_sources(sources, flux, variance, snr, artefacts)
+        artefacts |= self._cosmic_ray_sources(sources, footprints, flux, variance, snr, artefacts)
         sources, footprints, blend_probability = _drop_artefact_sources(
             sources, footprints, blend_probability, artefacts
         )
@@ -518,6 +526,17 @@ def _spurious_at_native(sources: np.ndarray, flux: np.ndarray, artefacts: np.nda
         peak_is_cr[present] = (artefacts[ys[present], xs[present]] & np.uint32(MaskBit.CR)) != 0
         drop[1:] |= peak_is_cr
     return drop
+
+
+def _alone_in_footprint(
+    sources: np.ndarray, footprints: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """Whether each source of ``labels`` is the only source of its footprint."""
+    pairs = np.unique(np.stack([footprints[sources > 0], sources[sources > 0]]), axis=1)
+    members = np.bincount(pairs[0], minlength=int(footprints.max()) + 1)
+    footprint_of = np.zeros(int(sources.max()) + 1, dtype=np.int64)
+    footprint_of[pairs[1]] = pairs[0]
+    return members[footprint_of[labels]] == 1
 
 
 def _drop_artefact_sources(

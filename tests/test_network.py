@@ -311,6 +311,41 @@ def test_an_undersampled_psf_is_screened_upsampled_and_its_stars_are_sources(tmp
         assert mask[y, x] & int(MaskBit.CR | MaskBit.BAD)
 
 
+def test_two_stars_1p5_fwhm_apart_are_two_sources(tmp_path):
+    """Pairs of stars 1.5 FWHM (2.7 pix) apart, S/N about 300 and 190, at six position
+    angles: the network finds both centres, and neither piece of the watershed cut is
+    taken for a cosmic ray (one star in two was, its moments cut across the valley)."""
+    import galsim
+    from astropy.io import fits
+
+    from survey_seg.simulate import mosaic_wcs
+
+    size, centre, fwhm = 96, 47.5, 1.8
+    found = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        angle = rng.uniform(0.0, np.pi)
+        offset = 0.75 * fwhm * np.array([np.cos(angle), np.sin(angle)])
+        image = galsim.ImageF(size, size, scale=1.0)
+        for sign, flux in ((1, 8e3), (-1, 5e3)):
+            galsim.Moffat(beta=3.0, fwhm=fwhm, flux=flux).drawImage(
+                image, offset=tuple(sign * offset), add_to_image=True
+            )
+        pixels = image.array + rng.normal(0.0, 10.0, (size, size)) + 100.0
+        header = mosaic_wcs((size, size)).to_header()
+        header["PSFFWHM"] = fwhm
+        path = tmp_path / f"pair{seed}.fits"
+        fits.PrimaryHDU(pixels.astype(np.float32), header=header).writeto(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # no zero point
+            run_survey(path, tmp_path / f"out{seed}", RunConfig(fits_copies=False))
+        sources = pd.read_parquet(tmp_path / f"out{seed}" / "sources.parquet")
+        stars = centre + np.array([offset, -offset])
+        gap = np.hypot(*(sources[["x", "y"]].to_numpy()[:, None] - stars[None]).transpose(2, 0, 1))
+        found.append(int((gap.min(axis=0) < 1.0).sum()))
+    assert found.count(2) >= 5, found
+
+
 @pytest.mark.parametrize("seed", [0, 2])
 def test_a_large_bright_bulge_disk_galaxy_is_one_source(seed, tmp_path):
     """A GalSim bulge + inclined disk of 12 pix half-light radius (7 PSF widths), S/N ~700:
