@@ -289,7 +289,9 @@ class NetworkScreener:
         upsampled screening's at each native pixel's centre; a source that covers
         no native pixel centre is left out. NO_DATA, SAT and CR are the native
         pixels' (:meth:`_native_planes`): on the fine grid a cosmic ray or a hot
-        pixel is as wide as a star.
+        pixel is as wide as a star. The data-quality stamps are the fine ones pooled
+        by ``upsampling`` a side, so that a stamp has as many native pixels as at
+        the network's own sampling (:func:`_pool_stamps`).
         """
         factor = self.upsampling
         arrays = upsample_window_arrays(window.image, window.variance, window.background, factor)
@@ -310,7 +312,7 @@ class NetworkScreener:
         clumps = fine.clumps
         hosts = renumber[clumps.host_label]
         keep = hosts > 0
-        size = fine.stamp_size // factor if fine.stamp_size % factor == 0 else 0
+        stamp_quality = _pool_stamps(fine.stamp_quality, factor)
         return DenseProducts(
             flux_image=native.flux,
             variance=native.variance,
@@ -328,8 +330,8 @@ class NetworkScreener:
             blend_probability=None
             if fine.blend_probability is None
             else fine.blend_probability[present - 1],
-            stamp_quality=fine.stamp_quality if size else None,
-            stamp_size=size,
+            stamp_quality=stamp_quality,
+            stamp_size=fine.stamp_size if stamp_quality is not None else 0,
             network_seconds=fine.network_seconds,
             centres=None
             if fine.centres is None
@@ -526,6 +528,30 @@ def _spurious_at_native(sources: np.ndarray, flux: np.ndarray, artefacts: np.nda
         peak_is_cr[present] = (artefacts[ys[present], xs[present]] & np.uint32(MaskBit.CR)) != 0
         drop[1:] |= peak_is_cr
     return drop
+
+
+def _pool_stamps(stamps: np.ndarray | None, factor: int) -> np.ndarray | None:
+    """Data-quality stamps of an upsampled screening pooled ``factor`` x ``factor``.
+
+    ``factor`` fine stamps a side cover one stamp of the network's size in native
+    pixels. The estimated flagged fraction (the last class) is their mean, each
+    holding the same number of pixels; a class's presence is the largest of their
+    probabilities (it is present in the pooled stamp where it is in any of them;
+    the tile's ``p_<class>``, the largest over its stamps, is unchanged).
+    Incomplete groups at the window's far edges are left out; None without stamps.
+    """
+    if stamps is None:
+        return None
+    classes, rows, cols = stamps.shape
+    rows, cols = rows // factor, cols // factor
+    if not rows or not cols:
+        return None
+    blocks = stamps[:, : rows * factor, : cols * factor].reshape(
+        classes, rows, factor, cols, factor
+    )
+    pooled = blocks.max(axis=(2, 4))
+    pooled[-1] = blocks[-1].mean(axis=(1, 3))
+    return pooled.astype(stamps.dtype, copy=False)
 
 
 def _alone_in_footprint(

@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
 from survey_seg.evaluate import score_catalog
 from survey_seg.inference import DEFAULT_MODEL
@@ -309,6 +310,12 @@ def test_an_undersampled_psf_is_screened_upsampled_and_its_stars_are_sources(tmp
     mask, _ = OutputStore(tmp_path / "out").read_masks()
     for y, x in hot:
         assert mask[y, x] & int(MaskBit.CR | MaskBit.BAD)
+    # the data-quality classifier speaks for the upsampled screening too, on a clean sky
+    tiles = pd.read_parquet(tmp_path / "out" / "tiles.parquet")
+    estimate = tiles["predicted_flagged_fraction"]
+    assert estimate.notna().all() and (estimate < 0.05).all(), estimate
+    quality = zarr.open_group(OutputStore(tmp_path / "out").masks_path, mode="r")["quality"]
+    assert quality.shape == (256 // 64, 256 // 64)
 
 
 def test_two_stars_1p5_fwhm_apart_are_two_sources(tmp_path):
