@@ -41,6 +41,7 @@ from survey_seg.quality import (
     cosmic_ray_pixels,
     ghosts_off_objects,
     minor_axis_limit_for_psf,
+    sharp_cosmic_rays,
     sharper_than_psf,
     tile_verdict,
 )
@@ -404,6 +405,9 @@ class NetworkScreener:
             min_valley_sigma=t.get("min_valley_sigma", MIN_VALLEY_SIGMA),
             min_merge_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
         )
+        artefacts = sharp_cosmic_rays(
+            artefacts, flux, self._seen_psf_fwhm, _peak_pixels(sources, significance)
+        )
         artefacts |= self._cosmic_ray_sources(sources, footprints, flux, variance, snr, artefacts)
         sources, footprints, blend_probability = _drop_artefact_sources(
             sources, footprints, blend_probability, artefacts
@@ -552,6 +556,17 @@ def _pool_stamps(stamps: np.ndarray | None, factor: int) -> np.ndarray | None:
     pooled = blocks.max(axis=(2, 4))
     pooled[-1] = blocks[-1].mean(axis=(1, 3))
     return pooled.astype(stamps.dtype, copy=False)
+
+
+def _peak_pixels(sources: np.ndarray, significance: np.ndarray) -> np.ndarray:
+    """Boolean: each source's brightest pixel of ``significance``."""
+    peaks = np.zeros(sources.shape, dtype=bool)
+    n = int(sources.max())
+    if n:
+        y, x = label_maximum_position(significance, sources, np.arange(1, n + 1))
+        present = y >= 0
+        peaks[y[present], x[present]] = True
+    return peaks
 
 
 def _alone_in_footprint(

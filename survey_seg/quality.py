@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
+from survey_seg.measure import label_maximum_position
 
 __all__ = [
     "NETWORK_ARTEFACT_BITS",
@@ -18,6 +19,7 @@ __all__ = [
     "flagged_fraction",
     "ghosts_off_objects",
     "minor_axis_limit_for_psf",
+    "sharp_cosmic_rays",
     "sharper_than_psf",
     "tile_verdict",
 ]
@@ -290,6 +292,74 @@ def cosmic_ray_pixels(
         return core
     grown = ndimage.binary_dilation(core, structure=np.ones((3, 3), bool))
     return core | (grown & usable & (flux > 3.0 * sigma))
+
+
+CR_STAR_CONTRAST_MARGIN = 3.0
+"""A cosmic-ray region of the network is kept when its sharpest pixel has more than
+this many times the LA Cosmic contrast of a star of the PSF (:func:`sharp_cosmic_rays`)."""
+
+
+def sharp_cosmic_rays(
+    artefacts: np.ndarray,
+    flux: np.ndarray,
+    psf_fwhm_pix: float | None,
+    peaks: np.ndarray,
+    *,
+    margin: float = CR_STAR_CONTRAST_MARGIN,
+) -> np.ndarray:
+    """The CR plane where it is sharper than a star: the network's hits on star cores undone.
+
+    The network's CR channel marks the cores of real stars when their PSF is
+    sharper than the ones it was trained on (Spitzer IRAC, 1.6 pix FWHM with a
+    sharp core: 1.1 % of the pixels, one star in four). A cosmic ray is sharper
+    than any PSF: a connected CR region that holds a source's peak (a star's core,
+    or a cosmic ray the segmentation took for a source) is kept when one of its
+    brightest pixel has an LA Cosmic contrast (excess over the 3x3 median over the
+    fine structure, as :func:`cosmic_ray_pixels`) above ``margin`` times a star's
+    (:func:`cosmic_ray_contrast_for_psf`), or when it is longer than a star's core
+    (``2 FWHM + 1`` pixels: a track, whose pixels lift their own 3x3 median), and
+    cleared otherwise; a region holding no source peak stays. On validation mosaic
+    801: CR pixel recall 0.983 without the rule, 0.982 with it (0.965 when every
+    region is tested, not only those on a peak), precision 0.920 to 0.934; on
+    Spitzer the CR pixels fall from 1.1 % to 0.2 %.
+
+    Parameters
+    ----------
+    artefacts : numpy.ndarray
+        uint32 :class:`~survey_seg.masks.MaskBit` planes.
+    flux : numpy.ndarray
+        Background-subtracted image (0 where unusable).
+    psf_fwhm_pix : float or None
+        The PSF FWHM in the image's pixels; None: the rule is not applied.
+    peaks : numpy.ndarray
+        Boolean: the sources' peak pixels; only regions holding one are tested.
+    margin : float
+        Factor over a star's contrast.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``artefacts`` with the CR bit cleared on regions no sharper than a star.
+    """
+    bit = np.uint32(MaskBit.CR)
+    cosmic = (artefacts & bit) != 0
+    if psf_fwhm_pix is None or not cosmic.any():
+        return artefacts
+    median3 = ndimage.median_filter(flux, size=3)
+    fine = median3 - ndimage.median_filter(median3, size=7)
+    excess = flux - median3
+    star = cosmic_ray_contrast_for_psf(1.0, psf_fwhm_pix, margin=1.0)
+    labels, n = ndimage.label(cosmic, structure=np.ones((3, 3), bool))
+    index = np.arange(1, n + 1)
+    has_peak = np.asarray(ndimage.maximum(peaks, labels, index), dtype=bool)
+    y, x = label_maximum_position(flux, labels, index)  # a cosmic ray: its brightest pixel
+    is_sharp = (excess[y, x] > 0) & (excess[y, x] > margin * star * np.maximum(fine[y, x], 0.0))
+    extent = np.array([max(s.stop - s.start for s in box) for box in ndimage.find_objects(labels)])
+    is_track = extent > 2.0 * psf_fwhm_pix + 1.0  # longer than a star's core
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = ~has_peak | is_sharp | is_track
+    kept = keep[labels]
+    return np.where(cosmic & ~kept, artefacts & ~bit, artefacts).astype(np.uint32)
 
 
 def cosmic_ray_contrast_for_psf(

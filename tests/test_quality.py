@@ -134,3 +134,28 @@ def test_ghost_plane_drops_the_wings_of_a_large_galaxy_beyond_its_footprint():
     # no object in the window: the profile has nothing to fall away from
     alone = ghosts_off_objects(artefacts, np.zeros_like(objects), image)
     assert ((alone & np.uint32(MaskBit.GHOST)) != 0)[wings | ghost].mean() > 0.95
+
+
+def test_cosmic_ray_regions_on_star_cores_are_cleared_unless_sharper_than_a_star():
+    from survey_seg.quality import sharp_cosmic_rays
+
+    yy, xx = np.mgrid[:60, :60]
+    sigma = 1.6 / 2.355
+
+    def star(y, x, flux):
+        return flux * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
+
+    flux = star(15, 15, 500.0) + star(45, 15, 500.0)
+    flux[45, 16] += 2000.0  # a cosmic ray on the second star, its brightest pixel
+    flux[15, 45] += 800.0  # a cosmic ray in the sky, no source there
+    flux[40:41, 35:50] += 300.0  # a track
+    artefacts = np.zeros(flux.shape, np.uint32)
+    for y, x in ((15, 15), (45, 16), (15, 45)):
+        artefacts[y - 1 : y + 2, x - 1 : x + 2] |= np.uint32(MaskBit.CR)
+    artefacts[40, 35:50] |= np.uint32(MaskBit.CR)
+    peaks = np.zeros(flux.shape, bool)
+    peaks[15, 15] = peaks[45, 16] = peaks[40, 42] = True
+    kept = (sharp_cosmic_rays(artefacts, flux, 1.6, peaks) & np.uint32(MaskBit.CR)) != 0
+    assert not kept[14:17, 14:17].any()  # the star's core
+    assert kept[45, 16] and kept[15, 45] and kept[40, 35:50].all()
+    assert sharp_cosmic_rays(artefacts, flux, None, peaks).tolist() == artefacts.tolist()
