@@ -44,6 +44,24 @@ def test_default_method_beats_sep_on_blends_and_catalogs_no_artefact(small_simul
     assert on_artefact.sum() == 0
 
 
+def test_the_one_pass_model_finds_the_default_networks_sources_in_one_pass(
+    small_simulation, unet_whole, tmp_path
+):
+    """``onepass.json``: one network (its own clump head), one pass, distilled from the
+    default's four; on the small simulated mosaic it keeps the default's catalog."""
+    sim, mosaic = small_simulation
+    onepass = DEFAULT_MODEL.parent / "onepass.json"
+    out = tmp_path / "onepass"
+    run_survey(mosaic, out, RunConfig(method="unet", model=str(onepass), tile_size=512, halo=64))
+    method = json.loads((out / "manifest.json").read_text())["method"]
+    assert method["flips"] == 1 and "clump_model" not in json.dumps(method)
+    ours = score_catalog(pd.read_parquet(out / "sources.parquet"), sim.truth_sources)
+    default = score_catalog(pd.read_parquet(unet_whole / "sources.parquet"), sim.truth_sources)
+    assert ours.completeness >= default.completeness - 0.03
+    assert ours.purity >= default.purity - 0.03
+    assert ours.blend_recall >= default.blend_recall - 0.05
+
+
 def test_network_tiling_agrees_with_the_whole_image(small_simulation, unet_whole, tmp_path):
     _, mosaic = small_simulation
     tiled = tmp_path / "tiled"
