@@ -343,8 +343,8 @@ def sharp_cosmic_rays(
     """
     bit = np.uint32(MaskBit.CR)
     cosmic = (artefacts & bit) != 0
-    if psf_fwhm_pix is None or not cosmic.any():
-        return artefacts
+    if psf_fwhm_pix is None or not (cosmic & peaks).any():
+        return artefacts  # no region on a source's peak: nothing to test (most windows)
     median3 = ndimage.median_filter(flux, size=3)
     fine = median3 - ndimage.median_filter(median3, size=7)
     excess = flux - median3

@@ -264,12 +264,7 @@ def plan_survey(
             f"mosaics {duplicated} appear more than once by name (file name without suffix); "
             "each mosaic's outputs go to OUT/mosaics/<name>: rename the files so they differ"
         )
-    region = parse_region(config.region) if config.region else None
-    if isinstance(region, TileListRegion):
-        raise InputError(
-            "--region tiles:... names tiles of one mosaic; on a survey give a sky region "
-            "(cone:RA,DEC,RADIUS_DEG or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX)"
-        )
+    region = _sky_region(config.region) if config.region else None
     out = Path(out_dir)
     mode = _check_survey_dir(out, names, resume=resume, force=force, clean=clean)
     order = sorted(range(len(paths)), key=lambda i: names[i])
@@ -334,11 +329,7 @@ def plan_survey_rerun(
             f"{out} holds no survey (no {SURVEY_MANIFEST}); screen the mosaics first with "
             "`survey-seg run A.fits B.fits ... --out OUT`"
         )
-    if isinstance(parse_region(region), TileListRegion):
-        raise InputError(
-            "--region tiles:... names tiles of one mosaic; on a survey give a sky region "
-            "(cone:RA,DEC,RADIUS_DEG or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX)"
-        )
+    _sky_region(region)
     check_run_lock(out)
     mosaics = sorted(manifest["mosaics"], key=lambda entry: entry["name"])
     failed = [m["name"] for m in mosaics if m.get("status") == "failed"]
@@ -363,6 +354,17 @@ def plan_survey_rerun(
         tuple(plans),
         "rerun",
     )
+
+
+def _sky_region(region: str):
+    """The parsed region, refused when it names tiles (they belong to one mosaic)."""
+    parsed = parse_region(region)
+    if isinstance(parsed, TileListRegion):
+        raise InputError(
+            "--region tiles:... names tiles of one mosaic; on a survey give a sky region "
+            "(cone:RA,DEC,RADIUS_DEG or box:RA_MIN,RA_MAX,DEC_MIN,DEC_MAX)"
+        )
+    return parsed
 
 
 def _footprint(name: str, plan: RunPlan) -> MosaicFootprint:
