@@ -318,7 +318,7 @@ def test_an_undersampled_psf_is_screened_upsampled_and_its_stars_are_sources(tmp
     fits.PrimaryHDU(image.astype(np.float32), header=header).writeto(tmp_path / "sdss.fits")
     run_survey(tmp_path / "sdss.fits", tmp_path / "out", RunConfig(fits_copies=False))
     method = json.loads((tmp_path / "out" / "manifest.json").read_text())["method"]
-    assert method["upsampling"] == 3 and method["binning"] == 1
+    assert method["upsampling"] == 2 and method["binning"] == 1
     sources = pd.read_parquet(tmp_path / "out" / "sources.parquet")
     xy = sources[["x", "y"]].to_numpy()
     gap = np.hypot(*(xy[None, :, :] - stars[:, None, :]).transpose(2, 0, 1)).min(axis=1)

@@ -2,12 +2,15 @@ import numpy as np
 import pytest
 
 from survey_seg.sampling import (
+    PIXEL_FWHM,
     bin_window_arrays,
     binning_factor,
     expand_to_native,
     native_position,
     sample_to_native,
+    sampled_fwhm,
     upsample_window_arrays,
+    upsampled_psf_fwhm,
     upsampled_to_native_position,
     upsampling_factor,
 )
@@ -72,10 +75,28 @@ def test_products_map_back_to_the_native_pixels():
 
 
 @pytest.mark.parametrize(
-    ("psf", "factor"), [(None, 1), (1.8, 1), (1.4, 1), (1.2, 2), (0.75, 2), (0.67, 3), (0.51, 4)]
+    ("psf", "factor"),
+    [(None, 1), (1.8, 1), (1.4, 1), (1.2, 2), (0.75, 2), (0.67, 2), (0.51, 2), (0.2, 3)],
 )
-def test_upsampling_factor_only_below_the_narrowest_training_psf(psf, factor):
+def test_upsampling_factor_compares_the_widths_the_pixels_record(psf, factor):
+    # SDSS i's stars (0.51 pix) are 0.85 pix wide at the pixel centres: twice that is
+    # the training stars' 1.92, where 0.51 pix alone would ask for 4
     assert upsampling_factor(psf, 1.8, 0.75) == factor
+
+
+def test_sampled_width_adds_the_pixel_in_quadrature():
+    assert sampled_fwhm(0.51) == pytest.approx(0.85, abs=0.01)
+    assert sampled_fwhm(1.8) == pytest.approx(1.924, abs=0.001)
+    assert sampled_fwhm(0.0) == pytest.approx(PIXEL_FWHM)
+
+
+@pytest.mark.parametrize("psf", [0.51, 0.67, 0.75, 1.2])
+def test_an_undersampled_psf_is_seen_inside_the_training_range(psf):
+    """Upsampled by its factor, SDSS-like PSFs are seen 0.75-1.25 times the canonical
+    1.8 pix, the PSF widths the network was trained on (1.2 pix: at the edge)."""
+    factor = upsampling_factor(psf, 1.8, 0.75)
+    assert 0.75 * 1.8 <= upsampled_psf_fwhm(psf, factor) <= 1.6 * 1.8
+    assert upsampled_psf_fwhm(0.51, 2) == pytest.approx(1.56, abs=0.01)
 
 
 def test_upsampled_window_keeps_values_at_pixel_centres_and_the_snr_per_native_pixel():
