@@ -40,6 +40,7 @@ from survey_seg.quality import (
     cosmic_ray_contrast_for_psf,
     cosmic_ray_pixels,
     ghosts_off_objects,
+    long_trails,
     minor_axis_limit_for_psf,
     sharp_cosmic_rays,
     sharper_than_psf,
@@ -428,6 +429,7 @@ class NetworkScreener:
                 )
         clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
         artefacts = ghosts_off_objects(artefacts, sources > 0, flux)
+        artefacts = long_trails(artefacts, self._seen_psf_fwhm)
         return DenseProducts(
             flux_image=flux,
             variance=variance,

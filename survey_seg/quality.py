@@ -18,6 +18,7 @@ __all__ = [
     "cosmic_ray_pixels",
     "flagged_fraction",
     "ghosts_off_objects",
+    "long_trails",
     "minor_axis_limit_for_psf",
     "sharp_cosmic_rays",
     "sharper_than_psf",
@@ -194,6 +195,56 @@ def _profile_correlations(
     return correlation
 
 
+TRAIL_MIN_LENGTH_FWHM = 4.0
+"""A STREAK region shorter than this many PSF FWHM is not a trail (:func:`long_trails`)."""
+
+
+def long_trails(artefacts: np.ndarray, psf_fwhm_pix: float) -> np.ndarray:
+    """The STREAK plane where it is a trail: regions at least a few PSF widths long.
+
+    A satellite or meteor trail crosses the whole window, and a piece of one cut
+    by a source is still many PSF widths long; the network's STREAK channel also
+    fires on a bright star beside a neighbour, or on its spikes, in small blobs
+    (on Spitzer IRAC, 1,800 regions of median area 3 pixels and 1.1 % of the
+    pixels). A connected STREAK region (8-connected) whose full length, four times
+    the square root of the larger eigenvalue of its pixels' covariance, is below
+    :data:`TRAIL_MIN_LENGTH_FWHM` PSF widths is cleared. On validation mosaic 801
+    the shortest true trail piece is 7.5 pix long (4.2 FWHM): STREAK precision
+    0.921 -> 0.962 without a true pixel lost.
+
+    Parameters
+    ----------
+    artefacts : numpy.ndarray
+        uint32 :class:`~survey_seg.masks.MaskBit` planes.
+    psf_fwhm_pix : float
+        The PSF FWHM (pix) of the pixels the planes are on.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``artefacts`` with the STREAK bit cleared on short regions.
+    """
+    bit = np.uint32(MaskBit.STREAK)
+    streak = (artefacts & bit) != 0
+    if not streak.any():
+        return artefacts
+    labels, n = ndimage.label(streak, structure=np.ones((3, 3), bool))
+    index = np.arange(1, n + 1)
+    ys, xs = np.indices(streak.shape, dtype=np.float64)
+    mean_y = ndimage.mean(ys, labels, index)
+    mean_x = ndimage.mean(xs, labels, index)
+    var_y = np.asarray(ndimage.mean(ys * ys, labels, index)) - np.square(mean_y)
+    var_x = np.asarray(ndimage.mean(xs * xs, labels, index)) - np.square(mean_x)
+    cov = np.asarray(ndimage.mean(ys * xs, labels, index)) - np.asarray(mean_y) * mean_x
+    # largest eigenvalue of [[var_y, cov], [cov, var_x]]
+    larger = 0.5 * (var_y + var_x) + np.sqrt(0.25 * np.square(var_y - var_x) + np.square(cov))
+    length = 4.0 * np.sqrt(np.maximum(larger, 0.0))
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = length >= TRAIL_MIN_LENGTH_FWHM * psf_fwhm_pix
+    cleared = artefacts & ~bit
+    return np.where(keep[labels], cleared | bit, cleared).astype(np.uint32)
+
+
 def flagged_fraction(core_planes: np.ndarray) -> float:
     """Fraction of a tile core's pixels that are unusable: NO_DATA or any artefact plane."""
     if core_planes.size == 0:
@@ -345,15 +396,11 @@ def sharp_cosmic_rays(
     cosmic = (artefacts & bit) != 0
     if psf_fwhm_pix is None or not (cosmic & peaks).any():
         return artefacts  # no region on a source's peak: nothing to test (most windows)
-    median3 = ndimage.median_filter(flux, size=3)
-    fine = median3 - ndimage.median_filter(median3, size=7)
-    excess = flux - median3
-    star = cosmic_ray_contrast_for_psf(1.0, psf_fwhm_pix, margin=1.0)
     labels, n = ndimage.label(cosmic, structure=np.ones((3, 3), bool))
     index = np.arange(1, n + 1)
     has_peak = np.asarray(ndimage.maximum(peaks, labels, index), dtype=bool)
     y, x = label_maximum_position(flux, labels, index)  # a cosmic ray: its brightest pixel
-    is_sharp = (excess[y, x] > 0) & (excess[y, x] > margin * star * np.maximum(fine[y, x], 0.0))
+    is_sharp = _sharper_than_a_star(flux, y, x, psf_fwhm_pix, margin)
     extent = np.array([max(s.stop - s.start for s in box) for box in ndimage.find_objects(labels)])
     is_track = extent > 2.0 * psf_fwhm_pix + 1.0  # longer than a star's core
     keep = np.zeros(n + 1, dtype=bool)
@@ -403,6 +450,21 @@ def cosmic_ray_contrast_for_psf(
     fine = median3 - ndimage.median_filter(median3, size=7)
     star_contrast = (star[10, 10] - median3[10, 10]) / max(fine[10, 10], 1e-12 * star[10, 10])
     return float(max(contrast, margin * star_contrast))
+
+
+def _sharper_than_a_star(
+    flux: np.ndarray, y: np.ndarray, x: np.ndarray, psf_fwhm_pix: float, margin: float
+) -> np.ndarray:
+    """Whether pixels ``(y, x)`` have an LA Cosmic contrast above ``margin`` times a star's.
+
+    The contrast is the excess over the 3x3 median over the fine structure (the
+    3x3 median less its 7x7 median), as :func:`cosmic_ray_pixels` measures it.
+    """
+    median3 = ndimage.median_filter(flux, size=3)
+    fine = median3 - ndimage.median_filter(median3, size=7)
+    excess = flux - median3
+    star = cosmic_ray_contrast_for_psf(1.0, psf_fwhm_pix, margin=1.0)
+    return (excess[y, x] > 0) & (excess[y, x] > margin * star * np.maximum(fine[y, x], 0.0))
 
 
 def sharper_than_psf(

@@ -89,6 +89,28 @@ def test_cosmic_ray_contrast_limit_stays_above_an_undersampled_stars():
     assert limits == sorted(limits) and limits[0] > 2.5 and limits[-1] > 100.0
 
 
+def test_trail_plane_keeps_trails_and_their_pieces_and_drops_blobs():
+    from survey_seg.quality import TRAIL_MIN_LENGTH_FWHM, long_trails
+
+    streak, cr = np.uint32(MaskBit.STREAK), np.uint32(MaskBit.CR)
+    artefacts = np.zeros((100, 100), np.uint32)
+    for x in range(100):  # a trail, 3 pix wide, across the window
+        y = int(20 + 0.3 * x)
+        artefacts[y - 1 : y + 2, x] |= streak
+    artefacts[60:63, 10:18] |= streak  # a piece 8 pix long: 4.4 FWHM of 1.8
+    artefacts[80:83, 50:53] |= streak | cr  # a blob on a star
+    artefacts[90, 90:93] |= streak  # a short line: 3 pix
+    kept = long_trails(artefacts, 1.8)
+    trail = (kept & streak) != 0
+    assert trail[20, 0] and trail[49, 99] and trail[61, 10:18].all()
+    assert not trail[80:83, 50:53].any() and not trail[90].any()
+    assert (kept[80:83, 50:53] == cr).all()  # other planes untouched
+    # lengths scale with the PSF: at 3 pix FWHM the 8-pixel piece is a blob too
+    assert 8 < TRAIL_MIN_LENGTH_FWHM * 3.0
+    assert not ((long_trails(artefacts, 3.0) & streak) != 0)[61, 10:18].any()
+    assert long_trails(kept, 1.8).tolist() == kept.tolist()  # idempotent
+
+
 def test_ghost_plane_keeps_ghosts_and_drops_object_outskirts_and_lines():
     from survey_seg.quality import ghosts_off_objects
 
