@@ -396,11 +396,15 @@ def sharp_cosmic_rays(
     cosmic = (artefacts & bit) != 0
     if psf_fwhm_pix is None or not (cosmic & peaks).any():
         return artefacts  # no region on a source's peak: nothing to test (most windows)
+    median3 = ndimage.median_filter(flux, size=3)
+    fine = median3 - ndimage.median_filter(median3, size=7)
+    excess = flux - median3
+    star = cosmic_ray_contrast_for_psf(1.0, psf_fwhm_pix, margin=1.0)
     labels, n = ndimage.label(cosmic, structure=np.ones((3, 3), bool))
     index = np.arange(1, n + 1)
     has_peak = np.asarray(ndimage.maximum(peaks, labels, index), dtype=bool)
     y, x = label_maximum_position(flux, labels, index)  # a cosmic ray: its brightest pixel
-    is_sharp = _sharper_than_a_star(flux, y, x, psf_fwhm_pix, margin)
+    is_sharp = (excess[y, x] > 0) & (excess[y, x] > margin * star * np.maximum(fine[y, x], 0.0))
     extent = np.array([max(s.stop - s.start for s in box) for box in ndimage.find_objects(labels)])
     is_track = extent > 2.0 * psf_fwhm_pix + 1.0  # longer than a star's core
     keep = np.zeros(n + 1, dtype=bool)
@@ -450,21 +454,6 @@ def cosmic_ray_contrast_for_psf(
     fine = median3 - ndimage.median_filter(median3, size=7)
     star_contrast = (star[10, 10] - median3[10, 10]) / max(fine[10, 10], 1e-12 * star[10, 10])
     return float(max(contrast, margin * star_contrast))
-
-
-def _sharper_than_a_star(
-    flux: np.ndarray, y: np.ndarray, x: np.ndarray, psf_fwhm_pix: float, margin: float
-) -> np.ndarray:
-    """Whether pixels ``(y, x)`` have an LA Cosmic contrast above ``margin`` times a star's.
-
-    The contrast is the excess over the 3x3 median over the fine structure (the
-    3x3 median less its 7x7 median), as :func:`cosmic_ray_pixels` measures it.
-    """
-    median3 = ndimage.median_filter(flux, size=3)
-    fine = median3 - ndimage.median_filter(median3, size=7)
-    excess = flux - median3
-    star = cosmic_ray_contrast_for_psf(1.0, psf_fwhm_pix, margin=1.0)
-    return (excess[y, x] > 0) & (excess[y, x] > margin * star * np.maximum(fine[y, x], 0.0))
 
 
 def sharper_than_psf(
