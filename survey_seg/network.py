@@ -52,8 +52,8 @@ from survey_seg.sampling import (
     expand_to_native,
     native_position,
     sample_to_native,
+    seen_psf_fwhm,
     upsample_window_arrays,
-    upsampled_psf_fwhm,
     upsampled_to_native_position,
     upsampling_factor,
 )
@@ -141,13 +141,7 @@ class NetworkScreener:
         training_psf = (psf_thresholds or {}).get("nominal_psf_fwhm_pix", _TRAINING_PSF_FWHM_PIX)
         self.binning = binning_factor(psf_fwhm_pix, training_psf)
         self.upsampling = upsampling_factor(psf_fwhm_pix, training_psf, NARROWEST_TRAINING_PSF)
-        seen_psf = None
-        if psf_fwhm_pix is not None:
-            seen_psf = (
-                upsampled_psf_fwhm(psf_fwhm_pix, self.upsampling)
-                if self.upsampling > 1
-                else psf_fwhm_pix / self.binning
-            )
+        seen_psf = seen_psf_fwhm(psf_fwhm_pix, self.binning, self.upsampling)
         self._seen_psf_fwhm = training_psf if seen_psf is None else seen_psf
         self.thresholds = thresholds_for_psf(self.predictor.thresholds, psf_thresholds, seen_psf)
         self.thresholds["cosmic_ray_max_minor_axis"] = minor_axis_limit_for_psf(

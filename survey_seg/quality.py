@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
-from survey_seg.measure import label_maximum_position
+from survey_seg.measure import label_maximum_position, measure_segments
 
 __all__ = [
     "NETWORK_ARTEFACT_BITS",
@@ -207,7 +207,7 @@ def long_trails(artefacts: np.ndarray, psf_fwhm_pix: float) -> np.ndarray:
     fires on a bright star beside a neighbour, or on its spikes, in small blobs
     (on Spitzer IRAC, 1,800 regions of median area 3 pixels and 1.1 % of the
     pixels). A connected STREAK region (8-connected) whose full length, four times
-    the square root of the larger eigenvalue of its pixels' covariance, is below
+    its pixels' RMS major axis (:func:`~survey_seg.measure.measure_segments`), is below
     :data:`TRAIL_MIN_LENGTH_FWHM` PSF widths is cleared. On validation mosaic 801
     the shortest true trail piece is 7.5 pix long (4.2 FWHM): STREAK precision
     0.921 -> 0.962 without a true pixel lost.
@@ -229,16 +229,9 @@ def long_trails(artefacts: np.ndarray, psf_fwhm_pix: float) -> np.ndarray:
     if not streak.any():
         return artefacts
     labels, n = ndimage.label(streak, structure=np.ones((3, 3), bool))
-    index = np.arange(1, n + 1)
-    ys, xs = np.indices(streak.shape, dtype=np.float64)
-    mean_y = ndimage.mean(ys, labels, index)
-    mean_x = ndimage.mean(xs, labels, index)
-    var_y = np.asarray(ndimage.mean(ys * ys, labels, index)) - np.square(mean_y)
-    var_x = np.asarray(ndimage.mean(xs * xs, labels, index)) - np.square(mean_x)
-    cov = np.asarray(ndimage.mean(ys * xs, labels, index)) - np.asarray(mean_y) * mean_x
-    # largest eigenvalue of [[var_y, cov], [cov, var_x]]
-    larger = 0.5 * (var_y + var_x) + np.sqrt(0.25 * np.square(var_y - var_x) + np.square(cov))
-    length = 4.0 * np.sqrt(np.maximum(larger, 0.0))
+    unit = np.ones(streak.shape, np.float32)  # every pixel weighs the same
+    rms_major = measure_segments(labels, unit, unit, unit, np.zeros(streak.shape, np.uint32)).a
+    length = 4.0 * rms_major
     keep = np.zeros(n + 1, dtype=bool)
     keep[1:] = length >= TRAIL_MIN_LENGTH_FWHM * psf_fwhm_pix
     cleared = artefacts & ~bit

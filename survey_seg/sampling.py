@@ -34,6 +34,7 @@ __all__ = [
     "native_position",
     "sample_to_native",
     "sampled_fwhm",
+    "seen_psf_fwhm",
     "upsample_window_arrays",
     "upsampled_psf_fwhm",
     "upsampled_to_native_position",
@@ -140,6 +141,19 @@ def upsampled_psf_fwhm(psf_fwhm_pix: float, factor: int) -> float:
     (validation seed 1), so the width is taken without it.
     """
     return float(np.sqrt((factor * sampled_fwhm(psf_fwhm_pix)) ** 2 - PIXEL_FWHM**2))
+
+
+def seen_psf_fwhm(psf_fwhm_pix: float | None, binning: int, upsampling: int) -> float | None:
+    """The PSF FWHM (pix) the network sees on a window binned or upsampled by its factor.
+
+    ``psf / binning`` when binned (or screened as it is), :func:`upsampled_psf_fwhm`
+    when upsampled; None for an unknown PSF.
+    """
+    if psf_fwhm_pix is None:
+        return None
+    if upsampling > 1:
+        return upsampled_psf_fwhm(psf_fwhm_pix, upsampling)
+    return psf_fwhm_pix / binning
 
 
 def upsample_window_arrays(

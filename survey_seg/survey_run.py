@@ -65,7 +65,13 @@ from survey_seg.store import (
     release_run_lock,
 )
 from survey_seg.survey import PRIMARY_RULE, MosaicFootprint, primary_mask
-from survey_seg.tiling import TileListRegion, make_tile_grid, parse_region
+from survey_seg.tiling import (
+    BoxRegion,
+    ConeRegion,
+    TileListRegion,
+    make_tile_grid,
+    parse_region,
+)
 
 __all__ = [
     "CATALOGS_DIR",
@@ -356,7 +362,7 @@ def plan_survey_rerun(
     )
 
 
-def _sky_region(region: str):
+def _sky_region(region: str) -> ConeRegion | BoxRegion:
     """The parsed region, refused when it names tiles (they belong to one mosaic)."""
     parsed = parse_region(region)
     if isinstance(parsed, TileListRegion):

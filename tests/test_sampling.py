@@ -9,6 +9,7 @@ from survey_seg.sampling import (
     native_position,
     sample_to_native,
     sampled_fwhm,
+    seen_psf_fwhm,
     upsample_window_arrays,
     upsampled_psf_fwhm,
     upsampled_to_native_position,
@@ -97,6 +98,13 @@ def test_an_undersampled_psf_is_seen_inside_the_training_range(psf):
     factor = upsampling_factor(psf, 1.8, 0.75)
     assert 0.75 * 1.8 <= upsampled_psf_fwhm(psf, factor) <= 1.6 * 1.8
     assert upsampled_psf_fwhm(0.51, 2) == pytest.approx(1.56, abs=0.01)
+    assert seen_psf_fwhm(psf, 1, factor) == upsampled_psf_fwhm(psf, factor)
+
+
+def test_seen_psf_of_a_binned_or_native_window():
+    assert seen_psf_fwhm(5.4, 3, 1) == pytest.approx(1.8)
+    assert seen_psf_fwhm(1.8, 1, 1) == 1.8
+    assert seen_psf_fwhm(None, 1, 1) is None
 
 
 def test_upsampled_window_keeps_values_at_pixel_centres_and_the_snr_per_native_pixel():
