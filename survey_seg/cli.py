@@ -140,7 +140,20 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fraction of scene galaxies drawn by GalSim as bulge + disk or knotty (default 0)",
     )
+    train.add_argument(
+        "--crowded-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes that are also crowded star fields (default 0)",
+    )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument(
+        "--data-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes that simulate batches ahead of the optimiser (default 0: none)",
+    )
     train.add_argument(
         "--teacher",
         type=Path,
@@ -258,7 +271,9 @@ def _train(args: argparse.Namespace) -> int:
             init_weights=args.init,
             condition_jitter=args.jitter,
             galsim_fraction=args.galsim_fraction,
+            crowded_fraction=args.crowded_fraction,
             threads=args.threads,
+            data_workers=args.data_workers,
             head_weights=_head_weights(args.head_weight),
             teacher=str(args.teacher) if args.teacher else None,
             distill_weight=args.distill_weight,

@@ -325,6 +325,14 @@ class Predictor:
             )
         self.flips = check_flips(flips)
 
+    @property
+    def stride(self) -> int:
+        """The multiple of which a window's sides must be for :meth:`predict_batch`."""
+        multiple = self.model.config.stamp_size
+        if self.clump_model is not None:
+            multiple = math.lcm(multiple, self.clump_model.config.stamp_size)
+        return multiple
+
     @torch.inference_mode()
     def predict(self, planes: np.ndarray) -> Prediction:
         """Probabilities for one window of input planes ``(3, H, W)``.
@@ -336,16 +344,11 @@ class Predictor:
         (it runs the same flips).
         """
         _, height, width = planes.shape
-        multiple = self.model.config.stamp_size
-        if self.clump_model is not None:
-            multiple = math.lcm(multiple, self.clump_model.config.stamp_size)
-        pad_y, pad_x = -height % multiple, -width % multiple
+        pad_y, pad_x = -height % self.stride, -width % self.stride
         x = torch.from_numpy(np.ascontiguousarray(planes))[None].to(self.device)
         if pad_y or pad_x:
             x = torch.nn.functional.pad(x, (0, pad_x, 0, pad_y))
-        mean = self._mean_over_flips(self.model, x)
-        if self.clump_model is not None:
-            mean["clump"] = self._mean_over_flips(self.clump_model, x, heads=("clump",))["clump"]
+        mean = {name: _numpy(value[0]) for name, value in self._predict_batch(x).items()}
         stamp = self.model.config.stamp_size
         stamp_rows, stamp_cols = -(-height // stamp), -(-width // stamp)
         return Prediction(
@@ -356,9 +359,30 @@ class Predictor:
             stamps=mean["stamps"][:, :stamp_rows, :stamp_cols],
         )
 
+    @torch.inference_mode()
+    def predict_batch(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Probabilities for a batch of windows ``(N, 3, H, W)``, as :meth:`predict` gives.
+
+        The sides must be multiples of :attr:`stride` (no padding is done). Returns
+        tensors on :attr:`device`, keyed by head (``centre`` and ``clump`` keep
+        their channel axis).
+        """
+        if inputs.ndim != 4 or inputs.shape[-2] % self.stride or inputs.shape[-1] % self.stride:
+            raise InputError(
+                f"predict_batch needs (N, 3, H, W) with H and W multiples of {self.stride}, "
+                f"got {tuple(inputs.shape)}; use predict() for a window of any size"
+            )
+        return self._predict_batch(inputs.to(self.device))
+
+    def _predict_batch(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mean = self._mean_over_flips(self.model, x)
+        if self.clump_model is not None:
+            mean["clump"] = self._mean_over_flips(self.clump_model, x, heads=("clump",))["clump"]
+        return mean
+
     def _mean_over_flips(
         self, model: ScreeningUNet, x: torch.Tensor, heads: tuple[str, ...] = PREDICTION_HEADS
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, torch.Tensor]:
         """Probabilities of ``heads`` (default: all) from ``model``, mean over the flips."""
         total: dict[str, torch.Tensor] = {}
         for dims in FLIP_DIMS[: self.flips]:
@@ -375,7 +399,7 @@ class Predictor:
             for name, probability in probabilities.items():
                 probability = torch.flip(probability, dims) if dims else probability
                 total[name] = total[name] + probability if name in total else probability
-        return {name: _numpy(value[0] / self.flips) for name, value in total.items()}
+        return {name: value / self.flips for name, value in total.items()}
 
 
 def load_network(

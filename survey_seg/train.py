@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "ARTEFACT_PLANES",
     "DEFAULT_THRESHOLDS",
     "TASKS",
+    "StepBatches",
     "TrainConfig",
     "TrainResult",
     "distillation_loss",
@@ -80,6 +81,8 @@ SHIFT = 0.3
 CENTRE_SIGMA = 1.0
 CLUMP_SIGMA = 1.0
 MIN_CENTRE_SNR = 5.0
+CROWDED_STAR_DENSITY = (500.0, 5000.0)
+"""Range (log-uniform) of stars per million pixels in a crowded training scene."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,14 @@ class TrainConfig:
     distill_weight: float = 0.5
     """Share of the loss that is distillation when a ``teacher`` is given (the rest
     is the task's loss on the simulation's truth)."""
+    crowded_fraction: float = 0.0
+    """Probability that a training scene is also a crowded star field (hundreds to
+    thousands of stars per million pixels, as in the Galactic plane), so that stars
+    touching stars are learned as sources, not artefacts."""
+    data_workers: int = 0
+    """Processes that simulate the batches ahead of the optimiser (0: the training
+    process itself). The batches are the same for any number: each step's scenes and
+    crops come from its own seeds."""
 
     def __post_init__(self) -> None:
         check_positive_integers(
@@ -145,8 +156,13 @@ class TrainConfig:
                 raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
-        if not 0 <= self.galsim_fraction <= 1:
-            raise ValueError(f"galsim_fraction must be in [0, 1], got {self.galsim_fraction}")
+        for name in ("galsim_fraction", "crowded_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if isinstance(self.data_workers, bool) or not isinstance(self.data_workers, int):
+            raise ValueError(f"data_workers must be an integer, got {self.data_workers!r}")
+        if self.data_workers < 0:
+            raise ValueError(f"data_workers must be 0 or more, got {self.data_workers}")
         if not 0 <= self.condition_jitter < SHIFT:
             raise ValueError(
                 f"condition_jitter must be in [0, {SHIFT}) so that the shifted test survey "
@@ -185,6 +201,7 @@ def scene_config(
     shifted: bool = False,
     jitter: float = 0.25,
     galsim_fraction: float = 0.0,
+    crowded_fraction: float = 0.0,
 ) -> SimulationConfig:
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
@@ -193,7 +210,10 @@ def scene_config(
     clumpy galaxies and in bright (saturated) stars. The ``shifted`` survey (for
     testing generalisation) moves PSF width and noise by :data:`SHIFT` (30 %) and
     narrows the Sersic range, outside the training jitter. ``galsim_fraction`` of
-    the galaxies of a training scene are GalSim bulge + disk or knotty galaxies.
+    the galaxies of a training scene are GalSim bulge + disk or knotty galaxies;
+    ``crowded_fraction`` of the training scenes are also crowded star fields (the
+    draw comes after the others, so that the other traits of a scene do not depend
+    on it).
     """
     base = SimulationConfig()
     if shifted:
@@ -208,7 +228,7 @@ def scene_config(
     # independent traits: a scene rich in artefacts is not more likely to be rich in
     # clumpy galaxies or bright stars, so no trait can stand in for another
     artefacts, clumpy, bright = rng.random(3) < 0.5
-    return SimulationConfig(
+    config = SimulationConfig(
         size=size,
         seed=seed,
         psf_fwhm_pix=base.psf_fwhm_pix * rng.uniform(1 - jitter, 1 + jitter),
@@ -225,6 +245,14 @@ def scene_config(
         n_cosmic_rays=600.0 if artefacts else base.n_cosmic_rays,
         galsim_fraction=galsim_fraction,
     )
+    if rng.random() < crowded_fraction:
+        config = replace(
+            config,
+            star_density=float(np.exp(rng.uniform(*np.log(CROWDED_STAR_DENSITY)))),
+            star_mag_range=(15.0, 24.0),
+            star_mag_slope=0.1,
+        )
+    return config
 
 
 def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
@@ -324,6 +352,7 @@ def make_batch(
                 size=config.scene_size,
                 jitter=config.condition_jitter,
                 galsim_fraction=config.galsim_fraction,
+                crowded_fraction=config.crowded_fraction,
             )
         )
         planes = scene_inputs(sim)
@@ -349,6 +378,28 @@ def make_batch(
         torch.from_numpy(np.stack(inputs)),
         {name: torch.from_numpy(np.stack(arrays)) for name, arrays in targets.items()},
     )
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """The training batches of steps ``start_step`` to ``config.steps``, by step.
+
+    Item ``i`` is step ``start_step + i``'s batch: its scenes' seeds and its crop
+    generator come from the run's seed and the step alone, so that a run gives the
+    same batches in any number of data worker processes and when resumed.
+    """
+
+    def __init__(self, config: TrainConfig, start_step: int = 0):
+        self.config = config
+        self.start_step = start_step
+
+    def __len__(self) -> int:
+        return max(self.config.steps - self.start_step, 0)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        step = self.start_step + index
+        size, seed = self.config.batch_size, self.config.seed
+        seeds = [seed * 1_000_000 + step * size + k for k in range(size)]
+        return make_batch(seeds, np.random.default_rng([seed, step]), self.config)
 
 
 # --------------------------------------------------------------------------- losses
@@ -392,14 +443,15 @@ def distillation_loss(
 
 
 def teacher_targets(teacher: Predictor, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A :class:`~survey_seg.inference.Predictor`'s probabilities for a batch of inputs."""
-    predictions = [teacher.predict(planes) for planes in inputs.numpy()]
+    """A :class:`~survey_seg.inference.Predictor`'s probabilities for a batch of inputs.
+
+    Heatmaps lose their channel axis, as the truth targets have none; the tensors
+    are copies made outside inference mode, so that the loss can keep them.
+    """
+    probabilities = teacher.predict_batch(inputs)
     return {
-        "segmentation": torch.from_numpy(np.stack([p.segmentation for p in predictions])),
-        "centre": torch.from_numpy(np.stack([p.centre for p in predictions])),
-        "clump": torch.from_numpy(np.stack([p.clump for p in predictions])),
-        "artefact": torch.from_numpy(np.stack([p.artefact for p in predictions])),
-        "stamps": torch.from_numpy(np.stack([p.stamps for p in predictions])),
+        name: (value[:, 0] if name in ("centre", "clump") else value).clone()
+        for name, value in probabilities.items()
     }
 
 
@@ -529,12 +581,13 @@ def train(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=config.steps, initial=start_step, disable=not progress, unit="step")
-    for step in range(start_step, config.steps):
-        rng = np.random.default_rng([config.seed, step])
-        seeds = [
-            config.seed * 1_000_000 + step * config.batch_size + k for k in range(config.batch_size)
-        ]
-        inputs, targets = make_batch(seeds, rng, config)
+    batches = torch.utils.data.DataLoader(
+        StepBatches(config, start_step),
+        batch_size=None,
+        num_workers=config.data_workers,
+        prefetch_factor=4 if config.data_workers else None,
+    )
+    for step, (inputs, targets) in enumerate(batches, start=start_step):
         model.train()
         pixel_logits, stamp_logits = model(inputs.to(device))
         loss = task_loss(
@@ -634,8 +687,8 @@ def _config_fingerprint(task: str, config: TrainConfig) -> str:
         payload["init_weights"] = hashlib.sha256(Path(config.init_weights).read_bytes()).hexdigest()
     if config.teacher:
         payload["teacher"] = hashlib.sha256(Path(config.teacher).read_bytes()).hexdigest()
-    payload.pop("device")
-    payload.pop("threads")
+    for name in ("device", "threads", "data_workers"):
+        payload.pop(name)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -61,6 +61,20 @@ def test_flips_average_the_passes_on_the_flipped_windows(write_model, tmp_path):
     assert not np.allclose(two.centre, upright.centre, atol=1e-4)  # the turn changes outputs
 
 
+def test_predict_batch_gives_each_windows_prediction(write_model, tmp_path):
+    predictor = Predictor(write_model(tmp_path), device="cpu", precision="float32", flips=2)
+    windows = np.random.default_rng(2).normal(size=(2, 3, 32, 64)).astype(np.float32)
+    batch = predictor.predict_batch(torch.from_numpy(windows))
+    for k, planes in enumerate(windows):
+        single = predictor.predict(planes)
+        for name, value in batch.items():
+            expected = getattr(single, name)
+            got = value[k, 0] if name in ("centre", "clump") else value[k]
+            np.testing.assert_allclose(got.numpy(), expected, atol=1e-5, err_msg=name)
+    with pytest.raises(InputError, match="multiples of"):
+        predictor.predict_batch(torch.from_numpy(windows[:, :, :30]))
+
+
 def test_flips_default_to_the_model_config_and_bad_values_are_refused(write_model, tmp_path):
     path = write_model(tmp_path)
     assert Predictor(path, device="cpu").flips == 1

@@ -6,6 +6,7 @@ from survey_seg.inference import Predictor
 from survey_seg.models.unet import ScreeningUNet, UNetConfig
 from survey_seg.train import (
     TASKS,
+    StepBatches,
     TrainConfig,
     loss_weights,
     make_batch,
@@ -34,6 +35,37 @@ def test_batches_are_deterministic_by_seed():
     assert not torch.equal(a[0], c[0])
     assert a[0].shape == (2, 3, 64, 64)
     assert a[1]["stamps"].shape == (2, 7, 2, 2)
+
+
+def test_step_batches_are_the_same_in_worker_processes():
+    config = _config(steps=3)
+    in_process = [StepBatches(config, start_step=1)[i] for i in range(2)]
+    loader = torch.utils.data.DataLoader(
+        StepBatches(config, start_step=1), batch_size=None, num_workers=2
+    )
+    from_workers = list(loader)
+    assert len(from_workers) == 2
+    for (inputs, targets), (expected_inputs, expected_targets) in zip(
+        from_workers, in_process, strict=True
+    ):
+        torch.testing.assert_close(inputs, expected_inputs)
+        for name, target in targets.items():
+            torch.testing.assert_close(target, expected_targets[name])
+
+
+def test_crowded_scenes_keep_the_other_traits_and_hold_many_stars():
+    plain = [scene_config(seed, size=128) for seed in range(40)]
+    crowded = [scene_config(seed, size=128, crowded_fraction=0.5) for seed in range(40)]
+    dense = [c for c in crowded if c.star_density >= 500]
+    assert 10 <= len(dense) <= 30
+    for before, after in zip(plain, crowded, strict=True):
+        assert after.psf_fwhm_pix == before.psf_fwhm_pix
+        assert after.n_cosmic_rays == before.n_cosmic_rays
+    assert all(c.star_density < 500 for c in plain)
+    with pytest.raises(ValueError, match="crowded_fraction"):
+        _config(crowded_fraction=1.5)
+    with pytest.raises(ValueError, match="data_workers"):
+        _config(data_workers=-1)
 
 
 @pytest.mark.parametrize("task", list(TASKS))
