@@ -91,10 +91,13 @@ def has_celestial_wcs(path: Path) -> bool:
 
 
 def survey_seg_injection(
-    mosaic: Path, out: Path, method: str, seed: int, density: float
+    mosaic: Path, out: Path, method: str, seed: int, density: float, model: str | None = None
 ) -> tuple[dict, str, float]:
-    """``run_injection`` (default halo and tile size): its summary, its PSF's origin, seconds."""
-    config = RunConfig(method=method, fits_copies=False)
+    """``run_injection`` (default halo and tile size): its summary, its PSF's origin, seconds.
+
+    ``model`` is the unet method's model config (default: the shipped one).
+    """
+    config = RunConfig(method=method, fits_copies=False, model=model)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -218,6 +221,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seed", type=int, default=0, help="injection catalog seed")
     parser.add_argument("--density", type=float, default=DEFAULT_DENSITY)
     parser.add_argument("--json", type=Path, default=None, help="write the table here")
+    parser.add_argument("--model", default=None, help="model config of the unet method")
     args = parser.parse_args(argv)
 
     rows: list[dict] = []
@@ -236,7 +240,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 out = work / f"{name}-{method}"
                 try:
                     summary, psf_from, seconds = survey_seg_injection(
-                        path, out, method, args.seed, args.density
+                        path,
+                        out,
+                        method,
+                        args.seed,
+                        args.density,
+                        args.model if method == "unet" else None,
                     )
                 except InputError as error:
                     failures.append(f"{name} {method}: {error}")

@@ -71,6 +71,7 @@ def split_instances(
     min_area: int = 5,
     significance: np.ndarray | None = None,
     min_valley_sigma: float | None = None,
+    min_valley_fraction: float = 0.0,
     min_merge_area: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Footprints and source instances from the network's object and centre maps.
@@ -95,6 +96,8 @@ def split_instances(
         significant valley separates are merged (:func:`merge_unseparated`).
     min_valley_sigma : float, optional
         See ``significance``.
+    min_valley_fraction : float
+        See :func:`merge_unseparated`.
     min_merge_area : int
         Smallest source (pixels) that may merge (:func:`merge_unseparated`).
 
@@ -142,6 +145,7 @@ def split_instances(
             footprints,
             significance,
             min_valley_sigma=min_valley_sigma,
+            min_valley_fraction=min_valley_fraction,
             min_area=min_merge_area,
         )
     n_sources = int(sources.max())
@@ -155,6 +159,7 @@ def merge_unseparated(
     significance: np.ndarray,
     *,
     min_valley_sigma: float,
+    min_valley_fraction: float = 0.0,
     min_area: int = 0,
 ) -> np.ndarray:
     """Merge neighbouring sources of a footprint that no significant valley separates.
@@ -178,6 +183,12 @@ def merge_unseparated(
         unit-norm kernel, so that white noise has unit variance there.
     min_valley_sigma : float
         Valleys shallower than this (in units of that noise) do not separate.
+    min_valley_fraction : float
+        Nor do valleys shallower than this fraction of the fainter peak: a
+        relative dip, as SExtractor's deblending contrast is. On a bright galaxy
+        the noise is small beside the light, so that a dust lane or a ripple of
+        a few sigma is no sign of a second object, while a faint pair needs
+        only the ``min_valley_sigma`` dip.
     min_area : int
         Only sources of at least this many pixels merge: a compact source (a
         faint companion on a shoulder of a bright one) keeps the split that its
@@ -223,8 +234,14 @@ def merge_unseparated(
         }
         if not valleys:
             break
-        (i, j), valley = min(valleys.items(), key=lambda item: (item[1], item[0]))
-        if valley >= min_valley_sigma:
+        # the pair whose valley falls furthest short of its own limit merges first
+        shortfall = {
+            pair: valley
+            - max(min_valley_sigma, min_valley_fraction * min(peak[pair[0]], peak[pair[1]]))
+            for pair, valley in valleys.items()
+        }
+        (i, j), short = min(shortfall.items(), key=lambda item: (item[1], item[0]))
+        if short >= 0:
             break
         parent[parent == j] = i  # j joins i
         peak[i] = max(peak[i], peak[j])

@@ -49,7 +49,9 @@ THRESHOLDS_REQUIRED = frozenset(
     | {"inspect_fraction", "reject_fraction"}
 )
 """Post-processing thresholds that a model config must give (see :mod:`survey_seg.network`)."""
-THRESHOLDS_OPTIONAL = frozenset({"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr"})
+THRESHOLDS_OPTIONAL = frozenset(
+    {"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr", "min_valley_sigma", "min_valley_fraction"}
+)
 PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump"})
 """Thresholds that a model config may tune per PSF width (its ``psf_thresholds``)."""
 FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,))

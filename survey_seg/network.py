@@ -77,6 +77,10 @@ MIN_VALLEY_SIGMA = 3.0
 """Neighbouring sources of a footprint without a valley this significant between
 them are one object (:func:`survey_seg.blends.merge_unseparated`); a model config's
 ``min_valley_sigma`` threshold replaces it."""
+MIN_VALLEY_FRACTION = 0.1
+"""Nor are they two without a valley of this fraction of the fainter peak (a relative
+dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
+a model config's ``min_valley_fraction`` threshold replaces it."""
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75
@@ -405,6 +409,7 @@ class NetworkScreener:
             object_threshold=t["object"],
             significance=significance,
             min_valley_sigma=t.get("min_valley_sigma", MIN_VALLEY_SIGMA),
+            min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
             min_merge_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
         )
         artefacts = sharp_cosmic_rays(
