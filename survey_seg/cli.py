@@ -176,6 +176,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)
 
+    average = commands.add_parser(
+        "average-weights",
+        help="write the weighted mean of networks fine-tuned from one start (a model soup)",
+    )
+    average.add_argument("weights", type=Path, nargs="+", help="weight files (.pt)")
+    average.add_argument(
+        "--fractions", type=float, nargs="+", required=True, help="one per file, summing to 1"
+    )
+    average.add_argument("--out", type=Path, required=True, help="weight file to write")
+    average.set_defaults(handler=_average_weights)
+
     calibrate = commands.add_parser(
         "calibrate-quality",
         help="refit a model's data-quality stamp head on simulated scenes and calibrate it",
@@ -289,6 +300,20 @@ def _train(args: argparse.Namespace) -> int:
         log=lambda line: print(line, flush=True),
     )
     print(f"trained {args.task} in {result.seconds:.0f} s: {result.config_path}")
+    return 0
+
+
+def _average_weights(args: argparse.Namespace) -> int:
+    from survey_seg.train import average_weights
+
+    missing = [str(path) for path in args.weights if not path.is_file()]
+    if missing:
+        raise _UsageError(f"weight file(s) {', '.join(missing)} do not exist")
+    try:
+        sha256 = average_weights(args.weights, args.fractions, args.out)
+    except ValueError as error:
+        raise _UsageError(str(error)) from None
+    print(f"wrote {args.out} (sha256 {sha256}); put that sha256 in its model config")
     return 0
 
 

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "models" / "weights"
-DEFAULT_MODEL = WEIGHTS_DIR / "screening.json"
+DEFAULT_MODEL = WEIGHTS_DIR / "onepass.json"
 SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
 MODEL_KEYS_OPTIONAL = frozenset(

@@ -43,6 +43,7 @@ __all__ = [
     "StepBatches",
     "TrainConfig",
     "TrainResult",
+    "average_weights",
     "distillation_loss",
     "loss_weights",
     "make_batch",
@@ -649,6 +650,50 @@ def train(
     }
     config_path.write_text(json.dumps(model_config, indent=2))
     return TrainResult(config_path, weights_path, losses, validation_losses, seconds)
+
+
+def average_weights(
+    weight_files: list[str | os.PathLike], fractions: list[float], out: str | os.PathLike
+) -> str:
+    """Write the weighted mean of networks fine-tuned from one start (a model soup).
+
+    Networks fine-tuned from the same weights on different data stay in one basin
+    of the loss, so that the mean of their weights is a network that keeps much of
+    what each learnt (Wortsman et al. 2022, "Model soups").
+
+    Parameters
+    ----------
+    weight_files : list of path-like
+        Weight files of one architecture.
+    fractions : list of float
+        Weight of each file, non-negative, summing to 1.
+    out : path-like
+        Weight file to write (atomically).
+
+    Returns
+    -------
+    str
+        The sha256 of the file written, for its model config.
+    """
+    if len(weight_files) < 2 or len(fractions) != len(weight_files):
+        raise ValueError("give two or more weight files and one fraction for each")
+    if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions}")
+    states = [torch.load(path, map_location="cpu", weights_only=True) for path in weight_files]
+    if any(state.keys() != states[0].keys() for state in states) or any(
+        state[name].shape != states[0][name].shape for state in states for name in state
+    ):
+        raise ValueError("the weight files are not of one architecture; they cannot be averaged")
+    mean = {
+        name: sum(f * state[name].double() for f, state in zip(fractions, states, strict=True)).to(
+            tensor.dtype
+        )
+        if tensor.is_floating_point()
+        else tensor
+        for name, tensor in states[0].items()
+    }
+    _atomic_torch_save(mean, Path(out))
+    return hashlib.sha256(Path(out).read_bytes()).hexdigest()
 
 
 def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:

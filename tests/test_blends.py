@@ -166,3 +166,20 @@ def test_a_knot_inside_its_galaxy_joins_it_and_a_companion_does_not():
     # a source brighter than the one around it is not given to it
     brighter = light + 40 * _gauss(shape, 20, 20, 1)
     assert absorb_enclosed(sources, brighter, min_enclosed=0.75).max() == 3
+
+
+def test_a_relative_dip_on_a_bright_object_does_not_separate():
+    """A 5-sigma dip on a bright galaxy (a dust lane) is one object; on a faint
+    pair the same dip separates two."""
+    shape = (30, 60)
+    sources, footprints = _halves(shape)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    distance = np.minimum(np.hypot(yy - 15, xx - 10), np.hypot(yy - 15, xx - 49))
+    for peak, merges in ((100.0, True), (20.0, False)):
+        light = peak - 5.0 * np.clip(distance / 20.0, 0.0, 1.0)  # valley 5 at the cut
+        plain = merge_unseparated(sources, footprints, light, min_valley_sigma=3.0)
+        relative = merge_unseparated(
+            sources, footprints, light, min_valley_sigma=3.0, min_valley_fraction=0.1
+        )
+        assert plain.max() == 2
+        assert bool(relative.max() == 1) is merges

@@ -169,3 +169,30 @@ def test_head_weights_change_the_loss_and_are_recorded(tmp_path):
     assert Predictor(result.config_path, device="cpu").config["training"]["head_weights"] == {
         "clump": 2.0
     }
+
+
+def test_average_weights_is_the_weighted_mean_and_refuses_mismatches(tmp_path):
+    from survey_seg.train import average_weights
+
+    torch.manual_seed(0)
+    paths = []
+    for k in range(2):
+        path = tmp_path / f"net{k}.pt"
+        torch.save(ScreeningUNet(TINY).state_dict(), path)
+        paths.append(path)
+    sha256 = average_weights(paths, [0.25, 0.75], tmp_path / "mean.pt")
+    assert len(sha256) == 64
+    a, b = (torch.load(path, weights_only=True) for path in paths)
+    mean = torch.load(tmp_path / "mean.pt", weights_only=True)
+    for name, tensor in mean.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, 0.25 * a[name] + 0.75 * b[name])
+        else:
+            assert torch.equal(tensor, a[name])
+    with pytest.raises(ValueError, match="sum to 1"):
+        average_weights(paths, [0.5, 0.6], tmp_path / "bad.pt")
+    other = tmp_path / "other.pt"
+    torch.save(ScreeningUNet(UNetConfig(width=8, depth=2, stamp_size=32)).state_dict(), other)
+    with pytest.raises(ValueError, match="one architecture"):
+        average_weights([paths[0], other], [0.5, 0.5], tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
