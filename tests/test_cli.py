@@ -229,15 +229,16 @@ def test_bad_option_is_one_line_and_leaves_earlier_output(case, mosaic, earlier_
     assert _snapshot(earlier_run) == before
 
 
-def _model_copy(directory: Path, edit) -> Path:
-    """A copy of the shipped model (configs and weights) with ``edit`` applied."""
+def _model_copy(directory: Path, edit, name: str | None = None) -> Path:
+    """A copy of a shipped model (configs and weights; default: the default model's
+    config, else config ``name``) with ``edit`` applied."""
     import shutil
 
     from survey_seg.inference import DEFAULT_MODEL
 
     copy = directory / "model"
     shutil.copytree(DEFAULT_MODEL.parent, copy)
-    config = json.loads(DEFAULT_MODEL.read_text())
+    config = json.loads((DEFAULT_MODEL.parent / (name or DEFAULT_MODEL.name)).read_text())
     edit(config, copy / config["weights"])
     path = copy / "model.json"
     path.write_text(json.dumps(config))
@@ -251,15 +252,17 @@ def _flip_last_byte(config: dict, weights: Path) -> None:
 
 
 BAD_MODELS = {
-    "wrong hash": (_flip_last_byte, ["sha256", "changed or corrupted", "reinstall"]),
-    "clump network's wrong hash": (
+    "wrong hash": (_flip_last_byte, ["sha256", "changed or corrupted", "reinstall"], None),
+    "clump network's wrong hash": (  # the four-pass pair, whose clump map is a second network's
         lambda c, w: _flip_last_byte(c, w.parent / "clumps.pt"),
         ["clumps.pt has sha256", "changed or corrupted", "reinstall"],
+        "screening.json",
     ),
-    "unknown key": (lambda c, w: c.update(treshold=0.5), ["unknown keys", "'treshold'"]),
+    "unknown key": (lambda c, w: c.update(treshold=0.5), ["unknown keys", "'treshold'"], None),
     "unknown threshold": (
         lambda c, w: c["thresholds"].update(clumps=0.5),
         ["unknown thresholds keys", "'clumps'", "use only"],
+        None,
     ),
 }
 
@@ -268,8 +271,8 @@ BAD_MODELS = {
 def test_bad_model_is_one_line_and_leaves_earlier_output(
     case, mosaic, earlier_run, tmp_path, capsys
 ):
-    edit, words = BAD_MODELS[case]
-    model = _model_copy(tmp_path, edit)
+    edit, words, name = BAD_MODELS[case]
+    model = _model_copy(tmp_path, edit, name)
     before = _snapshot(earlier_run)
     options = [*FAST[:-2], "--method", "unet", "--model", model]
     status, out, err = _main(capsys, "run", mosaic, "--out", earlier_run, "--force", *options)

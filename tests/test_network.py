@@ -339,14 +339,18 @@ def test_an_undersampled_psf_is_screened_upsampled_and_its_stars_are_sources(tmp
 def test_two_stars_1p5_fwhm_apart_are_two_sources(tmp_path):
     """Pairs of stars 1.5 FWHM (2.7 pix) apart, S/N about 300 and 190, at six position
     angles: the network finds both centres, and neither piece of the watershed cut is
-    taken for a cosmic ray (one star in two was, its moments cut across the valley)."""
+    taken for a cosmic ray (one star in two was, its moments cut across the valley).
+
+    Two passes (``--flips 2``) resolve five of the six, as the four-pass pair did;
+    the default single pass four: at two angles its centre map is one ridge over
+    both stars, with no second maximum (the price of one pass, see the README)."""
     import galsim
     from astropy.io import fits
 
     from survey_seg.simulate import mosaic_wcs
 
     size, centre, fwhm = 96, 47.5, 1.8
-    found = []
+    found: dict[int, list[int]] = {1: [], 2: []}
     for seed in range(6):
         rng = np.random.default_rng(seed)
         angle = rng.uniform(0.0, np.pi)
@@ -361,14 +365,17 @@ def test_two_stars_1p5_fwhm_apart_are_two_sources(tmp_path):
         header["PSFFWHM"] = fwhm
         path = tmp_path / f"pair{seed}.fits"
         fits.PrimaryHDU(pixels.astype(np.float32), header=header).writeto(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # no zero point
-            run_survey(path, tmp_path / f"out{seed}", RunConfig(fits_copies=False))
-        sources = pd.read_parquet(tmp_path / f"out{seed}" / "sources.parquet")
         stars = centre + np.array([offset, -offset])
-        gap = np.hypot(*(sources[["x", "y"]].to_numpy()[:, None] - stars[None]).transpose(2, 0, 1))
-        found.append(int((gap.min(axis=0) < 1.0).sum()))
-    assert found.count(2) >= 5, found
+        for flips in found:
+            out = tmp_path / f"out{seed}-{flips}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # no zero point
+                run_survey(path, out, RunConfig(fits_copies=False, flips=flips))
+            xy = pd.read_parquet(out / "sources.parquet")[["x", "y"]].to_numpy()
+            gap = np.hypot(*(xy[:, None] - stars[None]).transpose(2, 0, 1))
+            found[flips].append(int((gap.min(axis=0) < 1.0).sum()))
+    assert found[2].count(2) >= 5, found
+    assert found[1].count(2) >= 4, found
 
 
 @pytest.mark.parametrize("seed", [0, 2])
