@@ -509,9 +509,20 @@ def _check_trained_heads(predictor: Predictor) -> None:
 
 
 def _training_summary(config: dict) -> dict[str, object]:
-    """Seed, steps and simulator version of a model config's training run."""
+    """Seed, steps and simulator version of a model config's training run.
+
+    A config whose ``training`` lists ``stages`` gets them for each stage.
+    """
     training = config.get("training", {})
-    return {k: training.get(k) for k in ("seed", "steps", "simulator_version")}
+    keys = ("seed", "steps", "simulator_version")
+    if "stages" in training:
+        return {
+            "stages": [
+                {"name": stage.get("name"), **{k: stage.get(k) for k in keys}}
+                for stage in training["stages"]
+            ]
+        }
+    return {k: training.get(k) for k in keys}
 
 
 def _mostly_spurious(sources: np.ndarray, artefacts: np.ndarray) -> np.ndarray:

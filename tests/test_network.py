@@ -91,6 +91,10 @@ def test_tile_table_splits_the_time_of_each_tile(unet_whole):
 def test_manifest_records_the_flips_the_network_ran_with(unet_whole):
     method = json.loads((unet_whole / "manifest.json").read_text())["method"]
     assert method["flips"] == json.loads(DEFAULT_MODEL.read_text()).get("test_time_flips", 1)
+    # the default was trained in stages: each is recorded with its seed and steps
+    stages = method["training"]["stages"]
+    assert [stage["name"] for stage in stages][-1] == "soup"
+    assert all(stage["seed"] is not None for stage in stages[:-1]), stages
 
 
 def test_provenance_records_the_clump_model_only_when_there_is_one(write_model, tmp_path):
