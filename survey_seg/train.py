@@ -587,6 +587,9 @@ def train(
         batch_size=None,
         num_workers=config.data_workers,
         prefetch_factor=4 if config.data_workers else None,
+        # fresh processes: a forked one inherits the parent's threads and fork hooks
+        # (a CUDA context, a Prefect or dask client), which can kill it
+        multiprocessing_context="spawn" if config.data_workers else None,
     )
     for step, (inputs, targets) in enumerate(batches, start=start_step):
         model.train()

@@ -37,11 +37,20 @@ def test_batches_are_deterministic_by_seed():
     assert a[1]["stamps"].shape == (2, 7, 2, 2)
 
 
+def test_training_with_data_workers_gives_the_same_run(tmp_path):
+    in_process = train("screening", tmp_path / "a", _config(steps=2))
+    with_workers = train("screening", tmp_path / "b", _config(steps=2, data_workers=2))
+    assert with_workers.losses == in_process.losses
+
+
 def test_step_batches_are_the_same_in_worker_processes():
     config = _config(steps=3)
     in_process = [StepBatches(config, start_step=1)[i] for i in range(2)]
     loader = torch.utils.data.DataLoader(
-        StepBatches(config, start_step=1), batch_size=None, num_workers=2
+        StepBatches(config, start_step=1),
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context="spawn",  # as train() runs them
     )
     from_workers = list(loader)
     assert len(from_workers) == 2
