@@ -250,8 +250,10 @@ def scene_config(
         config = replace(
             config,
             star_density=float(np.exp(rng.uniform(*np.log(CROWDED_STAR_DENSITY)))),
-            star_mag_range=(15.0, 24.0),
-            star_mag_slope=0.1,
+            # the survey's magnitudes even in a bright-star scene: thousands of stars
+            # with a flat magnitude distribution would saturate the field
+            star_mag_range=base.star_mag_range,
+            star_mag_slope=base.star_mag_slope,
         )
     return config
 
