@@ -3,8 +3,11 @@
 Footprints are the connected regions where the network sees an object (single
 or overlapping); each peak of the centre heatmap inside a footprint seeds one
 source, and a watershed of the S/N image shares the footprint's pixels among
-them. A deblended source's position is its centre peak, refined to sub-pixel:
-the flux centroid of a segment cut out of a blend is pulled towards the cut.
+them. A network with an offset head also says, at each pixel, where its
+object's centre is: a source whose pixels point into another source is a piece
+of it (a knot, an arm, a noise bump on a large galaxy) and joins it. A
+deblended source's position is its centre peak, refined to sub-pixel: the flux
+centroid of a segment cut out of a blend is pulled towards the cut.
 Pure numpy; every step is local.
 """
 
@@ -20,6 +23,7 @@ __all__ = [
     "absorb_enclosed",
     "deblended_centres",
     "find_centres",
+    "merge_by_centre_votes",
     "merge_unseparated",
     "split_instances",
 ]
@@ -255,6 +259,93 @@ def merge_unseparated(
             merged[key] = max(h, merged.get(key, -np.inf))
         saddles = merged
     return relabel_in_raster_order(parent[sources].astype(np.int32))
+
+
+def merge_by_centre_votes(
+    sources: np.ndarray,
+    footprints: np.ndarray,
+    offsets: np.ndarray,
+    *,
+    min_vote_fraction: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join each source to the neighbour that most of its pixels say holds their centre.
+
+    One object, one source, for objects of any size: the offset head gives every
+    pixel the vector to the centre of the object it belongs to (Panoptic-DeepLab's
+    centre regression). All the pixels of a large galaxy, its arms and knots
+    included, point at its nucleus; the two members of a close pair point at
+    their own centres. A pixel votes for the source its vector lands in; a source
+    of which at least ``min_vote_fraction`` of the pixels vote for one other
+    source is a piece of that source, and joins it (pieces of pieces follow to
+    the end). The other source must be in the same footprint, or larger: on the
+    faint outskirts of a large galaxy, noise cuts off fragments that are
+    footprints of their own, and still point at its centre.
+
+    Parameters
+    ----------
+    sources, footprints : numpy.ndarray
+        int labels from :func:`split_instances`.
+    offsets : numpy.ndarray
+        ``(2, H, W)`` float ``(dy, dx)`` in pixels from each pixel to its object's centre.
+    min_vote_fraction : float
+        Share of a source's pixels that must vote for the same other source.
+
+    Returns
+    -------
+    sources, footprints : numpy.ndarray
+        int32 labels, numbered in raster order; a fragment's footprint joins that
+        of the source it joined.
+    """
+    n = int(sources.max())
+    if n < 2:
+        return sources, footprints
+    ys, xs = np.nonzero(sources)
+    label = sources[ys, xs].astype(np.int64)
+    vote_y = np.rint(ys + offsets[0, ys, xs]).astype(np.int64)
+    vote_x = np.rint(xs + offsets[1, ys, xs]).astype(np.int64)
+    ny, nx = sources.shape
+    lands = (vote_y >= 0) & (vote_y < ny) & (vote_x >= 0) & (vote_x < nx)
+    voted = np.zeros_like(label)
+    voted[lands] = sources[vote_y[lands], vote_x[lands]]
+    same_footprint = np.zeros(label.size, dtype=bool)
+    same_footprint[lands] = footprints[vote_y[lands], vote_x[lands]] == footprints[ys, xs][lands]
+    area = np.bincount(label, minlength=n + 1)
+    elsewhere = (voted > 0) & (voted != label) & (same_footprint | (area[voted] > area[label]))
+    pairs, votes = np.unique(label[elsewhere] * (n + 1) + voted[elsewhere], return_counts=True)
+    share = votes / area[pairs // (n + 1)]
+    # each source's most-voted other source, if enough of its pixels voted for it
+    order = np.lexsort((-share, pairs // (n + 1)))
+    pairs, share = pairs[order], share[order]
+    first = np.r_[True, pairs[1:] // (n + 1) != pairs[:-1] // (n + 1)] if pairs.size else pairs
+    parent = np.arange(n + 1)
+    chosen = first & (share >= min_vote_fraction)
+    parent[pairs[chosen] // (n + 1)] = pairs[chosen] % (n + 1)
+    root = _roots(parent)
+    footprint_of = np.zeros(n + 1, dtype=np.int64)
+    footprint_of[label] = footprints[ys, xs]
+    footprint_parent = np.arange(int(footprints.max()) + 1)
+    moved = footprint_of != footprint_of[root]
+    footprint_parent[footprint_of[moved]] = footprint_of[root[moved]]
+    return (
+        relabel_in_raster_order(root[sources].astype(np.int32)),
+        relabel_in_raster_order(_roots(footprint_parent)[footprints].astype(np.int32)),
+    )
+
+
+def _roots(parent: np.ndarray) -> np.ndarray:
+    """Where each label's chain of parents ends.
+
+    A knot voting for an arm voting for the nucleus ends at the nucleus; two
+    halves voting for each other end at the smaller label of the two (the
+    chain's closing cycle).
+    """
+    root = np.arange(parent.size)
+    for label in np.flatnonzero(parent != root):
+        seen = [int(label)]
+        while int(parent[seen[-1]]) not in seen:
+            seen.append(int(parent[seen[-1]]))
+        root[label] = min(seen[seen.index(int(parent[seen[-1]])) :])
+    return root
 
 
 def absorb_enclosed(

@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--width", type=int, default=16, help="channels of the U-Net's first level")
     train.add_argument("--depth", type=int, default=3, help="pooling steps of the U-Net")
     train.add_argument(
+        "--offset-head",
+        action="store_true",
+        help="also train the offset head (each pixel's vector to its object's centre), "
+        "which keeps large galaxies whole; --init weights without it grow it",
+    )
+    train.add_argument(
         "--jitter", type=float, default=0.25, help="largest relative PSF and noise change"
     )
     train.add_argument(
@@ -273,7 +279,9 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         config = TrainConfig(
-            architecture=UNetConfig(width=args.width, depth=args.depth),
+            architecture=UNetConfig(
+                width=args.width, depth=args.depth, offset_head=args.offset_head
+            ),
             steps=args.steps,
             batch_size=args.batch_size,
             seed=args.seed,

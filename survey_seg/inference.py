@@ -21,7 +21,13 @@ import torch
 
 from survey_seg.errors import InputError
 from survey_seg.methods import PRECISIONS
-from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet, UNetConfig, split_heads
+from survey_seg.models.unet import (
+    OFFSET_SCALE,
+    QUALITY_CLASSES,
+    ScreeningUNet,
+    UNetConfig,
+    split_heads,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -51,6 +57,7 @@ THRESHOLDS_REQUIRED = frozenset(
 """Post-processing thresholds that a model config must give (see :mod:`survey_seg.network`)."""
 THRESHOLDS_OPTIONAL = frozenset(
     {"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr", "min_valley_sigma", "min_valley_fraction"}
+    | {"min_vote_fraction"}
 )
 PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump"})
 """Thresholds that a model config may tune per PSF width (its ``psf_thresholds``)."""
@@ -62,6 +69,8 @@ columns as columns, as bad columns and chip gaps are in the training scenes."""
 
 PREDICTION_HEADS = ("segmentation", "centre", "clump", "artefact", "stamps")
 """The fields of :class:`Prediction`, each the probabilities of one network head."""
+OPTIONAL_HEADS = ("offset",)
+"""Heads that a network may have (:class:`~survey_seg.models.unet.UNetConfig`)."""
 
 
 def network_input(
@@ -113,6 +122,9 @@ class Prediction:
         ``(5, H, W)``: CR, STREAK, GHOST, BAD, SAT probabilities.
     stamps : numpy.ndarray
         ``(len(QUALITY_CLASSES), h, w)`` per-stamp quality probabilities.
+    offset : numpy.ndarray or None
+        ``(2, H, W)``: the ``(dy, dx)`` in pixels from each pixel to the centre of
+        its object; None for a network without the offset head.
     """
 
     segmentation: np.ndarray
@@ -120,6 +132,7 @@ class Prediction:
     clump: np.ndarray
     artefact: np.ndarray
     stamps: np.ndarray
+    offset: np.ndarray | None = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -359,6 +372,7 @@ class Predictor:
             clump=mean["clump"][0, :height, :width],
             artefact=mean["artefact"][:, :height, :width],
             stamps=mean["stamps"][:, :stamp_rows, :stamp_cols],
+            offset=mean["offset"][:, :height, :width] if "offset" in mean else None,
         )
 
     @torch.inference_mode()
@@ -367,7 +381,7 @@ class Predictor:
 
         The sides must be multiples of :attr:`stride` (no padding is done). Returns
         tensors on :attr:`device`, keyed by head (``centre`` and ``clump`` keep
-        their channel axis).
+        their channel axis; ``offset`` is in pixels).
         """
         if inputs.ndim != 4 or inputs.shape[-2] % self.stride or inputs.shape[-1] % self.stride:
             raise InputError(
@@ -383,9 +397,16 @@ class Predictor:
         return mean
 
     def _mean_over_flips(
-        self, model: ScreeningUNet, x: torch.Tensor, heads: tuple[str, ...] = PREDICTION_HEADS
+        self,
+        model: ScreeningUNet,
+        x: torch.Tensor,
+        heads: tuple[str, ...] = PREDICTION_HEADS + OPTIONAL_HEADS,
     ) -> dict[str, torch.Tensor]:
-        """Probabilities of ``heads`` (default: all) from ``model``, mean over the flips."""
+        """Outputs of ``heads`` (default: all it has) from ``model``, mean over the flips.
+
+        An offset seen on a flipped window points the flipped way: its flipped
+        components change sign when it is flipped back.
+        """
         total: dict[str, torch.Tensor] = {}
         for dims in FLIP_DIMS[: self.flips]:
             flipped = torch.flip(x, dims) if dims else x
@@ -400,6 +421,10 @@ class Predictor:
             probabilities = _probabilities(pixel_logits, stamp_logits, heads)
             for name, probability in probabilities.items():
                 probability = torch.flip(probability, dims) if dims else probability
+                if name == "offset" and dims:
+                    sign = torch.ones(2, 1, 1, device=probability.device)
+                    sign[[dim + 2 for dim in dims]] = -1.0  # dims -2, -1: dy, dx
+                    probability = probability * sign
                 total[name] = total[name] + probability if name in total else probability
         return {name: value / self.flips for name, value in total.items()}
 
@@ -487,14 +512,26 @@ def check_flips(flips: object, name: str = "flips") -> int:
 def _probabilities(
     pixel_logits: torch.Tensor, stamp_logits: torch.Tensor, heads: tuple[str, ...]
 ) -> dict[str, torch.Tensor]:
-    """Probabilities of ``heads`` only (softmax over the segmentation classes)."""
+    """Outputs of those of ``heads`` that the network has.
+
+    A softmax over the segmentation classes, the offset in pixels, sigmoid
+    probabilities for the rest.
+    """
     logits = {**split_heads(pixel_logits), "stamps": stamp_logits}
-    return {
-        name: torch.softmax(logits[name].float(), dim=1)
-        if name == "segmentation"
-        else torch.sigmoid(logits[name].float())
-        for name in heads
-    }
+    outputs = {}
+    for name in heads:
+        if name not in logits:
+            if name in OPTIONAL_HEADS:
+                continue
+            raise KeyError(name)
+        value = logits[name].float()
+        if name == "segmentation":
+            outputs[name] = torch.softmax(value, dim=1)
+        elif name == "offset":
+            outputs[name] = value * OFFSET_SCALE
+        else:
+            outputs[name] = torch.sigmoid(value)
+    return outputs
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

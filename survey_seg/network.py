@@ -15,7 +15,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from survey_seg.blends import absorb_enclosed, deblended_centres, find_centres, split_instances
+from survey_seg.blends import (
+    absorb_enclosed,
+    deblended_centres,
+    find_centres,
+    merge_by_centre_votes,
+    split_instances,
+)
 from survey_seg.clumps import find_clumps
 from survey_seg.errors import InputError
 from survey_seg.inference import (
@@ -77,6 +83,10 @@ MIN_VALLEY_SIGMA = 3.0
 """Neighbouring sources of a footprint without a valley this significant between
 them are one object (:func:`survey_seg.blends.merge_unseparated`); a model config's
 ``min_valley_sigma`` threshold replaces it."""
+MIN_VOTE_FRACTION = 0.5
+"""With an offset head: a source at least this share of whose pixels point into one
+other source of its footprint joins it (:func:`survey_seg.blends.merge_by_centre_votes`);
+a model config's ``min_vote_fraction`` threshold replaces it."""
 MIN_VALLEY_FRACTION = 0.1
 """Nor are they two without a valley of this fraction of the fainter peak (a relative
 dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
@@ -139,6 +149,7 @@ class NetworkScreener:
     ):
         self.predictor = load_predictor(model_path, device, precision, flips)
         _check_trained_heads(self.predictor)
+        self._offsets_trained = "offset" in self.predictor.config.get("heads", ())
         self.precision = precision
         self.psf_fwhm_pix = psf_fwhm_pix
         psf_thresholds = self.predictor.config.get("psf_thresholds")
@@ -412,6 +423,18 @@ class NetworkScreener:
             min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
             min_merge_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
         )
+        if prediction.offset is not None and self._offsets_trained:
+            voted, voted_footprints = merge_by_centre_votes(
+                sources,
+                footprints,
+                prediction.offset,
+                min_vote_fraction=t.get("min_vote_fraction", MIN_VOTE_FRACTION),
+            )
+            if voted.max() < sources.max():  # pieces of one object joined it
+                sources, footprints = voted, voted_footprints
+                blend_probability = label_maximum(
+                    prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
+                )
         artefacts = sharp_cosmic_rays(
             artefacts, flux, self._seen_psf_fwhm, _peak_pixels(sources, significance)
         )

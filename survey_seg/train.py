@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,13 +29,23 @@ from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
 from survey_seg.files import atomic_path
 from survey_seg.inference import Predictor, network_input, resolve_device
 from survey_seg.masks import ARTEFACT_CLASS_BITS, MaskBit
-from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet, UNetConfig, split_heads
+from survey_seg.models.unet import (
+    OFFSET_SCALE,
+    QUALITY_CLASSES,
+    ScreeningUNet,
+    UNetConfig,
+    load_growing_heads,
+    split_heads,
+)
 from survey_seg.simulate import (
     SIMULATOR_VERSION,
     SimulatedMosaic,
     SimulationConfig,
     simulate_mosaic,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ARTEFACT_PLANES",
@@ -58,13 +69,21 @@ QUALITY_PLANES = tuple(ARTEFACT_CLASS_BITS.values())
 """Mask planes of the first six :data:`QUALITY_CLASSES`, in order."""
 
 TASKS: dict[str, dict[str, float]] = {
-    "screening": {"segmentation": 1.0, "centre": 1.0, "clump": 1.0, "artefact": 1.0, "stamps": 0.5},
-    "blends": {"segmentation": 1.0, "centre": 1.0},
+    "screening": {
+        "segmentation": 1.0,
+        "centre": 1.0,
+        "clump": 1.0,
+        "artefact": 1.0,
+        "stamps": 0.5,
+        "offset": 1.0,
+    },
+    "blends": {"segmentation": 1.0, "centre": 1.0, "offset": 1.0},
     "clumps": {"clump": 1.0, "segmentation": 0.2},
     "quality": {"artefact": 1.0, "stamps": 0.5},
 }
 """Loss weights of each trainable task: ``screening`` trains every head of one
-shared network; the others train a network for their heads alone."""
+shared network; the others train a network for their heads alone. ``offset``
+trains only where the architecture has that head."""
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "object": 0.5,
@@ -273,7 +292,9 @@ def scene_targets(sim: SimulatedMosaic, stamp_size: int) -> dict[str, np.ndarray
     -------
     dict
         ``segmentation`` (int64 class 0/1/2), ``centre`` and ``clump`` heatmaps,
-        ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels.
+        ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels,
+        ``offset`` ``(2, H, W)``: the ``(dy, dx)`` from each pixel of an object to
+        its truth centre (:func:`centre_offsets`).
     """
     shape = sim.image.shape
     classes = np.where(sim.truth_segmentation > 0, 1, 0)
@@ -294,7 +315,36 @@ def scene_targets(sim: SimulatedMosaic, stamp_size: int) -> dict[str, np.ndarray
         "clump": clump,
         "artefact": artefact,
         "stamps": stamps,
+        "offset": centre_offsets(sim.truth_segmentation, sources),
     }
+
+
+def centre_offsets(segmentation: np.ndarray, sources: pd.DataFrame) -> np.ndarray:
+    """``(dy, dx)`` from each pixel to the truth centre of the object it belongs to.
+
+    Parameters
+    ----------
+    segmentation : numpy.ndarray
+        int ``(H, W)`` truth ``id`` of each pixel's object, 0 on the sky.
+    sources : pandas.DataFrame
+        Truth table with ``id``, ``x`` and ``y``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(2, H, W)`` in pixels; NaN on the sky (no target there).
+    """
+    lookup_y = np.full(int(segmentation.max()) + 1, np.nan)
+    lookup_x = lookup_y.copy()
+    ids = sources["id"].to_numpy()
+    known = ids <= segmentation.max()
+    lookup_y[ids[known]] = sources["y"].to_numpy()[known]
+    lookup_x[ids[known]] = sources["x"].to_numpy()[known]
+    lookup_y[0] = lookup_x[0] = np.nan
+    rows, cols = np.indices(segmentation.shape)
+    return np.stack([lookup_y[segmentation] - rows, lookup_x[segmentation] - cols]).astype(
+        np.float32
+    )
 
 
 def _heatmap(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
@@ -376,7 +426,11 @@ def make_batch(
 
         inputs.append(cut(planes))
         for name, array in dense.items():
-            targets.setdefault(name, []).append(cut(array, stamp if name == "stamps" else 1))
+            crop = cut(array, stamp if name == "stamps" else 1)
+            if name == "offset":  # a flipped crop's vectors point the flipped way
+                crop[0] *= -1.0 if flip_y else 1.0
+                crop[1] *= -1.0 if flip_x else 1.0
+            targets.setdefault(name, []).append(crop)
     return (
         torch.from_numpy(np.stack(inputs)),
         {name: torch.from_numpy(np.stack(arrays)) for name, arrays in targets.items()},
@@ -504,7 +558,23 @@ def task_loss(
         total = total + weights["stamps"] * nn.functional.binary_cross_entropy_with_logits(
             stamp_logits, targets["stamps"]
         )
+    if "offset" in weights:
+        total = total + weights["offset"] * offset_loss(heads["offset"], targets["offset"])
     return total
+
+
+def offset_loss(offset_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance (in :data:`OFFSET_SCALE` units) of predicted and true offsets.
+
+    Only pixels of objects count (the target is NaN on the sky), each equally: a
+    large galaxy's many pixels weigh as much as its area, which is what keeps it
+    whole. Panoptic-DeepLab regresses its centre offsets the same way.
+    """
+    known = torch.isfinite(target)
+    if not bool(known.any()):
+        return offset_logits.new_zeros(())
+    error = (offset_logits.float() - torch.nan_to_num(target) / OFFSET_SCALE).abs()
+    return error[known].mean()
 
 
 # --------------------------------------------------------------------------- training
@@ -553,8 +623,8 @@ def train(
     if config.init_weights:
         init_bytes = Path(config.init_weights).read_bytes()
         init_sha256 = hashlib.sha256(init_bytes).hexdigest()
-        model.load_state_dict(
-            torch.load(config.init_weights, map_location=device, weights_only=True)
+        load_growing_heads(
+            model, torch.load(config.init_weights, map_location=device, weights_only=True)
         )
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -710,6 +780,8 @@ def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:
         If ``head_weights`` names a head that ``task`` does not train.
     """
     weights = dict(TASKS[task])
+    if not config.architecture.offset_head:
+        weights.pop("offset", None)
     for head, weight in (config.head_weights or {}).items():
         if head not in weights:
             raise ValueError(

@@ -4,6 +4,7 @@ from survey_seg.blends import (
     absorb_enclosed,
     deblended_centres,
     find_centres,
+    merge_by_centre_votes,
     merge_unseparated,
     split_instances,
 )
@@ -183,3 +184,75 @@ def test_a_relative_dip_on_a_bright_object_does_not_separate():
         )
         assert plain.max() == 2
         assert bool(relative.max() == 1) is merges
+
+
+def _offsets_to(shape, centres_by_pixel):
+    """Offsets from each pixel to the centre that ``centres_by_pixel`` gives it."""
+    yy, xx = np.indices(shape)
+    return np.stack([centres_by_pixel[0] - yy, centres_by_pixel[1] - xx]).astype(np.float32)
+
+
+def test_pieces_whose_pixels_point_into_another_source_join_it_and_a_pair_does_not():
+    shape = (30, 60)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[5:25, 5:15] = 1  # a large galaxy, centre (15, 14), cut in three pieces
+    sources[5:25, 15:22] = 2
+    sources[5:12, 22:28] = 3  # an arm, beyond the piece that holds no centre
+    sources[26:29, 8:11] = 6  # a fragment of its outskirts, a footprint of its own
+    sources[10:20, 35:42] = 4  # a close pair in one footprint: each points at its own
+    sources[10:20, 42:49] = 5
+    footprints = np.zeros_like(sources)
+    footprints[np.isin(sources, (1, 2, 3))] = 1
+    footprints[np.isin(sources, (4, 5))] = 2
+    footprints[sources == 6] = 3
+    centre_y = np.full(shape, 15.0)
+    centre_x = np.select([sources == 4, sources == 5], [38.0, 45.0], 14.0)
+    offsets = _offsets_to(shape, (centre_y, centre_x))
+    merged, merged_footprints = merge_by_centre_votes(
+        sources, footprints, offsets, min_vote_fraction=0.5
+    )
+    assert merged.max() == 3 and merged_footprints.max() == 2
+    assert merged[6, 6] == merged[15, 18] == merged[6, 25] == merged[27, 9]
+    assert merged_footprints[27, 9] == merged_footprints[6, 6]
+    assert merged[15, 38] != merged[15, 45] and merged[15, 38] != merged[15, 10]
+
+
+def test_a_source_joins_a_source_of_another_footprint_only_if_that_one_is_larger():
+    shape = (20, 40)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[5:15, 2:12] = 1  # 100 pixels
+    sources[5:15, 20:26] = 2  # 60 pixels, in a footprint of its own
+    footprints = np.where(sources > 0, sources, 0)
+    at_other = np.where(sources == 1, 10.0, 7.0)  # each says the other holds its centre
+    offsets = _offsets_to(shape, (np.full(shape, 10.0), np.where(sources == 1, 23.0, at_other)))
+    merged, _ = merge_by_centre_votes(sources, footprints, offsets, min_vote_fraction=0.5)
+    assert merged.max() == 1  # the smaller one joined
+    offsets = _offsets_to(shape, (np.full(shape, 10.0), np.where(sources == 1, 23.0, 23.0)))
+    assert merge_by_centre_votes(sources, footprints, offsets, min_vote_fraction=0.5)[0].max() == 2
+
+
+def test_a_source_joins_only_when_enough_of_its_pixels_agree():
+    shape = (20, 20)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[5:15, 2:10] = 1
+    sources[5:15, 10:18] = 2
+    footprints = (sources > 0).astype(np.int32)
+    own_x = np.where(sources == 1, 6.0, 14.0)
+    offsets = _offsets_to(shape, (np.full(shape, 10.0), own_x))
+    third = (sources == 2) & (np.indices(shape)[1] < 13)  # 3 of its 8 columns say "1"
+    offsets[1][third] = 6.0 - np.indices(shape)[1][third]
+    kept, _ = merge_by_centre_votes(sources, footprints, offsets, min_vote_fraction=0.5)
+    assert kept.max() == 2
+    joined, _ = merge_by_centre_votes(sources, footprints, offsets, min_vote_fraction=0.3)
+    assert joined.max() == 1
+
+
+def test_two_halves_pointing_at_each_other_are_one_source():
+    shape = (20, 20)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[5:15, 2:10], sources[5:15, 10:18] = 1, 2
+    footprints = (sources > 0).astype(np.int32)
+    crossed_x = np.where(sources == 1, 12.0, 7.0)  # each half says the other holds its centre
+    offsets = _offsets_to(shape, (np.full(shape, 10.0), crossed_x))
+    merged, _ = merge_by_centre_votes(sources, footprints, offsets, min_vote_fraction=0.5)
+    assert merged.max() == 1 and np.array_equal(merged > 0, sources > 0)

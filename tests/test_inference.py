@@ -8,6 +8,7 @@ import torch
 from survey_seg.errors import InputError
 from survey_seg.inference import (
     DEFAULT_MODEL,
+    PREDICTION_HEADS,
     Predictor,
     load_predictor,
     network_input,
@@ -59,6 +60,32 @@ def test_flips_average_the_passes_on_the_flipped_windows(write_model, tmp_path):
         expected = (getattr(upright, name) + getattr(turned, name)[..., ::-1, ::-1]) / 2
         np.testing.assert_allclose(getattr(two, name), expected, atol=1e-6, err_msg=name)
     assert not np.allclose(two.centre, upright.centre, atol=1e-4)  # the turn changes outputs
+
+
+def test_offsets_seen_on_flipped_windows_are_turned_back(write_model, tmp_path):
+    from survey_seg.models.unet import ScreeningUNet
+
+    config = UNetConfig(width=4, depth=2, stamp_size=16, offset_head=True)
+    path = write_model(tmp_path, config=config, heads=[*PREDICTION_HEADS, "offset"])
+    torch.manual_seed(2)
+    model = ScreeningUNet(config)
+    with torch.no_grad():
+        model.pixel_head.weight.normal_()  # the offset head starts at zero: make it answer
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    spec = json.loads(path.read_text())
+    spec["sha256"] = hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
+    path.write_text(json.dumps(spec))
+    planes = np.random.default_rng(1).normal(size=(3, 32, 48)).astype(np.float32)
+    one = Predictor(path, device="cpu", precision="float32", flips=1)
+    upright, turned = one.predict(planes), one.predict(np.ascontiguousarray(planes[:, ::-1, ::-1]))
+    two = Predictor(path, device="cpu", precision="float32", flips=2).predict(planes)
+    # turned by 180 degrees, a vector to the centre points the other way
+    expected = (upright.offset - turned.offset[:, ::-1, ::-1]) / 2
+    np.testing.assert_allclose(two.offset, expected, atol=1e-5)
+    assert np.abs(upright.offset).max() > 1.0
+    assert (
+        Predictor(write_model(tmp_path, name="plain"), device="cpu").predict(planes).offset is None
+    )
 
 
 def test_predict_batch_gives_each_windows_prediction(write_model, tmp_path):

@@ -31,7 +31,7 @@ def test_batches_are_deterministic_by_seed():
     c = make_batch([5, 6], np.random.default_rng(0), config)
     torch.testing.assert_close(a[0], b[0])
     for name in a[1]:
-        torch.testing.assert_close(a[1][name], b[1][name])
+        torch.testing.assert_close(a[1][name], b[1][name], equal_nan=True)
     assert not torch.equal(a[0], c[0])
     assert a[0].shape == (2, 3, 64, 64)
     assert a[1]["stamps"].shape == (2, 7, 2, 2)
@@ -59,7 +59,7 @@ def test_step_batches_are_the_same_in_worker_processes():
     ):
         torch.testing.assert_close(inputs, expected_inputs)
         for name, target in targets.items():
-            torch.testing.assert_close(target, expected_targets[name])
+            torch.testing.assert_close(target, expected_targets[name], equal_nan=True)
 
 
 def test_crowded_scenes_keep_the_other_traits_and_hold_many_stars():
@@ -80,13 +80,13 @@ def test_crowded_scenes_keep_the_other_traits_and_hold_many_stars():
 @pytest.mark.parametrize("task", list(TASKS))
 def test_a_few_steps_reduce_the_loss_of_a_tiny_model(task):
     torch.manual_seed(0)
-    config = _config()
+    config = _config(architecture=UNetConfig(width=4, depth=2, stamp_size=32, offset_head=True))
     inputs, targets = make_batch([11, 12], np.random.default_rng(1), config)
-    model = ScreeningUNet(TINY)
+    model = ScreeningUNet(config.architecture)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
-        loss = task_loss(*model(inputs), targets, TASKS[task])
+        loss = task_loss(*model(inputs), targets, loss_weights(task, config))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -157,7 +157,12 @@ def test_head_weights_replace_the_task_weights():
     weights = loss_weights("screening", config)
     assert weights["clump"] == 2.0 and weights["centre"] == 3.0
     assert weights["segmentation"] == TASKS["screening"]["segmentation"]
-    assert loss_weights("screening", _config()) == TASKS["screening"]
+    without_offsets = {k: v for k, v in TASKS["screening"].items() if k != "offset"}
+    assert loss_weights("screening", _config()) == without_offsets
+    offset_architecture = UNetConfig(width=4, depth=2, stamp_size=32, offset_head=True)
+    assert (
+        loss_weights("screening", _config(architecture=offset_architecture)) == TASKS["screening"]
+    )
     with pytest.raises(ValueError, match="does not train head 'artefact'"):
         loss_weights("blends", _config(head_weights={"artefact": 2.0}))
     with pytest.raises(ValueError, match="unknown head 'clumps'"):
@@ -171,7 +176,7 @@ def test_head_weights_change_the_loss_and_are_recorded(tmp_path):
     model = ScreeningUNet(TINY)
     with torch.no_grad():
         outputs = model(inputs)
-    base = task_loss(*outputs, targets, TASKS["screening"])
+    base = task_loss(*outputs, targets, loss_weights("screening", _config()))
     clump_heavy = loss_weights("screening", _config(head_weights={"clump": 5.0}))
     assert float(task_loss(*outputs, targets, clump_heavy)) > float(base)
     result = train("screening", tmp_path, _config(steps=2, head_weights={"clump": 2.0}))
@@ -205,3 +210,38 @@ def test_average_weights_is_the_weighted_mean_and_refuses_mismatches(tmp_path):
     with pytest.raises(ValueError, match="one architecture"):
         average_weights([paths[0], other], [0.5, 0.5], tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_centre_offsets_point_every_pixel_of_an_object_at_its_centre():
+    import pandas as pd
+
+    from survey_seg.train import centre_offsets
+
+    segmentation = np.zeros((10, 12), dtype=np.int32)
+    segmentation[1:5, 1:6] = 3
+    segmentation[6:9, 7:11] = 1
+    truth = pd.DataFrame({"id": [1, 2, 3], "x": [8.5, 0.0, 3.0], "y": [7.0, 0.0, 2.25]})
+    offsets = centre_offsets(segmentation, truth)
+    rows, cols = np.indices(segmentation.shape)
+    for object_id, (x, y) in ((1, (8.5, 7.0)), (3, (3.0, 2.25))):
+        inside = segmentation == object_id
+        np.testing.assert_allclose(rows[inside] + offsets[0][inside], y)
+        np.testing.assert_allclose(cols[inside] + offsets[1][inside], x)
+    assert np.isnan(offsets[:, segmentation == 0]).all()
+
+
+def test_flipped_training_crops_keep_their_offsets_pointing_at_the_centres():
+    """Whatever the flips, the pixels of a crop's objects vote for a few points only."""
+    architecture = UNetConfig(width=4, depth=2, stamp_size=32, offset_head=True)
+    config = _config(batch_size=4, crop=128, scene_size=128, architecture=architecture)
+    _, targets = make_batch([31, 32, 33, 34], np.random.default_rng(3), config)
+    rows, cols = np.indices(targets["offset"].shape[-2:])
+    checked = 0
+    for offsets in targets["offset"].numpy():
+        inside = np.isfinite(offsets[0])
+        if inside.sum() < 20:
+            continue
+        votes = np.stack([rows[inside] + offsets[0][inside], cols[inside] + offsets[1][inside]])
+        assert np.unique(np.round(votes, 3), axis=1).shape[1] < 0.1 * inside.sum()
+        checked += 1
+    assert checked == 4

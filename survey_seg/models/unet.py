@@ -3,7 +3,8 @@
 Encoder: blocks of two 3x3 convolutions (batch norm, ReLU) and 2x2 max pooling.
 Decoder: 2x2 transposed convolutions that double the size (the slides' "going
 backward of convolution"), concatenated with the encoder's skip connection,
-then two 3x3 convolutions. One 1x1 convolution gives every pixel head at once;
+then two 3x3 convolutions. One 1x1 convolution gives every pixel head at once
+(and, optionally, the offset head: each pixel's vector to its object's centre);
 a stamp head on the bottleneck gives per-stamp quality logits (the Euclid
 data-quality CNN of the slides, sharing the encoder).
 """
@@ -17,7 +18,15 @@ from torch import nn
 
 from survey_seg.masks import ARTEFACT_CLASSES
 
-__all__ = ["HEADS", "INPUT_CHANNELS", "QUALITY_CLASSES", "ScreeningUNet", "UNetConfig"]
+__all__ = [
+    "HEADS",
+    "INPUT_CHANNELS",
+    "OFFSET_SCALE",
+    "QUALITY_CLASSES",
+    "ScreeningUNet",
+    "UNetConfig",
+    "split_heads",
+]
 
 INPUT_CHANNELS = ("asinh_snr", "saturation_fraction", "valid")
 """What the network sees at each pixel (see :func:`survey_seg.inference.network_input`)."""
@@ -29,6 +38,11 @@ HEADS: dict[str, int] = {
     "artefact": 5,  # CR, STREAK, GHOST, BAD, SAT pixel probabilities
 }
 """Pixel heads and their channel counts, in output order."""
+
+OFFSET_CHANNELS = 2
+"""Channels of the optional ``offset`` head, after those of :data:`HEADS`: ``(dy, dx)``."""
+OFFSET_SCALE = 16.0
+"""Pixels per unit of the offset head's output (keeps its targets near unit size)."""
 
 QUALITY_CLASSES = (*ARTEFACT_CLASSES, "flagged")
 """Per-stamp quality outputs: the probability that each of six artefact classes is
@@ -46,6 +60,11 @@ class UNetConfig:
     """Number of pooling steps; inputs are padded to a multiple of ``2**depth``."""
     stamp_size: int = 64
     """Side of the stamps that the quality head classifies (a multiple of ``2**depth``)."""
+    offset_head: bool = False
+    """Add the ``offset`` pixel head: for each pixel of an object, the vector from it
+    to the object's centre (in units of :data:`OFFSET_SCALE` pixels), so that all the
+    pixels of one object, however large, point at one place (Panoptic-DeepLab's
+    centre regression)."""
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.depth < 1:
@@ -55,9 +74,12 @@ class UNetConfig:
                 f"stamp_size {self.stamp_size} must be a multiple of 2**depth = {2**self.depth}"
             )
 
-    def to_dict(self) -> dict[str, int]:
-        """Plain dict, for config files."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, int | bool]:
+        """Plain dict, for config files (``offset_head`` only when the head is there)."""
+        values = asdict(self)
+        if not self.offset_head:
+            del values["offset_head"]
+        return values
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -99,10 +121,13 @@ class ScreeningUNet(nn.Module):
                 nn.ConvTranspose2d(channels[level + 1], channels[level], kernel_size=2, stride=2)
             )
             self.decoders.append(_block(2 * channels[level], channels[level]))
-        self.pixel_head = nn.Conv2d(channels[0], sum(HEADS.values()), 1)
+        n_pixel = sum(HEADS.values()) + (OFFSET_CHANNELS if self.config.offset_head else 0)
+        self.pixel_head = nn.Conv2d(channels[0], n_pixel, 1)
         with torch.no_grad():  # rare positives: start the sigmoid heads near p = 0.01
-            start = HEADS["segmentation"]
-            self.pixel_head.bias[start:] = -4.6
+            start, stop = HEADS["segmentation"], sum(HEADS.values())
+            self.pixel_head.bias[start:stop] = -4.6
+            self.pixel_head.weight[stop:] = 0.0  # the offset head starts at "no offset"
+            self.pixel_head.bias[stop:] = 0.0
         cells = self.config.stamp_size // 2**depth
         self.stamp_head = nn.Sequential(
             nn.AvgPool2d(cells, ceil_mode=True),
@@ -128,7 +153,8 @@ class ScreeningUNet(nn.Module):
         Returns
         -------
         pixel_logits : torch.Tensor
-            ``(batch, sum(HEADS.values()), H, W)``.
+            ``(batch, sum(HEADS.values()), H, W)``, two channels more with the
+            offset head.
         stamp_logits : torch.Tensor
             ``(batch, len(QUALITY_CLASSES), ceil(H / stamp), ceil(W / stamp))``.
         """
@@ -161,6 +187,26 @@ class ScreeningUNet(nn.Module):
 
 
 def split_heads(pixel_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split the pixel logits into the named heads of :data:`HEADS`."""
-    parts = torch.split(pixel_logits, list(HEADS.values()), dim=1)
-    return dict(zip(HEADS, parts, strict=True))
+    """Split the pixel logits into the named heads of :data:`HEADS` (and ``offset``)."""
+    sizes = dict(HEADS)
+    if pixel_logits.shape[1] == sum(HEADS.values()) + OFFSET_CHANNELS:
+        sizes["offset"] = OFFSET_CHANNELS
+    parts = torch.split(pixel_logits, list(sizes.values()), dim=1)
+    return dict(zip(sizes, parts, strict=True))
+
+
+def load_growing_heads(model: ScreeningUNet, state: dict[str, torch.Tensor]) -> None:
+    """Load weights into ``model``; a pixel head that ``model`` has grown starts anew.
+
+    Fine-tuning a network with the offset head from weights without it: every
+    tensor loads as it is, except the pixel head's, whose first channels (those
+    of :data:`HEADS`) load and whose new channels keep the model's initial
+    values (zero: no offset).
+    """
+    own = model.state_dict()
+    grown = dict(state)
+    for name in ("pixel_head.weight", "pixel_head.bias"):
+        old, new = state[name], own[name]
+        if old.shape[0] < new.shape[0] and old.shape[1:] == new.shape[1:]:
+            grown[name] = torch.cat([old, new[old.shape[0] :].to(old.dtype)])
+    model.load_state_dict(grown)
