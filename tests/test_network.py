@@ -412,3 +412,49 @@ def test_a_large_bright_bulge_disk_galaxy_is_one_source(seed, tmp_path):
     assert len(on_galaxy) == 1, on_galaxy[["x", "y", "snr", "area"]]
     assert abs(on_galaxy["x"].iloc[0] - centre - 0.3) < 1.0
     assert on_galaxy["area"].iloc[0] > 1000  # the disk, not only the bulge
+
+
+@pytest.fixture(scope="module")
+def offset_model_configs(tmp_path_factory):
+    """The GPU-trained checkpoint with an offset head, with and without that head read."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    directory = tmp_path_factory.mktemp("offset")
+    checkpoint = Path(__file__).parents[1] / "survey_seg/models/checkpoints/gpu3-offset-plain.pt"
+    shutil.copy(checkpoint, directory / "plain.pt")
+    config = json.loads(DEFAULT_MODEL.read_text())
+    config["weights"] = "plain.pt"
+    config["sha256"] = hashlib.sha256((directory / "plain.pt").read_bytes()).hexdigest()
+    config["architecture"] = {**config["architecture"], "offset_head": True}
+    (directory / "without.json").write_text(json.dumps(config))
+    config["heads"] = [*config["heads"], "offset"]
+    (directory / "with.json").write_text(json.dumps(config))
+    return directory / "without.json", directory / "with.json"
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_the_offset_head_joins_the_pieces_of_a_faint_large_galaxy(seed, offset_model_configs):
+    """A flat (Sersic 0.7) galaxy of 14 pix half-light radius at S/N ~240, where noise
+    cuts a piece off: its pixels point at the galaxy's centre, so the piece joins it."""
+    import galsim
+
+    from survey_seg.network import NetworkScreener
+    from survey_seg.store import WindowData
+
+    size = 192
+    image = galsim.ImageF(size, size, scale=1.0)
+    galaxy = galsim.Sersic(n=0.7, half_light_radius=14.0).shear(q=0.7, beta=20 * galsim.degrees)
+    galsim.Convolve(galaxy.withFlux(9000.0), galsim.Moffat(beta=3.0, fwhm=1.8)).drawImage(
+        image, add_to_image=True
+    )
+    pixels = image.array + np.random.default_rng(seed).normal(0.0, 1.0, (size, size))
+    ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
+    window = WindowData(pixels.astype(np.float32), ones, zeros, None)
+    counts = []
+    for config in offset_model_configs:
+        screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
+        sources = screener.segment(window, saturation=None).sources[70:122, 70:122]
+        counts.append(len(np.unique(sources[sources > 0])))
+    assert counts == [2, 1]
