@@ -25,6 +25,7 @@ __all__ = [
     "QUALITY_CLASSES",
     "ScreeningUNet",
     "UNetConfig",
+    "load_growing_heads",
     "split_heads",
 ]
 
