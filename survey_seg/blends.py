@@ -401,11 +401,8 @@ def absorb_enclosed(
     for (i, j), count in contacts.items():
         if peak[j] > peak[i] and count >= min_enclosed * border[i]:
             parent[i] = j
-    for _ in range(n):  # a knot inside an arm inside a galaxy: follow to the root
-        if np.array_equal(parent[parent], parent):
-            break
-        parent = parent[parent]
-    return relabel_in_raster_order(parent[sources].astype(np.int32))
+    # a knot inside an arm inside a galaxy goes to the galaxy
+    return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32))
 
 
 def _shifted_pair(array: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:

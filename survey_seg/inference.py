@@ -520,10 +520,8 @@ def _probabilities(
     logits = {**split_heads(pixel_logits), "stamps": stamp_logits}
     outputs = {}
     for name in heads:
-        if name not in logits:
-            if name in OPTIONAL_HEADS:
-                continue
-            raise KeyError(name)
+        if name in OPTIONAL_HEADS and name not in logits:
+            continue
         value = logits[name].float()
         if name == "segmentation":
             outputs[name] = torch.softmax(value, dim=1)

@@ -85,8 +85,9 @@ them are one object (:func:`survey_seg.blends.merge_unseparated`); a model confi
 ``min_valley_sigma`` threshold replaces it."""
 MIN_VOTE_FRACTION = 0.5
 """With an offset head: a source at least this share of whose pixels point into one
-other source of its footprint joins it (:func:`survey_seg.blends.merge_by_centre_votes`);
-a model config's ``min_vote_fraction`` threshold replaces it."""
+other source (of its footprint, or larger) joins it
+(:func:`survey_seg.blends.merge_by_centre_votes`); a model config's
+``min_vote_fraction`` threshold replaces it."""
 MIN_VALLEY_FRACTION = 0.1
 """Nor are they two without a valley of this fraction of the fainter peak (a relative
 dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
@@ -412,7 +413,7 @@ class NetworkScreener:
         significance = ndimage.gaussian_filter(
             np.where(valid, flux / sigma, 0.0), SMOOTH_SIGMA, truncate=4.0
         ) / gaussian_kernel_norm(SMOOTH_SIGMA)
-        sources, footprints, blend_probability = split_instances(
+        sources, footprints, _ = split_instances(
             object_probability,
             prediction.segmentation[2],
             centres,
@@ -424,31 +425,22 @@ class NetworkScreener:
             min_merge_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
         )
         if prediction.offset is not None and self._offsets_trained:
-            voted, voted_footprints = merge_by_centre_votes(
+            sources, footprints = merge_by_centre_votes(
                 sources,
                 footprints,
                 prediction.offset,
                 min_vote_fraction=t.get("min_vote_fraction", MIN_VOTE_FRACTION),
             )
-            if voted.max() < sources.max():  # pieces of one object joined it
-                sources, footprints = voted, voted_footprints
-                blend_probability = label_maximum(
-                    prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
-                )
         artefacts = sharp_cosmic_rays(
             artefacts, flux, self._seen_psf_fwhm, _peak_pixels(sources, significance)
         )
         artefacts |= self._cosmic_ray_sources(sources, footprints, flux, variance, snr, artefacts)
-        sources, footprints, blend_probability = _drop_artefact_sources(
-            sources, footprints, blend_probability, artefacts
+        sources, footprints = _drop_artefact_sources(sources, footprints, artefacts)
+        if MIN_ENCLOSED is not None:  # a knot cut out of its galaxy goes back to it
+            sources = absorb_enclosed(sources, significance, min_enclosed=MIN_ENCLOSED)
+        blend_probability = label_maximum(
+            prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )
-        if MIN_ENCLOSED is not None:
-            kept = absorb_enclosed(sources, significance, min_enclosed=MIN_ENCLOSED)
-            if kept.max() < sources.max():  # a knot cut out of its galaxy went back to it
-                sources = kept
-                blend_probability = label_maximum(
-                    prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
-                )
         clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
         artefacts = ghosts_off_objects(artefacts, sources > 0, flux)
         artefacts = long_trails(artefacts, self._seen_psf_fwhm)
@@ -623,22 +615,15 @@ def _alone_in_footprint(
 
 
 def _drop_artefact_sources(
-    sources: np.ndarray,
-    footprints: np.ndarray,
-    blend_probability: np.ndarray,
-    artefacts: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sources: np.ndarray, footprints: np.ndarray, artefacts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Sources whose pixels are mostly cosmic rays, bad pixels or no data are not sources."""
-    n = int(sources.max())
-    if n == 0:
-        return sources, footprints, blend_probability
+    if sources.max() == 0:
+        return sources, footprints
     drop = _mostly_spurious(sources, artefacts)
     if not drop.any():
-        return sources, footprints, blend_probability
+        return sources, footprints
     gone = drop[sources]
     sources = np.where(gone, 0, sources)
     footprints = np.where(gone, 0, footprints)
-    keep_labels = np.flatnonzero(~drop[1:]) + 1
-    kept_probability = blend_probability[keep_labels - 1]
-    # renumbering keeps the survivors' raster order, so their probabilities follow
-    return relabel_in_raster_order(sources), relabel_in_raster_order(footprints), kept_probability
+    return relabel_in_raster_order(sources), relabel_in_raster_order(footprints)

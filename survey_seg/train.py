@@ -287,16 +287,18 @@ def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
     return network_input(sim.image, sim.variance, background, sim.config.saturation)
 
 
-def scene_targets(sim: SimulatedMosaic, stamp_size: int) -> dict[str, np.ndarray]:
+def scene_targets(
+    sim: SimulatedMosaic, stamp_size: int, offsets: bool = False
+) -> dict[str, np.ndarray]:
     """Dense training targets of a whole simulated scene.
 
     Returns
     -------
     dict
         ``segmentation`` (int64 class 0/1/2), ``centre`` and ``clump`` heatmaps,
-        ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels,
-        ``offset`` ``(2, H, W)``: the ``(dy, dx)`` from each pixel of an object to
-        its truth centre (:func:`centre_offsets`).
+        ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels; with
+        ``offsets``, ``offset`` ``(2, H, W)``: the ``(dy, dx)`` from each pixel of an
+        object to its truth centre (:func:`centre_offsets`).
     """
     shape = sim.image.shape
     classes = np.where(sim.truth_segmentation > 0, 1, 0)
@@ -311,14 +313,16 @@ def scene_targets(sim: SimulatedMosaic, stamp_size: int) -> dict[str, np.ndarray
         np.float32
     )
     stamps = stamp_labels(mask, stamp_size)
-    return {
+    targets = {
         "segmentation": classes.astype(np.int64),
         "centre": centre,
         "clump": clump,
         "artefact": artefact,
         "stamps": stamps,
-        "offset": centre_offsets(sim.truth_segmentation, sources),
     }
+    if offsets:
+        targets["offset"] = centre_offsets(sim.truth_segmentation, sources)
+    return targets
 
 
 def centre_offsets(segmentation: np.ndarray, sources: pd.DataFrame) -> np.ndarray:
@@ -336,13 +340,10 @@ def centre_offsets(segmentation: np.ndarray, sources: pd.DataFrame) -> np.ndarra
     numpy.ndarray
         float32 ``(2, H, W)`` in pixels; NaN on the sky (no target there).
     """
-    lookup_y = np.full(int(segmentation.max()) + 1, np.nan)
-    lookup_x = lookup_y.copy()
     ids = sources["id"].to_numpy()
-    known = ids <= segmentation.max()
-    lookup_y[ids[known]] = sources["y"].to_numpy()[known]
-    lookup_x[ids[known]] = sources["x"].to_numpy()[known]
-    lookup_y[0] = lookup_x[0] = np.nan
+    lookup_y = np.full(max(int(segmentation.max()), int(ids.max(initial=0))) + 1, np.nan)
+    lookup_x = lookup_y.copy()
+    lookup_y[ids], lookup_x[ids] = sources["y"].to_numpy(), sources["x"].to_numpy()
     rows, cols = np.indices(segmentation.shape)
     return np.stack([lookup_y[segmentation] - rows, lookup_x[segmentation] - cols]).astype(
         np.float32
@@ -411,7 +412,7 @@ def make_batch(
             )
         )
         planes = scene_inputs(sim)
-        dense = scene_targets(sim, stamp)
+        dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
         # crops start on the stamp grid so the stamp labels stay aligned
         starts = np.arange(0, config.scene_size - config.crop + 1, stamp)
         y0, x0 = int(rng.choice(starts)), int(rng.choice(starts))
