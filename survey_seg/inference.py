@@ -48,7 +48,7 @@ SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
 MODEL_KEYS_OPTIONAL = frozenset(
     {"name", "heads", "training", "metrics", "thresholds_tuned_on", "test_time_flips"}
-    | {"psf_thresholds", "clump_model", "stamp_calibration"}
+    | {"psf_thresholds", "clump_model", "stamp_calibration", "diffuse"}
 )
 THRESHOLDS_REQUIRED = frozenset(
     {"object", "centre", "centre_min_distance", "clump", "artefact"}

@@ -23,6 +23,7 @@ from survey_seg.blends import (
     split_instances,
 )
 from survey_seg.clumps import find_clumps
+from survey_seg.diffuse import DiffuseConfig, diffuse_sources
 from survey_seg.errors import InputError
 from survey_seg.inference import (
     DEFAULT_MODEL,
@@ -72,6 +73,10 @@ SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
 """Planes that veto a source covering mostly them: compact artefacts that can look like
 one. Trails and ghosts need no veto: the segmentation and centre heads were trained
 to see them as background."""
+NOT_OBJECT_LIGHT = np.uint32(
+    MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA | MaskBit.STREAK | MaskBit.GHOST | MaskBit.SAT
+)
+"""Planes whose light is no diffuse object's (:func:`survey_seg.diffuse.diffuse_sources`)."""
 SMOOTH_SIGMA = 0.7
 MERGE_AREA_RESOLUTION = 6.0
 """Sources smaller than this many resolution elements ((2 FWHM)^2 each) keep their
@@ -151,6 +156,8 @@ class NetworkScreener:
         self.predictor = load_predictor(model_path, device, precision, flips)
         _check_trained_heads(self.predictor)
         self._offsets_trained = "offset" in self.predictor.config.get("heads", ())
+        self.diffuse = _diffuse_config(self.predictor)
+        """Diffuse sources are looked for when the model config has a ``diffuse`` entry."""
         self.precision = precision
         self.psf_fwhm_pix = psf_fwhm_pix
         psf_thresholds = self.predictor.config.get("psf_thresholds")
@@ -438,6 +445,17 @@ class NetworkScreener:
         sources, footprints = _drop_artefact_sources(sources, footprints, artefacts)
         if MIN_ENCLOSED is not None:  # a knot cut out of its galaxy goes back to it
             sources = absorb_enclosed(sources, significance, min_enclosed=MIN_ENCLOSED)
+        if self.diffuse is not None:
+            sources, footprints = diffuse_sources(
+                sources,
+                footprints,
+                np.where(valid, flux / sigma, 0.0),
+                significance,
+                (artefacts & NOT_OBJECT_LIGHT) != 0,
+                psf_fwhm_pix=self._seen_psf_fwhm,
+                significance_sigma=SMOOTH_SIGMA,
+                config=self.diffuse,
+            )
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )
@@ -521,6 +539,20 @@ def _check_trained_heads(predictor: Predictor) -> None:
             "with a model of `survey-seg train screening` (a `clumps` model can serve as "
             "its clump_model)"
         )
+
+
+def _diffuse_config(predictor: Predictor) -> DiffuseConfig | None:
+    """The model config's ``diffuse`` entry (fields of :class:`DiffuseConfig`), or None."""
+    entry = predictor.config.get("diffuse")
+    if entry is None:
+        return None
+    fields = sorted(DiffuseConfig.__dataclass_fields__)
+    if not isinstance(entry, dict) or not set(entry) <= set(fields):
+        raise InputError(
+            f"model config {predictor.config_path}: diffuse must be an object with fields "
+            f"among {fields}, not {entry!r}; fix it or remove the entry"
+        )
+    return DiffuseConfig(**{key: float(value) for key, value in entry.items()})
 
 
 def _training_summary(config: dict) -> dict[str, object]:

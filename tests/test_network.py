@@ -458,3 +458,42 @@ def test_the_offset_head_joins_the_pieces_of_a_faint_large_galaxy(seed, offset_m
         sources = screener.segment(window, saturation=None).sources[70:122, 70:122]
         counts.append(len(np.unique(sources[sources > 0])))
     assert counts == [2, 1]
+
+
+@pytest.fixture(scope="module")
+def diffuse_model_config(tmp_path_factory):
+    """The default model config with its weights, and a ``diffuse`` entry."""
+    import shutil
+
+    directory = tmp_path_factory.mktemp("diffuse")
+    config = json.loads(DEFAULT_MODEL.read_text())
+    shutil.copy(DEFAULT_MODEL.parent / config["weights"], directory / config["weights"])
+    config["diffuse"] = {}
+    (directory / "diffuse.json").write_text(json.dumps(config))
+    return directory / "diffuse.json"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_galaxy_below_the_noise_in_every_pixel_is_one_diffuse_source(seed, diffuse_model_config):
+    """An exponential disk of 20 pix half-light radius, 1.1 sigma per pixel at its centre:
+    the network alone leaves its centre out; with the diffuse light, it is one source."""
+    import galsim
+
+    from survey_seg.network import NetworkScreener
+    from survey_seg.store import WindowData
+
+    size = 192
+    image = galsim.ImageF(size, size, scale=1.0)
+    galaxy = galsim.Exponential(half_light_radius=20.0).withFlux(1000.0)
+    galsim.Convolve(galaxy, galsim.Moffat(beta=3.0, fwhm=1.8)).drawImage(image)
+    pixels = image.array + np.random.default_rng(seed).normal(0.0, 1.0, (size, size))
+    ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
+    window = WindowData(pixels.astype(np.float32), ones, zeros, None)
+    found = []
+    for config in (DEFAULT_MODEL, diffuse_model_config):
+        screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
+        sources = screener.segment(window, saturation=None).sources
+        centre = sources[76:116, 76:116]
+        found.append((len(np.unique(centre[centre > 0])), int(sources[96, 96])))
+    assert found[0][1] == 0  # alone: the centre is in no source
+    assert found[1][0] == 1 and found[1][1] > 0
