@@ -10,9 +10,11 @@ is shattered). Smoothed on its own scale, the same light is significant.
 explain: the S/N outside every source, smoothed by a Gaussian several PSF widths
 wide, where it is significant and above the smoothed light of the sources
 themselves (the wings of a bright star beyond its footprint are its own light,
-not a diffuse object). Each region of such light is one source; the faint
-sources inside it (the noise bumps) are pieces of it and join it, while
-significant ones (a star or a compact galaxy seen through it) stay apart.
+not a diffuse object). The faint compact sources inside a region (the noise
+bumps) are pieces: next to an extended source (a galaxy's body) the region is
+that galaxy's outskirts, and its pieces join the galaxy; elsewhere the region
+with its pieces is a source of its own. Significant sources (a star or a
+compact galaxy seen through the light) and extended ones stay as they are.
 Pure numpy; every step is local.
 """
 
@@ -44,16 +46,15 @@ class DiffuseConfig:
         Smoothed S/N (unit noise after smoothing) that the diffuse light must
         exceed.
     min_area_fwhm2 : float
-        Smallest region of diffuse light, in squared PSF FWHMs. A region that
-        holds a source at least this large (a galaxy's body, not a star) is that
-        galaxy's outskirts: its pieces join that source, and no diffuse source
-        is made.
+        Smallest region of diffuse light, in squared PSF FWHMs. A source at least
+        this large is extended (a galaxy's body, not a star or a noise bump): a
+        region within the smoothing sigma of one is its outskirts, so that the
+        region's pieces join it and no diffuse source is made.
     max_piece_snr : float
-        A source whose peak lies in a region is a piece of it (a noise bump) when
-        it stands less than this far out of the diffuse light: the largest of its
-        pixels' significance (as given) minus the local mean of the diffuse light
-        matched-filtered alike; brighter ones are objects of their own.
-
+        A compact source whose peak lies in a region is a piece of it (a noise
+        bump) when it stands less than this far out of the light around it: the
+        largest of its pixels' significance minus the mean S/N of the pixels
+        around outside every source, smoothed alike.
     max_pixel_snr : float
         Per-pixel S/N at which the unexplained light is clipped: diffuse light is
         faint in every pixel, so that a few bright pixels left outside the
@@ -185,11 +186,12 @@ def _join_pieces(
     region_of = np.zeros(n_sources + 1, dtype=np.int64)
     present = ys >= 0
     region_of[1:][present] = regions[ys[present], xs[present]]
-    piece = (region_of > 0) & faint
+    # a piece is compact: a faint source as large as a region is a galaxy of its own
+    extended = np.bincount(sources.ravel(), minlength=n_sources + 1) >= min_area
+    piece = (region_of > 0) & faint & ~extended
     kept = (sources > 0) & ~piece[sources]
     # a region around an extended source (a galaxy's body) is its outskirts
     peak = label_maximum(significance, sources, np.arange(n_sources + 1))
-    extended = np.bincount(sources.ravel(), minlength=n_sources + 1) >= min_area
     radius = int(np.ceil(reach))
     disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= reach
     reached = ndimage.grey_dilation(regions, footprint=disk)

@@ -19,6 +19,7 @@ from survey_seg.blends import (
     absorb_enclosed,
     deblended_centres,
     find_centres,
+    join_clumpy_pieces,
     merge_by_centre_votes,
     split_instances,
 )
@@ -88,6 +89,11 @@ MIN_VALLEY_SIGMA = 3.0
 """Neighbouring sources of a footprint without a valley this significant between
 them are one object (:func:`survey_seg.blends.merge_unseparated`); a model config's
 ``min_valley_sigma`` threshold replaces it."""
+MIN_CLUMP_TO_CENTRE: float | None = None
+"""A source whose clump probability at its brightest pixel is at least this many
+times its centre probability there is a piece of a clumpy galaxy and joins the
+touching pieces (:func:`survey_seg.blends.join_clumpy_pieces`); a model config's
+``min_clump_to_centre`` threshold replaces it (None: each piece stays a source)."""
 MIN_VOTE_FRACTION = 0.5
 """With an offset head: a source at least this share of whose pixels point into one
 other source (of its footprint, or larger) joins it
@@ -443,6 +449,17 @@ class NetworkScreener:
         )
         artefacts |= self._cosmic_ray_sources(sources, footprints, flux, variance, snr, artefacts)
         sources, footprints = _drop_artefact_sources(sources, footprints, artefacts)
+        min_clump_to_centre = t.get("min_clump_to_centre", MIN_CLUMP_TO_CENTRE)
+        if min_clump_to_centre is not None:  # the knots of a clumpy galaxy are one source
+            sources = join_clumpy_pieces(
+                sources,
+                footprints,
+                significance,
+                prediction.centre,
+                prediction.clump,
+                min_clump=t["clump"],
+                min_clump_to_centre=min_clump_to_centre,
+            )
         if MIN_ENCLOSED is not None:  # a knot cut out of its galaxy goes back to it
             sources = absorb_enclosed(sources, significance, min_enclosed=MIN_ENCLOSED)
         if self.diffuse is not None:

@@ -4,6 +4,7 @@ from survey_seg.blends import (
     absorb_enclosed,
     deblended_centres,
     find_centres,
+    join_clumpy_pieces,
     merge_by_centre_votes,
     merge_unseparated,
     split_instances,
@@ -256,3 +257,51 @@ def test_two_halves_pointing_at_each_other_are_one_source():
     offsets = _offsets_to(shape, (np.full(shape, 10.0), crossed_x))
     merged, _ = merge_by_centre_votes(sources, footprints, offsets, min_vote_fraction=0.5)
     assert merged.max() == 1 and np.array_equal(merged > 0, sources > 0)
+
+
+def _clumpy_galaxy_and_companion(piece_clump=0.7, piece_centre=0.25):
+    """Two pieces of a clumpy galaxy (left: two knots) and a compact galaxy below them.
+
+    Returns sources, footprints, significance, centre and clump maps.
+    """
+    shape = (40, 60)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[5:20, 5:30] = 1  # a knot and the disk around it
+    sources[20:35, 5:30] = 2  # another knot and its part of the disk
+    sources[20:28, 30:38] = 3  # a compact galaxy touching the second piece
+    knots = ((12, 17), (27, 17))
+    significance = 20 * _gauss(shape, 20, 17, 8) + 12 * _gauss(shape, 24, 34, 1.5)
+    centre = 0.8 * _gauss(shape, 24, 34, 1.5)
+    clump = np.zeros(shape)
+    for y, x in knots:
+        significance += 15 * _gauss(shape, y, x, 1.5)
+        centre += piece_centre * _gauss(shape, y, x, 1.5)
+        clump += piece_clump * _gauss(shape, y, x, 1.5)
+    return sources, (sources > 0).astype(np.int32), significance, centre, clump
+
+
+def _join(sources, footprints, significance, centre, clump):
+    return join_clumpy_pieces(
+        sources, footprints, significance, centre, clump, min_clump=0.4, min_clump_to_centre=1.5
+    )
+
+
+def test_the_pieces_of_a_clumpy_galaxy_are_one_source_and_a_galaxy_beside_them_stays():
+    sources, *maps = _clumpy_galaxy_and_companion()
+    joined = _join(sources, *maps)
+    assert joined.max() == 2
+    assert joined[12, 17] == joined[27, 17] != joined[24, 34]
+
+
+def test_a_piece_is_a_knot_only_where_the_clump_head_beats_the_centre_head():
+    for piece_clump, piece_centre in ((0.3, 0.1), (0.7, 0.6)):  # too faint; centre-like
+        sources, *maps = _clumpy_galaxy_and_companion(piece_clump, piece_centre)
+        np.testing.assert_array_equal(_join(sources, *maps), sources)
+
+
+def test_a_knot_does_not_join_a_galaxy_whose_centre_the_network_sees():
+    sources, footprints, significance, centre, clump = _clumpy_galaxy_and_companion()
+    clump[:20] = 0.0  # the first piece is a galaxy (no knot at its brightest pixel)
+    centre += 0.9 * _gauss(sources.shape, 12, 17, 1.5)
+    joined = _join(sources, footprints, significance, centre, clump)
+    np.testing.assert_array_equal(joined, sources)
