@@ -461,20 +461,22 @@ def test_the_offset_head_joins_the_pieces_of_a_faint_large_galaxy(seed, offset_m
 
 
 @pytest.fixture(scope="module")
-def diffuse_model_config(tmp_path_factory):
-    """The default model config with its weights, and a ``diffuse`` entry."""
+def diffuse_model_configs(tmp_path_factory):
+    """The default model config without and with a ``diffuse`` entry, with its weights."""
     import shutil
 
     directory = tmp_path_factory.mktemp("diffuse")
     config = json.loads(DEFAULT_MODEL.read_text())
     shutil.copy(DEFAULT_MODEL.parent / config["weights"], directory / config["weights"])
+    config.pop("diffuse", None)
+    (directory / "without.json").write_text(json.dumps(config))
     config["diffuse"] = {}
-    (directory / "diffuse.json").write_text(json.dumps(config))
-    return directory / "diffuse.json"
+    (directory / "with.json").write_text(json.dumps(config))
+    return directory / "without.json", directory / "with.json"
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_a_galaxy_below_the_noise_in_every_pixel_is_one_diffuse_source(seed, diffuse_model_config):
+def test_a_galaxy_below_the_noise_in_every_pixel_is_one_diffuse_source(seed, diffuse_model_configs):
     """An exponential disk of 20 pix half-light radius, 1.1 sigma per pixel at its centre:
     the network alone leaves its centre out; with the diffuse light, it is one source."""
     import galsim
@@ -490,7 +492,7 @@ def test_a_galaxy_below_the_noise_in_every_pixel_is_one_diffuse_source(seed, dif
     ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
     window = WindowData(pixels.astype(np.float32), ones, zeros, None)
     found = []
-    for config in (DEFAULT_MODEL, diffuse_model_config):
+    for config in diffuse_model_configs:
         screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
         sources = screener.segment(window, saturation=None).sources
         centre = sources[76:116, 76:116]
