@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -210,6 +210,7 @@ class NetworkScreener:
             "binning": self.binning,
             "upsampling": self.upsampling,
             "thresholds": self.thresholds,
+            "diffuse": None if self.diffuse is None else asdict(self.diffuse),
             "architecture": config["architecture"],
             "training": _training_summary(config),
         }
@@ -564,10 +565,13 @@ def _diffuse_config(predictor: Predictor) -> DiffuseConfig | None:
     if entry is None:
         return None
     fields = sorted(DiffuseConfig.__dataclass_fields__)
-    if not isinstance(entry, dict) or not set(entry) <= set(fields):
+    numbers = isinstance(entry, dict) and all(
+        isinstance(value, int | float) and not isinstance(value, bool) for value in entry.values()
+    )
+    if not numbers or not set(entry) <= set(fields):
         raise InputError(
-            f"model config {predictor.config_path}: diffuse must be an object with fields "
-            f"among {fields}, not {entry!r}; fix it or remove the entry"
+            f"model config {predictor.config_path}: diffuse must be an object of numbers "
+            f"with fields among {fields}, not {entry!r}; fix it or remove the entry"
         )
     return DiffuseConfig(**{key: float(value) for key, value in entry.items()})
 

@@ -499,3 +499,17 @@ def test_a_galaxy_below_the_noise_in_every_pixel_is_one_diffuse_source(seed, dif
         found.append((len(np.unique(centre[centre > 0])), int(sources[96, 96])))
     assert found[0][1] == 0  # alone: the centre is in no source
     assert found[1][0] == 1 and found[1][1] > 0
+
+
+@pytest.mark.parametrize("entry", [{"smoothing": 3.0}, {"min_significance": "6"}, [6.0]])
+def test_a_model_config_with_a_bad_diffuse_entry_is_refused(entry, diffuse_model_configs):
+    from survey_seg.errors import InputError
+    from survey_seg.network import NetworkScreener
+
+    _, with_diffuse = diffuse_model_configs
+    config = json.loads(with_diffuse.read_text())
+    config["diffuse"] = entry
+    bad = with_diffuse.parent / "bad.json"
+    bad.write_text(json.dumps(config))
+    with pytest.raises(InputError, match="diffuse must be an object of numbers"):
+        NetworkScreener(bad, device="cpu")
