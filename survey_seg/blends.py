@@ -279,8 +279,7 @@ def join_clumpy_pieces(
     centre_heatmap, clump_heatmap : numpy.ndarray
         The network's centre and clump probabilities.
     min_clump : float
-        Smallest clump probability that makes a source a clump (the clump
-        catalog's threshold).
+        Smallest clump probability that makes a source a clump.
     min_clump_to_centre : float
         Smallest ratio of the clump to the centre probability that makes a
         source a clump.

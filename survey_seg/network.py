@@ -94,6 +94,11 @@ MIN_CLUMP_TO_CENTRE: float | None = None
 times its centre probability there is a piece of a clumpy galaxy and joins the
 touching pieces (:func:`survey_seg.blends.join_clumpy_pieces`); a model config's
 ``min_clump_to_centre`` threshold replaces it (None: each piece stays a source)."""
+MIN_KNOT_CLUMP = 0.55
+"""Nor is it a piece unless its clump probability there is at least this; a model
+config's ``min_knot_clump`` threshold replaces it. (At the clump catalog's 0.4,
+crowded stars and compact galaxies on a clumpy host were taken for knots on
+injected 2MASS K and Spitzer validation images.)"""
 MIN_VOTE_FRACTION = 0.5
 """With an offset head: a source at least this share of whose pixels point into one
 other source (of its footprint, or larger) joins it
@@ -458,7 +463,7 @@ class NetworkScreener:
                 significance,
                 prediction.centre,
                 prediction.clump,
-                min_clump=t["clump"],
+                min_clump=t.get("min_knot_clump", MIN_KNOT_CLUMP),
                 min_clump_to_centre=min_clump_to_centre,
             )
         if MIN_ENCLOSED is not None:  # a knot cut out of its galaxy goes back to it
