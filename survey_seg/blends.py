@@ -204,12 +204,10 @@ def merge_unseparated(
     numpy.ndarray
         int32 source labels, numbered in raster order.
     """
-    n = int(sources.max())
-    if n < 2:
-        return sources
     saddles = _saddles(sources, footprints, significance)
     if not saddles:
         return sources
+    n = int(sources.max())
     peak = label_maximum(significance, sources, np.arange(n + 1))
     area = np.bincount(sources.ravel(), minlength=n + 1)
     parent = np.arange(n + 1)
@@ -289,12 +287,10 @@ def join_clumpy_pieces(
     numpy.ndarray
         int32 source labels, numbered in raster order.
     """
-    n = int(sources.max())
-    if n < 2:
-        return sources
     saddles = _saddles(sources, footprints, significance)
     if not saddles:
         return sources
+    n = int(sources.max())
     ys, xs = label_maximum_position(significance, sources, np.arange(1, n + 1))
     is_clump = np.zeros(n + 1, dtype=bool)
     present = ys >= 0
@@ -316,9 +312,12 @@ def _saddles(
     """The saddle of each pair of touching sources of one footprint (8-connected).
 
     The highest point of their common border, each touching pair of pixels
-    counted at its lower one; keyed ``(smaller label, larger label)``.
+    counted at its lower one; keyed ``(smaller label, larger label)``; empty with
+    fewer than two sources.
     """
     n = int(sources.max())
+    if n < 2:
+        return {}
     keys, heights = [], []
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
         a, b = _shifted_pair(sources, dy, dx)
