@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from survey_seg.blends import EIGHT_CONNECTED
 from survey_seg.measure import label_maximum, label_maximum_position, relabel_in_raster_order
 from survey_seg.noise import gaussian_kernel_norm
 
 __all__ = ["DiffuseConfig", "diffuse_sources"]
-
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,8 @@ def _join_pieces(
     piece = (region_of > 0) & faint & ~extended
     kept = (sources > 0) & ~piece[sources]
     # a region around an extended source (a galaxy's body) is its outskirts
-    peak = label_maximum(significance, sources, np.arange(n_sources + 1))
+    peak = np.full(n_sources + 1, -np.inf)
+    peak[1:][present] = significance[ys[present], xs[present]]
     radius = int(np.ceil(reach))
     disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= reach
     reached = ndimage.grey_dilation(regions, footprint=disk)

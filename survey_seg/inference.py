@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from survey_seg.diffuse import DiffuseConfig
 from survey_seg.errors import InputError
 from survey_seg.methods import PRECISIONS
 from survey_seg.models.unet import (
@@ -184,9 +185,22 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
     )
     if "psf_thresholds" in config:
         _check_psf_thresholds(path, config["psf_thresholds"])
+    if "diffuse" in config:
+        _check_diffuse(path, config["diffuse"])
     if "stamp_calibration" in config:
         stamp_temperature(config, path)
     return config
+
+
+def _check_diffuse(path: Path, entry: object) -> None:
+    """Refuse a ``diffuse`` entry that is not fields of :class:`DiffuseConfig` with numbers."""
+    fields = sorted(DiffuseConfig.__dataclass_fields__)
+    numbers = isinstance(entry, dict) and all(_is_number(value) for value in entry.values())
+    if not numbers or not set(entry) <= set(fields):
+        raise InputError(
+            f"model config {path}: diffuse must be an object of numbers with fields among "
+            f"{fields}, not {entry!r}; fix it or remove the entry"
+        )
 
 
 def _check_psf_thresholds(path: Path, entry: object) -> None:

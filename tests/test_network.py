@@ -414,6 +414,19 @@ def test_a_large_bright_bulge_disk_galaxy_is_one_source(seed, tmp_path):
     assert on_galaxy["area"].iloc[0] > 1000  # the disk, not only the bulge
 
 
+def _galaxy_window(profile, seed: int, size: int = 192):
+    """A window of ``size``² pixels of unit noise, ``profile`` at its centre (Moffat PSF 1.8)."""
+    import galsim
+
+    from survey_seg.store import WindowData
+
+    image = galsim.ImageF(size, size, scale=1.0)
+    galsim.Convolve(profile, galsim.Moffat(beta=3.0, fwhm=1.8)).drawImage(image)
+    pixels = image.array + np.random.default_rng(seed).normal(0.0, 1.0, (size, size))
+    ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
+    return WindowData(pixels.astype(np.float32), ones, zeros, None)
+
+
 @pytest.fixture(scope="module")
 def offset_model_configs(tmp_path_factory):
     """The GPU-trained checkpoint with an offset head, with and without that head read."""
@@ -441,17 +454,9 @@ def test_the_offset_head_joins_the_pieces_of_a_faint_large_galaxy(seed, offset_m
     import galsim
 
     from survey_seg.network import NetworkScreener
-    from survey_seg.store import WindowData
 
-    size = 192
-    image = galsim.ImageF(size, size, scale=1.0)
     galaxy = galsim.Sersic(n=0.7, half_light_radius=14.0).shear(q=0.7, beta=20 * galsim.degrees)
-    galsim.Convolve(galaxy.withFlux(9000.0), galsim.Moffat(beta=3.0, fwhm=1.8)).drawImage(
-        image, add_to_image=True
-    )
-    pixels = image.array + np.random.default_rng(seed).normal(0.0, 1.0, (size, size))
-    ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
-    window = WindowData(pixels.astype(np.float32), ones, zeros, None)
+    window = _galaxy_window(galaxy.withFlux(9000.0), seed)
     counts = []
     for config in offset_model_configs:
         screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
@@ -482,15 +487,8 @@ def test_a_galaxy_below_the_noise_in_every_pixel_is_one_diffuse_source(seed, dif
     import galsim
 
     from survey_seg.network import NetworkScreener
-    from survey_seg.store import WindowData
 
-    size = 192
-    image = galsim.ImageF(size, size, scale=1.0)
-    galaxy = galsim.Exponential(half_light_radius=20.0).withFlux(1000.0)
-    galsim.Convolve(galaxy, galsim.Moffat(beta=3.0, fwhm=1.8)).drawImage(image)
-    pixels = image.array + np.random.default_rng(seed).normal(0.0, 1.0, (size, size))
-    ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
-    window = WindowData(pixels.astype(np.float32), ones, zeros, None)
+    window = _galaxy_window(galsim.Exponential(half_light_radius=20.0).withFlux(1000.0), seed)
     found = []
     for config in diffuse_model_configs:
         screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
