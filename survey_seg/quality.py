@@ -305,7 +305,12 @@ def cosmic_ray_pixels(
     A pixel is a cosmic-ray core when its excess over the 3x3 median is above
     ``significance`` and ``contrast`` times its noise and ``fine_contrast`` times
     the fine structure (the 3x3 median minus its 7x7 median: what a PSF-convolved
-    source leaves there); its 8 neighbours above 3 sigma join it.
+    source leaves there); its 8 neighbours above 3 sigma join it. A region so
+    found is a cosmic ray only when its brightest pixel is a core too: beside
+    the core of an undersampled star the fine structure is near zero, so that a
+    wing pixel passes the test that the star's own core fails (on the SDSS g
+    image, 39 of the 45 "cosmic rays" left without a source were objects that
+    the r and i images show at the same place).
 
     Parameters
     ----------
@@ -334,8 +339,13 @@ def cosmic_ray_pixels(
     )
     if not core.any():
         return core
-    grown = ndimage.binary_dilation(core, structure=np.ones((3, 3), bool))
-    return core | (grown & usable & (flux > 3.0 * sigma))
+    eight = np.ones((3, 3), bool)
+    grown = ndimage.binary_dilation(core, structure=eight)
+    regions, n = ndimage.label(core | (grown & usable & (flux > 3.0 * sigma)), structure=eight)
+    ys, xs = label_maximum_position(flux, regions, np.arange(1, n + 1))
+    sharp_peak = np.zeros(n + 1, dtype=bool)
+    sharp_peak[1:] = core[ys, xs]
+    return sharp_peak[regions]
 
 
 CR_STAR_CONTRAST_MARGIN = 3.0
@@ -415,10 +425,14 @@ def cosmic_ray_contrast_for_psf(
     ``f_lim`` times the fine structure (3x3 median minus its 7x7 median). A well
     sampled star has a contrast near 1 (1.1 at FWHM 1.8 pix), but an undersampled
     one puts most of its light in one pixel (19 at FWHM 0.7 pix, 105 at 0.5), and
-    a bright one would pass any fixed limit. The limit is the larger of
-    ``contrast`` and ``margin`` times the contrast of a star of the PSF centred on
-    a pixel (its sharpest), whatever its flux; a cosmic ray's fine structure is
-    near zero, its contrast far higher.
+    a bright one would pass any fixed limit. Where the star falls on the pixel
+    grid matters as much: centred on a pixel corner, its four brightest pixels
+    share the light and the 3x3 median is a wing's, so that its contrast is 3.5
+    at FWHM 1.8 and several hundred at 0.75. The limit is the larger of
+    ``contrast`` and ``margin`` times the contrast of the sharpest star of the PSF
+    (centred on a pixel, an edge, a corner or between), whatever its flux; a
+    cosmic ray's fine structure is near zero, its contrast far higher. Below
+    about 0.7 pix FWHM no cosmic ray in one image can be told from a star.
 
     Parameters
     ----------
@@ -440,12 +454,18 @@ def cosmic_ray_contrast_for_psf(
     from scipy import ndimage, special
 
     sigma = psf_fwhm_pix / _FWHM_PER_SIGMA
-    edges = np.arange(-10.5, 11.0) / (sigma * math.sqrt(2.0))
-    profile = 0.5 * np.diff(special.erf(edges))  # pixel-integrated, centred on pixel 10
-    star = np.outer(profile, profile)
-    median3 = ndimage.median_filter(star, size=3)
-    fine = median3 - ndimage.median_filter(median3, size=7)
-    star_contrast = (star[10, 10] - median3[10, 10]) / max(fine[10, 10], 1e-12 * star[10, 10])
+    star_contrast = 0.0
+    for dy, dx in ((0.0, 0.0), (0.0, 0.25), (0.0, 0.5), (0.25, 0.25), (0.25, 0.5), (0.5, 0.5)):
+        profiles = [  # pixel-integrated, centred near pixel 10
+            0.5 * np.diff(special.erf((np.arange(-10.5, 11.0) - d) / (sigma * math.sqrt(2.0))))
+            for d in (dy, dx)
+        ]
+        star = np.outer(*profiles)
+        median3 = ndimage.median_filter(star, size=3)
+        fine = median3 - ndimage.median_filter(median3, size=7)
+        y, x = np.unravel_index(np.argmax(star), star.shape)
+        sharpness = (star[y, x] - median3[y, x]) / max(fine[y, x], 1e-12 * star[y, x])
+        star_contrast = max(star_contrast, sharpness)
     return float(max(contrast, margin * star_contrast))
 
 

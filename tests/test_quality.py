@@ -84,9 +84,45 @@ def test_cosmic_ray_contrast_limit_stays_above_an_undersampled_stars():
     from survey_seg.quality import cosmic_ray_contrast_for_psf
 
     assert cosmic_ray_contrast_for_psf(2.5, None) == 2.5
-    assert cosmic_ray_contrast_for_psf(2.5, 1.8) == 2.5  # a well-sampled star: about 1.1
+    assert cosmic_ray_contrast_for_psf(2.5, 4.0) == 2.5  # a well-sampled star: well below 1
+    assert cosmic_ray_contrast_for_psf(2.5, 1.8) < 8.0  # twice a star's 3.5 (on a corner)
     limits = [cosmic_ray_contrast_for_psf(2.5, fwhm) for fwhm in (1.3, 1.0, 0.7, 0.5)]
     assert limits == sorted(limits) and limits[0] > 2.5 and limits[-1] > 100.0
+
+
+def test_an_undersampled_star_is_no_cosmic_ray_and_a_hit_beside_it_is():
+    """Beside the core of an undersampled star the fine structure is near zero, so a
+    wing pixel passes the contrast test that the core fails; the region is judged by
+    its brightest pixel."""
+    from scipy import special
+
+    from survey_seg.quality import cosmic_ray_contrast_for_psf, cosmic_ray_pixels
+
+    fwhm, shape = 0.75, (40, 40)
+    sigma_psf = fwhm / 2.3548
+
+    def star(y, x, flux):  # pixel-integrated Gaussian
+        def profile(centre, n):
+            edges = (np.arange(n + 1) - 0.5 - centre) / (sigma_psf * np.sqrt(2.0))
+            return 0.5 * np.diff(special.erf(edges))
+
+        return flux * np.outer(profile(y, shape[0]), profile(x, shape[1]))
+
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0.0, 1.0, shape)
+    limits = {
+        "significance": 5.0,
+        "contrast": 2.5,
+        "fine_contrast": cosmic_ray_contrast_for_psf(2.5, fwhm),
+    }
+    sigma, usable = np.ones(shape), np.ones(shape, bool)
+    for y, x in ((10.5, 10.5), (10.5, 10.0), (10.3, 10.8)):  # on a corner, an edge, off centre
+        image = noise + star(y, x, 400.0)
+        assert not cosmic_ray_pixels(image, sigma, usable, **limits).any(), (y, x)
+    hit = noise + star(10.5, 10.5, 400.0)
+    hit[30, 25] += 150.0  # a cosmic ray in the sky
+    flagged = cosmic_ray_pixels(hit, sigma, usable, **limits)
+    assert flagged[30, 25] and not flagged[5:16, 5:16].any()
 
 
 def test_trail_plane_keeps_trails_and_their_pieces_and_drops_blobs():
