@@ -90,39 +90,42 @@ def test_cosmic_ray_contrast_limit_stays_above_an_undersampled_stars():
     assert limits == sorted(limits) and limits[0] > 2.5 and limits[-1] > 100.0
 
 
-def test_an_undersampled_star_is_no_cosmic_ray_and_a_hit_beside_it_is():
+def test_undersampled_stars_are_no_cosmic_rays_wherever_they_fall_and_a_hit_is():
     """Beside the core of an undersampled star the fine structure is near zero, so a
-    wing pixel passes the contrast test that the core fails; the region is judged by
-    its brightest pixel."""
+    wing pixel can pass the contrast test that the core fails (the region is judged
+    by its brightest pixel); and a star centred on a pixel corner is sharper than
+    one centred on a pixel (the limit is the sharpest star's)."""
     from scipy import special
 
     from survey_seg.quality import cosmic_ray_contrast_for_psf, cosmic_ray_pixels
 
-    fwhm, shape = 0.75, (40, 40)
-    sigma_psf = fwhm / 2.3548
+    shape = (31, 31)
+    rng = np.random.default_rng(0)
+    sigma, usable = np.ones(shape), np.ones(shape, bool)
 
-    def star(y, x, flux):  # pixel-integrated Gaussian
+    def star(fwhm, y, x, flux):  # pixel-integrated Gaussian
         def profile(centre, n):
-            edges = (np.arange(n + 1) - 0.5 - centre) / (sigma_psf * np.sqrt(2.0))
+            edges = (np.arange(n + 1) - 0.5 - centre) / (fwhm / 2.3548 * np.sqrt(2.0))
             return 0.5 * np.diff(special.erf(edges))
 
         return flux * np.outer(profile(y, shape[0]), profile(x, shape[1]))
 
-    rng = np.random.default_rng(3)
-    noise = rng.normal(0.0, 1.0, shape)
-    limits = {
-        "significance": 5.0,
-        "contrast": 2.5,
-        "fine_contrast": cosmic_ray_contrast_for_psf(2.5, fwhm),
-    }
-    sigma, usable = np.ones(shape), np.ones(shape, bool)
-    for y, x in ((10.5, 10.5), (10.5, 10.0), (10.3, 10.8)):  # on a corner, an edge, off centre
-        image = noise + star(y, x, 400.0)
-        assert not cosmic_ray_pixels(image, sigma, usable, **limits).any(), (y, x)
-    hit = noise + star(10.5, 10.5, 400.0)
-    hit[30, 25] += 150.0  # a cosmic ray in the sky
-    flagged = cosmic_ray_pixels(hit, sigma, usable, **limits)
-    assert flagged[30, 25] and not flagged[5:16, 5:16].any()
+    for fwhm in (0.75, 1.0, 1.4):
+        limits = {
+            "significance": 5.0,
+            "contrast": 2.5,
+            "fine_contrast": cosmic_ray_contrast_for_psf(2.5, fwhm),
+        }
+        for dy in np.linspace(0.0, 0.5, 6):
+            for dx in np.linspace(0.0, 0.5, 6):
+                for flux in (300.0, 1000.0, 5000.0, 30000.0):
+                    image = star(fwhm, 15 + dy, 15 + dx, flux) + rng.normal(0.0, 1.0, shape)
+                    flagged = cosmic_ray_pixels(image, sigma, usable, **limits)
+                    assert not flagged.any(), (fwhm, dy, dx, flux)
+        hit = star(fwhm, 10.3, 10.2, 1000.0) + rng.normal(0.0, 1.0, shape)
+        hit[24, 20] += 1000.0  # a cosmic ray in the sky
+        flagged = cosmic_ray_pixels(hit, sigma, usable, **limits)
+        assert flagged[24, 20] and not flagged[5:16, 5:16].any(), fwhm
 
 
 def test_trail_plane_keeps_trails_and_their_pieces_and_drops_blobs():
