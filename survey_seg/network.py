@@ -52,6 +52,7 @@ from survey_seg.quality import (
     minor_axis_limit_for_psf,
     sharp_cosmic_rays,
     sharper_than_psf,
+    star_neighbour_ratio,
     tile_verdict,
 )
 from survey_seg.sampling import (
@@ -400,6 +401,8 @@ class NetworkScreener:
         limits["fine_contrast"] = cosmic_ray_contrast_for_psf(
             limits["fine_contrast"], self.psf_fwhm_pix
         )
+        if self.psf_fwhm_pix is not None:
+            limits["min_neighbour_ratio"] = star_neighbour_ratio(self.psf_fwhm_pix)
         artefacts[cosmic_ray_pixels(flux, sigma, unsaturated, **limits)] |= np.uint32(MaskBit.CR)
         return _NativePlanes(valid, flux, variance, sigma, artefacts)
 

@@ -22,6 +22,7 @@ __all__ = [
     "minor_axis_limit_for_psf",
     "sharp_cosmic_rays",
     "sharper_than_psf",
+    "star_neighbour_ratio",
     "tile_verdict",
 ]
 
@@ -299,6 +300,7 @@ def cosmic_ray_pixels(
     significance: float,
     contrast: float,
     fine_contrast: float,
+    min_neighbour_ratio: float = 0.0,
 ) -> np.ndarray:
     """LA Cosmic-style sharp outliers: far above the 3x3 median and sharper than the PSF.
 
@@ -308,9 +310,15 @@ def cosmic_ray_pixels(
     source leaves there); its 8 neighbours above 3 sigma join it. A region so
     found is a cosmic ray only when its brightest pixel is a core too: beside
     the core of an undersampled star the fine structure is near zero, so that a
-    wing pixel passes the test that the star's own core fails (on the SDSS g
-    image, 53 of the 80 cosmic-ray regions left without a source were objects
-    that the r and i images show at the same place: ``benchmarks/crossband.py``).
+    wing pixel passes the test that the star's own core fails. Nor is it one when
+    the two side neighbours of its brightest pixel along each axis hold, within
+    three times their noise, at least ``min_neighbour_ratio`` of its light each
+    (:func:`star_neighbour_ratio`: the least that a star of the PSF gives them,
+    centred on a pixel; across a track they hold nothing): the contrast test
+    alone takes an undersampled star a little off a pixel centre, or on a pixel
+    corner, for a cosmic ray. On the SDSS g image, 53 of the 80 cosmic-ray
+    regions left without a source were objects that the r and i images show at
+    the same place (``benchmarks/crossband.py``).
 
     Parameters
     ----------
@@ -320,6 +328,8 @@ def cosmic_ray_pixels(
         Boolean: pixels that may be flagged (valid and not saturated).
     significance, contrast, fine_contrast : float
         The three limits above (van Dokkum 2001's sigma limit and ``f_lim``).
+    min_neighbour_ratio : float
+        See above (0: no neighbour test).
 
     Returns
     -------
@@ -345,7 +355,33 @@ def cosmic_ray_pixels(
     ys, xs = label_maximum_position(flux, regions, np.arange(1, n + 1))
     sharp_peak = np.zeros(n + 1, dtype=bool)
     sharp_peak[1:] = core[ys, xs]
+    if min_neighbour_ratio > 0:  # a star's light spills into its neighbours, a hit's does not
+        padded = np.pad(flux, 1)
+        along_y = (padded[ys, xs + 1] + padded[ys + 2, xs + 1]) / 2.0
+        along_x = (padded[ys + 1, xs] + padded[ys + 1, xs + 2]) / 2.0
+        # the poorer axis: across a track, its neighbours hold nothing
+        sides = np.minimum(along_y, along_x)
+        star_like = sides + 2.1 * sigma[ys, xs] >= min_neighbour_ratio * flux[ys, xs]
+        sharp_peak[1:] &= ~star_like
     return sharp_peak[regions]
+
+
+def star_neighbour_ratio(psf_fwhm_pix: float) -> float:
+    """What each side neighbour of a star's brightest pixel holds of its light, at least.
+
+    The star centred on a pixel gives its side neighbours the least (a star off
+    centre gives more to one side, a star on a pixel corner shares its light among
+    four pixels): a pixel-integrated Gaussian of FWHM ``psf_fwhm_pix``. A cosmic
+    ray's neighbours hold nothing of its light.
+    """
+    if not psf_fwhm_pix > 0:
+        raise ValueError(f"psf_fwhm_pix={psf_fwhm_pix!r}; give the PSF FWHM in pixels (> 0)")
+    from scipy import special
+
+    scale = psf_fwhm_pix / _FWHM_PER_SIGMA * math.sqrt(2.0)
+    centre = special.erf(0.5 / scale)
+    side = 0.5 * (special.erf(1.5 / scale) - centre)
+    return float(side / centre)
 
 
 CR_STAR_CONTRAST_MARGIN = 3.0
@@ -425,14 +461,10 @@ def cosmic_ray_contrast_for_psf(
     ``f_lim`` times the fine structure (3x3 median minus its 7x7 median). A well
     sampled star has a contrast near 1 (1.1 at FWHM 1.8 pix), but an undersampled
     one puts most of its light in one pixel (19 at FWHM 0.7 pix, 105 at 0.5), and
-    a bright one would pass any fixed limit. Where the star falls on the pixel
-    grid matters as much: centred on a pixel corner, its four brightest pixels
-    share the light and the 3x3 median is a wing's, so that its contrast is 3.5
-    at FWHM 1.8 and several hundred at 0.75. The limit is the larger of
-    ``contrast`` and ``margin`` times the contrast of the sharpest star of the PSF
-    (centred on a pixel, an edge, a corner or between), whatever its flux; a
-    cosmic ray's fine structure is near zero, its contrast far higher. Below
-    about 0.7 pix FWHM no cosmic ray in one image can be told from a star.
+    a bright one would pass any fixed limit. The limit is the larger of
+    ``contrast`` and ``margin`` times the contrast of a star of the PSF centred on
+    a pixel (its sharpest), whatever its flux; a cosmic ray's fine structure is
+    near zero, its contrast far higher.
 
     Parameters
     ----------
@@ -454,18 +486,12 @@ def cosmic_ray_contrast_for_psf(
     from scipy import ndimage, special
 
     sigma = psf_fwhm_pix / _FWHM_PER_SIGMA
-    star_contrast = 0.0
-    for dy, dx in ((0.0, 0.0), (0.0, 0.25), (0.0, 0.5), (0.25, 0.25), (0.25, 0.5), (0.5, 0.5)):
-        profiles = [  # pixel-integrated, centred near pixel 10
-            0.5 * np.diff(special.erf((np.arange(-10.5, 11.0) - d) / (sigma * math.sqrt(2.0))))
-            for d in (dy, dx)
-        ]
-        star = np.outer(*profiles)
-        median3 = ndimage.median_filter(star, size=3)
-        fine = median3 - ndimage.median_filter(median3, size=7)
-        y, x = np.unravel_index(np.argmax(star), star.shape)
-        sharpness = (star[y, x] - median3[y, x]) / max(fine[y, x], 1e-12 * star[y, x])
-        star_contrast = max(star_contrast, sharpness)
+    edges = np.arange(-10.5, 11.0) / (sigma * math.sqrt(2.0))
+    profile = 0.5 * np.diff(special.erf(edges))  # pixel-integrated, centred on pixel 10
+    star = np.outer(profile, profile)
+    median3 = ndimage.median_filter(star, size=3)
+    fine = median3 - ndimage.median_filter(median3, size=7)
+    star_contrast = (star[10, 10] - median3[10, 10]) / max(fine[10, 10], 1e-12 * star[10, 10])
     return float(max(contrast, margin * star_contrast))
 
 
