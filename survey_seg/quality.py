@@ -361,6 +361,7 @@ def cosmic_ray_pixels(
         along_x = (padded[ys + 1, xs] + padded[ys + 1, xs + 2]) / 2.0
         # the poorer axis: across a track, its neighbours hold nothing
         sides = np.minimum(along_y, along_x)
+        # within three times the noise of a mean of two pixels (3 / sqrt(2) sigma)
         star_like = sides + 2.1 * sigma[ys, xs] >= min_neighbour_ratio * flux[ys, xs]
         sharp_peak[1:] &= ~star_like
     return sharp_peak[regions]
