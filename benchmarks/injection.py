@@ -35,8 +35,15 @@ rendering excluded).
 Usage::
 
     python benchmarks/injection.py [--methods unet classical sep] [--sim-size 1024]
-        [--sim-seeds 901 902] [--images NAME ...] [--seed 0] [--density 400]
+        [--sim-seeds 901 902] [--images NAME ...] [--seed 0 ...] [--density 400]
         [--json PATH]
+
+With several ``--seed`` values each image gets one injection run per seed (one
+row each, its ``seed`` in the table) and then a row ``seed`` = ``all``: every
+fraction over the seeds' objects together (the per-seed fractions weighted by
+their counts: singles, pairs, clumps, unmatched detections), the shattered large
+galaxies summed. Injected objects land elsewhere with every seed, so eight seeds
+measure what one seed's scatter hides.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ ALL_METHODS = (*SURVEY_SEG_METHODS, "sep")
 COLUMNS = (
     ("image", "image", 28),
     ("method", "method", 9),
+    ("seed", "seed", 4),
     ("psf_fwhm_pix", "psf_pix", 7),
     ("psf_from", "psf_from", 8),
     ("completeness", "compl", 6),
@@ -158,11 +166,14 @@ def sep_injection(run_dir: Path, summary: dict) -> tuple[dict, float]:
     return metrics, seconds
 
 
-def table_row(image: str, method: str, summary: dict, psf_from: str, seconds: float) -> dict:
+def table_row(
+    image: str, method: str, summary: dict, psf_from: str, seconds: float, seed: int | str
+) -> dict:
     """One table row from an injection summary."""
     return {
         "image": image,
         "method": method,
+        "seed": seed,
         "psf_fwhm_pix": summary["psf_fwhm_pix"],
         "psf_from": psf_from,
         "completeness": summary["completeness"],
@@ -174,7 +185,34 @@ def table_row(image: str, method: str, summary: dict, psf_from: str, seconds: fl
         "spurious_fraction": summary["spurious_fraction"],
         "seconds": seconds,
         "n_injected": summary["n_injected"],
+        "counts": counts(summary),
     }
+
+
+def counts(summary: dict) -> dict[str, int]:
+    """What each fraction of a summary is a fraction of (for pooling seeds)."""
+    return {
+        "completeness": summary.get("n_completeness", 0),
+        "pair_recall": summary.get("n_pairs", 0),
+        "pair_recall_resolved": summary.get("n_pairs_resolved", 0),
+        "clump_completeness": summary.get("n_clumps_injected", 0),
+        "clump_purity": summary.get("n_clumps_in_hosts", 0),
+        "spurious_fraction": summary.get("n_unmatched", 0),
+    }
+
+
+def pooled_row(rows: list[dict]) -> dict:
+    """The row of several seeds' rows of one image and method: fractions over all objects."""
+    row = {**rows[0], "seed": "all", "seconds": sum(r["seconds"] for r in rows)}
+    for key in rows[0]["counts"]:
+        weights = [r["counts"][key] for r in rows if r[key] is not None]
+        values = [r[key] for r in rows if r[key] is not None]
+        row[key] = float(np.average(values, weights=weights)) if sum(weights) > 0 else None
+    shattered = [tuple(map(int, r["shattered"].split("/"))) for r in rows]
+    row["shattered"] = f"{sum(s for s, _ in shattered)}/{sum(t for _, t in shattered)}"
+    row["n_injected"] = sum(r["n_injected"] for r in rows)
+    row["counts"] = {key: sum(r["counts"][key] for r in rows) for key in rows[0]["counts"]}
+    return row
 
 
 def _format(value: object) -> str:
@@ -218,7 +256,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--images", nargs="*", default=None, help="real images (default all)")
     parser.add_argument("--sim-size", type=int, default=1024)
     parser.add_argument("--sim-seeds", type=int, nargs="*", default=[901, 902])
-    parser.add_argument("--seed", type=int, default=0, help="injection catalog seed")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="injection catalog seed(s)"
+    )
     parser.add_argument("--density", type=float, default=DEFAULT_DENSITY)
     parser.add_argument("--json", type=Path, default=None, help="write the table here")
     parser.add_argument("--model", default=None, help="model config of the unet method")
@@ -235,36 +275,52 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if "sep" in args.methods and not runs:
             runs = ["classical"]  # SEP needs an injection run's catalog and pixels
         for name, path in chosen:
-            reference: tuple[Path, dict, str] | None = None
-            for method in runs:
-                out = work / f"{name}-{method}"
-                try:
-                    summary, psf_from, seconds = survey_seg_injection(
-                        path,
-                        out,
-                        method,
-                        args.seed,
-                        args.density,
-                        args.model if method == "unet" else None,
-                    )
-                except InputError as error:
-                    failures.append(f"{name} {method}: {error}")
-                    print(f"failed {name} {method}: {error}", flush=True)
-                    continue
-                reference = reference or (out, summary, psf_from)
-                if method in args.methods:
-                    rows.append(table_row(name, method, summary, psf_from, seconds))
-                    print_row(rows[-1], header=len(rows) == 1)
-            if "sep" in args.methods and reference is not None:
-                out, summary, psf_from = reference
-                metrics, seconds = sep_injection(out, summary)
-                metrics = {**summary, **metrics}
-                rows.append(table_row(name, "sep", metrics, psf_from, seconds))
-                print_row(rows[-1], header=len(rows) == 1)
+            by_method: dict[str, list[dict]] = {}
+            for seed in args.seed:
+                for row in _seed_rows(name, path, work / str(seed), runs, seed, args, failures):
+                    rows.append(row)
+                    by_method.setdefault(row["method"], []).append(row)
+                    print_row(row, header=len(rows) == 1)
+            if len(args.seed) > 1:
+                for method_rows in by_method.values():
+                    rows.append(pooled_row(method_rows))
+                    print_row(rows[-1], header=False)
     if args.json is not None:
         args.json.write_text(
             json.dumps({"rows": rows, "skipped": skipped, "failures": failures}, indent=2)
         )
+    return rows
+
+
+def _seed_rows(
+    name: str,
+    path: Path,
+    work: Path,
+    runs: list[str],
+    seed: int,
+    args: argparse.Namespace,
+    failures: list[str],
+) -> list[dict]:
+    """The table rows of one image and one injection seed (SEP's on the first run's pixels)."""
+    rows: list[dict] = []
+    reference: tuple[Path, dict, str] | None = None
+    for method in runs:
+        out = work / f"{name}-{method}"
+        try:
+            summary, psf_from, seconds = survey_seg_injection(
+                path, out, method, seed, args.density, args.model if method == "unet" else None
+            )
+        except InputError as error:
+            failures.append(f"{name} {method} seed {seed}: {error}")
+            print(f"failed {name} {method} seed {seed}: {error}", flush=True)
+            continue
+        reference = reference or (out, summary, psf_from)
+        if method in args.methods:
+            rows.append(table_row(name, method, summary, psf_from, seconds, seed))
+    if "sep" in args.methods and reference is not None:
+        out, summary, psf_from = reference
+        metrics, seconds = sep_injection(out, summary)
+        rows.append(table_row(name, "sep", {**summary, **metrics}, psf_from, seconds, seed))
     return rows
 
 

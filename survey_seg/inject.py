@@ -573,8 +573,10 @@ def injection_metrics(
         ``large_shattered``, ``clump_completeness``, ``clump_purity`` (detected
         clumps in recovered clumpy hosts that lie on an injected clump),
         ``spurious_fraction`` (detections on the negated mosaic over the detections
-        on the mosaic that match no injected object) and ``n_negative``. A fraction
-        of nothing is None.
+        on the mosaic that match no injected object) and ``n_negative``; and what
+        each fraction is of, so that runs can be pooled: ``n_completeness``,
+        ``n_pairs``, ``n_pairs_resolved``, ``n_clumps_injected``,
+        ``n_clumps_in_hosts`` and ``n_unmatched``. A fraction of nothing is None.
     """
     drawn = matched[matched["drawn"]]
     singles = drawn[drawn["kind"].isin(SINGLE_KINDS)]
@@ -603,12 +605,13 @@ def injection_metrics(
     in_hosts = clumps[clumps["host_id"].isin(host_sources)] if len(clumps) else clumps
     on_injected = _near_any(in_hosts, clump_rows, CLUMP_MATCH_PIX)
     n_real = n_sources - int(matched["recovered"][matched["kind"] != "clump"].sum())
+    completeness = completeness_rows(matched)["recovered"]
     return {
         "psf_fwhm_pix": float(psf_fwhm_pix),
         "resolution_pix": resolution_pix(psf_fwhm_pix),
         "n_injected": len(matched),
         "n_skipped": int((~matched["drawn"]).sum()),
-        "completeness": _fraction(completeness_rows(matched)["recovered"]),
+        "completeness": _fraction(completeness),
         "completeness_by_snr": by_snr,
         "pair_recall": _fraction(both),
         "pair_recall_by_separation": by_separation,
@@ -619,6 +622,12 @@ def injection_metrics(
         "clump_purity": _fraction(pd.Series(on_injected, dtype=bool)),
         "spurious_fraction": n_negative / n_real if n_real > 0 else None,
         "n_negative": int(n_negative),
+        "n_completeness": len(completeness),
+        "n_pairs": len(both),
+        "n_pairs_resolved": int(resolved.sum()),
+        "n_clumps_injected": len(clump_rows),
+        "n_clumps_in_hosts": len(in_hosts),
+        "n_unmatched": int(max(n_real, 0)),
     }
 
 

@@ -217,7 +217,8 @@ def test_tile_metrics_add_up_to_the_whole():
     )
     assert per_tile["tile_id"].tolist() == [0, 1, 2, 3]
     assert per_tile["n_sources"].sum() == len(sources)
-    for key in ("n_injected", "n_skipped", "large_total", "large_shattered", "n_negative"):
+    summed = ("n_injected", "n_skipped", "large_total", "large_shattered", "n_negative")
+    for key in (*summed, "n_completeness", "n_pairs", "n_clumps_injected", "n_unmatched"):
         assert per_tile[key].sum() == whole[key], key
     assert "completeness_by_snr_50-100" in per_tile and "pair_recall" in per_tile
     singles = matched[matched["kind"].isin(inject.SINGLE_KINDS) & (matched["snr"] >= 10)]

@@ -1,0 +1,54 @@
+"""The pooling of seeds in ``benchmarks/injection.py``."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "injection.py"
+
+
+@pytest.fixture(scope="module")
+def injection():
+    spec = importlib.util.spec_from_file_location("benchmark_injection", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(recovered, singles, pairs_found, pairs, shattered, large, negative, unmatched):
+    return {
+        "psf_fwhm_pix": 1.8,
+        "completeness": recovered / singles,
+        "pair_recall": pairs_found / pairs if pairs else None,
+        "pair_recall_resolved": None,
+        "large_shattered": shattered,
+        "large_total": large,
+        "clump_completeness": None,
+        "clump_purity": None,
+        "spurious_fraction": negative / unmatched,
+        "n_injected": singles + 2 * pairs + large,
+        "n_completeness": singles,
+        "n_pairs": pairs,
+        "n_pairs_resolved": 0,
+        "n_clumps_injected": 0,
+        "n_clumps_in_hosts": 0,
+        "n_unmatched": unmatched,
+    }
+
+
+def test_seeds_pool_as_one_run_of_all_their_objects(injection):
+    first = injection.table_row("img", "unet", _summary(9, 10, 1, 2, 1, 3, 1, 50), "mosaic", 2.0, 1)
+    second = injection.table_row(
+        "img", "unet", _summary(27, 30, 0, 0, 0, 4, 0, 150), "mosaic", 3.0, 2
+    )
+    pooled = injection.pooled_row([first, second])
+    assert pooled["seed"] == "all" and pooled["seconds"] == 5.0
+    assert pooled["completeness"] == pytest.approx(36 / 40)  # not the mean of 0.9 and 0.9
+    assert pooled["pair_recall"] == pytest.approx(0.5)  # the second seed has no pairs
+    assert pooled["pair_recall_resolved"] is None
+    assert pooled["shattered"] == "1/7"
+    assert pooled["spurious_fraction"] == pytest.approx(1 / 200)
+    assert pooled["counts"]["completeness"] == 40 and pooled["n_injected"] == 17 + 34
