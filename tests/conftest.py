@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,17 @@ def assert_column_metadata():
             assert metadata.get(b"unit") == (column.unit.encode() or None), column.name
 
     return check
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Load a script of ``benchmarks/`` by name (``"quality"``) as a module."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

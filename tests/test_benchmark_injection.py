@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "injection.py"
 
 
 @pytest.fixture(scope="module")
-def injection():
-    spec = importlib.util.spec_from_file_location("benchmark_injection", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def injection(load_benchmark):
+    return load_benchmark("injection")
 
 
 def _summary(recovered, singles, pairs_found, pairs, shattered, large, negative, unmatched):
