@@ -86,6 +86,14 @@ MAX_FIT_STARS = 25
 (:data:`FIT_BUDGET` over all of them, at least ``min_stars + 3`` each)."""
 FIT_BUDGET = 72
 """Stars fitted in all, shared by the regions: it bounds the time of the estimate."""
+UNDERSAMPLED_FWHM = 1.5
+"""A locus narrower than this (FWHM, pix) is undersampled: a star's core falls on a few
+pixels, too few to tell beta and shape from the width, and in a crowded field the free
+fit runs away (beta to 1, the width to nothing: a spike plus its neighbours' light). A
+star whose free fit fails is refitted round with beta :data:`UNDERSAMPLED_BETA`; its
+width counts, its beta and shape do not."""
+UNDERSAMPLED_BETA = 2.5
+"""Moffat index of those fits: seeing-limited PSFs measure 2 to 4.8 (Trujillo et al. 2001)."""
 _BACKGROUND_CELL = 64
 _MOMENT_HALF = 24
 _MAX_CANDIDATES = 300
@@ -166,9 +174,10 @@ class PSFEstimate:
         when no region has ``min_stars``; None when fewer than ``min_stars``
         stars count.
     beta : float or None
-        Median Moffat index.
+        Median Moffat index; None also when no star measures it (the width-only
+        fits of an undersampled PSF, :data:`UNDERSAMPLED_FWHM`).
     ellipticity : float or None
-        ``1 - b/a`` of the median shape.
+        ``1 - b/a`` of the median shape; None when no star measures it.
     position_angle_deg : float or None
         Angle of the major axis from the +x (column) axis towards +y, degrees in
         ``[0, 180)``.
@@ -800,6 +809,8 @@ def _fit_locus(
         usable = _binned(keep.astype(np.float64), factor) == 1.0
         weight = np.where(usable, factor / np.sqrt(variance), 0.0)
         fit = _fit_moffat(data, weight, fwhm0 / factor, n_sub)
+        if fit is None and fwhm0 < UNDERSAMPLED_FWHM:
+            fit = _fit_moffat(data, weight, fwhm0 / factor, n_sub, width_only=True)
         if fit is None:
             continue
         fitted[region] = fitted.get(region, 0) + 1
@@ -976,51 +987,64 @@ def _shape(g1: float, g2: float) -> tuple[float, float, np.ndarray]:
 
 
 def _fit_moffat(
-    data: np.ndarray, weight: np.ndarray, fwhm0: float, n_sub: int
+    data: np.ndarray, weight: np.ndarray, fwhm0: float, n_sub: int, width_only: bool = False
 ) -> tuple[float, float, float, float, float, float] | None:
     """Fit a stamp with :func:`_moffat`; ``(fwhm, beta, e1, e2, dy, dx)`` or None.
 
-    ``weight`` is the inverse noise sigma of each pixel (0: left out). None when
-    the fit fails, or its centre, FWHM or beta runs away (off the stamp's centre
-    pixel by more than ``max(2, fwhm0 / 2)``, outside 0.3 to ``4 fwhm0 + 2``
-    pix, above 20).
+    ``weight`` is the inverse noise sigma of each pixel (0: left out).
+    ``width_only`` fits a round Moffat of beta :data:`UNDERSAMPLED_BETA` (width,
+    centre, amplitude and background), and returns NaN for its beta and shape.
+    None when the fit fails, or its centre, FWHM or beta runs away (off the
+    stamp's centre pixel by more than ``max(2, fwhm0 / 2)``, outside 0.3 to
+    ``4 fwhm0 + 2`` pix, above 20).
     """
     half = data.shape[0] // 2
     edge = np.concatenate([data[0], data[-1], data[1:-1, 0], data[1:-1, -1]])
     bkg0 = float(np.median(edge))
-    theta0 = np.array([1.0, 0.0, 0.0, math.log(fwhm0), math.log(2.0), 0.0, 0.0, 0.0])
+    log_beta1 = math.log(UNDERSAMPLED_BETA - 1.0 if width_only else 2.0)
+    theta0 = np.array([1.0, 0.0, 0.0, math.log(fwhm0), log_beta1, 0.0, 0.0, 0.0])
     unit, _ = _moffat(theta0, half, n_sub, jacobian=False)
     amp0 = float(np.sum(unit * (data - bkg0)) / np.sum(unit * unit))
     if not amp0 > 0:
         return None
     theta0[0], theta0[7] = amp0, bkg0
+    free = np.array([0, 1, 2, 3, 7]) if width_only else np.arange(theta0.size)
     flat_data = data.ravel()
     flat_weight = weight.ravel()
 
-    def residuals(theta: np.ndarray) -> np.ndarray:
-        model, _ = _moffat(theta, half, n_sub, jacobian=False)
+    def full(free_theta: np.ndarray) -> np.ndarray:
+        theta = theta0.copy()
+        theta[free] = free_theta
+        return theta
+
+    def residuals(free_theta: np.ndarray) -> np.ndarray:
+        model, _ = _moffat(full(free_theta), half, n_sub, jacobian=False)
         return (model.ravel() - flat_data) * flat_weight
 
-    def jac(theta: np.ndarray) -> np.ndarray:
-        _, derivatives = _moffat(theta, half, n_sub, jacobian=True)
-        return derivatives.reshape(theta.size, -1).T * flat_weight[:, None]
+    def jac(free_theta: np.ndarray) -> np.ndarray:
+        _, derivatives = _moffat(full(free_theta), half, n_sub, jacobian=True)
+        return derivatives[free].reshape(free.size, -1).T * flat_weight[:, None]
 
     try:
         result = optimize.least_squares(
-            residuals, theta0, jac=jac, method="lm", x_scale="jac", max_nfev=50
+            residuals, theta0[free], jac=jac, method="lm", x_scale="jac", max_nfev=50
         )
     except (ValueError, ArithmeticError, np.linalg.LinAlgError):
         return None
-    amp, yc, xc, log_fwhm, log_beta1, g1, g2, _ = result.x
-    if not np.all(np.isfinite(result.x)) or abs(log_fwhm) > 5 or abs(log_beta1) > 5:
+    if not np.all(np.isfinite(result.x)):
         return None
-    fwhm, beta = math.exp(log_fwhm), 1.0 + math.exp(log_beta1)
+    amp, yc, xc, log_fwhm, log_beta1, g1, g2, _ = full(result.x)
+    if abs(log_fwhm) > 5 or abs(log_beta1) > 5:
+        return None
+    fitted_fwhm, fitted_beta = math.exp(log_fwhm), 1.0 + math.exp(log_beta1)
     e1, e2, _ = _shape(g1, g2)
     shift = max(2.0, 0.5 * fwhm0)
-    runaway = abs(yc) > shift or abs(xc) > shift or not 0.3 < fwhm < 4.0 * fwhm0 + 2.0
-    if result.status <= 0 or runaway or beta > 20.0 or not amp > 0:
+    runaway = abs(yc) > shift or abs(xc) > shift or not 0.3 < fitted_fwhm < 4.0 * fwhm0 + 2.0
+    if result.status <= 0 or runaway or fitted_beta > 20.0 or not amp > 0:
         return None
-    return fwhm, beta, e1, e2, float(yc), float(xc)
+    if width_only:
+        fitted_beta = e1 = e2 = math.nan
+    return fitted_fwhm, fitted_beta, e1, e2, float(yc), float(xc)
 
 
 # --------------------------------------------------------------------------- combination
@@ -1042,9 +1066,12 @@ def _stellar(stars: np.ndarray) -> np.ndarray:
         return keep
     for column in (4, 5):
         shape = stars[:, column]
-        median = np.median(shape)
-        spread = 1.4826 * np.median(np.abs(shape - median))
-        keep &= np.abs(shape - median) <= np.clip(4.0 * spread, 0.05, 0.15)
+        measured = np.isfinite(shape)  # not the width-only fits of undersampled stars
+        if measured.any():
+            median = np.median(shape[measured])
+            spread = 1.4826 * np.median(np.abs(shape[measured] - median))
+            near = np.abs(shape - median) <= np.clip(4.0 * spread, 0.05, 0.15)
+            keep &= ~measured | near
     logs = np.log(stars[:, 2])
     chosen = logs[keep]
     if chosen.size < 3:
@@ -1096,10 +1123,14 @@ def _combine(
     )
     reference = np.array([region_values.get(index, overall) for index in kept_where])
     scatter = 1.4826 * float(np.median(np.abs(kept[:, 2] - reference)))
-    e1, e2 = float(np.median(kept[:, 4])), float(np.median(kept[:, 5]))
-    e = min(math.hypot(e1, e2), 0.99)
-    axis_ratio = math.sqrt((1.0 - e) / (1.0 + e))
-    angle = math.degrees(0.5 * math.atan2(e2, e1)) % 180.0
+    ellipticity = angle = None
+    shaped = kept[np.isfinite(kept[:, 4])]  # the width-only fits have no shape
+    if len(shaped):
+        e1, e2 = float(np.median(shaped[:, 4])), float(np.median(shaped[:, 5]))
+        e = min(math.hypot(e1, e2), 0.99)
+        ellipticity = _round(1.0 - math.sqrt((1.0 - e) / (1.0 + e)))
+        angle = round(math.degrees(0.5 * math.atan2(e2, e1)) % 180.0, 1)
+    betas = kept[np.isfinite(kept[:, 3]), 3]
     regions = tuple(
         PSFRegion(
             row,
@@ -1113,9 +1144,9 @@ def _combine(
     )
     return PSFEstimate(
         fwhm_pix=_round(overall),
-        beta=_round(float(np.median(kept[:, 3]))),
-        ellipticity=_round(1.0 - axis_ratio),
-        position_angle_deg=round(angle, 1),
+        beta=_round(float(np.median(betas))) if betas.size else None,
+        ellipticity=ellipticity,
+        position_angle_deg=angle,
         n_stars=len(kept),
         scatter_pix=_round(scatter),
         regions=regions,

@@ -1253,10 +1253,11 @@ def _psf(info: dict) -> str:
         return f"none{why}; the training PSF's thresholds (give --psf-fwhm)"
     text = f"{record['fwhm_pix']:.3g} ({record.get('source')}"
     if record.get("source") == "measured":
-        text += (
-            f" on {record.get('n_stars')} stars: Moffat beta {record.get('beta'):.3g}, "
-            f"scatter {record.get('scatter_pix'):.2g}, ellipticity {record.get('ellipticity'):.2g}"
-        )
+        beta, ellipticity = record.get("beta"), record.get("ellipticity")
+        shape = f"Moffat beta {beta:.3g}, " if beta is not None else "undersampled: width only, "
+        text += f" on {record.get('n_stars')} stars: {shape}scatter {record.get('scatter_pix'):.2g}"
+        if ellipticity is not None:
+            text += f", ellipticity {ellipticity:.2g}"
         own = [r["fwhm_pix"] for r in record.get("regions", []) if r.get("measured")]
         if len(own) > 1:
             text += f"; {len(own)} regions {min(own):.3g} to {max(own):.3g}"

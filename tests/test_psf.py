@@ -118,6 +118,17 @@ def test_undersampled_psf_is_fitted_integrated_over_the_pixels():
     assert estimate.beta == pytest.approx(3.0, rel=0.1)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_psf_narrower_than_a_pixel_is_measured_from_its_width_alone(seed):
+    # at 0.5 pix FWHM and a peak S/N of 60-180 the free Moffat fits of most stars run
+    # away (beta to 1, the width to nothing): without the width-only refit 3 of these
+    # 4 images gave no estimate; their beta and shape say nothing and are left out
+    image = _render((256, 256), 0.5, beta=2.5, n_stars=30, seed=seed, flux=(100, 300))
+    estimate = estimate_psf(image)
+    assert estimate.usable and estimate.n_stars >= 6
+    assert estimate.fwhm_pix == pytest.approx(0.5, rel=0.06)
+
+
 def test_too_few_stars_give_an_unusable_estimate():
     rng = np.random.default_rng(3)
     noise = rng.normal(0.0, 1.0, (256, 256))
@@ -240,4 +251,17 @@ def test_sdss_r_image_gives_an_undersampled_psf():
     # (as photutils' fit_fwhm finds), 0.67 pix integrated over the pixels
     assert estimate.usable and estimate.n_stars >= 15
     assert 0.45 < estimate.fwhm_pix < 1.2
+    assert estimate.scatter_pix < 0.25 * estimate.fwhm_pix
+
+
+@pytest.mark.skipif(not (REAL / "gc_2mass_k.fits").exists(), reason="no real images")
+def test_crowded_2mass_image_gives_a_psf_narrower_than_a_pixel():
+    from astropy.io import fits
+
+    image = fits.getdata(REAL / "gc_2mass_k.fits").astype(np.float32)
+    estimate = estimate_psf(image)
+    # 2MASS K seeing of 2.5-3 arcsec on 5 arcsec pixels; the free fits of 41 of 50
+    # stars ran away in this crowded field, and the estimate was not usable
+    assert estimate.usable and estimate.n_stars >= 10
+    assert 0.4 < estimate.fwhm_pix < 0.65
     assert estimate.scatter_pix < 0.25 * estimate.fwhm_pix

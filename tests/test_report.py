@@ -440,6 +440,9 @@ def test_psf_row_says_the_value_and_where_it_came_from():
     text = report._psf({"psf_fwhm_pix": 2.49, "psf": measured})
     assert text.startswith("2.49 (measured on 23 stars: Moffat beta 2.95")
     assert "2 regions 2.45 to 2.55" in text
+    narrow = dict(measured, fwhm_pix=0.5, beta=None, ellipticity=None, regions=[])
+    text = report._psf({"psf_fwhm_pix": 0.5, "psf": narrow})
+    assert text == "0.5 (measured on 23 stars: undersampled: width only, scatter 0.02)"
     option = {"psf_fwhm_pix": 3.1, "psf": {"fwhm_pix": 3.1, "source": "--psf-fwhm"}}
     assert report._psf(option) == "3.1 (--psf-fwhm)"
     assert report._psf({"psf_fwhm_pix": 1.8}) == "1.8 (PSFFWHM)"  # a run older than the record
