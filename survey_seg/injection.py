@@ -31,6 +31,7 @@ from survey_seg.inject import (
     match_injections,
 )
 from survey_seg.pipeline import execute_run, plan_run
+from survey_seg.psf import UNDERSAMPLED_BETA
 from survey_seg.simulate import SimulationConfig
 from survey_seg.store import MOSAIC_STORE, MosaicInfo, MosaicStore, OutputStore
 
@@ -91,7 +92,8 @@ def run_injection(
     the mosaic's own run in ``out_dir/reference/`` (what was there before). The
     objects are drawn with a Moffat PSF of the mosaic's FWHM (``config.psf_fwhm``,
     else its ``PSFFWHM`` keyword, else measured on its stars, else the network's
-    training PSF, with a warning), in the sky noise of the ingested mosaic (median
+    training PSF, with a warning) and index (the measured beta where the FWHM is
+    the measured one, :func:`_injection_beta`), in the sky noise of the ingested mosaic (median
     of its background RMS mesh), with Poisson noise on their own counts where the
     gain is known (``gain``, else the mosaic's ``GAIN`` keyword when its pixels are
     counts).
@@ -154,12 +156,14 @@ def run_injection(
             "FWHM with --psf-fwhm PIX",
             stacklevel=2,
         )
+    beta = _injection_beta(base, plan.mosaic)
     gain, gain_from = _injection_gain(gain, plan.mosaic)
     catalog_path = out.resolve() / INJECTION_CATALOG
     injected = replace(
         plan.config,
         injection_catalog=str(catalog_path),
         injection_psf_fwhm=float(psf),
+        injection_psf_beta=beta,
         injection_gain=gain,
     )
     check_run_config(injected)
@@ -184,6 +188,7 @@ def run_injection(
                 mosaic.wcs,
                 _valid_pixels(mosaic),
                 psf_fwhm_pix=float(psf),
+                psf_beta=beta,
                 noise_sigma=_sky_noise(mosaic),
                 seed=seed,
                 density_per_mpix=density,
@@ -227,6 +232,7 @@ def run_injection(
     )
     summary = {
         **summary,
+        "psf_beta": beta,
         "seed": seed,
         "density_per_mpix": float(density),
         "gain": gain,
@@ -245,6 +251,23 @@ def run_injection(
     _write_parquet(per_tile, out / INJECTION_TILES)
     atomic_write_bytes(out / INJECTION_JSON, json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _injection_beta(config: RunConfig, mosaic: MosaicInfo) -> float:
+    """The Moffat index the objects are drawn with: the mosaic's own where it was measured.
+
+    The measured beta (:class:`survey_seg.psf.PSFEstimate`) where the FWHM is the
+    measured one (no ``config.psf_fwhm``); the beta its width-only fits assumed
+    (:data:`survey_seg.psf.UNDERSAMPLED_BETA`) where its stars were too
+    undersampled to measure one; else ``config.injection_psf_beta``. Real PSFs
+    have wider wings than the default's (SDSS 2.0-2.8, Spitzer 2.7): objects drawn
+    sharper than the mosaic's own stars would be found more easily.
+    """
+    record = mosaic.psf or {}
+    if config.psf_fwhm is not None or record.get("source") != "measured":
+        return config.injection_psf_beta
+    beta = record.get("beta")
+    return UNDERSAMPLED_BETA if beta is None else float(beta)
 
 
 def _injection_gain(gain: float | None, mosaic: MosaicInfo) -> tuple[float | None, str]:

@@ -117,6 +117,25 @@ def test_injection_gain_from_the_option_or_the_counts_gain_keyword(injected):
     assert _injection_gain(None, replace(info, gain=None)) == (None, "none")
 
 
+def test_objects_are_drawn_with_the_measured_beta_where_the_psf_was_measured(injected):
+    from dataclasses import replace
+
+    from survey_seg.injection import _injection_beta
+    from survey_seg.psf import UNDERSAMPLED_BETA
+    from survey_seg.store import inspect_fits_mosaic
+
+    root, mosaic, _, summary = injected
+    assert summary["psf_beta"] == 3.0  # a PSFFWHM keyword: no beta to go by
+    manifest = json.loads((root / "inj" / "manifest.json").read_text())
+    assert manifest["config"]["injection_psf_beta"] == 3.0
+    info = inspect_fits_mosaic(mosaic)
+    measured = replace(info, psf={"fwhm_pix": 0.7, "source": "measured", "beta": 2.3})
+    assert _injection_beta(RunConfig(), measured) == 2.3
+    assert _injection_beta(RunConfig(psf_fwhm=2.0), measured) == 3.0  # not the stars' FWHM
+    width_only = replace(info, psf={"fwhm_pix": 0.5, "source": "measured", "beta": None})
+    assert _injection_beta(RunConfig(), width_only) == UNDERSAMPLED_BETA
+
+
 def test_injection_leaves_the_real_run_and_the_input_untouched(injected):
     root, mosaic, before, _ = injected
     assert {name: _tree(root / name) for name in ("sim", "real")} == before
