@@ -174,10 +174,11 @@ class PSFEstimate:
         when no region has ``min_stars``; None when fewer than ``min_stars``
         stars count.
     beta : float or None
-        Median Moffat index; None also when no star measures it (the width-only
-        fits of an undersampled PSF, :data:`UNDERSAMPLED_FWHM`).
+        Median Moffat index; None also when fewer than ``min_stars`` stars measure
+        it (the others' fits are width-only: an undersampled PSF,
+        :data:`UNDERSAMPLED_FWHM`).
     ellipticity : float or None
-        ``1 - b/a`` of the median shape; None when no star measures it.
+        ``1 - b/a`` of the median shape; None as ``beta``.
     position_angle_deg : float or None
         Angle of the major axis from the +x (column) axis towards +y, degrees in
         ``[0, 180)``.
@@ -1125,7 +1126,7 @@ def _combine(
     scatter = 1.4826 * float(np.median(np.abs(kept[:, 2] - reference)))
     ellipticity = angle = None
     shaped = kept[np.isfinite(kept[:, 4])]  # the width-only fits have no shape
-    if len(shaped):
+    if len(shaped) >= min_stars:
         e1, e2 = float(np.median(shaped[:, 4])), float(np.median(shaped[:, 5]))
         e = min(math.hypot(e1, e2), 0.99)
         ellipticity = _round(1.0 - math.sqrt((1.0 - e) / (1.0 + e)))
@@ -1144,7 +1145,7 @@ def _combine(
     )
     return PSFEstimate(
         fwhm_pix=_round(overall),
-        beta=_round(float(np.median(betas))) if betas.size else None,
+        beta=_round(float(np.median(betas))) if betas.size >= min_stars else None,
         ellipticity=ellipticity,
         position_angle_deg=angle,
         n_stars=len(kept),

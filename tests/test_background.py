@@ -55,6 +55,23 @@ def test_bright_source_barely_biases_its_cell(sigma, rms_rtol):
     np.testing.assert_array_equal(level.ravel()[1:], clean_level.ravel()[1:])
 
 
+def test_a_crowded_field_is_clipped_until_convergence_as_sep_does():
+    sep = pytest.importorskip("sep")
+    rng = np.random.default_rng(4)
+    shape = (256, 256)
+    block = rng.normal(0.0, 1.0, shape)
+    for _ in range(1500):  # a star every 44 pixels, 5 to 2000 in flux, sigma 1 pix
+        cy, cx = rng.uniform(0, 256, 2)
+        block += _blob(shape, cy, cx, np.exp(rng.uniform(np.log(5), np.log(2000))) / 6.28, 1.0)
+    block = block.astype(np.float32)
+    _, rms, _ = cell_statistics(block, 64)
+    _, rms_after_3, _ = cell_statistics(block, 64, max_iter=3)
+    sep_rms = sep.Background(block.astype(np.float64), bw=64, bh=64).globalrms
+    # the faint stars are confusion noise: above the pixels' 1, at SEP's value
+    assert 1.0 < np.median(rms) == pytest.approx(sep_rms, rel=0.1)
+    assert np.median(rms_after_3) > 2.0 * np.median(rms)  # three rounds kept the wings
+
+
 def test_partial_cells_and_missing_data():
     block = _sky((100, 150), seed=2)
     block[:64, :64] = np.nan  # an empty cell

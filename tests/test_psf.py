@@ -265,3 +265,5 @@ def test_crowded_2mass_image_gives_a_psf_narrower_than_a_pixel():
     assert estimate.usable and estimate.n_stars >= 10
     assert 0.4 < estimate.fwhm_pix < 0.65
     assert estimate.scatter_pix < 0.25 * estimate.fwhm_pix
+    # fewer than 5 stars measure a beta or a shape (one free fit ran to beta 1.1)
+    assert estimate.beta is None and estimate.ellipticity is None
