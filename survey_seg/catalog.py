@@ -51,7 +51,7 @@ SOURCE_COLUMNS: tuple[Column, ...] = (
     Column("y_peak", "int64", "pix", "mosaic row of the brightest smoothed pixel"),
     Column("flux", "float64", "adu", "background-subtracted flux summed over the segment"),
     Column("flux_err", "float64", "adu", "flux uncertainty from the variance plane"),
-    Column("mag", "float64", "mag", "MAGZERO - 2.5 log10(flux); NaN without MAGZERO or flux"),
+    Column("mag", "float64", "mag", "ZP - 2.5 log10(flux); NaN without a zero point or flux"),
     Column("snr", "float64", "", "flux / flux_err"),
     Column("area", "int64", "pix2", "number of pixels in the segment"),
     Column("a", "float64", "pix", "semi-major axis RMS from second moments"),

@@ -93,8 +93,9 @@ class RunConfig:
     too few."""
     zero_point: float | None = None
     """Photometric zero point: ``mag = zero_point - 2.5 log10(flux)`` in the
-    mosaic's flux unit (``--zero-point``). None: the mosaic's ``MAGZERO`` keyword;
-    without either, ``mag`` is NaN and the run warns."""
+    mosaic's flux unit (``--zero-point``). None: the mosaic's zero-point keyword
+    (:data:`survey_seg.store.ZERO_POINT_KEYS`); without either, ``mag`` is NaN and
+    the run warns."""
     weight_file: str | None = None
     """FITS file of the mosaic's weight map, inverse variance, 0 where there is no
     data (``--weight``; a SWarp ``.weight.fits``, MAP_WEIGHT). It replaces a noise
@@ -303,7 +304,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "zero_point",
         "--zero-point",
-        "magnitude zero point: mag = ZP - 2.5 log10(flux) (default: the MAGZERO keyword)",
+        "magnitude zero point: mag = ZP - 2.5 log10(flux) (default: the MAGZERO, MAGZP, "
+        "PHOTZP, MAGZPT or ZEROPT keyword)",
         float,
         "MAG",
     ),

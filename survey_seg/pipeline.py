@@ -34,6 +34,7 @@ from survey_seg.store import (
     REPORT_DIR,
     REPORT_HTML,
     RUN_LOCK,
+    ZERO_POINT_KEYS,
     MosaicInfo,
     MosaicStore,
     OutputStore,
@@ -735,8 +736,8 @@ def merge_run(plan: RunPlan, out: OutputStore, *, provenance: dict | None = None
         )
     if photometry(plan)["zero_point"] is None and len(sources):
         messages.append(
-            "the mosaic has no MAGZERO keyword, so every mag is NaN; give the zero point "
-            "with --zero-point MAG (e.g. 22.5 for nanomaggies)"
+            f"the mosaic has no zero-point keyword ({', '.join(ZERO_POINT_KEYS)}), so every "
+            "mag is NaN; give the zero point with --zero-point MAG (e.g. 22.5 for nanomaggies)"
         )
     for message in messages:
         warnings.warn(message, stacklevel=2)
@@ -924,7 +925,8 @@ def photometry(plan: RunPlan) -> dict:
     if plan.config.zero_point is not None:
         zero_point, zero_point_from = plan.config.zero_point, "--zero-point"
     elif plan.mosaic.zero_point is not None:
-        zero_point, zero_point_from = plan.mosaic.zero_point, "MAGZERO"
+        zero_point = plan.mosaic.zero_point
+        zero_point_from = plan.mosaic.zero_point_key
     else:
         zero_point, zero_point_from = None, None
     return {

@@ -57,6 +57,7 @@ __all__ = [
     "NOISE_EXTNAMES",
     "OUTPUT_ERRNOS",
     "PSF_FWHM_KEY",
+    "ZERO_POINT_KEYS",
     "InputPlane",
     "MosaicInfo",
     "MosaicStore",
@@ -103,6 +104,10 @@ MASK_CONVENTION = "integer; non-zero: BAD (excluded from detection and measureme
 SEPARATE_FILE_OPTIONS = {"weight": "--weight", "rms": "--rms", "mask": "--mask"}
 """Option of each separate noise or mask file (the keywords of inspect_fits_mosaic)."""
 PSF_FWHM_KEY = "PSFFWHM"
+ZERO_POINT_KEYS = ("MAGZERO", "MAGZP", "PHOTZP", "MAGZPT", "ZEROPT")
+"""Header keywords of the magnitude zero point (``mag = ZP - 2.5 log10(flux)``), the
+first one present wins: SWarp's and this project's, then 2MASS's and ZTF's, the ESO
+Phase 3 standard's, and two older spellings."""
 NOISE_CUTOUT = 1024
 """Side of the central cutout on which the noise correlation is measured at ingest."""
 NOISE_KERNEL_FWHM_PIX = 1.8
@@ -181,7 +186,8 @@ class MosaicInfo:
     saturation : float or None
         ``SATURATE`` keyword: pixels at or above it are saturated.
     zero_point : float or None
-        ``MAGZERO`` keyword: ``mag = MAGZERO - 2.5 log10(flux)``.
+        Magnitude zero point from the header (:data:`ZERO_POINT_KEYS`):
+        ``mag = zero_point - 2.5 log10(flux)``.
     pixel_scale_arcsec : float
         Pixel scale from the WCS.
     psf_fwhm_pix : float or None
@@ -213,6 +219,8 @@ class MosaicInfo:
     gain : float or None
         ``GAIN`` keyword (electrons per count of the raw image): the Poisson noise of
         injected objects where the pixels are counts (see :attr:`counts_gain`).
+    zero_point_key : str or None
+        The keyword ``zero_point`` was read from.
     """
 
     path: Path
@@ -231,6 +239,7 @@ class MosaicInfo:
     file_sha256: str = ""
     psf: dict[str, Any] | None = None
     gain: float | None = None
+    zero_point_key: str | None = None
 
     @property
     def counts_gain(self) -> float | None:
@@ -380,13 +389,17 @@ def inspect_fits_mosaic(
             noise = plane
     scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
     own_sha256 = file_sha256(path)
+    zero_point_key = next(
+        (key for key in ZERO_POINT_KEYS if _optional_float(header, key) is not None), None
+    )
+    zero_point = _optional_float(header, zero_point_key) if zero_point_key else None
     return MosaicInfo(
         path=path,
         shape=shape,
         wcs=wcs,
         image_hdu=image_hdu,
         saturation=_optional_float(header, "SATURATE"),
-        zero_point=_optional_float(header, "MAGZERO"),
+        zero_point=zero_point,
         pixel_scale_arcsec=scale,
         psf_fwhm_pix=psf_fwhm_pix,
         sha256=_input_sha256(own_sha256, noise, mask_plane),
@@ -397,6 +410,7 @@ def inspect_fits_mosaic(
         file_sha256=own_sha256,
         psf=None if psf_fwhm_pix is None else {"fwhm_pix": psf_fwhm_pix, "source": PSF_FWHM_KEY},
         gain=_optional_positive(header, "GAIN"),
+        zero_point_key=zero_point_key,
     )
 
 

@@ -581,7 +581,8 @@ def test_zero_point_and_flux_unit(tmp_path, capsys):
         hdus[0].header["BUNIT"] = "nanomaggy"
     status, _, err = _main(capsys, "run", paths["mosaic"], "--out", tmp_path / "a", *FAST)
     assert status == 0
-    assert "no MAGZERO keyword, so every mag is NaN" in err and "--zero-point" in err
+    assert "no zero-point keyword (MAGZERO, MAGZP, PHOTZP" in err and "--zero-point" in err
+    assert "so every mag is NaN" in err
     status, _, err = _main(
         capsys, "run", paths["mosaic"], "--out", tmp_path / "b", "--zero-point", "22.5", *FAST
     )
@@ -601,6 +602,14 @@ def test_zero_point_and_flux_unit(tmp_path, capsys):
         capsys, "run", paths["mosaic"], "--out", tmp_path / "c", "--zero-point", "nan", *FAST
     )
     _assert_one_line_error(status, err, "--zero-point nan is not a magnitude")
+    # 2MASS and ZTF write MAGZP, ESO products PHOTZP: the mags come from them too
+    with fits.open(paths["mosaic"], mode="update") as hdus:
+        hdus[0].header["MAGZP"] = 19.98
+    status, _, err = _main(capsys, "run", paths["mosaic"], "--out", tmp_path / "d", *FAST)
+    assert status == 0 and "zero-point keyword" not in err
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["photometry"]["zero_point"] == 19.98
+    assert manifest["photometry"]["zero_point_from"] == "MAGZP"
 
 
 def test_run_on_a_region_screens_its_tiles(mosaic, tmp_path, capsys):
