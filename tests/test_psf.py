@@ -241,12 +241,18 @@ def test_a_2048_mosaic_is_measured_in_about_a_second():
     assert seconds < 2.0  # about 0.5 s of CPU on one core
 
 
-@pytest.mark.skipif(not (REAL / "reprojected_sdss_r.fits").exists(), reason="no real images")
-def test_sdss_r_image_gives_an_undersampled_psf():
+def _real_image_psf(name: str) -> PSFEstimate:
+    """The PSF estimate of a real image of ``shared/data/real`` (the test skips without it)."""
     from astropy.io import fits
 
-    image = fits.getdata(REAL / "reprojected_sdss_r.fits").astype(np.float32)
-    estimate = estimate_psf(image)
+    path = REAL / name
+    if not path.exists():
+        pytest.skip(f"no real image {name}")
+    return estimate_psf(fits.getdata(path).astype(np.float32))
+
+
+def test_sdss_r_image_gives_an_undersampled_psf():
+    estimate = _real_image_psf("reprojected_sdss_r.fits")
     # the stars' cores are 1-2 pixels: about 0.95 pix FWHM fitted at the pixel centres
     # (as photutils' fit_fwhm finds), 0.67 pix integrated over the pixels
     assert estimate.usable and estimate.n_stars >= 15
@@ -254,12 +260,8 @@ def test_sdss_r_image_gives_an_undersampled_psf():
     assert estimate.scatter_pix < 0.25 * estimate.fwhm_pix
 
 
-@pytest.mark.skipif(not (REAL / "gc_2mass_k.fits").exists(), reason="no real images")
 def test_crowded_2mass_image_gives_a_psf_narrower_than_a_pixel():
-    from astropy.io import fits
-
-    image = fits.getdata(REAL / "gc_2mass_k.fits").astype(np.float32)
-    estimate = estimate_psf(image)
+    estimate = _real_image_psf("gc_2mass_k.fits")
     # 2MASS K seeing of 2.5-3 arcsec on 5 arcsec pixels; the free fits of 41 of 50
     # stars ran away in this crowded field, and the estimate was not usable
     assert estimate.usable and estimate.n_stars >= 10
