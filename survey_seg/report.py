@@ -1527,6 +1527,7 @@ _INJECTION_ROWS: tuple[tuple[str, str], ...] = (
     ("n_injected", "objects injected (pair members and clumps one each)"),
     ("n_skipped", "objects GalSim failed to draw (left out)"),
     ("psf_fwhm_pix", "PSF FWHM the objects were drawn with [pix]"),
+    ("psf_beta", "its Moffat index: the mosaic's measured one, else 3"),
     ("completeness", "single objects of S/N >= 10 found as one source each"),
     ("completeness_by_snr", "the same, by bin of target S/N"),
     ("pair_recall", "pairs with both members found as distinct sources"),

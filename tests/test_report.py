@@ -417,6 +417,7 @@ def test_injection_section_of_an_injected_run(injected_run):
         assert html.escape(report.CAPTIONS[name][:60]) in page
     assert f"<td>n_injected</td><td>{summary['n_injected']}</td>" in page
     assert "<td>completeness_by_snr 50-100</td>" in page
+    assert f"<td>psf_beta</td><td>{summary['psf_beta']:g}</td>" in page
     per_tile = pd.read_parquet(out / injection.INJECTION_TILES)
     tiles = pd.read_parquet(out / "tiles.parquet")
     assert per_tile["tile_id"].tolist() == tiles["tile_id"].tolist()
