@@ -260,7 +260,7 @@ def _injection_beta(config: RunConfig, mosaic: MosaicInfo) -> float:
     measured one (no ``config.psf_fwhm``); the beta its width-only fits assumed
     (:data:`survey_seg.psf.UNDERSAMPLED_BETA`) where its stars were too
     undersampled to measure one; else ``config.injection_psf_beta``. Real PSFs
-    have wider wings than the default's (SDSS 2.0-2.8, Spitzer 2.7): objects drawn
+    have wider wings than the default's (SDSS 2.0-2.8, Spitzer 2.6): objects drawn
     sharper than the mosaic's own stars would be found more easily.
     """
     record = mosaic.psf or {}

@@ -24,8 +24,10 @@ them, on the stellar locus of size against flux:
    (:func:`scipy.optimize.least_squares`), weighted by the inverse variance and
    integrated over the pixels by Gauss-Legendre quadrature (4 x 4 to 2 x 2
    points a pixel; wide stars on pixels binned to 4-8 per FWHM): undersampled
-   stars are fitted without bias. At most :data:`MAX_FIT_STARS` per region,
-   those of highest S/N;
+   stars are fitted without bias. A star of an undersampled locus
+   (:data:`UNDERSAMPLED_FWHM`) whose free fit runs away is fitted for its width
+   alone (round, beta :data:`UNDERSAMPLED_BETA`). At most :data:`MAX_FIT_STARS`
+   per region, those of highest S/N;
 6. combination: the fits that share the PSF's shape and pile up at the low
    edge of the widths (:func:`_stellar`), their median FWHM per region of a grid
    of up to 3 x 3, and for the mosaic the median of the regions' values (a
