@@ -27,6 +27,7 @@ import zarr
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from survey_seg.masks import MaskBit
 from survey_seg.pipeline import RunConfig, run_survey
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/real"
@@ -47,7 +48,7 @@ def screen(band: str, out: Path, model: str | None) -> tuple[int, np.ndarray, np
     mask, segmentation = masks["mask"][:], masks["segmentation"][:]
     image = zarr.open_group(str(out / "mosaic.zarr"), mode="r")["image"][:].astype(np.float64)
     image = np.nan_to_num(image)
-    regions, n = ndimage.label((mask & 8) != 0, structure=np.ones((3, 3), bool))
+    regions, n = ndimage.label((mask & np.uint32(MaskBit.CR)) != 0, structure=np.ones((3, 3), bool))
     peaks = np.array(ndimage.maximum_position(image, regions, np.arange(1, n + 1))).reshape(-1, 2)
     alone = segmentation[peaks[:, 0], peaks[:, 1]] == 0 if n else np.zeros(0, bool)
     background = sep.Background(image)

@@ -33,7 +33,7 @@ from survey_seg.inject import (
 from survey_seg.pipeline import execute_run, plan_run
 from survey_seg.psf import UNDERSAMPLED_BETA
 from survey_seg.simulate import SimulationConfig
-from survey_seg.store import MOSAIC_STORE, MosaicInfo, MosaicStore, OutputStore
+from survey_seg.store import MOSAIC_STORE, PSF_MEASURED, MosaicInfo, MosaicStore, OutputStore
 
 __all__ = [
     "DEFAULT_DENSITY",
@@ -264,7 +264,7 @@ def _injection_beta(config: RunConfig, mosaic: MosaicInfo) -> float:
     sharper than the mosaic's own stars would be found more easily.
     """
     record = mosaic.psf or {}
-    if config.psf_fwhm is not None or record.get("source") != "measured":
+    if config.psf_fwhm is not None or record.get("source") != PSF_MEASURED:
         return config.injection_psf_beta
     beta = record.get("beta")
     return UNDERSAMPLED_BETA if beta is None else float(beta)

@@ -70,6 +70,7 @@ from survey_seg.masks import MaskBit, describe_bits
 from survey_seg.store import (
     MASKS_STORE,
     MOSAIC_STORE,
+    PSF_MEASURED,
     REPORT_DIR,
     REPORT_HTML,
     MosaicStore,
@@ -1252,7 +1253,7 @@ def _psf(info: dict) -> str:
         why = f": too few isolated stars ({n_stars}) to measure it" if n_stars is not None else ""
         return f"none{why}; the training PSF's thresholds (give --psf-fwhm)"
     text = f"{record['fwhm_pix']:.3g} ({record.get('source')}"
-    if record.get("source") == "measured":
+    if record.get("source") == PSF_MEASURED:
         beta, ellipticity = record.get("beta"), record.get("ellipticity")
         shape = f"Moffat beta {beta:.3g}, " if beta is not None else "undersampled: width only, "
         text += f" on {record.get('n_stars')} stars: {shape}scatter {record.get('scatter_pix'):.2g}"

@@ -57,6 +57,7 @@ __all__ = [
     "NOISE_EXTNAMES",
     "OUTPUT_ERRNOS",
     "PSF_FWHM_KEY",
+    "PSF_MEASURED",
     "ZERO_POINT_KEYS",
     "InputPlane",
     "MosaicInfo",
@@ -104,6 +105,8 @@ MASK_CONVENTION = "integer; non-zero: BAD (excluded from detection and measureme
 SEPARATE_FILE_OPTIONS = {"weight": "--weight", "rms": "--rms", "mask": "--mask"}
 """Option of each separate noise or mask file (the keywords of inspect_fits_mosaic)."""
 PSF_FWHM_KEY = "PSFFWHM"
+PSF_MEASURED = "measured"
+"""The ``source`` of a PSF record measured on the mosaic's stars (its fit beside it)."""
 ZERO_POINT_KEYS = ("MAGZERO", "MAGZP", "PHOTZP", "MAGZPT", "ZEROPT")
 """Header keywords of the magnitude zero point (``mag = ZP - 2.5 log10(flux)``), the
 first one present wins: SWarp's and this project's, then 2MASS's and ZTF's, the ESO
@@ -389,10 +392,7 @@ def inspect_fits_mosaic(
             noise = plane
     scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
     own_sha256 = file_sha256(path)
-    zero_point_key = next(
-        (key for key in ZERO_POINT_KEYS if _optional_float(header, key) is not None), None
-    )
-    zero_point = _optional_float(header, zero_point_key) if zero_point_key else None
+    zero_point, zero_point_key = _zero_point(header)
     return MosaicInfo(
         path=path,
         shape=shape,
@@ -440,7 +440,7 @@ def resolve_mosaic_psf(info: MosaicInfo, psf_fwhm: float | None = None) -> Mosai
         return info
     else:
         estimate = measure_mosaic_psf(info)
-        source = "measured" if estimate.usable else "none"
+        source = PSF_MEASURED if estimate.usable else "none"
         record = {"fwhm_pix": estimate.fwhm_pix, "source": source, **estimate.to_record()}
     return replace(info, psf_fwhm_pix=record["fwhm_pix"], psf=record)
 
@@ -719,6 +719,15 @@ def _optional_float(header: fits.Header, key: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def _zero_point(header: fits.Header) -> tuple[float | None, str | None]:
+    """The zero point of the first of :data:`ZERO_POINT_KEYS` that holds a number, and that key."""
+    for key in ZERO_POINT_KEYS:
+        value = _optional_float(header, key)
+        if value is not None:
+            return value, key
+    return None, None
 
 
 def _optional_positive(header: fits.Header, key: str) -> float | None:
