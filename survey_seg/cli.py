@@ -152,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fraction of scenes that are also crowded star fields (default 0)",
     )
+    train.add_argument(
+        "--large-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes that also hold large galaxies, 4-20 PSF FWHM (default 0)",
+    )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument(
         "--data-workers",
@@ -291,6 +297,7 @@ def _train(args: argparse.Namespace) -> int:
             condition_jitter=args.jitter,
             galsim_fraction=args.galsim_fraction,
             crowded_fraction=args.crowded_fraction,
+            large_fraction=args.large_fraction,
             threads=args.threads,
             data_workers=args.data_workers,
             head_weights=_head_weights(args.head_weight),

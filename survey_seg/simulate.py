@@ -130,6 +130,7 @@ _STREAM_BAD_COLUMNS = 7
 _STREAM_HOT_PIXELS = 8
 _STREAM_NAN = 9
 _STREAM_GHOSTS = 10
+_STREAM_LARGE = 11
 
 
 # --------------------------------------------------------------------------------------
@@ -222,6 +223,17 @@ class SimulationConfig:
         Irregular NaN holes per 2048^2 (radius 8-30 px).
     n_ghosts : float
         Optical ghosts per 2048^2, next to the brightest stars.
+    large_galaxy_density : float
+        Large galaxies per million pixels, drawn in addition to the others from a
+        stream of their own (0, the default, leaves every earlier simulation
+        unchanged): a third Sersic (index in ``sersic_n_range``), a third GalSim
+        bulge + disk, a third GalSim knotty irregular, axis ratio 0.2-1 (down to
+        nearly edge-on), half-light radius log-uniform in ``large_r_half_fwhm``.
+    large_r_half_fwhm : tuple of float
+        Range of the large galaxies' half-light radii, in PSF FWHM.
+    large_mag_range : tuple of float
+        Range (uniform) of the large galaxies' magnitudes: from bright ones with
+        extended wings to ones below the noise in every pixel.
     ra_center, dec_center : float
         Sky position (ICRS deg) of the mosaic centre.
     """
@@ -260,6 +272,9 @@ class SimulationConfig:
     n_chip_gaps: float = 1.0
     n_holes: float = 2.0
     n_ghosts: float = 2.0
+    large_galaxy_density: float = 0.0
+    large_r_half_fwhm: tuple[float, float] = (4.0, 20.0)
+    large_mag_range: tuple[float, float] = (16.0, 23.5)
     ra_center: float = 150.1
     dec_center: float = 2.2
 
@@ -318,6 +333,7 @@ class SimulationConfig:
             "n_chip_gaps",
             "n_holes",
             "n_ghosts",
+            "large_galaxy_density",
         ):
             _check_float(name, getattr(self, name))
             if getattr(self, name) < 0:
@@ -328,6 +344,8 @@ class SimulationConfig:
         _check_range("star_mag_range", self.star_mag_range)
         _check_range("blend_separation_arcsec", self.blend_separation_arcsec, positive=True)
         _check_range("r_half_range_arcsec", self.r_half_range_arcsec, positive=True)
+        _check_range("large_r_half_fwhm", self.large_r_half_fwhm, positive=True)
+        _check_range("large_mag_range", self.large_mag_range)
         _check_range("sersic_n_range", self.sersic_n_range, positive=True)
         if self.sersic_n_range[0] < 0.3 or self.sersic_n_range[1] > 8.0:
             raise ValueError(
@@ -940,6 +958,30 @@ def _draw_mosaic_galaxies(
     return galaxies
 
 
+def _draw_large_galaxies(
+    rng: np.random.Generator, config: SimulationConfig, shape: tuple[int, int]
+) -> list[_Source]:
+    """Draw the large galaxies of a mosaic (``config.large_galaxy_density``)."""
+    ny, nx = shape
+    count = _count(rng, config.large_galaxy_density * ny * nx / 1e6)
+    log_r = np.log(np.asarray(config.large_r_half_fwhm) * config.psf_fwhm_pix)
+    galaxies = []
+    for _ in range(count):
+        mag = rng.uniform(*config.large_mag_range)
+        params: dict[str, object] = {
+            "sersic_n": float(rng.uniform(*config.sersic_n_range)),
+            "r_half": float(np.exp(rng.uniform(*log_r))),
+            "q": float(rng.uniform(0.2, 1.0)),
+            "pa_deg": float(rng.uniform(0.0, 180.0)),
+        }
+        if rng.random() < 2.0 / 3.0:  # GalSim: bulge + disk or knotty, half of each
+            params.update(_galsim_profile(rng))
+        x, y = rng.uniform(0.0, nx - 1.0), rng.uniform(0.0, ny - 1.0)
+        flux = float(_mag_to_flux(mag, config.zero_point))
+        galaxies.append(_Source("galaxy", float(x), float(y), flux, **params))
+    return galaxies
+
+
 def _galsim_profile(rng: np.random.Generator) -> dict[str, object]:
     """Profile parameters of a GalSim galaxy: bulge + disk or knotty, half of each."""
     if rng.random() < 0.5:
@@ -1330,6 +1372,7 @@ def simulate_mosaic(config: SimulationConfig | None = None) -> SimulatedMosaic:
     )
 
     galaxies = _draw_mosaic_galaxies(_rng(seed, _STREAM_GALAXIES), config, shape)
+    galaxies += _draw_large_galaxies(_rng(seed, _STREAM_LARGE), config, shape)
     star_rng = _rng(seed, _STREAM_STARS)
     n_stars = _count(star_rng, config.star_density * ny * nx / 1e6)
     stars = _draw_stars(star_rng, n_stars, config.star_mag_range, config, shape)

@@ -105,6 +105,9 @@ CLUMP_SIGMA = 1.0
 MIN_CENTRE_SNR = 5.0
 CROWDED_STAR_DENSITY = (500.0, 5000.0)
 """Range (log-uniform) of stars per million pixels in a crowded training scene."""
+LARGE_GALAXY_DENSITY = 60.0
+"""Large galaxies per million pixels in a training scene that holds them (about two
+in a 192 x 192 scene; :attr:`survey_seg.simulate.SimulationConfig.large_galaxy_density`)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,11 @@ class TrainConfig:
     """Probability that a training scene is also a crowded star field (hundreds to
     thousands of stars per million pixels, as in the Galactic plane), so that stars
     touching stars are learned as sources, not artefacts."""
+    large_fraction: float = 0.0
+    """Probability that a training scene also holds large galaxies (half-light radii
+    of 4-20 PSF FWHM, bright with extended wings to below the noise; Sersic, bulge +
+    disk, knotty, down to edge-on), so that a galaxy many times the PSF, its arms and
+    knots are learned as one object."""
     data_workers: int = 0
     """Processes that simulate the batches ahead of the optimiser (0: the training
     process itself). The batches are the same for any number: each step's scenes and
@@ -178,7 +186,7 @@ class TrainConfig:
                 raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
-        for name in ("galsim_fraction", "crowded_fraction"):
+        for name in ("galsim_fraction", "crowded_fraction", "large_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if isinstance(self.data_workers, bool) or not isinstance(self.data_workers, int):
@@ -224,6 +232,7 @@ def scene_config(
     jitter: float = 0.25,
     galsim_fraction: float = 0.0,
     crowded_fraction: float = 0.0,
+    large_fraction: float = 0.0,
 ) -> SimulationConfig:
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
@@ -233,9 +242,10 @@ def scene_config(
     testing generalisation) moves PSF width and noise by :data:`SHIFT` (30 %) and
     narrows the Sersic range, outside the training jitter. ``galsim_fraction`` of
     the galaxies of a training scene are GalSim bulge + disk or knotty galaxies;
-    ``crowded_fraction`` of the training scenes are also crowded star fields (the
-    draw comes after the others, so that the other traits of a scene do not depend
-    on it).
+    ``crowded_fraction`` of the training scenes are also crowded star fields and
+    ``large_fraction`` hold large galaxies too (:data:`LARGE_GALAXY_DENSITY`). Each
+    of those draws comes after the others, so that the other traits of a scene do
+    not depend on it.
     """
     base = SimulationConfig()
     if shifted:
@@ -276,6 +286,8 @@ def scene_config(
             star_mag_range=base.star_mag_range,
             star_mag_slope=base.star_mag_slope,
         )
+    if rng.random() < large_fraction:
+        config = replace(config, large_galaxy_density=LARGE_GALAXY_DENSITY)
     return config
 
 
@@ -409,6 +421,7 @@ def make_batch(
                 jitter=config.condition_jitter,
                 galsim_fraction=config.galsim_fraction,
                 crowded_fraction=config.crowded_fraction,
+                large_fraction=config.large_fraction,
             )
         )
         planes = scene_inputs(sim)

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -561,11 +562,37 @@ def test_write_simulation_rejects_bad_arguments(small, tmp_path):
         ({"sersic_n_range": (0.1, 4.0)}, "sersic_n_range"),
         ({"dec_center": 95.0}, "dec_center"),
         ({"sky_gradient_sigma": -1.0}, "sky_gradient_sigma"),
+        ({"large_galaxy_density": -1.0}, "large_galaxy_density"),
+        ({"large_r_half_fwhm": (0.0, 4.0)}, "large_r_half_fwhm"),
+        ({"large_mag_range": (23.0, 16.0)}, "large_mag_range"),
     ],
 )
 def test_invalid_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SimulationConfig(**kwargs)
+
+
+def test_large_galaxies_come_on_top_of_the_other_objects():
+    base = SimulationConfig(size=256, seed=3, psf_fwhm_pix=2.0)
+    before = simulate_mosaic(base).truth_sources
+    with_large = simulate_mosaic(replace(base, large_galaxy_density=150.0))
+    after = with_large.truth_sources
+    # the other objects are drawn as without the large galaxies
+    galaxies = (before["kind"] == "galaxy").sum()
+    pd.testing.assert_frame_equal(
+        after.iloc[:galaxies][["x", "y", "flux"]], before.iloc[:galaxies][["x", "y", "flux"]]
+    )
+    large = after.iloc[galaxies : len(after) - (before["kind"] == "star").sum()]
+    assert len(large) >= 3
+    radii = large["r_half_pix"].to_numpy()
+    assert ((radii >= 4.0 * 2.0 - 1e-9) & (radii <= 20.0 * 2.0 + 1e-9)).all()
+    assert large["mag"].between(16.0, 23.5).all()
+    labels = with_large.truth_segmentation
+    for _, row in large[large["snr"] > 300].iterrows():
+        label = labels[round(row["y"]), round(row["x"])]
+        assert label > 0
+        # a bright large galaxy's footprint reaches beyond its half-light ellipse
+        assert (labels == label).sum() > np.pi * row["r_half_pix"] ** 2 * row["axis_ratio"]
 
 
 def test_invalid_public_arguments():

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,20 @@ def test_crowded_scenes_keep_the_other_traits_and_hold_many_stars():
         _config(crowded_fraction=1.5)
     with pytest.raises(ValueError, match="data_workers"):
         _config(data_workers=-1)
+
+
+def test_large_galaxy_scenes_keep_the_other_traits():
+    plain = [scene_config(seed, size=128, crowded_fraction=0.3) for seed in range(40)]
+    large = [
+        scene_config(seed, size=128, crowded_fraction=0.3, large_fraction=0.5) for seed in range(40)
+    ]
+    holding = [c for c in large if c.large_galaxy_density > 0]
+    assert 10 <= len(holding) <= 30
+    for before, after in zip(plain, large, strict=True):
+        assert replace(after, large_galaxy_density=0.0) == before
+    assert all(c.large_galaxy_density == 0 for c in plain)
+    with pytest.raises(ValueError, match="large_fraction"):
+        _config(large_fraction=-0.1)
 
 
 @pytest.mark.parametrize("task", list(TASKS))
