@@ -166,6 +166,8 @@ def merge_unseparated(
     min_valley_sigma: float,
     min_valley_fraction: float = 0.0,
     min_area: int = 0,
+    weak: np.ndarray | None = None,
+    weak_valley_fraction: float = 0.0,
 ) -> np.ndarray:
     """Merge neighbouring sources of a footprint that no significant valley separates.
 
@@ -198,6 +200,14 @@ def merge_unseparated(
         Only sources of at least this many pixels merge: a compact source (a
         faint companion on a shoulder of a bright one) keeps the split that its
         shape gave it.
+    weak : numpy.ndarray, optional
+        Boolean per label ``0 .. n``: sources that only weak evidence split off
+        (a centre peak under the network's threshold). A pair with a weak member
+        merges, whatever its area, unless its valley is also at least
+        ``weak_valley_fraction`` of the fainter peak; a source that joins a
+        source that is not weak is not weak.
+    weak_valley_fraction : float
+        See ``weak``.
 
     Returns
     -------
@@ -210,19 +220,24 @@ def merge_unseparated(
     n = int(sources.max())
     peak = label_maximum(significance, sources, np.arange(n + 1))
     area = np.bincount(sources.ravel(), minlength=n + 1)
+    weak = np.zeros(n + 1, dtype=bool) if weak is None else np.array(weak, dtype=bool)
     parent = np.arange(n + 1)
     while saddles:
         valleys = {
             pair: min(peak[pair[0]], peak[pair[1]]) - h
             for pair, h in saddles.items()
-            if min(area[pair[0]], area[pair[1]]) >= min_area
+            if min(area[pair[0]], area[pair[1]]) >= min_area or weak[pair[0]] or weak[pair[1]]
         }
         if not valleys:
             break
         # the pair whose valley falls furthest short of its own limit merges first
         shortfall = {
             pair: valley
-            - max(min_valley_sigma, min_valley_fraction * min(peak[pair[0]], peak[pair[1]]))
+            - max(
+                min_valley_sigma,
+                (weak_valley_fraction if weak[pair[0]] or weak[pair[1]] else min_valley_fraction)
+                * min(peak[pair[0]], peak[pair[1]]),
+            )
             for pair, valley in valleys.items()
         }
         (i, j), short = min(shortfall.items(), key=lambda item: (item[1], item[0]))
@@ -231,6 +246,7 @@ def merge_unseparated(
         parent[parent == j] = i  # j joins i
         peak[i] = max(peak[i], peak[j])
         area[i] += area[j]
+        weak[i] &= weak[j]
         merged: dict[tuple[int, int], float] = {}
         for (a, b), h in saddles.items():
             a, b = (i if a == j else a), (i if b == j else b)

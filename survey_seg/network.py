@@ -21,6 +21,7 @@ from survey_seg.blends import (
     find_centres,
     join_clumpy_pieces,
     merge_by_centre_votes,
+    merge_unseparated,
     split_instances,
 )
 from survey_seg.clumps import find_clumps
@@ -425,10 +426,11 @@ class NetworkScreener:
 
         object_probability = prediction.segmentation[1] + prediction.segmentation[2]
         object_probability = np.where(valid, object_probability, 0.0)
+        weak_centre = t.get("weak_centre")
         centres = find_centres(
             prediction.centre,
             object_probability > t["object"],
-            threshold=t["centre"],
+            threshold=t["centre"] if weak_centre is None else weak_centre,
             min_distance=int(t["centre_min_distance"]),
         )
         sigma = np.sqrt(np.where(valid, window.variance, 1.0))
@@ -441,11 +443,23 @@ class NetworkScreener:
             centres,
             snr,
             object_threshold=t["object"],
-            significance=significance,
-            min_valley_sigma=t.get("min_valley_sigma", MIN_VALLEY_SIGMA),
-            min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
-            min_merge_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
         )
+        min_valley_sigma = t.get("min_valley_sigma", MIN_VALLEY_SIGMA)
+        if min_valley_sigma is not None:  # one object, one source: a valley between two
+            weak = None
+            if weak_centre is not None:  # split off by a centre peak under the threshold
+                labels = np.arange(int(sources.max()) + 1)
+                weak = label_maximum(prediction.centre, sources, labels) <= t["centre"]
+            sources = merge_unseparated(
+                sources,
+                footprints,
+                significance,
+                min_valley_sigma=min_valley_sigma,
+                min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
+                min_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
+                weak=weak,
+                weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
+            )
         if prediction.offset is not None and self._offsets_trained:
             sources, footprints = merge_by_centre_votes(
                 sources,

@@ -187,6 +187,31 @@ def test_a_relative_dip_on_a_bright_object_does_not_separate():
         assert bool(relative.max() == 1) is merges
 
 
+def test_a_weakly_split_source_needs_a_deep_valley_whatever_its_area():
+    """A source split off by a centre peak under the threshold stays only where the
+    light dips deeply between it and its neighbour: a crowded star, not a noise bump
+    on a galaxy."""
+    shape = (30, 60)
+    sources, footprints = _halves(shape)
+    star_pair = 40 * (_gauss(shape, 15, 22, 1.5) + _gauss(shape, 15, 38, 1.5))
+    bump = 40 * _gauss(shape, 15, 24, 8) + 8 * _gauss(shape, 15, 38, 1.5)
+    for light, stays in ((star_pair, True), (bump, False)):
+        plain = merge_unseparated(sources, footprints, light, min_valley_sigma=3.0, min_area=2000)
+        assert plain.max() == 2  # too small to merge by the ordinary rule
+        weak = np.array([False, False, True])
+        kept = merge_unseparated(
+            sources,
+            footprints,
+            light,
+            min_valley_sigma=3.0,
+            min_area=2000,
+            weak=weak,
+            weak_valley_fraction=0.5,
+        )
+        assert bool(kept.max() == 2) is stays
+        assert weak[2]  # the caller's flags are left alone
+
+
 def _offsets_to(shape, centres_by_pixel):
     """Offsets from each pixel to the centre that ``centres_by_pixel`` gives it."""
     yy, xx = np.indices(shape)
