@@ -110,6 +110,10 @@ MIN_VALLEY_FRACTION = 0.1
 """Nor are they two without a valley of this fraction of the fainter peak (a relative
 dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
 a model config's ``min_valley_fraction`` threshold replaces it."""
+# A model config's ``weak_centre`` threshold (absent: off) also seeds sources at
+# centre peaks above it and at most ``centre``; such a source keeps its split only
+# with a valley of ``weak_valley_fraction`` of the fainter peak, whatever its area
+# (:func:`survey_seg.blends.merge_unseparated`, ``weak``; measured in the README).
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75
