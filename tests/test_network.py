@@ -344,6 +344,40 @@ def test_an_undersampled_psf_is_screened_upsampled_and_its_stars_are_sources(tmp
     assert quality.shape == (256 // 64, 256 // 64)
 
 
+def _default_model_with(directory, **thresholds):
+    """A copy of the shipped model config (and weights) with some thresholds added."""
+    import shutil
+    from pathlib import Path
+
+    config = json.loads(Path(DEFAULT_MODEL).read_text())
+    shutil.copy(Path(DEFAULT_MODEL).parent / config["weights"], directory / config["weights"])
+    config["thresholds"] = {**config["thresholds"], **thresholds}
+    path = directory / "model.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_weak_centres_add_sources_only_where_the_light_dips_between(
+    small_simulation, unet_whole, tmp_path
+):
+    _, mosaic = small_simulation
+    default = len(pd.read_parquet(unet_whole / "sources.parquet"))
+
+    def count(name, **thresholds):
+        directory = tmp_path / name
+        directory.mkdir()
+        model = _default_model_with(directory, **thresholds)
+        out = directory / "out"
+        run_survey(mosaic, out, RunConfig(method="unet", tile_size=512, halo=64, model=str(model)))
+        return len(pd.read_parquet(out / "sources.parquet"))
+
+    # no dip is deep enough: every weakly split source joins its neighbour again
+    assert count("never", weak_centre=0.0, weak_valley_fraction=1e9) == default
+    # any dip keeps them: every centre peak on an object splits off a source
+    no_valley = count("plain", min_valley_sigma=0.0)
+    assert count("always", weak_centre=0.0, min_valley_sigma=0.0) > no_valley
+
+
 def test_two_stars_1p5_fwhm_apart_are_two_sources(tmp_path):
     """Pairs of stars 1.5 FWHM (2.7 pix) apart, S/N about 300 and 190, at six position
     angles: the network finds both centres, and neither piece of the watershed cut is
