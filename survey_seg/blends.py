@@ -204,8 +204,8 @@ def merge_unseparated(
         Boolean per label ``0 .. n``: sources that only weak evidence split off
         (a centre peak under the network's threshold). A pair with a weak member
         merges, whatever its area, unless its valley is also at least
-        ``weak_valley_fraction`` of the fainter peak; a source that joins a
-        source that is not weak is not weak.
+        ``weak_valley_fraction`` (and ``min_valley_fraction``) of the fainter
+        peak; a source that joins a source that is not weak is not weak.
     weak_valley_fraction : float
         See ``weak``.
 
@@ -221,6 +221,7 @@ def merge_unseparated(
     peak = label_maximum(significance, sources, np.arange(n + 1))
     area = np.bincount(sources.ravel(), minlength=n + 1)
     weak = np.zeros(n + 1, dtype=bool) if weak is None else np.array(weak, dtype=bool)
+    weak_limit = max(min_valley_fraction, weak_valley_fraction)  # never looser
     parent = np.arange(n + 1)
     while saddles:
         valleys = {
@@ -235,7 +236,7 @@ def merge_unseparated(
             pair: valley
             - max(
                 min_valley_sigma,
-                (weak_valley_fraction if weak[pair[0]] or weak[pair[1]] else min_valley_fraction)
+                (weak_limit if weak[pair[0]] or weak[pair[1]] else min_valley_fraction)
                 * min(peak[pair[0]], peak[pair[1]]),
             )
             for pair, valley in valleys.items()

@@ -373,7 +373,7 @@ def test_weak_centres_add_sources_only_where_the_light_dips_between(
 
     # no dip is deep enough: every weakly split source joins its neighbour again
     assert count("never", weak_centre=0.0, weak_valley_fraction=1e9) == default
-    # any dip keeps them: every centre peak on an object splits off a source
+    # the valleys asked of any source keep them: weak peaks split off sources of their own
     no_valley = count("plain", min_valley_sigma=0.0)
     assert count("always", weak_centre=0.0, min_valley_sigma=0.0) > no_valley
 
