@@ -74,10 +74,6 @@ def split_instances(
     *,
     object_threshold: float,
     min_area: int = 5,
-    significance: np.ndarray | None = None,
-    min_valley_sigma: float | None = None,
-    min_valley_fraction: float = 0.0,
-    min_merge_area: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Footprints and source instances from the network's object and centre maps.
 
@@ -96,15 +92,6 @@ def split_instances(
     min_area : int
         Footprints smaller than this are dropped; larger ones without a centre
         get one at their ``elevation`` maximum.
-    significance : numpy.ndarray, optional
-        Unit-noise significance map; with ``min_valley_sigma``, sources that no
-        significant valley separates are merged (:func:`merge_unseparated`).
-    min_valley_sigma : float, optional
-        See ``significance``.
-    min_valley_fraction : float
-        See :func:`merge_unseparated`.
-    min_merge_area : int
-        Smallest source (pixels) that may merge (:func:`merge_unseparated`).
 
     Returns
     -------
@@ -144,15 +131,6 @@ def split_instances(
         markers[np.isin(markers, slivers)] = 0
         sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
     sources, footprints = relabel_in_raster_order(sources), relabel_in_raster_order(footprints)
-    if significance is not None and min_valley_sigma is not None:
-        sources = merge_unseparated(
-            sources,
-            footprints,
-            significance,
-            min_valley_sigma=min_valley_sigma,
-            min_valley_fraction=min_valley_fraction,
-            min_area=min_merge_area,
-        )
     n_sources = int(sources.max())
     blend_probability = label_maximum(overlap_probability, sources, np.arange(1, n_sources + 1))
     return sources, footprints, blend_probability
