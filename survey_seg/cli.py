@@ -158,6 +158,13 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fraction of scenes that also hold large galaxies, 4-20 PSF FWHM (default 0)",
     )
+    train.add_argument(
+        "--large-clumpy-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of those large galaxies that are clumpy, clumps of 8-15 %% of "
+        "the host's light (default 0)",
+    )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument(
         "--data-workers",
@@ -298,6 +305,7 @@ def _train(args: argparse.Namespace) -> int:
             galsim_fraction=args.galsim_fraction,
             crowded_fraction=args.crowded_fraction,
             large_fraction=args.large_fraction,
+            large_clumpy_fraction=args.large_clumpy_fraction,
             threads=args.threads,
             data_workers=args.data_workers,
             head_weights=_head_weights(args.head_weight),

@@ -116,6 +116,10 @@ _CLUMP_REACH = 1.5  # clumps lie within this many half-light radii of the centre
 _CLUMPY_HOST_R_HALF_PIX = (8.0, 15.0)
 _BULGE_R_HALF_FRACTION = 0.4  # bulge half-light radius / disk half-light radius (GalSim galaxies)
 _CLUMPY_HOST_SERSIC = (0.5, 1.5)
+LARGE_CLUMP_FRACTION_RANGE = (0.08, 0.15)
+"""Flux of a large clumpy galaxy's clump over its smooth light: at least the 8 % of the
+host's light by which Guo et al. (2015) define a star-forming clump."""
+_LARGE_CLUMP_COUNT = (1, 4)
 _GHOST_MASK_SIGMA = 0.5  # GHOST bit where the ghost adds more than this (sky sigma)
 
 # Random streams of the mosaic, one per component, so that changing one component
@@ -234,6 +238,13 @@ class SimulationConfig:
     large_mag_range : tuple of float
         Range (uniform) of the large galaxies' magnitudes: from bright ones with
         extended wings to ones below the noise in every pixel.
+    large_clumpy_fraction : float
+        Probability that a large galaxy is a clumpy star-forming one instead: a
+        smooth disk-like Sersic host (index 0.5-1.5) with 1-4 clumps off its centre,
+        each 8-15 % of the host's smooth light (:data:`LARGE_CLUMP_FRACTION_RANGE`),
+        which are rows of ``truth_clumps``. GalSim's knots of a knotty galaxy, each
+        a few per cent of its light at most, are not clumps. 0 (the default) leaves
+        every earlier simulation unchanged.
     ra_center, dec_center : float
         Sky position (ICRS deg) of the mosaic centre.
     """
@@ -275,6 +286,7 @@ class SimulationConfig:
     large_galaxy_density: float = 0.0
     large_r_half_fwhm: tuple[float, float] = (4.0, 20.0)
     large_mag_range: tuple[float, float] = (16.0, 23.5)
+    large_clumpy_fraction: float = 0.0
     ra_center: float = 150.1
     dec_center: float = 2.2
 
@@ -318,7 +330,12 @@ class SimulationConfig:
                 f"sky_gradient_sigma={self.sky_gradient_sigma!r} is negative; "
                 "give a peak-to-peak amplitude >= 0."
             )
-        for name in ("blend_fraction", "clumpy_fraction", "galsim_fraction"):
+        for name in (
+            "blend_fraction",
+            "clumpy_fraction",
+            "galsim_fraction",
+            "large_clumpy_fraction",
+        ):
             value = getattr(self, name)
             _check_float(name, value)
             if not 0.0 <= value <= 1.0:
@@ -858,11 +875,13 @@ def _draw_clumps(
     smooth_flux: float,
     *,
     count_range: tuple[int, int] = (1, 6),
+    fraction_range: tuple[float, float] = _CLUMP_FRACTION_RANGE,
 ) -> np.ndarray:
     """Draw clumps of a host: ``(k, 3)`` rows of offset dx, dy (px) and flux (ADU).
 
     Clumps lie inside the ellipse of 1.5 half-light radii, at least 3 px apart and
-    2 px from the centre; each holds 2-15% of the smooth host flux.
+    2 px from the centre; each holds a share of the smooth host flux drawn from
+    ``fraction_range`` (default 2-15 %).
     """
     wanted = int(rng.integers(count_range[0], count_range[1] + 1))
     theta = math.radians(pa_deg)
@@ -879,7 +898,7 @@ def _draw_clumps(
             continue
         if all(math.hypot(dx - px, dy - py) >= _CLUMP_MIN_SEPARATION for px, py in placed):
             placed.append((dx, dy))
-    fractions = rng.uniform(*_CLUMP_FRACTION_RANGE, len(placed))
+    fractions = rng.uniform(*fraction_range, len(placed))
     clumps = np.zeros((len(placed), 3))
     if placed:
         clumps[:, :2] = placed
@@ -978,8 +997,35 @@ def _draw_large_galaxies(
             params.update(_galsim_profile(rng))
         x, y = rng.uniform(0.0, nx - 1.0), rng.uniform(0.0, ny - 1.0)
         flux = float(_mag_to_flux(mag, config.zero_point))
+        # no draw at 0: simulations without clumpy large galaxies stay bit-identical
+        if config.large_clumpy_fraction > 0 and rng.random() < config.large_clumpy_fraction:
+            params = _make_large_clumpy(rng, params, flux)
         galaxies.append(_Source("galaxy", float(x), float(y), flux, **params))
     return galaxies
+
+
+def _make_large_clumpy(
+    rng: np.random.Generator, params: dict[str, object], flux: float
+) -> dict[str, object]:
+    """Turn a large galaxy into a clumpy star-forming one of total flux ``flux``.
+
+    The host becomes a smooth disk-like Sersic profile (n 0.5-1.5) of the same size,
+    axis ratio and angle, with 1-4 clumps (:func:`_draw_clumps`) of
+    :data:`LARGE_CLUMP_FRACTION_RANGE` of its smooth light each.
+    """
+    r_half, q, pa = float(params["r_half"]), float(params["q"]), float(params["pa_deg"])
+    clumps = _draw_clumps(
+        rng, r_half, q, pa, 1.0,
+        count_range=_LARGE_CLUMP_COUNT, fraction_range=LARGE_CLUMP_FRACTION_RANGE,
+    )  # fmt: skip
+    clumps[:, 2] *= flux / (1.0 + clumps[:, 2].sum())
+    return {
+        "sersic_n": float(rng.uniform(*_CLUMPY_HOST_SERSIC)),
+        "r_half": r_half,
+        "q": q,
+        "pa_deg": pa,
+        "clumps": clumps,
+    }
 
 
 def _galsim_profile(rng: np.random.Generator) -> dict[str, object]:

@@ -161,6 +161,11 @@ class TrainConfig:
     of 4-20 PSF FWHM, bright with extended wings to below the noise; Sersic, bulge +
     disk, knotty, down to edge-on), so that a galaxy many times the PSF, its arms and
     knots are learned as one object."""
+    large_clumpy_fraction: float = 0.0
+    """Probability that a large galaxy of a training scene is a clumpy star-forming
+    one (clumps of at least 8 % of the host's light, the literature's definition;
+    :attr:`survey_seg.simulate.SimulationConfig.large_clumpy_fraction`), so that
+    clumps are learned in hosts of any size, not only in small ones."""
     data_workers: int = 0
     """Processes that simulate the batches ahead of the optimiser (0: the training
     process itself). The batches are the same for any number: each step's scenes and
@@ -186,7 +191,12 @@ class TrainConfig:
                 raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
-        for name in ("galsim_fraction", "crowded_fraction", "large_fraction"):
+        for name in (
+            "galsim_fraction",
+            "crowded_fraction",
+            "large_fraction",
+            "large_clumpy_fraction",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if isinstance(self.data_workers, bool) or not isinstance(self.data_workers, int):
@@ -233,6 +243,7 @@ def scene_config(
     galsim_fraction: float = 0.0,
     crowded_fraction: float = 0.0,
     large_fraction: float = 0.0,
+    large_clumpy_fraction: float = 0.0,
 ) -> SimulationConfig:
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
@@ -243,7 +254,8 @@ def scene_config(
     narrows the Sersic range, outside the training jitter. ``galsim_fraction`` of
     the galaxies of a training scene are GalSim bulge + disk or knotty galaxies;
     ``crowded_fraction`` of the training scenes are also crowded star fields and
-    ``large_fraction`` hold large galaxies too (:data:`LARGE_GALAXY_DENSITY`). Each
+    ``large_fraction`` hold large galaxies too (:data:`LARGE_GALAXY_DENSITY`),
+    ``large_clumpy_fraction`` of which are clumpy star-forming galaxies. Each
     of those draws comes after the others, so that the other traits of a scene do
     not depend on it.
     """
@@ -287,7 +299,11 @@ def scene_config(
             star_mag_slope=base.star_mag_slope,
         )
     if rng.random() < large_fraction:
-        config = replace(config, large_galaxy_density=LARGE_GALAXY_DENSITY)
+        config = replace(
+            config,
+            large_galaxy_density=LARGE_GALAXY_DENSITY,
+            large_clumpy_fraction=large_clumpy_fraction,
+        )
     return config
 
 
@@ -422,6 +438,7 @@ def make_batch(
                 galsim_fraction=config.galsim_fraction,
                 crowded_fraction=config.crowded_fraction,
                 large_fraction=config.large_fraction,
+                large_clumpy_fraction=config.large_clumpy_fraction,
             )
         )
         planes = scene_inputs(sim)

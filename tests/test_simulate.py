@@ -565,6 +565,7 @@ def test_write_simulation_rejects_bad_arguments(small, tmp_path):
         ({"large_galaxy_density": -1.0}, "large_galaxy_density"),
         ({"large_r_half_fwhm": (0.0, 4.0)}, "large_r_half_fwhm"),
         ({"large_mag_range": (23.0, 16.0)}, "large_mag_range"),
+        ({"large_clumpy_fraction": 1.5}, "large_clumpy_fraction"),
     ],
 )
 def test_invalid_config_raises(kwargs, match):
@@ -593,6 +594,38 @@ def test_large_galaxies_come_on_top_of_the_other_objects():
         assert label > 0
         # a bright large galaxy's footprint reaches beyond its half-light ellipse
         assert (labels == label).sum() > np.pi * row["r_half_pix"] ** 2 * row["axis_ratio"]
+
+
+def test_clumpy_large_galaxies_hold_clumps_of_at_least_8_percent_of_their_light():
+    base = SimulationConfig(size=256, seed=3, psf_fwhm_pix=2.0, large_galaxy_density=150.0)
+    plain = simulate_mosaic(base)
+    assert simulate_mosaic(replace(base, large_clumpy_fraction=0.0)).image.tobytes() == (
+        plain.image.tobytes()
+    )
+    clumpy = simulate_mosaic(replace(base, large_clumpy_fraction=1.0))
+    sources, clumps = clumpy.truth_sources.set_index("id"), clumpy.truth_clumps
+    hosts = sources.loc[clumps["host_id"].unique()]
+    large = hosts[hosts["r_half_pix"] >= 4.0 * 2.0 - 1e-9]
+    assert len(large) >= 3
+    for host_id, host in large.iterrows():
+        own = clumps[clumps["host_id"] == host_id]
+        assert 1 <= len(own) <= 4
+        smooth = host["flux"] - own["flux"].sum()
+        share = own["flux"] / smooth
+        assert share.between(0.08 - 1e-9, 0.15 + 1e-9).all()
+        # off the centre, within 1.5 half-light radii
+        offset = np.hypot(own["x"] - host["x"], own["y"] - host["y"])
+        assert (offset >= 2.0).all() and (offset <= 1.5 * host["r_half_pix"] + 1e-6).all()
+    # a clump is part of its host, never an object of its own: on a bright host its
+    # pixels are the host's
+    labels = clumpy.truth_segmentation
+    bright = large[large["snr"] > 300]
+    assert len(bright)
+    for host_id in bright.index:
+        own = clumps[clumps["host_id"] == host_id]
+        inside = own["y"].round().between(0, 255) & own["x"].round().between(0, 255)
+        for _, clump in own[inside].iterrows():
+            assert labels[round(clump["y"]), round(clump["x"])] == host_id
 
 
 def test_invalid_public_arguments():

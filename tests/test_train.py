@@ -91,6 +91,17 @@ def test_large_galaxy_scenes_keep_the_other_traits():
     assert all(c.large_galaxy_density == 0 for c in plain)
     with pytest.raises(ValueError, match="large_fraction"):
         _config(large_fraction=-0.1)
+    with_large = [scene_config(seed, size=128, large_fraction=0.5) for seed in range(40)]
+    clumpy = [
+        scene_config(seed, size=128, large_fraction=0.5, large_clumpy_fraction=0.4)
+        for seed in range(40)
+    ]
+    for before, after in zip(with_large, clumpy, strict=True):
+        # only the scenes that hold large galaxies make some of them clumpy
+        assert replace(after, large_clumpy_fraction=0.0) == before
+        assert after.large_clumpy_fraction == (0.4 if before.large_galaxy_density > 0 else 0.0)
+    with pytest.raises(ValueError, match="large_clumpy_fraction"):
+        _config(large_clumpy_fraction=2.0)
 
 
 @pytest.mark.parametrize("task", list(TASKS))
