@@ -340,6 +340,7 @@ def merge_by_centre_votes(
     offsets: np.ndarray,
     *,
     min_vote_fraction: float,
+    min_vote_distance: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Join each source to the neighbour that most of its pixels say holds their centre.
 
@@ -352,7 +353,12 @@ def merge_by_centre_votes(
     source is a piece of that source, and joins it (pieces of pieces follow to
     the end). The other source must be in the same footprint, or larger: on the
     faint outskirts of a large galaxy, noise cuts off fragments that are
-    footprints of their own, and still point at its centre.
+    footprints of their own, and still point at its centre. And the centre they
+    vote for must lie at least ``min_vote_distance`` from the source's own
+    centroid: a piece of a large galaxy lies far from its nucleus, while the
+    vectors of a close pair's members, a resolution element or two apart, are not
+    precise enough to tell the two centres apart (such pairs are left to the
+    valley test of :func:`merge_unseparated`).
 
     Parameters
     ----------
@@ -362,6 +368,9 @@ def merge_by_centre_votes(
         ``(2, H, W)`` float ``(dy, dx)`` in pixels from each pixel to its object's centre.
     min_vote_fraction : float
         Share of a source's pixels that must vote for the same other source.
+    min_vote_distance : float
+        Least distance (px) from a source's centroid to the mean point its votes
+        for the other source land on (0: any).
 
     Returns
     -------
@@ -384,8 +393,20 @@ def merge_by_centre_votes(
     same_footprint[lands] = footprints[vote_y[lands], vote_x[lands]] == footprints[ys, xs][lands]
     area = np.bincount(label, minlength=n + 1)
     elsewhere = (voted > 0) & (voted != label) & (same_footprint | (area[voted] > area[label]))
-    pairs, votes = np.unique(label[elsewhere] * (n + 1) + voted[elsewhere], return_counts=True)
+    pairs, pair_of_pixel, votes = np.unique(
+        label[elsewhere] * (n + 1) + voted[elsewhere], return_inverse=True, return_counts=True
+    )
     share = votes / area[pairs // (n + 1)]
+    if min_vote_distance > 0 and pairs.size:
+        # where a source's votes for the other land, on average, and its own centroid
+        landing_y = np.bincount(pair_of_pixel, vote_y[elsewhere], pairs.size) / votes
+        landing_x = np.bincount(pair_of_pixel, vote_x[elsewhere], pairs.size) / votes
+        safe_area = np.maximum(area, 1)
+        own_y = np.bincount(label, ys, n + 1) / safe_area
+        own_x = np.bincount(label, xs, n + 1) / safe_area
+        voter = pairs // (n + 1)
+        reach = np.hypot(landing_y - own_y[voter], landing_x - own_x[voter])
+        share = np.where(reach >= min_vote_distance, share, 0.0)
     # each source's most-voted other source, if enough of its pixels voted for it
     order = np.lexsort((-share, pairs // (n + 1)))
     pairs, share = pairs[order], share[order]

@@ -58,7 +58,7 @@ THRESHOLDS_REQUIRED = frozenset(
 """Post-processing thresholds that a model config must give (see :mod:`survey_seg.network`)."""
 THRESHOLDS_OPTIONAL = frozenset(
     {"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr", "min_valley_sigma", "min_valley_fraction"}
-    | {"min_vote_fraction", "min_clump_to_centre", "min_knot_clump"}
+    | {"min_vote_fraction", "min_vote_distance_fwhm", "min_clump_to_centre", "min_knot_clump"}
     | {"weak_centre", "weak_valley_fraction"}
 )
 PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump"})

@@ -106,6 +106,11 @@ MIN_VOTE_FRACTION = 0.5
 other source (of its footprint, or larger) joins it
 (:func:`survey_seg.blends.merge_by_centre_votes`); a model config's
 ``min_vote_fraction`` threshold replaces it."""
+MIN_VOTE_DISTANCE_FWHM = 3.0
+"""Nor unless the centre those pixels vote for lies at least this many PSF FWHM (as
+the network sees them) from the source's centroid: the offsets do not resolve the
+members of a close pair (target pairs are 1.3-2.5 FWHM apart); a model config's
+``min_vote_distance_fwhm`` threshold replaces it."""
 MIN_VALLEY_FRACTION = 0.1
 """Nor are they two without a valley of this fraction of the fainter peak (a relative
 dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
@@ -470,6 +475,8 @@ class NetworkScreener:
                 footprints,
                 prediction.offset,
                 min_vote_fraction=t.get("min_vote_fraction", MIN_VOTE_FRACTION),
+                min_vote_distance=t.get("min_vote_distance_fwhm", MIN_VOTE_DISTANCE_FWHM)
+                * self._seen_psf_fwhm,
             )
         artefacts = sharp_cosmic_rays(
             artefacts, flux, self._seen_psf_fwhm, _peak_pixels(sources, significance)

@@ -330,3 +330,20 @@ def test_a_knot_does_not_join_a_galaxy_whose_centre_the_network_sees():
     centre += 0.9 * _gauss(sources.shape, 12, 17, 1.5)
     joined = _join(sources, footprints, significance, centre, clump)
     np.testing.assert_array_equal(joined, sources)
+
+
+def test_a_close_pair_whose_vectors_point_at_one_centre_stays_two_with_a_vote_distance():
+    shape = (30, 40)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[10:20, 10:16] = 1  # two stars 6 px apart, both pointing at the brighter one
+    sources[10:20, 16:22] = 2
+    sources[2:6, 30:36] = 3  # a fragment far out on a galaxy centred in source 1
+    footprints = np.where(sources == 3, 2, (sources > 0).astype(np.int32))
+    offsets = _offsets_to(shape, (np.full(shape, 15.0), np.full(shape, 13.0)))
+    joined, _ = merge_by_centre_votes(sources, footprints, offsets, min_vote_fraction=0.5)
+    assert joined.max() == 1
+    kept, _ = merge_by_centre_votes(
+        sources, footprints, offsets, min_vote_fraction=0.5, min_vote_distance=8.0
+    )
+    assert kept.max() == 2  # the pair stays two, the far fragment (19 px out) joins
+    assert kept[15, 12] != kept[15, 18] and kept[4, 32] == kept[15, 12]
