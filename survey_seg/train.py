@@ -769,10 +769,15 @@ def average_weights(
     of the loss, so that the mean of their weights is a network that keeps much of
     what each learnt (Wortsman et al. 2022, "Model soups").
 
+    A network without the offset head may be averaged with networks that have it:
+    the channels of the pixel head that all have are averaged over all, the
+    offset head's own channels over the networks that have them (their fractions
+    renormalised).
+
     Parameters
     ----------
     weight_files : list of path-like
-        Weight files of one architecture.
+        Weight files of one architecture (with or without the offset head).
     fractions : list of float
         Weight of each file, non-negative, summing to 1.
     out : path-like
@@ -788,20 +793,48 @@ def average_weights(
     if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions}")
     states = [torch.load(path, map_location="cpu", weights_only=True) for path in weight_files]
-    if any(state.keys() != states[0].keys() for state in states) or any(
-        state[name].shape != states[0][name].shape for state in states for name in state
-    ):
+    widest = max(states, key=lambda state: state[_PIXEL_HEAD_WEIGHT].shape[0])
+    if not all(_same_architecture(state, widest) for state in states):
         raise ValueError("the weight files are not of one architecture; they cannot be averaged")
     mean = {
-        name: sum(f * state[name].double() for f, state in zip(fractions, states, strict=True)).to(
-            tensor.dtype
-        )
+        name: _weighted_rows([state[name] for state in states], fractions).to(tensor.dtype)
         if tensor.is_floating_point()
         else tensor
-        for name, tensor in states[0].items()
+        for name, tensor in widest.items()
     }
     _atomic_torch_save(mean, Path(out))
     return hashlib.sha256(Path(out).read_bytes()).hexdigest()
+
+
+_PIXEL_HEAD_WEIGHT = "pixel_head.weight"
+_PIXEL_HEAD = (_PIXEL_HEAD_WEIGHT, "pixel_head.bias")
+"""The pixel head's tensors: one output channel per row, the offset head's last."""
+
+
+def _same_architecture(state: dict, widest: dict) -> bool:
+    """Whether ``state`` is ``widest``'s network, perhaps without the offset head."""
+    if state.keys() != widest.keys():
+        return False
+    for name, tensor in state.items():
+        other = widest[name]
+        if tensor.shape == other.shape:
+            continue
+        if name not in _PIXEL_HEAD or tensor.shape[1:] != other.shape[1:]:
+            return False
+    return True
+
+
+def _weighted_rows(tensors: list[torch.Tensor], fractions: list[float]) -> torch.Tensor:
+    """Weighted mean of ``tensors`` row by row, each row over the tensors that have it."""
+    if tensors[0].dim() == 0:
+        return sum(f * t.double() for f, t in zip(fractions, tensors, strict=True))
+    rows = max(tensor.shape[0] for tensor in tensors)
+    total = torch.zeros((rows, *tensors[0].shape[1:]), dtype=torch.float64)
+    weight = torch.zeros(rows, dtype=torch.float64)
+    for fraction, tensor in zip(fractions, tensors, strict=True):
+        total[: tensor.shape[0]] += fraction * tensor.double()
+        weight[: tensor.shape[0]] += fraction
+    return total / weight.clamp_min(1e-300).reshape(-1, *([1] * (total.dim() - 1)))
 
 
 def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:

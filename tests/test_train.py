@@ -239,6 +239,24 @@ def test_average_weights_is_the_weighted_mean_and_refuses_mismatches(tmp_path):
     assert not (tmp_path / "bad.pt").exists()
 
 
+def test_average_weights_takes_the_offset_head_from_the_networks_that_have_it(tmp_path):
+    from survey_seg.train import average_weights
+
+    torch.manual_seed(0)
+    plain, with_offsets = tmp_path / "plain.pt", tmp_path / "offsets.pt"
+    torch.save(ScreeningUNet(TINY).state_dict(), plain)
+    torch.save(ScreeningUNet(replace(TINY, offset_head=True)).state_dict(), with_offsets)
+    average_weights([plain, with_offsets], [0.5, 0.5], tmp_path / "mean.pt")
+    a, b = (torch.load(path, weights_only=True) for path in (plain, with_offsets))
+    mean = torch.load(tmp_path / "mean.pt", weights_only=True)
+    head = a["pixel_head.weight"].shape[0]
+    assert mean["pixel_head.weight"].shape == b["pixel_head.weight"].shape
+    for name, rows in (("pixel_head.weight", slice(0, head)), ("encoders.0.0.weight", slice(None))):
+        torch.testing.assert_close(mean[name][rows], 0.5 * a[name] + 0.5 * b[name][rows])
+    torch.testing.assert_close(mean["pixel_head.bias"][head:], b["pixel_head.bias"][head:])
+    ScreeningUNet(replace(TINY, offset_head=True)).load_state_dict(mean)
+
+
 def test_centre_offsets_point_every_pixel_of_an_object_at_its_centre():
     import pandas as pd
 
