@@ -341,7 +341,6 @@ def merge_by_centre_votes(
     *,
     min_vote_fraction: float,
     min_vote_distance: float = 0.0,
-    anchored: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Join each source to the neighbour that most of its pixels say holds their centre.
 
@@ -359,9 +358,7 @@ def merge_by_centre_votes(
     centroid: a piece of a large galaxy lies far from its nucleus, while the
     vectors of a close pair's members, a resolution element or two apart, are not
     precise enough to tell the two centres apart (such pairs are left to the
-    valley test of :func:`merge_unseparated`). An ``anchored`` source (one with a
-    centre of its own that the network is sure of) joins none: a compact object on
-    a large galaxy's outskirts is not one of its pieces, wherever its vectors point.
+    valley test of :func:`merge_unseparated`).
 
     Parameters
     ----------
@@ -374,9 +371,6 @@ def merge_by_centre_votes(
     min_vote_distance : float
         Least distance (px) from a source's centroid to the mean point its votes
         for the other source land on (0: any).
-    anchored : numpy.ndarray, optional
-        bool per label (index 0 unused): sources that join no other (others may
-        join them). None: any may join.
 
     Returns
     -------
@@ -419,8 +413,6 @@ def merge_by_centre_votes(
     first = np.r_[True, pairs[1:] // (n + 1) != pairs[:-1] // (n + 1)] if pairs.size else pairs
     parent = np.arange(n + 1)
     chosen = first & (share >= min_vote_fraction)
-    if anchored is not None:
-        chosen &= ~np.asarray(anchored, dtype=bool)[pairs // (n + 1)]
     parent[pairs[chosen] // (n + 1)] = pairs[chosen] % (n + 1)
     root = _roots(parent)
     footprint_of = np.zeros(n + 1, dtype=np.int64)

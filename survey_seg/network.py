@@ -470,17 +470,10 @@ class NetworkScreener:
                 weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
             )
         if prediction.offset is not None and self._offsets_trained:
-            anchored = None
-            if "vote_anchor_centre" in t:  # a sure centre of its own: no piece
-                labels = np.arange(int(sources.max()) + 1)
-                anchored = (
-                    label_maximum(prediction.centre, sources, labels) >= t["vote_anchor_centre"]
-                )
             sources, footprints = merge_by_centre_votes(
                 sources,
                 footprints,
                 prediction.offset,
-                anchored=anchored,
                 min_vote_fraction=t.get("min_vote_fraction", MIN_VOTE_FRACTION),
                 min_vote_distance=t.get("min_vote_distance_fwhm", MIN_VOTE_DISTANCE_FWHM)
                 * self._seen_psf_fwhm,

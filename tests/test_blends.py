@@ -347,19 +347,3 @@ def test_a_close_pair_whose_vectors_point_at_one_centre_stays_two_with_a_vote_di
     )
     assert kept.max() == 2  # the pair stays two, the far fragment (19 px out) joins
     assert kept[15, 12] != kept[15, 18] and kept[4, 32] == kept[15, 12]
-
-
-def test_an_anchored_source_joins_no_other_but_others_may_join_it():
-    shape = (30, 40)
-    sources = np.zeros(shape, dtype=np.int32)
-    sources[5:25, 5:20] = 1  # a large galaxy centred at (15, 12)
-    sources[2:6, 28:34] = 2  # a compact object on its outskirts, pointing at it
-    sources[22:26, 28:34] = 3  # a fragment of it, pointing at it too
-    footprints = np.where(sources > 1, sources, (sources > 0).astype(np.int32))
-    offsets = _offsets_to(shape, (np.full(shape, 15.0), np.full(shape, 12.0)))
-    anchored = np.array([False, False, True, False])
-    merged, _ = merge_by_centre_votes(
-        sources, footprints, offsets, min_vote_fraction=0.5, anchored=anchored
-    )
-    assert merged.max() == 2
-    assert merged[24, 30] == merged[15, 12] != merged[4, 30]
