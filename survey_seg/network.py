@@ -106,6 +106,10 @@ MIN_VOTE_FRACTION = 0.5
 other source (of its footprint, or larger) joins it
 (:func:`survey_seg.blends.merge_by_centre_votes`); a model config's
 ``min_vote_fraction`` threshold replaces it."""
+# A model config's ``clump_min_offset_fwhm`` threshold (absent: 0, off) drops a clump
+# peak within that many PSF FWHM (as the network sees them) of its host's
+# light-weighted centre: a clump is off the centre, not the nucleus, and never the
+# whole of a source (:func:`survey_seg.clumps.find_clumps`).
 MIN_VOTE_DISTANCE_FWHM = 3.0
 """Nor unless the centre those pixels vote for lies at least this many PSF FWHM (as
 the network sees them) from the source's centroid: the offsets do not resolve the
@@ -510,7 +514,13 @@ class NetworkScreener:
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )
-        clumps = find_clumps(prediction.clump, sources, flux, threshold=t["clump"])
+        clumps = find_clumps(
+            prediction.clump,
+            sources,
+            flux,
+            threshold=t["clump"],
+            min_offset=t.get("clump_min_offset_fwhm", 0.0) * self._seen_psf_fwhm,
+        )
         artefacts = ghosts_off_objects(artefacts, sources > 0, flux)
         artefacts = long_trails(artefacts, self._seen_psf_fwhm)
         return DenseProducts(

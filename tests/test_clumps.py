@@ -22,6 +22,26 @@ def test_clumps_need_a_host_and_report_their_flux_fraction():
     assert clumps.flux_fraction[0] == pytest.approx(45.0 / 945.0, rel=1e-3)
 
 
+def test_a_clump_at_its_hosts_centre_is_its_nucleus_and_is_dropped():
+    shape = (40, 60)
+    sources = np.zeros(shape, np.int32)
+    sources[5:35, 5:35] = 1  # a flat host, centre (19.5, 19.5), with a knot off it
+    sources[15:22, 45:52] = 2  # a compact source: a knot split off as a source
+    flux = np.zeros(shape, np.float32)
+    flux[5:35, 5:35] = 1.0
+    flux[20, 12] += 45.0
+    flux[18, 48] = 30.0
+    heat = np.zeros(shape, np.float32)
+    heat[20, 12] = heat[18, 48] = 0.9
+    every = find_clumps(heat, sources, flux, threshold=0.35)
+    assert every.host_label.tolist() == [2, 1]
+    off_centre = find_clumps(heat, sources, flux, threshold=0.35, min_offset=2.0)
+    assert off_centre.host_label.tolist() == [1] and off_centre.x.tolist() == [12.0]
+    assert off_centre.flux_fraction[0] == pytest.approx(every.flux_fraction[1])
+    nothing_left = find_clumps(heat, sources, flux, threshold=0.35, min_offset=20.0)
+    assert nothing_left.y.size == 0
+
+
 def test_no_clumps():
     clumps = find_clumps(
         np.zeros((8, 8)), np.ones((8, 8), np.int32), np.zeros((8, 8)), threshold=0.5
