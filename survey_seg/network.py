@@ -106,10 +106,6 @@ MIN_VOTE_FRACTION = 0.5
 other source (of its footprint, or larger) joins it
 (:func:`survey_seg.blends.merge_by_centre_votes`); a model config's
 ``min_vote_fraction`` threshold replaces it."""
-# A model config's ``clump_min_offset_fwhm`` threshold (absent: 0, off) drops a clump
-# peak within that many PSF FWHM (as the network sees them) of its host's
-# light-weighted centre: a clump is off the centre, not the nucleus, and never the
-# whole of a source (:func:`survey_seg.clumps.find_clumps`).
 MIN_VOTE_DISTANCE_FWHM = 3.0
 """Nor unless the centre those pixels vote for lies at least this many PSF FWHM (as
 the network sees them) from the source's centroid: the offsets do not resolve the
@@ -123,6 +119,10 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # centre peaks above it and at most ``centre``; such a source keeps its split only
 # with a valley of ``weak_valley_fraction`` of the fainter peak, whatever its area
 # (:func:`survey_seg.blends.merge_unseparated`, ``weak``; measured in the README).
+# A model config's ``clump_min_offset_fwhm`` threshold (absent: 0, off) drops a clump
+# peak within that many PSF FWHM (as the network sees them) of its host's
+# light-weighted centre: a clump is off the centre, not the nucleus, and never the
+# whole of a source (:func:`survey_seg.clumps.find_clumps`; measured in the README).
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75

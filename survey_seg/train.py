@@ -793,7 +793,7 @@ def average_weights(
     if min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions}")
     states = [torch.load(path, map_location="cpu", weights_only=True) for path in weight_files]
-    widest = max(states, key=lambda state: state[_PIXEL_HEAD_WEIGHT].shape[0])
+    widest = max(states, key=lambda state: len(state.get(_PIXEL_HEAD_WEIGHT, ())))
     if not all(_same_architecture(state, widest) for state in states):
         raise ValueError("the weight files are not of one architecture; they cannot be averaged")
     mean = {
