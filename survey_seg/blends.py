@@ -17,12 +17,18 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from survey_seg.measure import label_maximum, label_maximum_position, relabel_in_raster_order
+from survey_seg.measure import (
+    label_maximum,
+    label_maximum_position,
+    light_centres,
+    relabel_in_raster_order,
+)
 
 __all__ = [
     "absorb_enclosed",
     "deblended_centres",
     "find_centres",
+    "join_central_knots",
     "join_clumpy_pieces",
     "merge_by_centre_votes",
     "merge_unseparated",
@@ -300,6 +306,82 @@ def join_clumpy_pieces(
             if is_clump[knot] and is_clump[host] and height > best[knot]:
                 best[knot], parent[knot] = height, host
     return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32))
+
+
+def join_central_knots(
+    sources: np.ndarray,
+    footprints: np.ndarray,
+    significance: np.ndarray,
+    flux_image: np.ndarray,
+    clump_heatmap: np.ndarray,
+    *,
+    clump_threshold: float,
+    max_offset: float,
+    min_clump_distance: int = 2,
+    max_flux_ratio: float | None = None,
+) -> np.ndarray:
+    """Join a knot that came out as a source of its own to the galaxy it lies in.
+
+    A clump lies off its host's centre (Guo et al. 2015); a source with a peak
+    of the clump heatmap (above ``clump_threshold``, as the clump catalog finds
+    them) within ``max_offset`` of its own light-weighted centre is a knot, not
+    a galaxy, and its clump row would say that it is its own clump. It joins the
+    touching source of its footprint with which it shares the highest saddle,
+    unless that source is such a knot too (two knots side by side are not a
+    host), so that the clump catalog then finds it off its host's centre.
+
+    Parameters
+    ----------
+    sources, footprints : numpy.ndarray
+        int labels (0: sky).
+    significance : numpy.ndarray
+        Unit-noise significance map: saddles.
+    flux_image : numpy.ndarray
+        Background-subtracted image: light-weighted centres.
+    clump_heatmap : numpy.ndarray
+        The network's clump probabilities.
+    clump_threshold : float
+        The clump catalog's threshold on the heatmap's peaks.
+    max_offset : float
+        Largest distance (pixels) from a source's centre at which its clump
+        peak makes it a knot.
+    min_clump_distance : int
+        The clump catalog's least distance between peaks (pixels).
+    max_flux_ratio : float or None
+        A knot joins only a source at least ``1 / max_flux_ratio`` times as
+        bright (a clump holds a minority of its host's light); None: any.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 source labels, numbered in raster order.
+    """
+    if max_offset <= 0:
+        return sources
+    peaks = find_centres(
+        clump_heatmap, sources > 0, threshold=clump_threshold, min_distance=min_clump_distance
+    )
+    ys, xs = np.nonzero(peaks)
+    if ys.size == 0:
+        return sources
+    n = int(sources.max())
+    hosts = sources[ys, xs].astype(np.int64)
+    centre_y, centre_x = light_centres(sources, flux_image, flux_image)
+    at_centre = np.hypot(ys - centre_y[hosts - 1], xs - centre_x[hosts - 1]) < max_offset
+    is_knot = np.zeros(n + 1, dtype=bool)
+    is_knot[hosts[at_centre]] = True
+    if not is_knot.any():
+        return sources
+    light = np.bincount(sources.ravel(), np.nan_to_num(flux_image).ravel(), n + 1)
+    best = np.full(n + 1, -np.inf)
+    parent = np.arange(n + 1)
+    for (i, j), height in sorted(_saddles(sources, footprints, significance).items()):
+        for knot, host in ((i, j), (j, i)):
+            if not is_knot[knot] or is_knot[host] or height <= best[knot]:
+                continue
+            if max_flux_ratio is None or light[knot] <= max_flux_ratio * light[host]:
+                best[knot], parent[knot] = height, host
+    return relabel_in_raster_order(parent[sources].astype(np.int32))
 
 
 def _saddles(

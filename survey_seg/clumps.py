@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from survey_seg.blends import find_centres
+from survey_seg.measure import light_centres
 from survey_seg.screen import ClumpCandidates
 
 __all__ = ["clump_flux_fraction", "find_clumps"]
@@ -51,8 +52,8 @@ def find_clumps(
         return ClumpCandidates.empty()
     hosts = sources[ys, xs].astype(np.int64)
     if min_offset > 0:
-        centre_y, centre_x = _light_centres(flux_image, sources)
-        off_centre = np.hypot(ys - centre_y[hosts], xs - centre_x[hosts]) >= min_offset
+        centre_y, centre_x = light_centres(sources, flux_image, flux_image)
+        off_centre = np.hypot(ys - centre_y[hosts - 1], xs - centre_x[hosts - 1]) >= min_offset
         ys, xs, hosts = ys[off_centre], xs[off_centre], hosts[off_centre]
         if ys.size == 0:
             return ClumpCandidates.empty()
@@ -63,23 +64,6 @@ def find_clumps(
         score=heatmap[ys, xs].astype(np.float64),
         flux_fraction=clump_flux_fraction(flux_image, sources, ys, xs, hosts),
     )
-
-
-def _light_centres(flux_image: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per label ``0 .. n``, the centre of its positive light (its pixels' centre if dark)."""
-    n = int(sources.max())
-    labels = sources.ravel()
-    light = np.maximum(np.nan_to_num(flux_image, nan=0.0), 0.0).ravel()
-    yy, xx = np.indices(sources.shape)
-    weight = np.bincount(labels, light, n + 1)
-    area = np.maximum(np.bincount(labels, minlength=n + 1), 1)
-    dark = weight <= 0
-    centres = []
-    for coordinate in (yy.ravel(), xx.ravel()):
-        lit = np.bincount(labels, light * coordinate, n + 1) / np.where(dark, 1.0, weight)
-        plain = np.bincount(labels, coordinate.astype(np.float64), n + 1) / area
-        centres.append(np.where(dark, plain, lit))
-    return centres[0], centres[1]
 
 
 def clump_flux_fraction(

@@ -16,6 +16,7 @@ __all__ = [
     "SegmentMeasurements",
     "label_maximum",
     "label_maximum_position",
+    "light_centres",
     "measure_segments",
     "relabel_in_raster_order",
 ]
@@ -98,16 +99,10 @@ def measure_segments(
     flat = labels.ravel()
     inside = np.flatnonzero(flat)
     seg = flat[inside]
-    nx = labels.shape[1]
-    py, px = np.divmod(inside, nx)
-
     y_peak, x_peak = label_maximum_position(detection_image, labels, index)
-
+    dy, dx, weight = _peak_offsets(labels, flux_image, inside, y_peak, x_peak)
     flux_values = np.nan_to_num(flux_image.ravel()[inside].astype(np.float64))
     var_values = np.nan_to_num(variance.ravel()[inside].astype(np.float64))
-    dx = (px - x_peak[seg - 1]).astype(np.float64)
-    dy = (py - y_peak[seg - 1]).astype(np.float64)
-    weight = np.clip(flux_values, 0.0, None)
 
     def total(values: np.ndarray) -> np.ndarray:
         return np.bincount(seg, weights=values, minlength=n + 1)[1:]
@@ -116,9 +111,7 @@ def measure_segments(
     flux = total(flux_values)
     flux_err = np.sqrt(total(var_values))
     w_sum = total(weight)
-    safe = np.where(w_sum > 0, w_sum, 1.0)
-    mx = np.where(w_sum > 0, total(weight * dx) / safe, total(dx) / area)
-    my = np.where(w_sum > 0, total(weight * dy) / safe, total(dy) / area)
+    my, mx = _weighted_means(seg, n, weight, dy, dx)
     ux = dx - mx[seg - 1]
     uy = dy - my[seg - 1]
     w_or_one = np.where(w_sum[seg - 1] > 0, weight, 1.0)
@@ -155,6 +148,73 @@ def measure_segments(
         theta=theta,
         flags=flags,
     )
+
+
+def light_centres(
+    labels: np.ndarray, flux_image: np.ndarray, detection_image: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's light-weighted centre: the catalog's ``y``, ``x`` in window pixels.
+
+    The centroid of the segment's positive flux (its pixels' mean where it has
+    none), taken relative to its peak as in :func:`measure_segments`, so that any
+    window holding the segment whole gives the same numbers.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        int array, 0 for background and ``1 .. n`` for segments.
+    flux_image : numpy.ndarray
+        Background-subtracted image; non-finite pixels count as zero.
+    detection_image : numpy.ndarray
+        Image whose maximum defines each segment's peak.
+
+    Returns
+    -------
+    y, x : numpy.ndarray
+        float64 centres, one per label ``1 .. n`` (NaN for an absent label).
+    """
+    n = int(labels.max()) if labels.size else 0
+    index = np.arange(1, n + 1)
+    inside = np.flatnonzero(labels.ravel())
+    y_peak, x_peak = label_maximum_position(detection_image, labels, index)
+    dy, dx, weight = _peak_offsets(labels, flux_image, inside, y_peak, x_peak)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        my, mx = _weighted_means(labels.ravel()[inside], n, weight, dy, dx)
+    return y_peak + my, x_peak + mx
+
+
+def _peak_offsets(
+    labels: np.ndarray,
+    flux_image: np.ndarray,
+    inside: np.ndarray,
+    y_peak: np.ndarray,
+    x_peak: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each labelled pixel's row and column offsets from its segment's peak, and its weight.
+
+    The weight is the pixel's positive flux (non-finite as zero).
+    """
+    seg = labels.ravel()[inside]
+    py, px = np.divmod(inside, labels.shape[1])
+    dy = (py - y_peak[seg - 1]).astype(np.float64)
+    dx = (px - x_peak[seg - 1]).astype(np.float64)
+    flux_values = np.nan_to_num(flux_image.ravel()[inside].astype(np.float64))
+    return dy, dx, np.clip(flux_values, 0.0, None)
+
+
+def _weighted_means(
+    seg: np.ndarray, n: int, weight: np.ndarray, dy: np.ndarray, dx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per label ``1 .. n``, the ``weight``-weighted mean of ``dy`` and ``dx`` (plain if dark)."""
+    w_sum = np.bincount(seg, weights=weight, minlength=n + 1)[1:]
+    area = np.bincount(seg, minlength=n + 1)[1:]
+    safe = np.where(w_sum > 0, w_sum, 1.0)
+    means = []
+    for offset in (dy, dx):
+        lit = np.bincount(seg, weights=weight * offset, minlength=n + 1)[1:] / safe
+        plain = np.bincount(seg, weights=offset, minlength=n + 1)[1:] / area
+        means.append(np.where(w_sum > 0, lit, plain))
+    return means[0], means[1]
 
 
 def label_maximum(values: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:

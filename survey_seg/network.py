@@ -19,6 +19,7 @@ from survey_seg.blends import (
     absorb_enclosed,
     deblended_centres,
     find_centres,
+    join_central_knots,
     join_clumpy_pieces,
     merge_by_centre_votes,
     merge_unseparated,
@@ -511,6 +512,16 @@ class NetworkScreener:
                 significance_sigma=SMOOTH_SIGMA,
                 config=self.diffuse,
             )
+        sources = join_central_knots(  # a knot is its host's clump, not a source
+            sources,
+            footprints,
+            significance,
+            flux,
+            prediction.clump,
+            clump_threshold=t["clump"],
+            max_offset=t.get("knot_join_fwhm", 0.0) * self._seen_psf_fwhm,
+            max_flux_ratio=t.get("knot_max_flux_ratio"),
+        )
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )

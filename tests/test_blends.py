@@ -4,6 +4,7 @@ from survey_seg.blends import (
     absorb_enclosed,
     deblended_centres,
     find_centres,
+    join_central_knots,
     join_clumpy_pieces,
     merge_by_centre_votes,
     merge_unseparated,
@@ -347,3 +348,52 @@ def test_a_close_pair_whose_vectors_point_at_one_centre_stays_two_with_a_vote_di
     )
     assert kept.max() == 2  # the pair stays two, the far fragment (19 px out) joins
     assert kept[15, 12] != kept[15, 18] and kept[4, 32] == kept[15, 12]
+
+
+def _galaxy_with_knot_source_and_pair(pair_ratio=1.0):
+    """A galaxy whose knot came out as a source; a star pair, one with a clump peak.
+
+    Returns sources, footprints, flux (also the significance) and clump maps.
+    """
+    shape = (40, 70)
+    flux = 100 * _gauss(shape, 20, 20, 5) + 40 * _gauss(shape, 20, 28, 1.2)
+    flux += 60 * _gauss(shape, 20, 50, 1.5) + 60 * pair_ratio * _gauss(shape, 20, 56, 1.5)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[(flux > 1.0) & (xx < 40)] = 1
+    sources[np.hypot(yy - 20, xx - 28) <= 2.5] = 2
+    sources[(flux > 1.0) & (xx >= 40) & (xx < 53)] = 3
+    sources[(flux > 1.0) & (xx >= 53)] = 4
+    footprints = np.where(sources > 2, 2, (sources > 0).astype(np.int32))
+    clump = 0.8 * _gauss(shape, 20, 28, 1.0) + 0.8 * _gauss(shape, 20, 56, 1.0)
+    return sources, footprints, flux, clump
+
+
+def _join_knots(sources, footprints, flux, clump, **kwargs):
+    return join_central_knots(
+        sources, footprints, flux, flux, clump, clump_threshold=0.5, **kwargs
+    )
+
+
+def test_a_knot_source_joins_its_galaxy_and_a_pair_stays_two_with_a_flux_ratio():
+    sources, footprints, flux, clump = _galaxy_with_knot_source_and_pair()
+    joined = _join_knots(sources, footprints, flux, clump, max_offset=1.0, max_flux_ratio=0.5)
+    assert joined.max() == 3
+    assert joined[20, 28] == joined[20, 20] != joined[20, 50] != joined[20, 56]
+    paired = _join_knots(sources, footprints, flux, clump, max_offset=1.0)
+    assert paired.max() == 2  # without the ratio the star with a clump peak joins the other
+    faint = _join_knots(
+        *_galaxy_with_knot_source_and_pair(pair_ratio=0.3), max_offset=1.0, max_flux_ratio=0.5
+    )
+    assert faint.max() == 2 and faint[20, 56] == faint[20, 50]
+
+
+def test_a_clump_peak_off_a_source_centre_or_no_offset_joins_nothing():
+    sources, footprints, flux, clump = _galaxy_with_knot_source_and_pair()
+    off_centre = np.roll(clump, 2, axis=1)  # peaks 2 px from both sources' centres
+    np.testing.assert_array_equal(
+        _join_knots(sources, footprints, flux, off_centre, max_offset=1.0), sources
+    )
+    np.testing.assert_array_equal(
+        _join_knots(sources, footprints, flux, clump, max_offset=0.0), sources
+    )

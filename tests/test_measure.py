@@ -5,6 +5,7 @@ from scipy import ndimage
 from survey_seg.measure import (
     label_maximum,
     label_maximum_position,
+    light_centres,
     measure_segments,
     relabel_in_raster_order,
 )
@@ -72,6 +73,23 @@ def test_negative_segment_falls_back_to_unweighted_centroid():
     m = measure_segments(labels, image, np.ones_like(image), image, np.zeros((10, 10), np.uint32))
     assert m.x_peak[0] + m.dx[0] == pytest.approx(5.0)
     assert m.y_peak[0] + m.dy[0] == pytest.approx(3.0)
+
+
+def test_light_centres_are_the_catalog_centres_and_mark_absent_labels():
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(60, 60)) + _gaussian((60, 60), 20.4, 30.2, 3, 2, 0, 400)
+    image[40:50, 40:50] = -1.0  # dark segment: its pixels' centre
+    labels = np.zeros(image.shape, np.int32)
+    labels[10:50, 10:30] = 1
+    labels[40:50, 40:50] = 3
+    y, x = light_centres(labels, image, image)
+    m = measure_segments(
+        np.where(labels == 3, 2, labels), image, np.ones_like(image), image,
+        np.zeros(image.shape, np.uint32),
+    )  # fmt: skip
+    assert (y[0], x[0]) == (m.y_peak[0] + m.dy[0], m.x_peak[0] + m.dx[0])
+    assert (y[2], x[2]) == (44.5, 44.5)
+    assert np.isnan(y[1]) and np.isnan(x[1])
 
 
 @pytest.mark.parametrize("seed", range(5))
