@@ -370,9 +370,7 @@ def _galaxy_with_knot_source_and_pair(pair_ratio=1.0):
 
 
 def _join_knots(sources, footprints, flux, clump, **kwargs):
-    return join_central_knots(
-        sources, footprints, flux, flux, clump, clump_threshold=0.5, **kwargs
-    )
+    return join_central_knots(sources, footprints, flux, flux, clump, clump_threshold=0.5, **kwargs)
 
 
 def test_a_knot_source_joins_its_galaxy_and_a_pair_stays_two_with_a_flux_ratio():
