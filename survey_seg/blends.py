@@ -80,6 +80,7 @@ def split_instances(
     *,
     object_threshold: float,
     min_area: int = 5,
+    sure_centres: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Footprints and source instances from the network's object and centre maps.
 
@@ -98,6 +99,11 @@ def split_instances(
     min_area : int
         Footprints smaller than this are dropped; larger ones without a centre
         get one at their ``elevation`` maximum.
+    sure_centres : numpy.ndarray, optional
+        Boolean: the centre peaks the network is sure of. Each floods from its
+        3 x 3 block and keeps its source however small: a faint star on a bright
+        star's wing is no local maximum of ``elevation``, and flooded from its
+        peak pixel alone it is a sliver of the bright star's slope. None: none.
 
     Returns
     -------
@@ -115,6 +121,13 @@ def split_instances(
     too_small[0] = False
     footprints[too_small[footprints]] = 0
     markers, n_markers = ndimage.label(centres & (footprints > 0), structure=EIGHT_CONNECTED)
+    sure_labels = np.zeros(0, dtype=np.int64)
+    if sure_centres is not None:
+        sure_seeds = np.where(sure_centres & (markers > 0), markers, 0)
+        sure_labels = np.unique(sure_seeds[sure_seeds > 0])
+        block = ndimage.grey_dilation(sure_seeds, footprint=EIGHT_CONNECTED)
+        free = (markers == 0) & (footprints > 0) & (block > 0)
+        markers[free] = block[free]
     seeded = np.zeros(area.size, dtype=bool)
     seeded[footprints[markers > 0]] = True
     lacking = np.flatnonzero(~seeded & ~too_small)
@@ -130,6 +143,7 @@ def split_instances(
     child_footprint[sources.ravel()] = footprints.ravel()
     is_sliver = child_area < min_area
     is_sliver[0] = False
+    is_sliver[sure_labels[sure_labels < is_sliver.size]] = False
     keeps_a_child = np.zeros(int(footprints.max()) + 1, dtype=bool)
     keeps_a_child[child_footprint[~is_sliver][1:]] = True
     slivers = np.flatnonzero(is_sliver & keeps_a_child[child_footprint])
@@ -590,7 +604,10 @@ def _shifted_pair(array: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.n
 
 
 def deblended_centres(
-    heatmap: np.ndarray, sources: np.ndarray, footprints: np.ndarray
+    heatmap: np.ndarray,
+    sources: np.ndarray,
+    footprints: np.ndarray,
+    peaks: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sub-pixel centre of each source that shares its footprint with others.
 
@@ -609,6 +626,11 @@ def deblended_centres(
         int source labels ``1 .. n`` (0 for background).
     footprints : numpy.ndarray
         int footprint labels; a footprint holding several sources is a blend.
+    peaks : numpy.ndarray, optional
+        Boolean centre peaks that seeded the sources (:func:`find_centres`): a
+        source's centre is its highest peak, not the heatmap's maximum in it,
+        which for a faint star beside a brighter one lies on their border, on
+        the brighter one's slope. A source without a peak takes that maximum.
 
     Returns
     -------
@@ -620,7 +642,12 @@ def deblended_centres(
     centres = np.full((n, 2), np.nan)
     if n == 0:
         return centres
-    ys, xs = label_maximum_position(heatmap, sources, np.arange(1, n + 1))
+    index = np.arange(1, n + 1)
+    ys, xs = label_maximum_position(heatmap, sources, index)
+    if peaks is not None:
+        peak_ys, peak_xs = label_maximum_position(np.where(peaks, heatmap, -1.0), sources, index)
+        has_peak = label_maximum(np.where(peaks, heatmap, -1.0), sources, index) >= 0
+        ys, xs = np.where(has_peak, peak_ys, ys), np.where(has_peak, peak_xs, xs)
     footprint = footprints[ys, xs]
     members = np.bincount(footprint, minlength=int(footprints.max()) + 1)
     blended = np.flatnonzero((members[footprint] > 1) & (footprint > 0))

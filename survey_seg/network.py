@@ -457,6 +457,7 @@ class NetworkScreener:
             centres,
             snr,
             object_threshold=t["object"],
+            sure_centres=None if "sure_centre" not in t else prediction.centre >= t["sure_centre"],
         )
         min_valley_sigma = t.get("min_valley_sigma", MIN_VALLEY_SIGMA)
         if min_valley_sigma is not None:  # one object, one source: a valley between two
@@ -546,7 +547,7 @@ class NetworkScreener:
             stamp_quality=prediction.stamps,
             stamp_size=self.predictor.model.config.stamp_size,
             network_seconds=network_seconds,
-            centres=deblended_centres(prediction.centre, sources, footprints),
+            centres=deblended_centres(prediction.centre, sources, footprints, centres),
         )
 
 

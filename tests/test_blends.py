@@ -121,6 +121,35 @@ def test_deblended_centres_of_nothing_and_at_the_window_edge():
     assert np.isfinite(centres).all() and abs(centres[0, 1] - 0.3) < 0.2
 
 
+def test_a_deblended_centre_is_its_sources_peak_not_the_heatmaps_maximum_on_its_border():
+    shape = (30, 40)
+    heat = 0.9 * _gauss(shape, 15, 20, 2.0) + 0.25 * _gauss(shape, 15, 26, 1.0)
+    sources = np.zeros(shape, np.int32)
+    sources[8:23, 12:23], sources[8:23, 23:32] = 1, 2  # a bright star, a faint one
+    footprints = (sources > 0).astype(int)
+    on_border = deblended_centres(heat, sources, footprints)
+    assert abs(on_border[1, 1] - 23) < 0.5  # on the bright star's slope
+    peaks = find_centres(heat, sources > 0, threshold=0.2, min_distance=1)
+    centres = deblended_centres(heat, sources, footprints, peaks)
+    assert abs(centres[1, 1] - 26) < 0.3 and abs(centres[0, 1] - 20) < 0.3
+    no_peak = deblended_centres(heat, sources, footprints, peaks & (sources == 1))
+    assert no_peak[1, 1] == on_border[1, 1]  # a source without a peak: the maximum
+
+
+def test_a_sure_centre_on_a_bright_stars_slope_keeps_a_source():
+    shape = (40, 40)
+    flux = 100 * _gauss(shape, 20, 16, 1.5) + 1.5 * _gauss(shape, 20, 20, 1.5)
+    flux += 10 * _gauss(shape, 20, 25, 1.5)  # a third star beyond the faint one
+    centres = np.zeros(shape, bool)
+    centres[20, 16] = centres[20, 20] = centres[20, 25] = True
+    args = ((flux > 0.05).astype(float), np.zeros(shape), centres, flux)
+    sources, _, _ = split_instances(*args, object_threshold=0.5)
+    assert sources.max() == 2  # no local maximum: flooded from its pixel, a sliver
+    sure, _, _ = split_instances(*args, object_threshold=0.5, sure_centres=centres)
+    assert sure.max() == 3 and len({sure[20, 16], sure[20, 20], sure[20, 25]}) == 3
+    assert (sure == sure[20, 20]).sum() >= 9
+
+
 def _halves(shape):
     sources = np.ones(shape, dtype=np.int32)
     sources[:, shape[1] // 2 :] = 2
