@@ -124,6 +124,14 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # peak within that many PSF FWHM (as the network sees them) of its host's
 # light-weighted centre: a clump is off the centre, not the nucleus, and never the
 # whole of a source (:func:`survey_seg.clumps.find_clumps`; measured in the README).
+# Its ``knot_join_fwhm`` threshold (absent: 0, off) first joins a source whose clump
+# peak lies that close to its own centre to its touching neighbour of highest
+# saddle, if that one is at least ``1 / knot_max_flux_ratio`` times as bright
+# (absent: any): a knot that came out as a source of its own goes back to its host
+# (:func:`survey_seg.blends.join_central_knots`; measured in the README).
+# Its ``sure_centre`` threshold (absent: off) lets each centre peak at least that
+# high flood from its 3 x 3 block and keep its source however small: a faint star
+# on a bright star's slope (:func:`survey_seg.blends.split_instances`).
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75
