@@ -100,10 +100,11 @@ def split_instances(
         Footprints smaller than this are dropped; larger ones without a centre
         get one at their ``elevation`` maximum.
     sure_centres : numpy.ndarray, optional
-        Boolean: the centre peaks the network is sure of. Each floods from its
-        3 x 3 block and keeps its source however small: a faint star on a bright
-        star's wing is no local maximum of ``elevation``, and flooded from its
-        peak pixel alone it is a sliver of the bright star's slope. None: none.
+        Boolean: where the network is sure of a centre. Each of ``centres``
+        there floods from its 3 x 3 block and keeps its source however small: a
+        faint star on a bright star's wing is no local maximum of ``elevation``,
+        and flooded from its peak pixel alone it is a sliver of the bright
+        star's slope. None: nowhere.
 
     Returns
     -------
@@ -143,7 +144,7 @@ def split_instances(
     child_footprint[sources.ravel()] = footprints.ravel()
     is_sliver = child_area < min_area
     is_sliver[0] = False
-    is_sliver[sure_labels[sure_labels < is_sliver.size]] = False
+    is_sliver[sure_labels] = False  # markers are never flooded over
     keeps_a_child = np.zeros(int(footprints.max()) + 1, dtype=bool)
     keeps_a_child[child_footprint[~is_sliver][1:]] = True
     slivers = np.flatnonzero(is_sliver & keeps_a_child[child_footprint])
@@ -166,6 +167,7 @@ def merge_unseparated(
     min_area: int = 0,
     weak: np.ndarray | None = None,
     weak_valley_fraction: float = 0.0,
+    sure: np.ndarray | None = None,
 ) -> np.ndarray:
     """Merge neighbouring sources of a footprint that no significant valley separates.
 
@@ -206,6 +208,11 @@ def merge_unseparated(
         peak; a source that joins a source that is not weak is not weak.
     weak_valley_fraction : float
         See ``weak``.
+    sure : numpy.ndarray, optional
+        Boolean per label ``0 .. n``: sources seeded by a centre peak the
+        network is sure of. Two such sources never merge (a faint galaxy on a
+        bright one's profile has no valley either); a source that joins one is
+        one.
 
     Returns
     -------
@@ -220,12 +227,14 @@ def merge_unseparated(
     area = np.bincount(sources.ravel(), minlength=n + 1)
     weak = np.zeros(n + 1, dtype=bool) if weak is None else np.array(weak, dtype=bool)
     weak_limit = max(min_valley_fraction, weak_valley_fraction)  # never looser
+    sure = np.zeros(n + 1, dtype=bool) if sure is None else np.array(sure, dtype=bool)
     parent = np.arange(n + 1)
     while saddles:
         valleys = {
             pair: min(peak[pair[0]], peak[pair[1]]) - h
             for pair, h in saddles.items()
-            if min(area[pair[0]], area[pair[1]]) >= min_area or weak[pair[0]] or weak[pair[1]]
+            if (min(area[pair[0]], area[pair[1]]) >= min_area or weak[pair[0]] or weak[pair[1]])
+            and not (sure[pair[0]] and sure[pair[1]])
         }
         if not valleys:
             break
@@ -246,6 +255,7 @@ def merge_unseparated(
         peak[i] = max(peak[i], peak[j])
         area[i] += area[j]
         weak[i] &= weak[j]
+        sure[i] |= sure[j]
         merged: dict[tuple[int, int], float] = {}
         for (a, b), h in saddles.items():
             a, b = (i if a == j else a), (i if b == j else b)
@@ -645,8 +655,9 @@ def deblended_centres(
     index = np.arange(1, n + 1)
     ys, xs = label_maximum_position(heatmap, sources, index)
     if peaks is not None:
-        peak_ys, peak_xs = label_maximum_position(np.where(peaks, heatmap, -1.0), sources, index)
-        has_peak = label_maximum(np.where(peaks, heatmap, -1.0), sources, index) >= 0
+        at_peaks = np.where(peaks, heatmap, -1.0)
+        peak_ys, peak_xs = label_maximum_position(at_peaks, sources, index)
+        has_peak = label_maximum(at_peaks, sources, index) >= 0
         ys, xs = np.where(has_peak, peak_ys, ys), np.where(has_peak, peak_xs, xs)
     footprint = footprints[ys, xs]
     members = np.bincount(footprint, minlength=int(footprints.max()) + 1)

@@ -469,10 +469,13 @@ class NetworkScreener:
         )
         min_valley_sigma = t.get("min_valley_sigma", MIN_VALLEY_SIGMA)
         if min_valley_sigma is not None:  # one object, one source: a valley between two
-            weak = None
+            weak = sure = None
+            labels = np.arange(int(sources.max()) + 1)
             if weak_centre is not None:  # split off by a centre peak under the threshold
-                labels = np.arange(int(sources.max()) + 1)
                 weak = label_maximum(prediction.centre, sources, labels) <= t["centre"]
+            if "sure_split" in t:  # seeded by a centre peak the network is sure of
+                seed_peaks = np.where(centres, prediction.centre, 0.0)
+                sure = label_maximum(seed_peaks, sources, labels) >= t["sure_split"]
             sources = merge_unseparated(
                 sources,
                 footprints,
@@ -482,6 +485,7 @@ class NetworkScreener:
                 min_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
                 weak=weak,
                 weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
+                sure=sure,
             )
         if prediction.offset is not None and self._offsets_trained:
             sources, footprints = merge_by_centre_votes(

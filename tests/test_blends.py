@@ -176,6 +176,25 @@ def test_a_galaxy_cut_in_two_merges_and_a_resolved_pair_stays_apart():
     assert merge_unseparated(sources, apart, one, min_valley_sigma=3.0).max() == 2
 
 
+def test_two_sources_with_sure_centres_do_not_merge_without_a_valley():
+    shape = (40, 60)
+    sources, footprints = _halves(shape)
+    one = 50 * _gauss(shape, 20, 31, 5)  # no valley between the halves
+    for sure, count in (([False, True, True], 2), ([False, True, False], 1), (None, 1)):
+        merged = merge_unseparated(sources, footprints, one, min_valley_sigma=3.0, sure=sure)
+        assert merged.max() == count
+    thirds = np.repeat(np.repeat(np.array([[1, 2, 3]], dtype=np.int32), 30, 0), 30, 1)
+    row = 100 * _gauss((30, 90), 15, 45, 12)
+    merged = merge_unseparated(  # the unsure middle joins one, which is then sure
+        thirds,
+        np.ones((30, 90), np.int32),
+        row,
+        min_valley_sigma=3.0,
+        sure=[False, True, False, True],
+    )
+    assert merged.max() == 2
+
+
 def test_merging_follows_the_shallowest_valley_first():
     shape = (30, 90)
     sources = np.repeat(np.repeat(np.array([[1, 2, 3]], dtype=np.int32), 30, 0), 30, 1)
