@@ -132,6 +132,9 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # Its ``sure_centre`` threshold (absent: off) lets each centre peak at least that
 # high flood from its 3 x 3 block and keep its source however small: a faint star
 # on a bright star's slope (:func:`survey_seg.blends.split_instances`).
+# Its ``sure_split`` threshold (absent: off) keeps apart two touching sources whose
+# seed peaks both reach it, valley or not (:func:`survey_seg.blends.merge_unseparated`,
+# ``sure``).
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75
