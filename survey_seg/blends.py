@@ -343,6 +343,7 @@ def join_central_knots(
     max_offset: float,
     min_clump_distance: int = 2,
     max_flux_ratio: float | None = None,
+    min_saddle_fraction: float = 0.0,
 ) -> np.ndarray:
     """Join a knot that came out as a source of its own to the galaxy it lies in.
 
@@ -374,6 +375,10 @@ def join_central_knots(
     max_flux_ratio : float or None
         A knot joins only a source at least ``1 / max_flux_ratio`` times as
         bright (a clump holds a minority of its host's light); None: any.
+    min_saddle_fraction : float
+        Nor unless their saddle is at least this fraction of the knot's peak
+        ``significance``: a knot sits on its host's light, a faint galaxy beside
+        a bright one has a valley of its own (0: any).
 
     Returns
     -------
@@ -397,11 +402,14 @@ def join_central_knots(
     if not is_knot.any():
         return sources
     light = np.bincount(sources.ravel(), np.nan_to_num(flux_image).ravel(), n + 1)
+    knot_peak = label_maximum(significance, sources, np.arange(n + 1))
     best = np.full(n + 1, -np.inf)
     parent = np.arange(n + 1)
     for (i, j), height in sorted(_saddles(sources, footprints, significance).items()):
         for knot, host in ((i, j), (j, i)):
             if not is_knot[knot] or is_knot[host] or height <= best[knot]:
+                continue
+            if height < min_saddle_fraction * knot_peak[knot]:
                 continue
             if max_flux_ratio is None or light[knot] <= max_flux_ratio * light[host]:
                 best[knot], parent[knot] = height, host

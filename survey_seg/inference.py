@@ -60,7 +60,8 @@ THRESHOLDS_OPTIONAL = frozenset(
     {"cosmic_ray_max_minor_axis", "cosmic_ray_min_snr", "min_valley_sigma", "min_valley_fraction"}
     | {"min_vote_fraction", "min_vote_distance_fwhm", "min_clump_to_centre", "min_knot_clump"}
     | {"weak_centre", "weak_valley_fraction", "clump_min_offset_fwhm"}
-    | {"knot_join_fwhm", "knot_max_flux_ratio", "sure_centre", "sure_split"}
+    | {"knot_join_fwhm", "knot_max_flux_ratio", "knot_min_saddle_fraction"}
+    | {"sure_centre", "sure_split"}
 )
 PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump"})
 """Thresholds that a model config may tune per PSF width (its ``psf_thresholds``)."""

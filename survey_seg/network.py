@@ -537,6 +537,7 @@ class NetworkScreener:
             clump_threshold=t["clump"],
             max_offset=t.get("knot_join_fwhm", 0.0) * self._seen_psf_fwhm,
             max_flux_ratio=t.get("knot_max_flux_ratio"),
+            min_saddle_fraction=t.get("knot_min_saddle_fraction", 0.0),
         )
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)

@@ -434,6 +434,13 @@ def test_a_knot_source_joins_its_galaxy_and_a_pair_stays_two_with_a_flux_ratio()
     assert faint.max() == 2 and faint[20, 56] == faint[20, 50]
 
 
+def test_a_knot_on_its_hosts_light_joins_and_a_star_beside_a_star_does_not():
+    sources, footprints, flux, clump = _galaxy_with_knot_source_and_pair()
+    joined = _join_knots(sources, footprints, flux, clump, max_offset=1.0, min_saddle_fraction=0.6)
+    assert joined.max() == 3  # the knot's saddle is most of its peak; the pair's valley is deep
+    assert joined[20, 28] == joined[20, 20] and joined[20, 50] != joined[20, 56]
+
+
 def test_a_clump_peak_off_a_source_centre_or_no_offset_joins_nothing():
     sources, footprints, flux, clump = _galaxy_with_knot_source_and_pair()
     off_centre = np.roll(clump, 2, axis=1)  # peaks 2 px from both sources' centres
