@@ -127,8 +127,9 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # Its ``knot_join_fwhm`` threshold (absent: 0, off) first joins a source whose clump
 # peak lies that close to its own centre to its touching neighbour of highest
 # saddle, if that one is at least ``1 / knot_max_flux_ratio`` times as bright
-# (absent: any): a knot that came out as a source of its own goes back to its host
-# (:func:`survey_seg.blends.join_central_knots`; measured in the README).
+# (absent: any) and their saddle at least ``knot_min_saddle_fraction`` of the knot's
+# peak (absent: 0): a knot that came out as a source of its own goes back to its
+# host (:func:`survey_seg.blends.join_central_knots`; measured in the README).
 # Its ``sure_centre`` threshold (absent: off) lets each centre peak at least that
 # high flood from its 3 x 3 block and keep its source however small: a faint star
 # on a bright star's slope (:func:`survey_seg.blends.split_instances`).
