@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+CLUMP_MIN_DISTANCE = 2
+"""Least distance (pixels) between two clump peaks: the clump catalog's
+(:func:`survey_seg.clumps.find_clumps`) and the knot test's (:func:`join_central_knots`)."""
 
 
 def find_centres(
@@ -341,7 +344,7 @@ def join_central_knots(
     *,
     clump_threshold: float,
     max_offset: float,
-    min_clump_distance: int = 2,
+    min_clump_distance: int = CLUMP_MIN_DISTANCE,
     max_flux_ratio: float | None = None,
     min_saddle_fraction: float = 0.0,
 ) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from survey_seg.blends import find_centres
+from survey_seg.blends import CLUMP_MIN_DISTANCE, find_centres
 from survey_seg.measure import light_centres
 from survey_seg.screen import ClumpCandidates
 
@@ -17,7 +17,7 @@ def find_clumps(
     flux_image: np.ndarray,
     *,
     threshold: float,
-    min_distance: int = 2,
+    min_distance: int = CLUMP_MIN_DISTANCE,
     min_offset: float = 0.0,
 ) -> ClumpCandidates:
     """Peaks of the clump heatmap above ``threshold`` that lie inside a source.
