@@ -131,6 +131,8 @@ def main() -> None:
     print(f"test-time flips: {screener.predictor.flips}; PSF and noise scale {args.psf_scale}")
     cases = [prepared(seed, args.size, screener, args.psf_scale) for seed in args.seeds]
     base = dict(screener.thresholds)
+    if base.get("knot_join_fwhm") and "knot_clump" not in base:
+        base["knot_clump"] = base["clump"]  # the knot join's own: the sweep only filters clumps
     if args.psf_scale == 1.0:
         base["artefact"] = artefact_thresholds(cases)
     print(f"artefact thresholds (CR, STREAK, GHOST, BAD, SAT): {base['artefact']}")
@@ -203,7 +205,13 @@ def main() -> None:
             "rule": "worst margin over the targets, then the next worst",
         }
         if args.psf_scale == 1.0:
-            config["thresholds"] = {**config["thresholds"], **chosen, "artefact": base["artefact"]}
+            knot = {"knot_clump": base["knot_clump"]} if "knot_clump" in base else {}
+            config["thresholds"] = {
+                **config["thresholds"],
+                **chosen,
+                **knot,
+                "artefact": base["artefact"],
+            }
             config["test_time_flips"] = screener.predictor.flips
             config["thresholds_tuned_on"] = tuned_on
         else:

@@ -165,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of those large galaxies that are clumpy, clumps of 8-15 %% of "
         "the host's light (default 0)",
     )
+    train.add_argument(
+        "--undersampled-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes shown as an undersampled mosaic is screened: averaged "
+        "in 2 x 2 blocks, then upsampled by 2 (default 0)",
+    )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument(
         "--data-workers",
@@ -306,6 +313,7 @@ def _train(args: argparse.Namespace) -> int:
             crowded_fraction=args.crowded_fraction,
             large_fraction=args.large_fraction,
             large_clumpy_fraction=args.large_clumpy_fraction,
+            undersampled_fraction=args.undersampled_fraction,
             threads=args.threads,
             data_workers=args.data_workers,
             head_weights=_head_weights(args.head_weight),

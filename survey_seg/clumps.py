@@ -19,13 +19,19 @@ def find_clumps(
     threshold: float,
     min_distance: int = CLUMP_MIN_DISTANCE,
     min_offset: float = 0.0,
+    centre_heatmap: np.ndarray | None = None,
+    min_clump_to_centre: float | None = None,
 ) -> ClumpCandidates:
     """Peaks of the clump heatmap above ``threshold`` that lie inside a source.
 
     A clump is a knot off its host's centre, not its nucleus (Guo et al. 2015): a
     peak within ``min_offset`` of its host's light-weighted centre is dropped. (A
     knot that came out as a source of its own has its peak there: its clump row
-    would say that the source is its own clump.)
+    would say that the source is its own clump.) With ``min_clump_to_centre``, a
+    peak where the clump probability is less than that many times the centre
+    probability is an object's centre, not a knot off it, and is dropped too: a
+    compact galaxy beside a clumpy one lights the clump head, but the centre head
+    more.
 
     Parameters
     ----------
@@ -41,12 +47,20 @@ def find_clumps(
         Minimum distance between clumps (pixels).
     min_offset : float
         Least distance (pixels) from the host's light-weighted centre (0: any).
+    centre_heatmap : numpy.ndarray, optional
+        ``(H, W)`` centre probabilities; needed with ``min_clump_to_centre``.
+    min_clump_to_centre : float, optional
+        Least ratio of clump to centre probability at a peak (None: any).
 
     Returns
     -------
     ClumpCandidates
     """
+    if min_clump_to_centre is not None and centre_heatmap is None:
+        raise ValueError("min_clump_to_centre needs the centre_heatmap to compare with")
     peaks = find_centres(heatmap, sources > 0, threshold=threshold, min_distance=min_distance)
+    if min_clump_to_centre is not None:
+        peaks &= heatmap >= min_clump_to_centre * centre_heatmap
     ys, xs = np.nonzero(peaks)
     if ys.size == 0:
         return ClumpCandidates.empty()

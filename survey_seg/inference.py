@@ -61,10 +61,13 @@ THRESHOLDS_OPTIONAL = frozenset(
     | {"min_vote_fraction", "min_vote_distance_fwhm", "min_clump_to_centre", "min_knot_clump"}
     | {"weak_centre", "weak_valley_fraction", "clump_min_offset_fwhm"}
     | {"knot_join_fwhm", "knot_max_flux_ratio", "knot_min_saddle_fraction"}
-    | {"sure_centre", "sure_split"}
+    | {"sure_centre", "sure_split", "clump_min_to_centre", "knot_clump"}
 )
-PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump"})
-"""Thresholds that a model config may tune per PSF width (its ``psf_thresholds``)."""
+PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump", "clump_min_to_centre"})
+"""Thresholds that a model config may tune per PSF width (its ``psf_thresholds``); a
+condition may hold an optional one only where the ``thresholds`` entry does."""
+_PSF_RATIO_KEYS = frozenset({"clump_min_to_centre"})
+"""Of those, the ratios (any number > 0); the others are probabilities in (0, 1)."""
 FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,))
 """Flips of the input whose outputs are averaged, in order: one pass uses the image
 as it is, two add the half turn, four add the two mirror images. Every flip keeps
@@ -187,7 +190,7 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
         path, "thresholds ", thresholds, required=THRESHOLDS_REQUIRED, optional=THRESHOLDS_OPTIONAL
     )
     if "psf_thresholds" in config:
-        _check_psf_thresholds(path, config["psf_thresholds"])
+        _check_psf_thresholds(path, config["psf_thresholds"], thresholds)
     if "diffuse" in config:
         _check_diffuse(path, config["diffuse"])
     if "stamp_calibration" in config:
@@ -206,7 +209,7 @@ def _check_diffuse(path: Path, entry: object) -> None:
         )
 
 
-def _check_psf_thresholds(path: Path, entry: object) -> None:
+def _check_psf_thresholds(path: Path, entry: object, thresholds: dict) -> None:
     """Refuse a ``psf_thresholds`` entry that :func:`thresholds_for_psf` could misread.
 
     The entry is ``{"nominal_psf_fwhm_pix": F, "conditions": [{"psf_ratio": r,
@@ -244,9 +247,16 @@ def _check_psf_thresholds(path: Path, entry: object) -> None:
                 "(ratio 1 is the thresholds entry); restore it or retune"
             )
         for key in PSF_THRESHOLD_KEYS & set(condition):
-            if not _is_number(condition[key]) or not 0 < condition[key] < 1:
+            if key not in thresholds:
                 raise InputError(
-                    f"{where}: {key} {condition[key]!r} at psf_ratio {ratio} must lie in (0, 1)"
+                    f"{where}: {key} at psf_ratio {ratio} has no value at the nominal PSF; "
+                    f"add {key} to the thresholds entry or remove it from the condition"
+                )
+            upper = math.inf if key in _PSF_RATIO_KEYS else 1.0
+            if not _is_number(condition[key]) or not 0 < condition[key] < upper:
+                interval = "be a number > 0" if key in _PSF_RATIO_KEYS else "lie in (0, 1)"
+                raise InputError(
+                    f"{where}: {key} {condition[key]!r} at psf_ratio {ratio} must {interval}"
                 )
         ratios.append(ratio)
     if len(set(ratios)) != len(ratios):

@@ -124,12 +124,17 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # peak within that many PSF FWHM (as the network sees them) of its host's
 # light-weighted centre: a clump is off the centre, not the nucleus, and never the
 # whole of a source (:func:`survey_seg.clumps.find_clumps`; measured in the README).
+# Its ``clump_min_to_centre`` threshold (absent: off) drops a clump peak where the
+# clump probability is less than that many times the centre probability: an
+# object's centre, not a knot (:func:`survey_seg.clumps.find_clumps`).
 # Its ``knot_join_fwhm`` threshold (absent: 0, off) first joins a source whose clump
 # peak lies that close to its own centre to its touching neighbour of highest
 # saddle, if that one is at least ``1 / knot_max_flux_ratio`` times as bright
 # (absent: any) and their saddle at least ``knot_min_saddle_fraction`` of the knot's
 # peak (absent: 0): a knot that came out as a source of its own goes back to its
-# host (:func:`survey_seg.blends.join_central_knots`; measured in the README).
+# host (:func:`survey_seg.blends.join_central_knots`; measured in the README). Its
+# clump peaks are those above ``knot_clump`` (absent: the catalog's ``clump``), so
+# that the catalog's threshold only filters clumps, as threshold tuning assumes.
 # Its ``sure_centre`` threshold (absent: off) lets each centre peak at least that
 # high flood from its 3 x 3 block and keep its source however small: a faint star
 # on a bright star's slope (:func:`survey_seg.blends.split_instances`).
@@ -535,7 +540,7 @@ class NetworkScreener:
             significance,
             flux,
             prediction.clump,
-            clump_threshold=t["clump"],
+            clump_threshold=t.get("knot_clump", t["clump"]),
             max_offset=t.get("knot_join_fwhm", 0.0) * self._seen_psf_fwhm,
             max_flux_ratio=t.get("knot_max_flux_ratio"),
             min_saddle_fraction=t.get("knot_min_saddle_fraction", 0.0),
@@ -549,6 +554,8 @@ class NetworkScreener:
             flux,
             threshold=t["clump"],
             min_offset=t.get("clump_min_offset_fwhm", 0.0) * self._seen_psf_fwhm,
+            centre_heatmap=prediction.centre,
+            min_clump_to_centre=t.get("clump_min_to_centre"),
         )
         artefacts = ghosts_off_objects(artefacts, sources > 0, flux)
         artefacts = long_trails(artefacts, self._seen_psf_fwhm)
@@ -577,8 +584,9 @@ def thresholds_for_psf(
     above all), so a model config may carry thresholds tuned on validation mosaics
     whose PSF is ``psf_ratio`` times its training PSF (``psf_thresholds``, written
     by ``benchmarks/tune_thresholds.py --psf-scale``). Each of :data:`PSF_THRESHOLD_KEYS`
-    is interpolated linearly in the ratio between the tuned conditions (ratio 1 is
-    ``thresholds``) and held at the nearest one outside them: no extrapolation.
+    that ``thresholds`` holds is interpolated linearly in the ratio between the tuned
+    conditions (ratio 1 is ``thresholds``) and held at the nearest one outside them:
+    no extrapolation.
 
     Parameters
     ----------
@@ -606,7 +614,7 @@ def thresholds_for_psf(
         key=lambda condition: condition["psf_ratio"],
     )
     ratios = [condition["psf_ratio"] for condition in conditions]
-    for key in sorted(PSF_THRESHOLD_KEYS):
+    for key in sorted(PSF_THRESHOLD_KEYS & set(thresholds)):
         values = [condition.get(key, thresholds[key]) for condition in conditions]
         chosen[key] = float(np.interp(ratio, ratios, values))
     return chosen

@@ -37,6 +37,7 @@ from survey_seg.models.unet import (
     load_growing_heads,
     split_heads,
 )
+from survey_seg.sampling import bin_window_arrays, upsample_window_arrays
 from survey_seg.simulate import (
     SIMULATOR_VERSION,
     SimulatedMosaic,
@@ -63,6 +64,7 @@ __all__ = [
     "scene_config",
     "stamp_labels",
     "train",
+    "undersampled_scene_inputs",
 ]
 
 ARTEFACT_PLANES = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
@@ -108,6 +110,10 @@ CROWDED_STAR_DENSITY = (500.0, 5000.0)
 LARGE_GALAXY_DENSITY = 60.0
 """Large galaxies per million pixels in a training scene that holds them (about two
 in a 192 x 192 scene; :attr:`survey_seg.simulate.SimulationConfig.large_galaxy_density`)."""
+UNDERSAMPLING = 2
+"""Block side of an undersampled training scene, and its upsampling: screening
+upsamples by 2 every PSF recorded narrower than the training ones
+(:func:`survey_seg.sampling.upsampling_factor`)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,11 @@ class TrainConfig:
     one (clumps of at least 8 % of the host's light, the literature's definition;
     :attr:`survey_seg.simulate.SimulationConfig.large_clumpy_fraction`), so that
     clumps are learned in hosts of any size, not only in small ones."""
+    undersampled_fraction: float = 0.0
+    """Probability that a training scene is shown as screening shows an undersampled
+    mosaic (SDSS, 2MASS): averaged in 2 x 2 blocks, a native PSF of about half the
+    scene's, then upsampled back by 2 (:func:`undersampled_scene_inputs`), so that
+    stars, clumps and noise look as the upsampled windows of such mosaics do."""
     data_workers: int = 0
     """Processes that simulate the batches ahead of the optimiser (0: the training
     process itself). The batches are the same for any number: each step's scenes and
@@ -196,6 +207,7 @@ class TrainConfig:
             "crowded_fraction",
             "large_fraction",
             "large_clumpy_fraction",
+            "undersampled_fraction",
         ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -313,6 +325,24 @@ def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
     mesh = finish_mesh(level, rms, background_cell)
     background = interpolate_mesh(mesh.level, background_cell, (0, 0), sim.image.shape)
     return network_input(sim.image, sim.variance, background, sim.config.saturation)
+
+
+def undersampled_scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
+    """Network input planes of a scene seen as an undersampled mosaic is seen.
+
+    The scene is averaged in 2 x 2 blocks (the undersampled mosaic: PSF and noise
+    per native pixel as a survey with half the sampling records them), then
+    upsampled by 2 as screening upsamples such a mosaic
+    (:func:`survey_seg.sampling.upsample_window_arrays`). The fine grid covers the
+    native pixels exactly, so the scene's targets stay aligned. Saturation is
+    left out, as screening takes it from the native pixels.
+    """
+    level, rms, _ = cell_statistics(sim.image, background_cell)
+    mesh = finish_mesh(level, rms, background_cell)
+    background = interpolate_mesh(mesh.level, background_cell, (0, 0), sim.image.shape)
+    native = bin_window_arrays(sim.image, sim.variance, background, UNDERSAMPLING)
+    image, variance, background = upsample_window_arrays(*native, UNDERSAMPLING)
+    return network_input(image, variance, background, None)
 
 
 def scene_targets(
@@ -441,7 +471,8 @@ def make_batch(
                 large_clumpy_fraction=config.large_clumpy_fraction,
             )
         )
-        planes = scene_inputs(sim)
+        undersampled = np.random.default_rng([seed, 7907]).random() < config.undersampled_fraction
+        planes = undersampled_scene_inputs(sim) if undersampled else scene_inputs(sim)
         dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
         # crops start on the stamp grid so the stamp labels stay aligned
         starts = np.arange(0, config.scene_size - config.crop + 1, stamp)

@@ -42,6 +42,30 @@ def test_a_clump_at_its_hosts_centre_is_its_nucleus_and_is_dropped():
     assert nothing_left.y.size == 0
 
 
+def test_a_peak_the_centre_head_is_surer_of_is_an_objects_centre_not_a_clump():
+    shape = (40, 60)
+    sources = np.zeros(shape, np.int32)
+    sources[5:35, 5:35] = 1  # a clumpy host
+    sources[15:22, 45:52] = 2  # a compact galaxy beside it
+    flux = np.zeros(shape, np.float32)
+    flux[5:35, 5:35] = 1.0
+    flux[20, 12] += 45.0
+    flux[18, 48] = 30.0
+    heat = np.zeros(shape, np.float32)
+    heat[20, 12], heat[18, 48] = 0.6, 0.45
+    centre = np.zeros(shape, np.float32)
+    centre[20, 12], centre[18, 48] = 0.2, 0.4  # the knot is no centre; the galaxy is one
+    every = find_clumps(heat, sources, flux, threshold=0.35)
+    assert every.host_label.tolist() == [2, 1]
+    knots = find_clumps(
+        heat, sources, flux, threshold=0.35, centre_heatmap=centre, min_clump_to_centre=1.5
+    )
+    assert knots.host_label.tolist() == [1] and knots.x.tolist() == [12.0]
+    assert knots.flux_fraction[0] == pytest.approx(every.flux_fraction[1])
+    with pytest.raises(ValueError, match="centre_heatmap"):
+        find_clumps(heat, sources, flux, threshold=0.35, min_clump_to_centre=1.5)
+
+
 def test_no_clumps():
     clumps = find_clumps(
         np.zeros((8, 8)), np.ones((8, 8), np.int32), np.zeros((8, 8)), threshold=0.5

@@ -15,6 +15,7 @@ from survey_seg.train import (
     scene_config,
     task_loss,
     train,
+    undersampled_scene_inputs,
 )
 
 TINY = UNetConfig(width=4, depth=2, stamp_size=32)
@@ -77,6 +78,26 @@ def test_crowded_scenes_keep_the_other_traits_and_hold_many_stars():
         _config(crowded_fraction=1.5)
     with pytest.raises(ValueError, match="data_workers"):
         _config(data_workers=-1)
+
+
+def test_an_undersampled_scene_is_seen_as_screening_sees_an_upsampled_mosaic():
+    from survey_seg.simulate import simulate_mosaic
+
+    sim = simulate_mosaic(scene_config(3, size=128))
+    plain = make_batch([3], np.random.default_rng(0), _config())
+    every = make_batch([3], np.random.default_rng(0), _config(undersampled_fraction=1.0))
+    for name, target in plain[1].items():  # the same scene, crop and targets
+        torch.testing.assert_close(every[1][name], target, equal_nan=True)
+    assert not torch.equal(every[0], plain[0])
+    planes = undersampled_scene_inputs(sim)
+    assert planes.shape == (3, 128, 128)
+    # each 2 x 2 block carries one native pixel's noise: the fine S/N plane is smooth,
+    # and a bright star stays where it was (the fine grid covers the native pixels)
+    y, x = np.unravel_index(np.nanargmax(np.nan_to_num(sim.image)), sim.image.shape)
+    near = np.nan_to_num(planes[0])[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3]
+    assert near.max() == pytest.approx(np.nanmax(planes[0]), rel=1e-6)
+    with pytest.raises(ValueError, match="undersampled_fraction"):
+        _config(undersampled_fraction=2.0)
 
 
 def test_large_galaxy_scenes_keep_the_other_traits():
