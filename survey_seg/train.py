@@ -791,6 +791,11 @@ def train(
     return TrainResult(config_path, weights_path, losses, validation_losses, seconds)
 
 
+_PIXEL_HEAD_WEIGHT = "pixel_head.weight"
+_PIXEL_HEAD = (_PIXEL_HEAD_WEIGHT, "pixel_head.bias")
+"""The pixel head's tensors: one output channel per row, the offset head's last."""
+
+
 def average_weights(
     weight_files: list[str | os.PathLike], fractions: list[float], out: str | os.PathLike
 ) -> str:
@@ -835,11 +840,6 @@ def average_weights(
     }
     _atomic_torch_save(mean, Path(out))
     return hashlib.sha256(Path(out).read_bytes()).hexdigest()
-
-
-_PIXEL_HEAD_WEIGHT = "pixel_head.weight"
-_PIXEL_HEAD = (_PIXEL_HEAD_WEIGHT, "pixel_head.bias")
-"""The pixel head's tensors: one output channel per row, the offset head's last."""
 
 
 def _same_architecture(state: dict, widest: dict) -> bool:
