@@ -61,12 +61,12 @@ THRESHOLDS_OPTIONAL = frozenset(
     | {"min_vote_fraction", "min_vote_distance_fwhm", "min_clump_to_centre", "min_knot_clump"}
     | {"weak_centre", "weak_valley_fraction", "clump_min_offset_fwhm"}
     | {"knot_join_fwhm", "knot_max_flux_ratio", "knot_min_saddle_fraction"}
-    | {"sure_centre", "sure_split", "clump_min_to_centre", "knot_clump"}
+    | {"sure_centre", "sure_split", "clump_peak_min_to_centre", "knot_clump"}
 )
-PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump", "clump_min_to_centre"})
+PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump", "clump_peak_min_to_centre"})
 """Thresholds that a model config may tune per PSF width (its ``psf_thresholds``); a
 condition may hold an optional one only where the ``thresholds`` entry does."""
-_PSF_RATIO_KEYS = frozenset({"clump_min_to_centre"})
+_PSF_RATIO_KEYS = frozenset({"clump_peak_min_to_centre"})
 """Of those, the ratios (any number > 0); the others are probabilities in (0, 1)."""
 FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (-2, -1), (-2,), (-1,))
 """Flips of the input whose outputs are averaged, in order: one pass uses the image

@@ -124,7 +124,7 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # peak within that many PSF FWHM (as the network sees them) of its host's
 # light-weighted centre: a clump is off the centre, not the nucleus, and never the
 # whole of a source (:func:`survey_seg.clumps.find_clumps`; measured in the README).
-# Its ``clump_min_to_centre`` threshold (absent: off) drops a clump peak where the
+# Its ``clump_peak_min_to_centre`` threshold (absent: off) drops a clump peak where the
 # clump probability is less than that many times the centre probability: an
 # object's centre, not a knot (:func:`survey_seg.clumps.find_clumps`).
 # Its ``knot_join_fwhm`` threshold (absent: 0, off) first joins a source whose clump
@@ -555,7 +555,7 @@ class NetworkScreener:
             threshold=t["clump"],
             min_offset=t.get("clump_min_offset_fwhm", 0.0) * self._seen_psf_fwhm,
             centre_heatmap=prediction.centre,
-            min_clump_to_centre=t.get("clump_min_to_centre"),
+            min_clump_to_centre=t.get("clump_peak_min_to_centre"),
         )
         artefacts = ghosts_off_objects(artefacts, sources > 0, flux)
         artefacts = long_trails(artefacts, self._seen_psf_fwhm)

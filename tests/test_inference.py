@@ -172,7 +172,7 @@ PSF_ENTRY = {
         ({**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2, "clump": 1.5}]}, r"lie in \(0, 1\)"),
         ({**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2}, {"psf_ratio": 1.2}]}, "twice"),
         (
-            {**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2, "clump_min_to_centre": 0.5}]},
+            {**PSF_ENTRY, "conditions": [{"psf_ratio": 1.2, "clump_peak_min_to_centre": 0.5}]},
             "has no value at the nominal PSF",
         ),
     ],
@@ -192,16 +192,16 @@ def test_bad_psf_thresholds_are_refused(write_model, tmp_path, entry, message):
 def test_a_ratio_tuned_per_psf_may_exceed_1_but_must_be_positive(write_model, tmp_path):
     path = write_model(tmp_path)
     spec = json.loads(path.read_text())
-    spec["thresholds"]["clump_min_to_centre"] = 0.85
+    spec["thresholds"]["clump_peak_min_to_centre"] = 0.85
     spec["psf_thresholds"] = {
         **PSF_ENTRY,
-        "conditions": [{"psf_ratio": 0.75, "clump_min_to_centre": 1.5}],
+        "conditions": [{"psf_ratio": 0.75, "clump_peak_min_to_centre": 1.5}],
     }
     path.write_text(json.dumps(spec))
     assert Predictor(path, device="cpu").config["psf_thresholds"]["conditions"][0][
-        "clump_min_to_centre"
+        "clump_peak_min_to_centre"
     ] == pytest.approx(1.5)
-    spec["psf_thresholds"]["conditions"][0]["clump_min_to_centre"] = -1.0
+    spec["psf_thresholds"]["conditions"][0]["clump_peak_min_to_centre"] = -1.0
     path.write_text(json.dumps(spec))
     with pytest.raises(InputError, match="must be a number > 0"):
         Predictor(path, device="cpu")

@@ -165,10 +165,10 @@ def test_thresholds_for_psf_interpolate_between_tuned_conditions_and_never_extra
     with pytest.raises(ValueError, match="PSF FWHM in pixels"):
         thresholds_for_psf(nominal, entry, 0.0)
     # an optional threshold follows the PSF only where the nominal entry has it
-    assert "clump_min_to_centre" not in wider
-    entry["conditions"][0]["clump_min_to_centre"] = 0.55
-    with_ratio = thresholds_for_psf({**nominal, "clump_min_to_centre": 0.85}, entry, 2.25)
-    assert with_ratio["clump_min_to_centre"] == pytest.approx(0.70)
+    assert "clump_peak_min_to_centre" not in wider
+    entry["conditions"][0]["clump_peak_min_to_centre"] = 0.55
+    with_ratio = thresholds_for_psf({**nominal, "clump_peak_min_to_centre": 0.85}, entry, 2.25)
+    assert with_ratio["clump_peak_min_to_centre"] == pytest.approx(0.70)
     assert with_ratio["clump"] == pytest.approx(0.35)
 
 
@@ -192,7 +192,7 @@ def test_run_picks_the_thresholds_of_the_mosaic_psf(small_simulation, tmp_path):
     # the shipped model asks less of a clump peak under a wider PSF, and a wider
     # cosmic ray is needed to be sharper than the PSF
     assert expected["clump"] <= config["thresholds"]["clump"]
-    assert expected["clump_min_to_centre"] < config["thresholds"]["clump_min_to_centre"]
+    assert expected["clump_peak_min_to_centre"] < config["thresholds"]["clump_peak_min_to_centre"]
     assert expected["cosmic_ray_max_minor_axis"] > cosmic_ray_limit
     nominal = plan.method_provenance["thresholds"]
     assert nominal["cosmic_ray_max_minor_axis"] == pytest.approx(cosmic_ray_limit)
