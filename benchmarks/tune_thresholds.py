@@ -7,9 +7,14 @@ a grid, each setting scored for completeness, purity, blend recall and clump
 completeness / purity; the setting whose worst margin over the targets of
 ``benchmarks/quality.py`` is best wins, ties going to the best second-worst
 margin and so on (artefact thresholds are set first, per class, by their
-false-positive rate). The network runs with ``--flips`` passes per window
-(default: the model's ``test_time_flips``). ``--write`` stores the chosen
-setting, and the flips it was chosen with, in the model config.
+false-positive rate). A second sweep, at the best object, centre and
+centre-distance setting, crosses the clump threshold with the ratio of clump to
+centre probability a clump peak needs (``clump_peak_min_to_centre``: a peak the
+centre head is surer of is an object's centre), 0 (off) among its values.
+``--hold`` keeps the named thresholds at the model's values. The
+network runs with ``--flips`` passes per window (default: the model's
+``test_time_flips``). ``--write`` stores the chosen setting, and the flips it
+was chosen with, in the model config.
 
 ``--psf-scale S`` tunes for another observing condition: the validation mosaics
 get a PSF ``S`` times wider and a sky noise ``S`` times higher (``S`` closer to
@@ -21,7 +26,7 @@ and clump thresholds as the model's ``psf_thresholds`` condition for PSF ratio
 Usage::
 
     python benchmarks/tune_thresholds.py [--model CONFIG] [--size 2048] [--flips N]
-        [--psf-scale S] [--write]
+        [--psf-scale S] [--hold NAME ...] [--write]
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ GRID = {
 }
 """Thresholds swept. ``centre_min_distance`` (pixels between two centre peaks) is swept
 at the training PSF only: a PSF condition keeps the nominal one."""
+DETECTION = ("object", "centre", "centre_min_distance")
+"""The thresholds of :data:`GRID` that decide the sources (the clump threshold filters)."""
+RATIO = "clump_peak_min_to_centre"
+CLUMP_TO_CENTRE = [0.0, 0.55, 0.75, 0.85, 1.0]
+"""Values of the clump-to-centre ratio :data:`RATIO` swept (0: off), each with every
+clump threshold, at the best setting of :data:`DETECTION`."""
 ARTEFACT_CANDIDATES = np.round(np.arange(0.3, 1.0, 0.025), 3)
 MAX_ARTEFACT_FPR = 0.003
 
@@ -109,6 +120,65 @@ def artefact_thresholds(cases) -> list[float]:
     return chosen
 
 
+def scored_settings(
+    cases, screener: NetworkScreener, thresholds: dict, clump_thresholds: list[float]
+) -> list[dict]:
+    """Scores of one detection setting on the cached cases, a row per clump threshold.
+
+    The clump threshold only drops heatmap peaks: screened once at the lowest of
+    ``clump_thresholds``, the clumps of a higher one are those of higher probability.
+    """
+    screener.thresholds = {**thresholds, "clump": min(clump_thresholds)}
+    scores: dict[float, list[list[float]]] = {clump: [] for clump in clump_thresholds}
+    for sim, grid, tile, window, prediction in cases:
+        screener.predictor.predict = lambda planes, p=prediction: p
+        result = screen_tile(window, tile, grid, screener, saturation=sim.config.saturation)
+        catalog = score_catalog(result.sources, sim.truth_sources, truth_mask=sim.truth_mask)
+        snr = clump_snr(
+            sim.truth_clumps["flux"].to_numpy(),
+            sky_sigma=sim.config.sky_sigma,
+            psf_fwhm_pix=sim.config.psf_fwhm_pix,
+        )
+        pixel = artefact_pixel_scores(result.mask, sim.truth_mask[tile.core_slices])
+        worst_fpr = max(fpr for _, fpr in pixel.values() if np.isfinite(fpr))
+        for clump_threshold in clump_thresholds:
+            clumps = result.clumps[result.clumps["probability"] > clump_threshold]
+            clump_completeness, clump_purity = score_clumps(
+                clumps[["x", "y"]].to_numpy(), sim.truth_clumps[["x", "y"]].to_numpy(), snr
+            )
+            scores[clump_threshold].append([
+                catalog.completeness, catalog.purity, catalog.blend_recall,
+                clump_completeness, clump_purity, pixel["CR"][0], worst_fpr,
+            ])  # fmt: skip
+    rows = []
+    swept = {name: thresholds[name] for name in (*DETECTION, RATIO) if name in thresholds}
+    for clump_threshold, per_mosaic in scores.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined on a mosaic
+            mean = np.nanmean(np.array(per_mosaic, dtype=float), axis=0)
+        rows.append({**swept, "clump": clump_threshold,
+                     **dict(zip(["completeness", "purity", "blend_recall",
+                                 "clump_completeness", "clump_purity", "cr_recall",
+                                 "worst_fpr"], mean, strict=True))})  # fmt: skip
+    return rows
+
+
+def ranked(table: pd.DataFrame) -> pd.DataFrame:
+    """Settings best first: worst margin over the targets, then the next worst...
+
+    One rule: the setting whose worst margin over its target is best, with clean
+    artefact planes; ties go to the best second-worst margin, then the third (a
+    setting that fails one target by the same amount should pass the others with
+    the most room, not with the largest average).
+    """
+    targets = {metric: target for metric, _, target in TARGETS if metric in table}
+    margins = table[list(targets)].fillna(0.0) - pd.Series(targets)
+    ordered = np.sort(margins.to_numpy(), axis=1)
+    ordered[table["worst_fpr"].to_numpy() > 0.005, 0] -= 1.0
+    table = table.assign(worst_margin=ordered[:, 0], next_margin=ordered[:, 1])
+    return table.iloc[np.lexsort(-ordered.T[::-1])]  # lexsort's last key is the first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -120,6 +190,13 @@ def main() -> None:
         type=float,
         default=1.0,
         help="tune for mosaics whose PSF width and noise are this times the simulator's",
+    )
+    parser.add_argument(
+        "--hold",
+        nargs="+",
+        default=[],
+        choices=[*GRID, RATIO, "artefact"],
+        help="thresholds held at the model's values, not swept",
     )
     parser.add_argument("--write", action="store_true", help="store the best setting")
     args = parser.parse_args()
@@ -133,68 +210,35 @@ def main() -> None:
     base = dict(screener.thresholds)
     if base.get("knot_join_fwhm") and "knot_clump" not in base:
         base["knot_clump"] = base["clump"]  # the knot join's own: the sweep only filters clumps
-    if args.psf_scale == 1.0:
+    if args.psf_scale == 1.0 and "artefact" not in args.hold:
         base["artefact"] = artefact_thresholds(cases)
     print(f"artefact thresholds (CR, STREAK, GHOST, BAD, SAT): {base['artefact']}")
+    grid = {name: [base[name]] if name in args.hold else values for name, values in GRID.items()}
+    if args.psf_scale != 1.0:
+        grid["centre_min_distance"] = [base["centre_min_distance"]]
     rows = []
-    lowest_clump = min(GRID["clump"])
-    distances = (
-        GRID["centre_min_distance"] if args.psf_scale == 1.0 else [base["centre_min_distance"]]
-    )
-    for object_threshold, centre_threshold, min_distance in itertools.product(
-        GRID["object"], GRID["centre"], distances
-    ):
-        screener.thresholds = {
-            **base, "object": object_threshold, "centre": centre_threshold,
-            "centre_min_distance": min_distance, "clump": lowest_clump,
-        }  # fmt: skip
-        scores: dict[float, list[list[float]]] = {clump: [] for clump in GRID["clump"]}
-        for sim, grid, tile, window, prediction in cases:
-            screener.predictor.predict = lambda planes, p=prediction: p
-            result = screen_tile(window, tile, grid, screener, saturation=sim.config.saturation)
-            catalog = score_catalog(result.sources, sim.truth_sources, truth_mask=sim.truth_mask)
-            snr = clump_snr(
-                sim.truth_clumps["flux"].to_numpy(),
-                sky_sigma=sim.config.sky_sigma,
-                psf_fwhm_pix=sim.config.psf_fwhm_pix,
-            )
-            pixel = artefact_pixel_scores(result.mask, sim.truth_mask[tile.core_slices])
-            worst_fpr = max(fpr for _, fpr in pixel.values() if np.isfinite(fpr))
-            # the clump threshold only drops heatmap peaks: screened once at the lowest,
-            # the clumps of a higher threshold are those of higher probability
-            for clump_threshold in GRID["clump"]:
-                clumps = result.clumps[result.clumps["probability"] > clump_threshold]
-                clump_completeness, clump_purity = score_clumps(
-                    clumps[["x", "y"]].to_numpy(), sim.truth_clumps[["x", "y"]].to_numpy(), snr
-                )
-                scores[clump_threshold].append([
-                    catalog.completeness, catalog.purity, catalog.blend_recall,
-                    clump_completeness, clump_purity, pixel["CR"][0], worst_fpr,
-                ])  # fmt: skip
-        for clump_threshold, per_mosaic in scores.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined on a mosaic
-                mean = np.nanmean(np.array(per_mosaic, dtype=float), axis=0)
-            rows.append({"object": object_threshold, "centre": centre_threshold,
-                         "centre_min_distance": min_distance, "clump": clump_threshold,
-                         **dict(zip(["completeness", "purity", "blend_recall",
-                                     "clump_completeness", "clump_purity", "cr_recall",
-                                     "worst_fpr"], mean, strict=True))})  # fmt: skip
-    table = pd.DataFrame(rows)
-    targets = {metric: target for metric, _, target in TARGETS if metric in table}
-    margins = table[list(targets)].fillna(0.0) - pd.Series(targets)
-    # one rule: the setting whose worst margin over its target is best, with clean
-    # artefact planes; ties go to the best second-worst margin, then the third...
-    # (a setting that fails one target by the same amount should pass the others
-    # with the most room, not with the largest average)
-    ordered = np.sort(margins.to_numpy(), axis=1)
-    ordered[table["worst_fpr"].to_numpy() > 0.005, 0] -= 1.0
-    table["worst_margin"] = ordered[:, 0]
-    table["next_margin"] = ordered[:, 1]
-    table = table.iloc[np.lexsort(-ordered.T[::-1])]  # lexsort's last key is the first
+    for setting in itertools.product(*(grid[name] for name in DETECTION)):
+        detection = dict(zip(DETECTION, setting, strict=True))
+        rows += scored_settings(cases, screener, {**base, **detection}, grid["clump"])
+    table = ranked(pd.DataFrame(rows))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    # the clump-to-centre ratio only filters clump peaks: swept with the clump
+    # threshold at the best detection setting, the ratio's "off" (0) among them
+    # (a PSF condition may only tune a ratio the nominal thresholds hold)
+    if RATIO not in args.hold and (args.psf_scale == 1.0 or RATIO in base):
+        held = {name: float(table.iloc[0][name]) for name in DETECTION}
+        rows = []
+        for ratio in CLUMP_TO_CENTRE:
+            rows += scored_settings(cases, screener, {**base, **held, RATIO: ratio}, grid["clump"])
+        table = ranked(pd.DataFrame(rows))
+        print(f"\nclump thresholds at {held}:")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     best = table.iloc[0]
-    swept = [name for name in GRID if args.psf_scale == 1.0 or name in PSF_THRESHOLD_KEYS]
+    swept = [
+        name
+        for name in (*GRID, RATIO)
+        if name in best and (args.psf_scale == 1.0 or name in PSF_THRESHOLD_KEYS)
+    ]
     chosen = {name: float(best[name]) for name in swept}
     print(f"\nchosen on validation seeds {args.seeds}: {chosen}")
     if args.write:
@@ -203,6 +247,7 @@ def main() -> None:
             "seeds": args.seeds,
             "size": args.size,
             "rule": "worst margin over the targets, then the next worst",
+            **({"held": args.hold} if args.hold else {}),
         }
         if args.psf_scale == 1.0:
             knot = {"knot_clump": base["knot_clump"]} if "knot_clump" in base else {}
