@@ -227,9 +227,17 @@ def main() -> None:
     # (a PSF condition may only tune a ratio the nominal thresholds hold)
     if RATIO not in args.hold and (args.psf_scale == 1.0 or RATIO in base):
         held = {name: float(table.iloc[0][name]) for name in DETECTION}
-        rows = []
+        screened = base.get(RATIO)  # the first sweep's rows at the held setting have it
+        rows = [
+            row
+            for row in rows
+            if screened is not None and all(row[name] == held[name] for name in DETECTION)
+        ]
         for ratio in CLUMP_TO_CENTRE:
-            rows += scored_settings(cases, screener, {**base, **held, RATIO: ratio}, grid["clump"])
+            if ratio != screened:
+                rows += scored_settings(
+                    cases, screener, {**base, **held, RATIO: ratio}, grid["clump"]
+                )
         table = ranked(pd.DataFrame(rows))
         print(f"\nclump thresholds at {held}:")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -319,11 +319,16 @@ def scene_config(
     return config
 
 
-def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
-    """Network input planes of a whole simulated scene, background from its mesh."""
+def _scene_background(sim: SimulatedMosaic, background_cell: int) -> np.ndarray:
+    """The background of a whole simulated scene, interpolated from its mesh."""
     level, rms, _ = cell_statistics(sim.image, background_cell)
     mesh = finish_mesh(level, rms, background_cell)
-    background = interpolate_mesh(mesh.level, background_cell, (0, 0), sim.image.shape)
+    return interpolate_mesh(mesh.level, background_cell, (0, 0), sim.image.shape)
+
+
+def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
+    """Network input planes of a whole simulated scene, background from its mesh."""
+    background = _scene_background(sim, background_cell)
     return network_input(sim.image, sim.variance, background, sim.config.saturation)
 
 
@@ -337,9 +342,7 @@ def undersampled_scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -
     native pixels exactly, so the scene's targets stay aligned. Saturation is
     left out, as screening takes it from the native pixels.
     """
-    level, rms, _ = cell_statistics(sim.image, background_cell)
-    mesh = finish_mesh(level, rms, background_cell)
-    background = interpolate_mesh(mesh.level, background_cell, (0, 0), sim.image.shape)
+    background = _scene_background(sim, background_cell)
     native = bin_window_arrays(sim.image, sim.variance, background, UNDERSAMPLING)
     image, variance, background = upsample_window_arrays(*native, UNDERSAMPLING)
     return network_input(image, variance, background, None)
