@@ -84,6 +84,7 @@ def split_instances(
     object_threshold: float,
     min_area: int = 5,
     sure_centres: np.ndarray | None = None,
+    fragment_threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Footprints and source instances from the network's object and centre maps.
 
@@ -108,6 +109,15 @@ def split_instances(
         faint star on a bright star's wing is no local maximum of ``elevation``,
         and flooded from its peak pixel alone it is a sliver of the bright
         star's slope. None: nowhere.
+    fragment_threshold : float, optional
+        A footprint without a centre peak that the pixels of ``object_probability``
+        above this (lower) threshold connect to a footprint with one, or to a
+        higher one (of ``elevation``) without, is a fragment of that object, not
+        a source: the faint outskirts of a large galaxy break into islands where
+        noise dips under ``object_threshold`` (:func:`_fragments`). Its pixels
+        join the source that a watershed of ``elevation`` through those
+        connecting pixels reaches first (:func:`_join_fragments`); its footprint
+        label stays its own. None: every footprint without a centre gets one.
 
     Returns
     -------
@@ -136,6 +146,12 @@ def split_instances(
     seeded[footprints[markers > 0]] = True
     lacking = np.flatnonzero(~seeded & ~too_small)
     lacking = lacking[lacking > 0]
+    connected = np.zeros(0, dtype=np.int64)
+    if fragment_threshold is not None and lacking.size:
+        fragments, connected = _fragments(
+            footprints, seeded, lacking, object_probability > fragment_threshold, elevation
+        )
+        lacking = lacking[~np.isin(lacking, fragments)]
     if lacking.size:
         ys, xs = label_maximum_position(elevation, footprints, lacking)
         markers[ys, xs] = n_markers + np.arange(1, lacking.size + 1)
@@ -154,10 +170,65 @@ def split_instances(
     if slivers.size:
         markers[np.isin(markers, slivers)] = 0
         sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
+    if connected.any():
+        sources = _join_fragments(sources, footprints, connected, elevation)
+        footprints = np.where(sources > 0, footprints, 0)
     sources, footprints = relabel_in_raster_order(sources), relabel_in_raster_order(footprints)
     n_sources = int(sources.max())
     blend_probability = label_maximum(overlap_probability, sources, np.arange(1, n_sources + 1))
     return sources, footprints, blend_probability
+
+
+def _fragments(
+    footprints: np.ndarray,
+    seeded: np.ndarray,
+    lacking: np.ndarray,
+    low: np.ndarray,
+    elevation: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The unseeded footprints that ``low`` joins to another, and the regions joining them.
+
+    A region is an 8-connected component of ``low`` (or of a footprint, which
+    ``low`` may not cover). In a region that holds a ``seeded`` footprint, every
+    footprint of ``lacking`` is a fragment; in one without, the footprint of
+    ``lacking`` with the highest ``elevation`` is the object (it gets a centre
+    of its own) and the others are its fragments.
+
+    Returns
+    -------
+    fragments : numpy.ndarray
+        Footprint labels of the fragments.
+    connected : numpy.ndarray
+        Region labels (0: none) where a region holds a fragment.
+    """
+    regions, n = ndimage.label(low | (footprints > 0), structure=EIGHT_CONNECTED)
+    holds_seed = np.zeros(n + 1, dtype=bool)
+    holds_seed[regions[seeded[footprints] & (footprints > 0)]] = True
+    ys, xs = label_maximum_position(elevation, footprints, lacking)
+    region_of, peak = regions[ys, xs], elevation[ys, xs]
+    by_peak = np.lexsort((-peak, region_of))  # each region's highest footprint first
+    first = np.r_[True, region_of[by_peak][1:] != region_of[by_peak][:-1]]
+    is_object = np.zeros(lacking.size, dtype=bool)
+    is_object[by_peak[first]] = True
+    is_fragment = holds_seed[region_of] | ~is_object
+    holds_fragment = np.zeros(n + 1, dtype=bool)
+    holds_fragment[region_of[is_fragment]] = True
+    holds_fragment[0] = False
+    return lacking[is_fragment], np.where(holds_fragment[regions], regions, 0)
+
+
+def _join_fragments(
+    sources: np.ndarray, footprints: np.ndarray, connected: np.ndarray, elevation: np.ndarray
+) -> np.ndarray:
+    """Give the unseeded footprints in ``connected`` to the sources that reach them.
+
+    Every source pixel is a marker; the watershed of ``elevation`` floods the
+    connecting pixels and the fragments, whose pixels then take the label that
+    reached them. Pixels outside every footprint stay sky.
+    """
+    flooded = watershed(-elevation, sources, mask=(connected > 0) | (sources > 0), connectivity=2)
+    fragment = (sources == 0) & (footprints > 0) & (connected > 0)
+    return np.where(fragment, flooded, sources).astype(sources.dtype, copy=False)
 
 
 def merge_unseparated(

@@ -141,6 +141,10 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # Its ``sure_split`` threshold (absent: off) keeps apart two touching sources whose
 # seed peaks both reach it, valley or not (:func:`survey_seg.blends.merge_unseparated`,
 # ``sure``).
+# Its ``fragment`` threshold (absent: off) joins a footprint without a centre peak to
+# the object that pixels of object probability above it connect it with: an island
+# of a large galaxy's faint outskirts, not a source of its own
+# (:func:`survey_seg.blends.split_instances`, ``fragment_threshold``).
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75
@@ -475,6 +479,7 @@ class NetworkScreener:
             snr,
             object_threshold=t["object"],
             sure_centres=None if "sure_centre" not in t else prediction.centre >= t["sure_centre"],
+            fragment_threshold=t.get("fragment"),
         )
         min_valley_sigma = t.get("min_valley_sigma", MIN_VALLEY_SIGMA)
         if min_valley_sigma is not None:  # one object, one source: a valley between two

@@ -65,6 +65,31 @@ def test_footprint_without_centre_gets_one_and_tiny_ones_are_dropped():
     assert blend.tolist() == [0.0]
 
 
+def test_an_island_of_a_galaxy_outskirts_joins_it_and_a_lone_one_stays():
+    shape = (40, 60)
+    light = _gauss(shape, 20, 15, 6)
+    objects = 0.3 * (light > 0.05)  # the outskirts: under the threshold ...
+    objects[light > 0.5] = 1.0  # ... but for the body
+    objects[20, 24:27] = objects[19:22, 25] = 1.0  # an island where noise lifts them
+    objects[30:33, 50:53] = 1.0  # an unrelated object, no centre peak
+    centres = np.zeros(shape, bool)
+    centres[20, 15] = True
+    args = (objects, np.zeros(shape), centres, light)
+    sources, _, _ = split_instances(*args, object_threshold=0.5)
+    assert sources.max() == 3 and sources[20, 25] not in (0, sources[20, 15])
+    sources, footprints, blend = split_instances(
+        *args, object_threshold=0.5, fragment_threshold=0.2
+    )
+    assert sources.max() == 2 and blend.size == 2
+    assert sources[20, 25] == sources[20, 26] == sources[20, 15]
+    assert sources[20, 23] == 0  # the connecting outskirts stay sky
+    assert sources[31, 51] not in (0, sources[20, 15])
+    assert footprints[20, 25] > 0 and footprints[31, 51] > 0
+    centres[20, 15] = False  # the body without a centre: the highest of the two is the object
+    sources, _, _ = split_instances(*args, object_threshold=0.5, fragment_threshold=0.2)
+    assert sources.max() == 2 and sources[20, 25] == sources[20, 15] > 0
+
+
 def test_nothing_detected():
     sources, footprints, blend = split_instances(
         np.zeros((8, 8)),

@@ -490,6 +490,7 @@ def offset_model_configs(tmp_path_factory):
     config["weights"] = "plain.pt"
     config["sha256"] = hashlib.sha256((directory / "plain.pt").read_bytes()).hexdigest()
     config["architecture"] = {**config["architecture"], "offset_head": True}
+    config["thresholds"].pop("fragment", None)  # the offsets alone join the piece
     (directory / "without.json").write_text(json.dumps(config))
     config["heads"] = [*config["heads"], "offset"]
     (directory / "with.json").write_text(json.dumps(config))
@@ -512,6 +513,41 @@ def test_the_offset_head_joins_the_pieces_of_a_faint_large_galaxy(seed, offset_m
         sources = screener.segment(window, saturation=None).sources[70:122, 70:122]
         counts.append(len(np.unique(sources[sources > 0])))
     assert counts == [2, 1]
+
+
+@pytest.fixture(scope="module")
+def fragment_model_configs(tmp_path_factory):
+    """The default model config without and with its ``fragment`` threshold."""
+    import shutil
+
+    directory = tmp_path_factory.mktemp("fragment")
+    config = json.loads(DEFAULT_MODEL.read_text())
+    assert "fragment" in config["thresholds"]
+    shutil.copy(DEFAULT_MODEL.parent / config["weights"], directory / config["weights"])
+    (directory / "with.json").write_text(json.dumps(config))
+    del config["thresholds"]["fragment"]
+    (directory / "without.json").write_text(json.dumps(config))
+    return directory / "without.json", directory / "with.json"
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_the_islands_of_a_faint_large_galaxy_outskirts_are_that_galaxy(
+    seed, fragment_model_configs
+):
+    """An exponential disk of 16 pix half-light radius at S/N ~150: noise breaks its
+    outskirts into islands, each a source of its own unless the footprints join."""
+    import galsim
+
+    from survey_seg.network import NetworkScreener
+
+    galaxy = galsim.Sersic(n=1.0, half_light_radius=16.0).shear(q=0.7, beta=20 * galsim.degrees)
+    window = _galaxy_window(galaxy.withFlux(5000.0), seed)
+    counts = []
+    for config in fragment_model_configs:
+        screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
+        sources = screener.segment(window, saturation=None).sources[72:120, 72:120]
+        counts.append(len(np.unique(sources[sources > 0])))
+    assert counts[0] > 1 and counts[1] == 1, counts
 
 
 @pytest.fixture(scope="module")
