@@ -476,6 +476,18 @@ def _galaxy_window(profile, seed: int, size: int = 192):
     return WindowData(pixels.astype(np.float32), ones, zeros, None)
 
 
+def _source_counts(configs, window, box: slice) -> list[int]:
+    """Sources in ``window[box, box]`` as screened with each model config (PSF 1.8)."""
+    from survey_seg.network import NetworkScreener
+
+    counts = []
+    for config in configs:
+        screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
+        sources = screener.segment(window, saturation=None).sources[box, box]
+        counts.append(len(np.unique(sources[sources > 0])))
+    return counts
+
+
 @pytest.fixture(scope="module")
 def offset_model_configs(tmp_path_factory):
     """The GPU-trained checkpoint with an offset head, with and without that head read."""
@@ -503,16 +515,9 @@ def test_the_offset_head_joins_the_pieces_of_a_faint_large_galaxy(seed, offset_m
     cuts a piece off: its pixels point at the galaxy's centre, so the piece joins it."""
     import galsim
 
-    from survey_seg.network import NetworkScreener
-
     galaxy = galsim.Sersic(n=0.7, half_light_radius=14.0).shear(q=0.7, beta=20 * galsim.degrees)
     window = _galaxy_window(galaxy.withFlux(9000.0), seed)
-    counts = []
-    for config in offset_model_configs:
-        screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
-        sources = screener.segment(window, saturation=None).sources[70:122, 70:122]
-        counts.append(len(np.unique(sources[sources > 0])))
-    assert counts == [2, 1]
+    assert _source_counts(offset_model_configs, window, slice(70, 122)) == [2, 1]
 
 
 @pytest.fixture(scope="module")
@@ -538,15 +543,9 @@ def test_the_islands_of_a_faint_large_galaxy_outskirts_are_that_galaxy(
     outskirts into islands, each a source of its own unless the footprints join."""
     import galsim
 
-    from survey_seg.network import NetworkScreener
-
     galaxy = galsim.Sersic(n=1.0, half_light_radius=16.0).shear(q=0.7, beta=20 * galsim.degrees)
     window = _galaxy_window(galaxy.withFlux(5000.0), seed)
-    counts = []
-    for config in fragment_model_configs:
-        screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
-        sources = screener.segment(window, saturation=None).sources[72:120, 72:120]
-        counts.append(len(np.unique(sources[sources > 0])))
+    counts = _source_counts(fragment_model_configs, window, slice(72, 120))
     assert counts[0] > 1 and counts[1] == 1, counts
 
 
