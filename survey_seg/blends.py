@@ -116,8 +116,9 @@ def split_instances(
         a source: the faint outskirts of a large galaxy break into islands where
         noise dips under ``object_threshold`` (:func:`_fragments`). Its pixels
         join the source that a watershed of ``elevation`` through those
-        connecting pixels reaches first (:func:`_join_fragments`); its footprint
-        label stays its own. None: every footprint without a centre gets one.
+        connecting pixels reaches first (:func:`_join_fragments`), and that
+        source's footprint label. None: every footprint without a centre gets
+        one.
 
     Returns
     -------
@@ -171,8 +172,7 @@ def split_instances(
         markers[np.isin(markers, slivers)] = 0
         sources = watershed(-elevation, markers, mask=footprints > 0, connectivity=2)
     if connected.any():
-        sources = _join_fragments(sources, footprints, connected, elevation)
-        footprints = np.where(sources > 0, footprints, 0)
+        sources, footprints = _join_fragments(sources, footprints, connected, elevation)
     sources, footprints = relabel_in_raster_order(sources), relabel_in_raster_order(footprints)
     n_sources = int(sources.max())
     blend_probability = label_maximum(overlap_probability, sources, np.arange(1, n_sources + 1))
@@ -219,16 +219,25 @@ def _fragments(
 
 def _join_fragments(
     sources: np.ndarray, footprints: np.ndarray, connected: np.ndarray, elevation: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Give the unseeded footprints in ``connected`` to the sources that reach them.
 
     Every source pixel is a marker; the watershed of ``elevation`` floods the
-    connecting pixels and the fragments, whose pixels then take the label that
-    reached them. Pixels outside every footprint stay sky.
+    connecting pixels and the fragments, whose pixels then take the source label
+    that reached them and that source's footprint label (each source stays in
+    one footprint). Pixels outside every footprint stay sky.
+
+    Returns
+    -------
+    sources, footprints : numpy.ndarray
+        The labels with the fragments given away.
     """
     flooded = watershed(-elevation, sources, mask=(connected > 0) | (sources > 0), connectivity=2)
     fragment = (sources == 0) & (footprints > 0) & (connected > 0)
-    return np.where(fragment, flooded, sources).astype(sources.dtype, copy=False)
+    footprint_of = np.zeros(int(sources.max()) + 1, dtype=footprints.dtype)
+    footprint_of[sources[sources > 0]] = footprints[sources > 0]
+    joined = np.where(fragment, flooded, sources).astype(sources.dtype, copy=False)
+    return joined, np.where(fragment, footprint_of[flooded], footprints)
 
 
 def merge_unseparated(
