@@ -41,7 +41,6 @@ import numpy as np
 import pandas as pd
 from quality import TARGETS  # benchmarks/quality.py, beside this script
 
-from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
 from survey_seg.evaluate import artefact_pixel_scores, clump_snr, score_catalog, score_clumps
 from survey_seg.inference import DEFAULT_MODEL, PSF_THRESHOLD_KEYS, network_input
 from survey_seg.network import NetworkScreener
@@ -50,7 +49,7 @@ from survey_seg.screen import screen_tile
 from survey_seg.simulate import SimulationConfig, simulate_mosaic
 from survey_seg.store import WindowData
 from survey_seg.tiling import extract_window, make_tile_grid
-from survey_seg.train import SHIFT
+from survey_seg.train import SHIFT, scene_background
 
 GRID = {
     "object": [0.35, 0.45, 0.55],
@@ -86,12 +85,10 @@ def prepared(seed: int, size: int, screener: NetworkScreener, psf_scale: float =
     )
     grid = make_tile_grid(sim.image.shape, tile_size=size, halo=64, wcs=sim.wcs)
     tile = grid[0]
-    level, rms, _ = cell_statistics(sim.image, 64)
-    mesh = finish_mesh(level, rms, 64)
     window = WindowData(
         extract_window(sim.image, tile),
         extract_window(sim.variance, tile),
-        interpolate_mesh(mesh.level, 64, tile.origin, tile.window_shape),
+        extract_window(scene_background(sim), tile),
     )
     planes = network_input(window.image, window.variance, window.background, sim.config.saturation)
     return sim, grid, tile, window, screener.predictor.predict(planes)
@@ -228,11 +225,8 @@ def main() -> None:
     if RATIO not in args.hold and (args.psf_scale == 1.0 or RATIO in base):
         held = {name: float(table.iloc[0][name]) for name in DETECTION}
         screened = base.get(RATIO)  # the first sweep's rows at the held setting have it
-        rows = [
-            row
-            for row in rows
-            if screened is not None and all(row[name] == held[name] for name in DETECTION)
-        ]
+        at_held = [row for row in rows if all(row[name] == held[name] for name in DETECTION)]
+        rows = at_held if screened is not None else []
         for ratio in CLUMP_TO_CENTRE:
             if ratio != screened:
                 rows += scored_settings(

@@ -61,6 +61,7 @@ __all__ = [
     "loss_weights",
     "make_batch",
     "offset_loss",
+    "scene_background",
     "scene_config",
     "stamp_labels",
     "train",
@@ -319,7 +320,7 @@ def scene_config(
     return config
 
 
-def _scene_background(sim: SimulatedMosaic, background_cell: int) -> np.ndarray:
+def scene_background(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
     """The background of a whole simulated scene, interpolated from its mesh."""
     level, rms, _ = cell_statistics(sim.image, background_cell)
     mesh = finish_mesh(level, rms, background_cell)
@@ -328,7 +329,7 @@ def _scene_background(sim: SimulatedMosaic, background_cell: int) -> np.ndarray:
 
 def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
     """Network input planes of a whole simulated scene, background from its mesh."""
-    background = _scene_background(sim, background_cell)
+    background = scene_background(sim, background_cell)
     return network_input(sim.image, sim.variance, background, sim.config.saturation)
 
 
@@ -342,7 +343,7 @@ def undersampled_scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -
     native pixels exactly, so the scene's targets stay aligned. Saturation is
     left out, as screening takes it from the native pixels.
     """
-    background = _scene_background(sim, background_cell)
+    background = scene_background(sim, background_cell)
     native = bin_window_arrays(sim.image, sim.variance, background, UNDERSAMPLING)
     image, variance, background = upsample_window_arrays(*native, UNDERSAMPLING)
     return network_input(image, variance, background, None)
