@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 from astropy.wcs import WCS
-from scipy import signal, sparse
+from scipy import ndimage, signal, sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.special import expit
@@ -64,6 +64,7 @@ __all__ = [
     "SimulatedMosaic",
     "SimulationConfig",
     "mosaic_wcs",
+    "noise_kernel",
     "simulate_mosaic",
     "write_simulation",
 ]
@@ -168,6 +169,13 @@ class SimulationConfig:
         Moffat index ``beta`` (ignored for a Gaussian PSF).
     sky_sigma : float
         Background noise per pixel (ADU).
+    noise_correlation : float
+        Weight of a pixel's side neighbours in the kernel that correlates the noise,
+        as drizzling or resampling does (the corners get its square, the pixel 1):
+        0 (the default) is white noise; 0.5 is the 3 x 3 drizzle-like kernel of
+        ``tests/test_network.py``. The kernel has unit norm, so the per-pixel
+        variance stays ``variance``, and the truth S/N is that of the matched filter
+        in the correlated noise.
     sky_level : float
         Mean sky background per pixel (ADU); the image is not sky-subtracted.
     sky_gradient_sigma : float
@@ -258,6 +266,7 @@ class SimulationConfig:
     psf_model: str = "moffat"
     psf_beta: float = 3.0
     sky_sigma: float = 0.009
+    noise_correlation: float = 0.0
     sky_level: float = 0.12
     sky_gradient_sigma: float = 3.0
     zero_point: float = 25.0
@@ -331,6 +340,7 @@ class SimulationConfig:
                 "give a peak-to-peak amplitude >= 0."
             )
         for name in (
+            "noise_correlation",
             "blend_fraction",
             "clumpy_fraction",
             "galsim_fraction",
@@ -529,6 +539,8 @@ def _make_header(config: SimulationConfig, wcs: WCS) -> fits.Header:
     header["GAIN"] = (float(config.gain), "[e-/adu] gain of the source Poisson noise")
     header["PIXSCALE"] = (float(config.pixel_scale_arcsec), "[arcsec/pix] pixel scale")
     header["SKYSIG"] = (float(config.sky_sigma), "[adu] sky noise per pixel")
+    if config.noise_correlation:
+        header["NOISECOR"] = (float(config.noise_correlation), "neighbour weight, noise kernel")
     header["PSFFWHM"] = (float(config.psf_fwhm_pix), "[pix] PSF FWHM")
     header["SIMVERS"] = (SIMULATOR_VERSION, "survey_seg.simulate version")
     header["SIMSEED"] = (int(config.seed), "simulation seed")
@@ -823,10 +835,36 @@ def _paste(canvas: np.ndarray, stamp: np.ndarray, y0: int, x0: int) -> None:
         canvas[overlap[0]] += stamp[overlap[1]]
 
 
-def _matched_snr(stamp: np.ndarray, sky_sigma: float, gain: float) -> float:
-    """Optimal matched-filter S/N of a noiseless stamp: sky noise plus its own Poisson."""
+def _matched_snr(
+    stamp: np.ndarray, sky_sigma: float, gain: float, noise_kernel: np.ndarray | None = None
+) -> float:
+    """Matched-filter S/N of a noiseless stamp: sky noise plus its own Poisson.
+
+    The filter weighs each pixel by its signal over its variance (optimal for white
+    noise). In noise correlated by ``noise_kernel`` (:func:`noise_kernel`) the
+    filtered noise is the weighted noise convolved with the kernel.
+    """
     model = np.maximum(stamp, 0.0)
-    return float(np.sqrt(np.sum(model**2 / (sky_sigma**2 + model / gain))))
+    variance = sky_sigma**2 + model / gain
+    if noise_kernel is None:
+        return float(np.sqrt(np.sum(model**2 / variance)))
+    weighted_sigma = model / np.sqrt(variance)
+    filtered_noise = np.sqrt(np.sum(signal.fftconvolve(weighted_sigma, noise_kernel) ** 2))
+    return float(np.sum(model**2 / variance) / filtered_noise)
+
+
+def noise_kernel(noise_correlation: float) -> np.ndarray | None:
+    """The unit-norm 3 x 3 kernel that correlates the noise (None: white noise).
+
+    Side neighbours weigh ``noise_correlation``, corners its square, the pixel 1:
+    the outer product of ``(c, 1, c)``, as a drizzle or a bilinear resampling
+    spreads each input pixel's noise.
+    """
+    if noise_correlation == 0:
+        return None
+    row = np.array([noise_correlation, 1.0, noise_correlation])
+    kernel = np.outer(row, row)
+    return kernel / np.sqrt(np.sum(kernel**2))
 
 
 def _count(rng: np.random.Generator, expected: float) -> int:
@@ -1088,15 +1126,20 @@ def _add_noise(
     background: np.ndarray | float,
     sky_sigma: float,
     gain: float,
+    kernel: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(image, variance)``: background + model + Gaussian noise, float32.
 
-    The variance is ``sky_sigma**2 + max(model, 0) / gain``.
+    The variance is ``sky_sigma**2 + max(model, 0) / gain``. With a unit-norm
+    ``kernel`` the unit normal deviates are convolved with it before they are
+    scaled by the noise sigma: correlated noise of the same per-pixel variance.
     """
     variance = np.maximum(model, 0.0).astype(np.float32, copy=False)
     variance *= np.float32(1.0 / gain)
     variance += np.float32(sky_sigma**2)
     image = rng.standard_normal(model.shape, dtype=np.float32)
+    if kernel is not None:
+        image = ndimage.convolve(image, kernel.astype(np.float32), mode="reflect")
     image *= np.sqrt(variance)
     image += model
     image += background
@@ -1410,6 +1453,7 @@ def simulate_mosaic(config: SimulationConfig | None = None) -> SimulatedMosaic:
     seed = config.seed
     area = ny * nx / REFERENCE_AREA
     optics = _optics(config)
+    correlation = noise_kernel(config.noise_correlation)
     wcs = mosaic_wcs(
         shape,
         pixel_scale_arcsec=config.pixel_scale_arcsec,
@@ -1431,7 +1475,7 @@ def simulate_mosaic(config: SimulationConfig | None = None) -> SimulatedMosaic:
         stamp, y0, x0 = _render_source(source, optics, config.sky_sigma)
         _paste(model, stamp, y0, x0)
         footprints.add(i + 1, stamp, y0, x0)
-        snr[i] = _matched_snr(stamp, config.sky_sigma, config.gain)
+        snr[i] = _matched_snr(stamp, config.sky_sigma, config.gain, correlation)
 
     mask = np.zeros(shape, dtype=MASK_DTYPE)
     ghost_rng = _rng(seed, _STREAM_GHOSTS)
@@ -1452,7 +1496,7 @@ def simulate_mosaic(config: SimulationConfig | None = None) -> SimulatedMosaic:
     saturated = _saturation_footprint(model_plus_sky, config.saturation)
     del model_plus_sky
     image, variance = _add_noise(
-        _rng(seed, _STREAM_NOISE), model, background, config.sky_sigma, config.gain
+        _rng(seed, _STREAM_NOISE), model, background, config.sky_sigma, config.gain, correlation
     )
     del model, background
 

@@ -25,6 +25,7 @@ from survey_seg.simulate import (
     _sersic_stamp,
     _Source,
     mosaic_wcs,
+    noise_kernel,
     simulate_mosaic,
     write_simulation,
 )
@@ -250,6 +251,49 @@ def test_noise_matches_variance():
     assert abs(residual.mean()) < 0.02
     assert abs(residual.std() - 1.0) < 0.02
     assert not np.isnan(sim.image).any()
+
+
+def test_correlated_noise_keeps_the_pixel_variance_and_correlates_neighbours():
+    """The drizzle-like kernel (c, 1, c) x (c, 1, c), unit norm: per-pixel variance as
+    white noise, neighbour correlation 2c / (1 + 2c^2) along rows and columns."""
+    config = SimulationConfig(
+        size=256, seed=8, galaxy_density=0.0, star_density=0.0, sky_gradient_sigma=0.0,
+        noise_correlation=0.5, **NO_ARTEFACTS,
+    )  # fmt: skip
+    sim = simulate_mosaic(config)
+    np.testing.assert_allclose(sim.variance, config.sky_sigma**2, rtol=1e-6)
+    residual = (sim.image - config.sky_level) / np.sqrt(sim.variance)
+    assert abs(residual.std() - 1.0) < 0.02
+    expected = 2 * 0.5 / (1 + 2 * 0.5**2)
+    along_rows = np.corrcoef(residual[:, :-1].ravel(), residual[:, 1:].ravel())[0, 1]
+    along_columns = np.corrcoef(residual[:-1].ravel(), residual[1:].ravel())[0, 1]
+    assert along_rows == pytest.approx(expected, abs=0.02)
+    assert along_columns == pytest.approx(expected, abs=0.02)
+    assert sim.header["NOISECOR"] == 0.5
+    assert "NOISECOR" not in simulate_mosaic(replace(config, noise_correlation=0.0)).header
+
+
+def test_correlated_noise_lowers_the_truth_snr_as_a_matched_filter_measures_it():
+    """The same scene in correlated noise: same pixels of light, lower S/N."""
+    white = simulate_mosaic(SimulationConfig(size=256, seed=4, **NO_ARTEFACTS))
+    correlated = simulate_mosaic(
+        SimulationConfig(size=256, seed=4, noise_correlation=0.5, **NO_ARTEFACTS)
+    )
+    pd.testing.assert_frame_equal(
+        white.truth_sources.drop(columns="snr"), correlated.truth_sources.drop(columns="snr")
+    )
+    ratio = white.truth_sources["snr"] / correlated.truth_sources["snr"]
+    # a PSF-sized filter averages neighbours whose noise now moves together
+    assert ratio.between(1.5, 3.0).all(), ratio.describe()
+    # a point source: the filtered noise is the kernel-convolved weighted noise
+    star = white.truth_sources.query("kind == 'star'").iloc[0]
+    stamp = _render_source(
+        _Source("star", 0.0, 0.0, float(star.flux)), _optics(white.config), white.config.sky_sigma
+    )[0]
+    weights = stamp / np.sqrt(white.config.sky_sigma**2 + stamp / white.config.gain)
+    kernel = noise_kernel(0.5)
+    filtered = np.sqrt(np.sum(ndimage.convolve(np.pad(weights, 2), kernel, mode="constant") ** 2))
+    assert star.snr / ratio[star.name] == pytest.approx(np.sum(weights**2) / filtered, rel=1e-3)
 
 
 def test_variance_includes_source_poisson(small):
@@ -566,6 +610,7 @@ def test_write_simulation_rejects_bad_arguments(small, tmp_path):
         ({"large_r_half_fwhm": (0.0, 4.0)}, "large_r_half_fwhm"),
         ({"large_mag_range": (23.0, 16.0)}, "large_mag_range"),
         ({"large_clumpy_fraction": 1.5}, "large_clumpy_fraction"),
+        ({"noise_correlation": 1.2}, "noise_correlation"),
     ],
 )
 def test_invalid_config_raises(kwargs, match):
