@@ -47,11 +47,15 @@ from survey_seg.noise import gaussian_kernel_norm
 from survey_seg.quality import (
     NETWORK_ARTEFACT_BITS,
     artefact_planes,
+    column_runs,
     cosmic_ray_contrast_for_psf,
+    cosmic_ray_median_size,
     cosmic_ray_pixels,
     ghosts_off_objects,
+    lit_within,
     long_trails,
     minor_axis_limit_for_psf,
+    outliers_within,
     sharp_cosmic_rays,
     sharper_than_psf,
     star_neighbour_ratio,
@@ -325,15 +329,34 @@ class NetworkScreener:
 
         Sources, footprints, clumps and the STREAK, GHOST and BAD planes come from
         the binned screening, each binned pixel's value on its block's native pixels
-        (no data excluded); NO_DATA, SAT and CR are the native pixels'
+        (no data excluded); a BAD region keeps its native pixels that stand out of
+        their neighbours and a STREAK region those that hold light, where it has
+        any (:func:`~survey_seg.quality.outliers_within`,
+        :func:`~survey_seg.quality.lit_within`: a hot column is one pixel wide, a
+        trail as wide as the PSF); NO_DATA, SAT and CR are the native pixels'
         (:meth:`_native_planes`).
         """
         factor, shape = self.binning, window.image.shape
         arrays = bin_window_arrays(window.image, window.variance, window.background, factor)
         binned = self._segment_at_network_sampling(WindowData(*arrays), saturation=None)
         native = self._native_planes(window, saturation)
-        kept = np.uint32(MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD)
-        artefacts = native.artefacts | expand_to_native(binned.artefacts & kept, factor, shape)
+        artefacts = native.artefacts | expand_to_native(
+            binned.artefacts & np.uint32(MaskBit.GHOST), factor, shape
+        )
+
+        def blocks(bit: MaskBit) -> np.ndarray:
+            flagged = (binned.artefacts & np.uint32(bit)) != 0
+            return expand_to_native(flagged, factor, shape) & native.valid
+
+        trail = lit_within(blocks(MaskBit.STREAK), native.flux, native.sigma)
+        bad = outliers_within(
+            blocks(MaskBit.BAD),
+            native.flux,
+            native.sigma,
+            median_size=cosmic_ray_median_size(self.psf_fwhm_pix),
+        )
+        artefacts[trail] |= np.uint32(MaskBit.STREAK)
+        artefacts[bad] |= np.uint32(MaskBit.BAD)
         artefacts[~native.valid] = np.uint32(MaskBit.NO_DATA)
 
         def labels(binned_labels: np.ndarray) -> np.ndarray:
@@ -419,7 +442,11 @@ class NetworkScreener:
         The flux, variance and validity, and the NO_DATA, SAT and CR planes: cosmic
         rays (:func:`~survey_seg.quality.cosmic_ray_pixels`) are sharper than any
         PSF, and resampling would smear them into blocks or blobs; the contrast
-        limit is raised above the PSF's own stars when it is undersampled.
+        limit is raised above the PSF's own stars when it is undersampled, and the
+        local median widens with a wide PSF
+        (:func:`~survey_seg.quality.cosmic_ray_median_size`). Sharp pixels in a long
+        run down one column are a hot column: BAD, not CR
+        (:func:`~survey_seg.quality.column_runs`).
         """
         valid = np.isfinite(window.image) & np.isfinite(window.variance) & (window.variance > 0)
         flux = np.where(valid, window.image - window.background, 0.0).astype(np.float32)
@@ -439,7 +466,11 @@ class NetworkScreener:
         )
         if self.psf_fwhm_pix is not None:
             limits["min_neighbour_ratio"] = star_neighbour_ratio(self.psf_fwhm_pix)
-        artefacts[cosmic_ray_pixels(flux, sigma, unsaturated, **limits)] |= np.uint32(MaskBit.CR)
+        limits["median_size"] = cosmic_ray_median_size(self.psf_fwhm_pix)
+        sharp = cosmic_ray_pixels(flux, sigma, unsaturated, **limits)
+        hot_columns = column_runs(sharp)
+        artefacts[sharp & ~hot_columns] |= np.uint32(MaskBit.CR)
+        artefacts[hot_columns] |= np.uint32(MaskBit.BAD)
         return _NativePlanes(valid, flux, variance, sigma, artefacts)
 
     def _segment_at_network_sampling(

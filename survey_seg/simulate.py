@@ -69,7 +69,7 @@ __all__ = [
     "write_simulation",
 ]
 
-SIMULATOR_VERSION: str = "2"
+SIMULATOR_VERSION: str = "3"
 """Bumped whenever the same seed would give different pixels or tables."""
 
 REFERENCE_AREA: int = 2048 * 2048
@@ -1246,18 +1246,21 @@ def _paint_trail(
     sky_sigma: float,
     *,
     through: tuple[float, float] | None = None,
+    min_width: float = 0.0,
 ) -> None:
     """Add a straight satellite trail across the array, 2-4 px wide, 3-15 sky sigma.
 
     The cross-section is flat with one-pixel linear edges; STREAK marks every pixel it
-    touches. ``through`` is an optional ``(y, x)`` point on the trail.
+    touches. ``through`` is an optional ``(y, x)`` point on the trail. A trail is
+    at least ``min_width`` wide (the PSF's FWHM: the telescope blurs a satellite's
+    light as a star's).
     """
     ny, nx = model.shape
     if through is None:
         through = (rng.uniform(0.0, ny - 1.0), rng.uniform(0.0, nx - 1.0))
     y0, x0 = through
     theta = rng.uniform(0.0, math.pi)
-    width = rng.uniform(2.0, 4.0)
+    width = max(rng.uniform(2.0, 4.0), min_width)
     amplitude = rng.uniform(3.0, 15.0) * sky_sigma
     cos, sin = math.cos(theta), math.sin(theta)
     reach = 0.5 * width + 0.5
@@ -1484,7 +1487,7 @@ def simulate_mosaic(config: SimulationConfig | None = None) -> SimulatedMosaic:
         _paint_ghost(ghost_rng, model, mask, config.sky_sigma, centre)
     trail_rng = _rng(seed, _STREAM_TRAILS)
     for _ in range(_count(trail_rng, config.n_satellite_trails * area)):
-        _paint_trail(trail_rng, model, mask, config.sky_sigma)
+        _paint_trail(trail_rng, model, mask, config.sky_sigma, min_width=optics.fwhm)
 
     background = _sky_background(
         _rng(seed, _STREAM_BACKGROUND),

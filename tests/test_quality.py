@@ -235,3 +235,102 @@ def test_cosmic_ray_regions_on_star_cores_are_cleared_unless_sharper_than_a_star
     assert not kept[14:17, 14:17].any()  # the star's core
     assert kept[45, 16] and kept[15, 45] and kept[40, 35:50].all()
     assert sharp_cosmic_rays(artefacts, flux, None, peaks).tolist() == artefacts.tolist()
+
+
+def _gaussian_star(shape, fwhm, y, x, flux):
+    """A pixel-integrated Gaussian star."""
+    from scipy import special
+
+    def profile(centre, n):
+        edges = (np.arange(n + 1) - 0.5 - centre) / (fwhm / 2.3548 * np.sqrt(2.0))
+        return 0.5 * np.diff(special.erf(edges))
+
+    return flux * np.outer(profile(y, shape[0]), profile(x, shape[1]))
+
+
+def test_under_a_wide_psf_the_local_median_widens_and_finds_thick_tracks_not_stars():
+    """A track two pixels wide lifts its own 3 x 3 median, so LA Cosmic's 3 x 3
+    window misses it; under a PSF of 5.4 pix the 5 x 5 window finds it, and still
+    no star of that PSF stands out of its median."""
+    from survey_seg.quality import (
+        cosmic_ray_contrast_for_psf,
+        cosmic_ray_median_size,
+        cosmic_ray_pixels,
+        star_neighbour_ratio,
+    )
+
+    assert [cosmic_ray_median_size(f) for f in (None, 1.8, 3.6, 5.4, 7.2, 9.0, 12.0)] == [
+        3, 3, 3, 5, 7, 9, 11,
+    ]  # fmt: skip
+    fwhm, shape = 5.4, (64, 64)
+    rng = np.random.default_rng(1)
+    sigma, usable = np.ones(shape), np.ones(shape, bool)
+    limits = {
+        "significance": 5.0,
+        "contrast": 2.5,
+        "fine_contrast": cosmic_ray_contrast_for_psf(2.5, fwhm),
+        "min_neighbour_ratio": star_neighbour_ratio(fwhm),
+    }
+    image = rng.normal(0.0, 1.0, shape)
+    for y, x, flux in ((15.0, 15.0, 3e4), (15.3, 45.6, 3e5), (45.5, 20.2, 1e4)):
+        image += _gaussian_star(shape, fwhm, y, x, flux)
+    track = np.zeros(shape, bool)
+    for step in range(14):  # 2 px wide, 14 long, at 30 degrees
+        y, x = 40 + round(step * 0.5), 35 + round(step * 0.866)
+        track[y : y + 2, x] = True
+    image[track] += 80.0
+    narrow = cosmic_ray_pixels(image, sigma, usable, **limits)
+    wide = cosmic_ray_pixels(
+        image, sigma, usable, **limits, median_size=cosmic_ray_median_size(fwhm)
+    )
+    assert np.count_nonzero(narrow & track) < 0.5 * track.sum()
+    assert np.count_nonzero(wide & track) >= 0.9 * track.sum()
+    assert not (wide & ~_near(track)).any()  # no star's pixel
+
+
+def _near(mask):
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool))
+
+
+def test_a_long_run_down_one_column_is_a_hot_column_not_a_track():
+    from survey_seg.quality import BAD_COLUMN_MIN_RUN, column_runs
+
+    sharp = np.zeros((100, 60), bool)
+    sharp[10:90, 5] = True  # a hot column segment
+    sharp[20 : 20 + BAD_COLUMN_MIN_RUN - 1, 15] = True  # a vertical track one short
+    diagonal = np.arange(40)
+    sharp[50 + diagonal // 4, 20 + diagonal] = True  # a long shallow track
+    runs = column_runs(sharp)
+    assert runs[10:90, 5].all()
+    assert np.count_nonzero(runs) == 80
+    with pytest.raises(ValueError, match="min_length"):
+        column_runs(sharp, 0)
+
+
+def test_binned_blocks_shrink_to_the_native_bad_pixels_and_trail_pixels():
+    """A binned screening flags 3 x 3 blocks: a hot column one pixel wide keeps that
+    column, a trail keeps its lit pixels, and a region without either stays whole."""
+    from survey_seg.quality import lit_within, outliers_within
+
+    rng = np.random.default_rng(2)
+    shape = (60, 60)
+    flux, sigma = rng.normal(0.0, 1.0, shape), np.ones(shape)
+    flux[:, 31] += 20.0  # a hot column
+    flux[40:52, 10] = -13.0  # a dead segment (its pixels read 0: minus the sky)
+    blocks = np.zeros(shape, bool)
+    blocks[:, 30:33] = blocks[39:54, 9:12] = True
+    blocks[3:6, 3:6] = True  # a block on plain sky
+    bad = outliers_within(blocks, flux, sigma, median_size=3)
+    assert bad[:, 31].all() and bad[40:52, 10].all()
+    assert not bad[:, 30].any() and not bad[:, 32].any()
+    assert bad[3:6, 3:6].all()  # nothing to cut it down to
+
+    image = rng.normal(0.0, 1.0, shape)
+    image[20:25, :] += 3.0  # a trail 5 px wide, 3 sigma high
+    trail_blocks = np.zeros(shape, bool)
+    trail_blocks[18:27, :] = True  # its binned blocks, 2 px margin each side
+    trail = lit_within(trail_blocks, image, sigma)
+    assert trail[20:25].mean() > 0.97
+    assert trail[18].mean() < 0.1 and trail[26].mean() < 0.1
