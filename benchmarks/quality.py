@@ -165,13 +165,14 @@ def survey_seg_outputs(
 ) -> tuple[dict[str, object], float]:
     """Screen with survey-seg in-process and read back its outputs.
 
-    Tiles of 256 pixels, or of the largest multiple of the method's alignment below
-    that (a PSF wide enough to be screened binned: 240 at PSF 5.4 and 9 pix).
+    Tiles of 256 pixels, or of the largest multiple of the method's alignment up to
+    that, at least one (a PSF wide enough to be screened binned: 192 at PSF 5.4 pix,
+    320 at 9 pix).
     """
     tile_size, halo = TILE_SIZE, HALO
     if method == "unet":  # the network may need a wider halo than the default
         screener = make_method(method, model=model, psf_fwhm_pix=psf_fwhm_pix)
-        tile_size = TILE_SIZE // screener.alignment * screener.alignment
+        tile_size = max(TILE_SIZE // screener.alignment, 1) * screener.alignment
         halo = default_halo(max(HALO, screener.halo_required), screener.alignment)
     out = sim_dir / f"run-{method}"
     config = RunConfig(

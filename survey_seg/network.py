@@ -8,6 +8,7 @@ Configure once (the weights load once per process and device), call
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -239,9 +240,18 @@ class NetworkScreener:
     def alignment(self) -> int:
         """Multiple that tile size and halo must be (the pooling stride, times the binning).
 
-        Then every window sees the same binning blocks and pooling grid.
+        Then every window sees the same binning blocks and pooling grid. A binned
+        screening also aligns the data-quality stamps (the stride is then the least
+        common multiple of the pooling stride and the stamp side): a binned stamp
+        covers ``binning`` times the native pixels, and without it no halo default
+        would be a whole number of stamps, so no tile would get the classifier's
+        estimate (``predicted_flagged_fraction``).
         """
-        return 2**self.predictor.model.config.depth * self.binning
+        config = self.predictor.model.config
+        stride = 2**config.depth
+        if self.binning > 1:
+            stride = math.lcm(stride, config.stamp_size)
+        return stride * self.binning
 
     def provenance(self) -> dict[str, object]:
         """Name, weight hashes, thresholds and training summaries, for the manifest."""
@@ -581,6 +591,11 @@ class NetworkScreener:
             max_flux_ratio=t.get("knot_max_flux_ratio"),
             min_saddle_fraction=t.get("knot_min_saddle_fraction", 0.0),
         )
+        min_peak = t.get("min_peak_significance")
+        if min_peak is not None:  # a source is a detection: its peak stands out of the noise
+            sources, footprints = _drop_insignificant_sources(
+                sources, footprints, significance, min_peak
+            )
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )
@@ -772,13 +787,36 @@ def _alone_in_footprint(
     return members[footprint_of[labels]] == 1
 
 
+def _drop_insignificant_sources(
+    sources: np.ndarray, footprints: np.ndarray, significance: np.ndarray, min_peak: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sources whose peak matched-filter significance is under ``min_peak`` are noise.
+
+    ``significance`` is the image smoothed by the unit-norm Gaussian of the
+    detection filter, in units of its noise. The window's variance carries the
+    mosaic's noise correlation (:mod:`survey_seg.noise`), so the significance holds
+    on the PSF's scale in correlated noise too, where the network, trained on
+    white noise, takes noise bumps for faint sources.
+    """
+    if sources.max() == 0:
+        return sources, footprints
+    peaks = label_maximum(significance, sources, np.arange(1, int(sources.max()) + 1))
+    return _drop_sources(sources, footprints, np.concatenate(([False], peaks < min_peak)))
+
+
 def _drop_artefact_sources(
     sources: np.ndarray, footprints: np.ndarray, artefacts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sources whose pixels are mostly cosmic rays, bad pixels or no data are not sources."""
     if sources.max() == 0:
         return sources, footprints
-    drop = _mostly_spurious(sources, artefacts)
+    return _drop_sources(sources, footprints, _mostly_spurious(sources, artefacts))
+
+
+def _drop_sources(
+    sources: np.ndarray, footprints: np.ndarray, drop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sources and footprints without the labels where ``drop`` (per label ``0 .. n``)."""
     if not drop.any():
         return sources, footprints
     gone = drop[sources]

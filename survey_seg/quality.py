@@ -488,18 +488,20 @@ def lit_within(
 
 
 def cosmic_ray_median_size(psf_fwhm_pix: float | None) -> int:
-    """The local median's side for :func:`cosmic_ray_pixels` under a PSF: its FWHM.
+    """The local median's side for :func:`cosmic_ray_pixels` under a PSF.
 
-    The largest odd number of pixels within the FWHM, at least 3 (LA Cosmic's 3 x 3
-    up to 3.9 pix; None: 3). A star is smooth across that window, so its core
-    does not stand out of the window's median, while a track one or two pixels
-    wide fills too little of it to lift it. With the 3 x 3 median at PSF 5.4 pix,
-    the simulated tracks were found at a pixel recall of 0.45 (validation mosaic
-    802); with the 5 x 5 one at 0.98.
+    LA Cosmic's 3 x 3, or 5 x 5 under a PSF of 5 pix FWHM or more (None: 3). In a
+    3 x 3 window a track two pixels wide is the median itself, so its pixels do
+    not stand out of it; in a 5 x 5 one it fills at most 10 of 25 pixels. A star
+    of that PSF is smooth across the window, so its core does not stand out
+    either. A wider window would not find more tracks, and its median costs more
+    (the fine structure's outer median is ``2 side + 1`` wide). With the 3 x 3
+    median at PSF 5.4 pix, the simulated tracks were found at a pixel recall of
+    0.45 (validation mosaic 802), with the 5 x 5 one at 0.98.
     """
     if psf_fwhm_pix is None or psf_fwhm_pix < 5.0:
         return 3
-    return int((psf_fwhm_pix - 1.0) // 2.0) * 2 + 1
+    return 5
 
 
 def star_neighbour_ratio(psf_fwhm_pix: float) -> float:
