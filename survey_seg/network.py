@@ -591,11 +591,6 @@ class NetworkScreener:
             max_flux_ratio=t.get("knot_max_flux_ratio"),
             min_saddle_fraction=t.get("knot_min_saddle_fraction", 0.0),
         )
-        min_peak = t.get("min_peak_significance")
-        if min_peak is not None:  # a source is a detection: its peak stands out of the noise
-            sources, footprints = _drop_insignificant_sources(
-                sources, footprints, significance, min_peak
-            )
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )
@@ -787,36 +782,13 @@ def _alone_in_footprint(
     return members[footprint_of[labels]] == 1
 
 
-def _drop_insignificant_sources(
-    sources: np.ndarray, footprints: np.ndarray, significance: np.ndarray, min_peak: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sources whose peak matched-filter significance is under ``min_peak`` are noise.
-
-    ``significance`` is the image smoothed by the unit-norm Gaussian of the
-    detection filter, in units of its noise. The window's variance carries the
-    mosaic's noise correlation (:mod:`survey_seg.noise`), so the significance holds
-    on the PSF's scale in correlated noise too, where the network, trained on
-    white noise, takes noise bumps for faint sources.
-    """
-    if sources.max() == 0:
-        return sources, footprints
-    peaks = label_maximum(significance, sources, np.arange(1, int(sources.max()) + 1))
-    return _drop_sources(sources, footprints, np.concatenate(([False], peaks < min_peak)))
-
-
 def _drop_artefact_sources(
     sources: np.ndarray, footprints: np.ndarray, artefacts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sources whose pixels are mostly cosmic rays, bad pixels or no data are not sources."""
     if sources.max() == 0:
         return sources, footprints
-    return _drop_sources(sources, footprints, _mostly_spurious(sources, artefacts))
-
-
-def _drop_sources(
-    sources: np.ndarray, footprints: np.ndarray, drop: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sources and footprints without the labels where ``drop`` (per label ``0 .. n``)."""
+    drop = _mostly_spurious(sources, artefacts)
     if not drop.any():
         return sources, footprints
     gone = drop[sources]
