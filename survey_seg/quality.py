@@ -358,9 +358,9 @@ def cosmic_ray_pixels(
     """
     from scipy import ndimage
 
-    median3 = ndimage.median_filter(flux, size=median_size)
-    fine = median3 - ndimage.median_filter(median3, size=2 * median_size + 1)
-    excess = flux - median3
+    local_median = ndimage.median_filter(flux, size=median_size)
+    fine = local_median - ndimage.median_filter(local_median, size=2 * median_size + 1)
+    excess = flux - local_median
     core = (
         (excess > significance * sigma)
         & (excess > contrast * sigma)
@@ -438,11 +438,7 @@ def outliers_within(
     if not regions.any():
         return regions
     deviant = np.abs(flux - ndimage.median_filter(flux, size=median_size)) > significance * sigma
-    deviant &= regions & (sigma > 0)
-    labels, n = ndimage.label(regions, structure=np.ones((3, 3), bool))
-    seen = np.zeros(n + 1, dtype=bool)
-    seen[1:] = np.asarray(ndimage.maximum(deviant, labels, np.arange(1, n + 1)), dtype=bool)
-    return deviant | (regions & ~seen[labels])
+    return _cut_down(regions, deviant & (sigma > 0))
 
 
 def lit_within(
@@ -480,11 +476,16 @@ def lit_within(
     if not regions.any():
         return regions
     snr = np.where(sigma > 0, flux / np.where(sigma > 0, sigma, 1.0), 0.0)
-    lit = regions & (ndimage.uniform_filter(snr, size=box) * box > min_snr)
+    return _cut_down(regions, ndimage.uniform_filter(snr, size=box) * box > min_snr)
+
+
+def _cut_down(regions: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Each 8-connected region of ``regions`` cut to its ``chosen`` pixels; whole without any."""
+    chosen = chosen & regions
     labels, n = ndimage.label(regions, structure=np.ones((3, 3), bool))
-    seen = np.zeros(n + 1, dtype=bool)
-    seen[1:] = np.asarray(ndimage.maximum(lit, labels, np.arange(1, n + 1)), dtype=bool)
-    return lit | (regions & ~seen[labels])
+    has_chosen = np.zeros(n + 1, dtype=bool)
+    has_chosen[1:] = np.asarray(ndimage.maximum(chosen, labels, np.arange(1, n + 1)), dtype=bool)
+    return chosen | (regions & ~has_chosen[labels])
 
 
 def cosmic_ray_median_size(psf_fwhm_pix: float | None) -> int:
