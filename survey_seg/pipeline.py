@@ -662,8 +662,14 @@ def finish_run(
 
 
 def _quality_stamp(plan: RunPlan) -> int | None:
-    """Stamp side of the method's quality head, when the tiling aligns with its stamps."""
+    """Native stamp side of the method's quality head, when the tiling aligns with its stamps.
+
+    A binned screening's stamp covers ``binning`` times the native pixels a side (an
+    upsampled one pools its fine stamps back to the network's side).
+    """
     stamp = plan.method_provenance.get("architecture", {}).get("stamp_size")
+    if stamp:
+        stamp *= int(plan.method_provenance.get("binning") or 1)
     aligned = stamp and not plan.config.tile_size % stamp and not plan.config.halo % stamp
     return int(stamp) if aligned else None
 

@@ -267,6 +267,9 @@ def test_a_three_times_wider_psf_is_screened_binned_and_finds_the_same_sources(t
     assert summary.n_failed == 0
     tiles = pd.read_parquet(tmp_path / "fine" / "tiles.parquet")
     assert tiles["predicted_flagged_fraction"].between(0.0, 1.0).all()
+    quality = zarr.open_group(tmp_path / "fine" / "masks.zarr", mode="r")["quality"]
+    assert quality.attrs["quality_stamp"] == 192 and quality.shape == (3, 3)
+    assert np.isfinite(quality[...]).all()
     run_survey(tmp_path / "c.fits", tmp_path / "coarse", RunConfig())
     fine_sources = pd.read_parquet(tmp_path / "fine" / "sources.parquet")
     coarse_sources = pd.read_parquet(tmp_path / "coarse" / "sources.parquet")
