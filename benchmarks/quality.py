@@ -112,7 +112,13 @@ from survey_seg.inference import DEFAULT_MODEL
 from survey_seg.masks import MaskBit
 from survey_seg.methods import PRECISIONS, make_method
 from survey_seg.pipeline import RunConfig, run_survey
-from survey_seg.simulate import SimulatedMosaic, SimulationConfig, simulate_mosaic, write_simulation
+from survey_seg.simulate import (
+    SimulatedMosaic,
+    SimulationConfig,
+    noise_kernel,
+    simulate_mosaic,
+    write_simulation,
+)
 from survey_seg.store import OutputStore
 from survey_seg.train import scene_config, stamp_labels
 
@@ -295,7 +301,10 @@ def score_outputs(
 
     truth_clumps = sim.truth_clumps
     snr = clump_snr(
-        truth_clumps["flux"], sky_sigma=config.sky_sigma, psf_fwhm_pix=config.psf_fwhm_pix
+        truth_clumps["flux"],
+        sky_sigma=config.sky_sigma,
+        psf_fwhm_pix=config.psf_fwhm_pix,
+        noise_kernel=noise_kernel(config.noise_correlation),
     )
     if "clumps" in outputs:
         row["clump_completeness"], row["clump_purity"] = score_clumps(

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+from scipy import ndimage, signal
 from scipy.spatial import cKDTree
 from scipy.stats import rankdata
 
@@ -235,7 +235,11 @@ def score_catalog(
 
 
 def clump_snr(
-    flux: np.ndarray | Sequence[float], *, sky_sigma: float, psf_fwhm_pix: float
+    flux: np.ndarray | Sequence[float],
+    *,
+    sky_sigma: float,
+    psf_fwhm_pix: float,
+    noise_kernel: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sky-limited matched-filter S/N of unresolved clumps.
 
@@ -243,6 +247,9 @@ def clump_snr(
     ``sky_sigma`` per pixel, the optimal (PSF-weighted) S/N of a point source of
     total ``flux`` is ``flux / (sky_sigma * sqrt(4 pi) * sigma)``. The host's own
     Poisson noise is neglected, so the estimate is an upper bound on bright hosts.
+    In noise correlated by a unit-norm ``noise_kernel`` the same filter's noise is
+    the kernel-convolved filter's norm: the S/N falls by ``|g| / |K * g|`` for the
+    PSF ``g``.
 
     Parameters
     ----------
@@ -252,6 +259,9 @@ def clump_snr(
         Sky noise per pixel (ADU).
     psf_fwhm_pix : float
         PSF full width at half maximum (pixels).
+    noise_kernel : numpy.ndarray, optional
+        Unit-norm kernel that correlates the noise
+        (:func:`survey_seg.simulate.noise_kernel`); None: white noise.
 
     Returns
     -------
@@ -263,7 +273,14 @@ def clump_snr(
             f"sky_sigma={sky_sigma!r} and psf_fwhm_pix={psf_fwhm_pix!r} must both be > 0."
         )
     psf_sigma = psf_fwhm_pix / 2.355
-    return np.asarray(flux, dtype=float) / (sky_sigma * np.sqrt(4.0 * np.pi) * psf_sigma)
+    snr = np.asarray(flux, dtype=float) / (sky_sigma * np.sqrt(4.0 * np.pi) * psf_sigma)
+    if noise_kernel is None:
+        return snr
+    half = int(np.ceil(5.0 * psf_sigma))
+    offsets = np.arange(-half, half + 1)
+    psf = np.exp(-0.5 * (offsets[:, None] ** 2 + offsets[None, :] ** 2) / psf_sigma**2)
+    filtered = signal.fftconvolve(psf, noise_kernel)
+    return snr * float(np.sqrt(np.sum(psf**2) / np.sum(filtered**2)))
 
 
 def score_clumps(

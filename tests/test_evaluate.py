@@ -59,6 +59,32 @@ def test_clump_snr_of_a_known_clump():
     assert snr[0] == pytest.approx(5.0)
 
 
+def test_clump_snr_in_correlated_noise_is_the_filtered_noise_of_a_simulated_field():
+    """The PSF-weighted sum of correlated noise: its scatter over many draws."""
+    from scipy import ndimage, signal
+
+    from survey_seg.simulate import noise_kernel
+
+    fwhm, sigma = 2.4, 0.1
+    white = clump_snr([1.0], sky_sigma=sigma, psf_fwhm_pix=fwhm)[0]
+    identity = np.zeros((3, 3))
+    identity[1, 1] = 1.0
+    assert clump_snr([1.0], sky_sigma=sigma, psf_fwhm_pix=fwhm, noise_kernel=identity)[
+        0
+    ] == pytest.approx(white)
+    kernel = noise_kernel(0.5)
+    correlated = clump_snr([1.0], sky_sigma=sigma, psf_fwhm_pix=fwhm, noise_kernel=kernel)[0]
+    rng = np.random.default_rng(5)
+    noise = ndimage.convolve(rng.normal(0.0, sigma, (400, 400)), kernel, mode="wrap")
+    offsets = np.arange(-6, 7)
+    psf_sigma = fwhm / 2.355
+    psf = np.exp(-0.5 * (offsets[:, None] ** 2 + offsets[None, :] ** 2) / psf_sigma**2)
+    psf /= psf.sum()
+    filtered = signal.fftconvolve(noise, psf / np.sum(psf**2), mode="valid")
+    assert 1.0 / filtered.std() == pytest.approx(correlated, rel=0.05)
+    assert correlated < 0.6 * white
+
+
 def test_score_clumps_counts_detectable_and_all_clumps():
     truth = np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 30.0], [40.0, 40.0]])
     snr = np.array([20.0, 8.0, 2.0, 2.0])  # the last two are undetectable
