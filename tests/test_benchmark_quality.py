@@ -60,3 +60,29 @@ def test_checklist_without_rows_has_no_errors(quality):
     items = quality.checklist(quality.summarise(rows, {}), "unet")
     assert all(math.isnan(item["error"]) for item in items)
     assert all(item["status"] == "PASS" for item in items)
+
+
+def test_the_other_skies_are_held_to_the_nominal_targets(quality):
+    rows = _rows(quality, [0.96, 0.97], [0.96, 0.97])
+    good = {m: (0.0 if m in quality.LOWER_IS_BETTER else 0.99) for m in quality.METRICS}
+    for seed, purity in enumerate([0.90, 0.92]):
+        rows.append({"simulator": "correlated", "seed": seed, "method": "unet", **good,
+                     "purity": purity})  # fmt: skip
+    items = {
+        item["check"]: item for item in quality.checklist(quality.summarise(rows, {}), "unet", rows)
+    }
+    assert items["purity >= 0.95 (correlated)"]["status"] == "FAIL"
+    assert items["purity >= 0.95 (correlated)"]["value"] == pytest.approx(0.91)
+    assert items["completeness >= 0.95 (correlated)"]["status"] == "PASS"
+    assert not any("(psf3)" in check for check in items)  # a sky not run is not checked
+    assert quality.metric_prefixes(["nominal", "psf5"]) == [("nominal", ""), ("psf5", "psf5_")]
+
+
+def test_the_skies_are_the_nominal_one_with_one_thing_changed(quality):
+    nominal = quality.simulate("nominal", 3, 128).config
+    assert quality.simulate("psf3", 3, 128).config.psf_fwhm_pix == 3 * nominal.psf_fwhm_pix
+    correlated = quality.simulate("correlated", 3, 128).config
+    assert correlated.noise_correlation == quality.NOISE_CORRELATION
+    assert correlated.psf_fwhm_pix == nominal.psf_fwhm_pix
+    with pytest.raises(ValueError, match="unknown simulator"):
+        quality.simulate("psf4", 3, 128)
