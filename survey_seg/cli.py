@@ -153,6 +153,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of scenes that are also crowded star fields (default 0)",
     )
     train.add_argument(
+        "--correlated-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes whose noise is correlated, as a drizzle's (default 0)",
+    )
+    train.add_argument(
         "--large-fraction",
         type=float,
         default=0.0,
@@ -311,6 +317,7 @@ def _train(args: argparse.Namespace) -> int:
             condition_jitter=args.jitter,
             galsim_fraction=args.galsim_fraction,
             crowded_fraction=args.crowded_fraction,
+            correlated_fraction=args.correlated_fraction,
             large_fraction=args.large_fraction,
             large_clumpy_fraction=args.large_clumpy_fraction,
             undersampled_fraction=args.undersampled_fraction,

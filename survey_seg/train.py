@@ -37,6 +37,7 @@ from survey_seg.models.unet import (
     load_growing_heads,
     split_heads,
 )
+from survey_seg.noise import noise_correlation_ratio
 from survey_seg.sampling import bin_window_arrays, upsample_window_arrays
 from survey_seg.simulate import (
     SIMULATOR_VERSION,
@@ -107,6 +108,9 @@ CENTRE_SIGMA = 1.0
 CLUMP_SIGMA = 1.0
 MIN_CENTRE_SNR = 5.0
 CROWDED_STAR_DENSITY = (500.0, 5000.0)
+CORRELATION_RANGE = (0.2, 0.6)
+"""Neighbour weights of the noise kernel of a correlated training scene (0.5: the
+benchmark's ``correlated`` sky and the drizzle-like kernel of the tests)."""
 """Range (log-uniform) of stars per million pixels in a crowded training scene."""
 LARGE_GALAXY_DENSITY = 60.0
 """Large galaxies per million pixels in a training scene that holds them (about two
@@ -173,6 +177,12 @@ class TrainConfig:
     one (clumps of at least 8 % of the host's light, the literature's definition;
     :attr:`survey_seg.simulate.SimulationConfig.large_clumpy_fraction`), so that
     clumps are learned in hosts of any size, not only in small ones."""
+    correlated_fraction: float = 0.0
+    """Probability that a training scene's noise is correlated between neighbouring
+    pixels, as drizzled and resampled images' is (a drizzle-like kernel, neighbour
+    weight 0.2-0.6; :attr:`survey_seg.simulate.SimulationConfig.noise_correlation`),
+    its variance scaled as the ingest scales it (:func:`detection_variance`), so
+    that noise bumps on the PSF's scale are learned as noise."""
     undersampled_fraction: float = 0.0
     """Probability that a training scene is shown as screening shows an undersampled
     mosaic (SDSS, 2MASS): averaged in 2 x 2 blocks, a native PSF of about half the
@@ -208,6 +218,7 @@ class TrainConfig:
             "crowded_fraction",
             "large_fraction",
             "large_clumpy_fraction",
+            "correlated_fraction",
             "undersampled_fraction",
         ):
             if not 0 <= getattr(self, name) <= 1:
@@ -257,6 +268,7 @@ def scene_config(
     crowded_fraction: float = 0.0,
     large_fraction: float = 0.0,
     large_clumpy_fraction: float = 0.0,
+    correlated_fraction: float = 0.0,
 ) -> SimulationConfig:
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
@@ -268,9 +280,10 @@ def scene_config(
     the galaxies of a training scene are GalSim bulge + disk or knotty galaxies;
     ``crowded_fraction`` of the training scenes are also crowded star fields and
     ``large_fraction`` hold large galaxies too (:data:`LARGE_GALAXY_DENSITY`),
-    ``large_clumpy_fraction`` of which are clumpy star-forming galaxies. Each
-    of those draws comes after the others, so that the other traits of a scene do
-    not depend on it.
+    ``large_clumpy_fraction`` of which are clumpy star-forming galaxies;
+    ``correlated_fraction`` have noise correlated by a drizzle-like kernel
+    (:data:`CORRELATION_RANGE`). Each of those draws comes after the others, so
+    that the other traits of a scene do not depend on it.
     """
     base = SimulationConfig()
     if shifted:
@@ -317,6 +330,8 @@ def scene_config(
             large_galaxy_density=LARGE_GALAXY_DENSITY,
             large_clumpy_fraction=large_clumpy_fraction,
         )
+    if rng.random() < correlated_fraction:
+        config = replace(config, noise_correlation=float(rng.uniform(*CORRELATION_RANGE)))
     return config
 
 
@@ -327,10 +342,28 @@ def scene_background(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndar
     return interpolate_mesh(mesh.level, background_cell, (0, 0), sim.image.shape)
 
 
+def detection_variance(sim: SimulatedMosaic, background: np.ndarray) -> np.ndarray:
+    """The scene's variance as screening sees it: scaled by its noise correlation squared.
+
+    The ingest measures how much noisier the sky is on the PSF's scale than its
+    pixels say (:func:`survey_seg.noise.noise_correlation_ratio`, at least 1) and
+    scales the variance by its square; a scene of white noise is left as it is.
+    """
+    if not sim.config.noise_correlation:
+        return sim.variance
+    usable = np.isfinite(sim.image) & (sim.variance > 0)
+    sigma = np.sqrt(np.where(usable, sim.variance, 1.0))
+    snr = np.where(usable, (sim.image - background) / sigma, 0.0)
+    psf_sigma = sim.config.psf_fwhm_pix / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    ratio = max(1.0, noise_correlation_ratio(snr, usable, psf_sigma))
+    return (sim.variance * np.float32(ratio**2)).astype(np.float32)
+
+
 def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
     """Network input planes of a whole simulated scene, background from its mesh."""
     background = scene_background(sim, background_cell)
-    return network_input(sim.image, sim.variance, background, sim.config.saturation)
+    variance = detection_variance(sim, background)
+    return network_input(sim.image, variance, background, sim.config.saturation)
 
 
 def undersampled_scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
@@ -344,7 +377,8 @@ def undersampled_scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -
     left out, as screening takes it from the native pixels.
     """
     background = scene_background(sim, background_cell)
-    native = bin_window_arrays(sim.image, sim.variance, background, UNDERSAMPLING)
+    variance = detection_variance(sim, background)
+    native = bin_window_arrays(sim.image, variance, background, UNDERSAMPLING)
     image, variance, background = upsample_window_arrays(*native, UNDERSAMPLING)
     return network_input(image, variance, background, None)
 
@@ -473,6 +507,7 @@ def make_batch(
                 crowded_fraction=config.crowded_fraction,
                 large_fraction=config.large_fraction,
                 large_clumpy_fraction=config.large_clumpy_fraction,
+                correlated_fraction=config.correlated_fraction,
             )
         )
         undersampled = np.random.default_rng([seed, 7907]).random() < config.undersampled_fraction

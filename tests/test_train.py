@@ -80,6 +80,48 @@ def test_crowded_scenes_keep_the_other_traits_and_hold_many_stars():
         _config(data_workers=-1)
 
 
+def test_correlated_scenes_keep_the_other_traits_and_their_noise_is_scaled_as_screened():
+    """The S/N plane of a correlated scene is scaled as the ingest scales a mosaic's:
+    smoothed on the PSF's scale its noise is that of white noise again."""
+    from scipy import ndimage
+
+    from survey_seg.noise import gaussian_kernel_norm
+    from survey_seg.simulate import simulate_mosaic
+    from survey_seg.train import detection_variance, scene_background
+
+    plain = [scene_config(seed, size=128) for seed in range(40)]
+    correlated = [scene_config(seed, size=128, correlated_fraction=0.5) for seed in range(40)]
+    drizzled = [c for c in correlated if c.noise_correlation > 0]
+    assert 10 <= len(drizzled) <= 30
+    assert all(0.2 <= c.noise_correlation <= 0.6 for c in drizzled)
+    for before, after in zip(plain, correlated, strict=True):
+        assert replace(after, noise_correlation=0.0) == before
+    with pytest.raises(ValueError, match="correlated_fraction"):
+        _config(correlated_fraction=-0.1)
+
+    empty = dict.fromkeys(
+        [
+            "galaxy_density", "star_density", "n_cosmic_rays", "n_hot_pixels",
+            "n_bad_columns", "n_satellite_trails", "n_ghosts", "n_chip_gaps", "n_holes",
+        ],
+        0.0,
+    )  # fmt: skip
+    config = replace(drizzled[0], size=256, **empty)
+    sim = simulate_mosaic(config)
+    background = scene_background(sim)
+    psf_sigma = config.psf_fwhm_pix / 2.3548
+    for variance, expected in (
+        (sim.variance, (1.3, 3.0)),
+        (detection_variance(sim, background), (0.9, 1.1)),
+    ):
+        snr = (sim.image - background) / np.sqrt(variance)
+        smoothed = ndimage.gaussian_filter(snr, psf_sigma, truncate=4.0)
+        noise = np.std(smoothed[20:-20, 20:-20]) / gaussian_kernel_norm(psf_sigma)
+        assert expected[0] < noise < expected[1], (config.noise_correlation, noise)
+    white = simulate_mosaic(replace(config, noise_correlation=0.0))
+    assert detection_variance(white, scene_background(white)) is white.variance
+
+
 def test_an_undersampled_scene_is_seen_as_screening_sees_an_upsampled_mosaic():
     from survey_seg.simulate import simulate_mosaic
 
