@@ -20,7 +20,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MIN_SKY_PIXELS", "gaussian_kernel_norm", "noise_correlation_ratio"]
+__all__ = [
+    "MIN_SKY_PIXELS",
+    "gaussian_kernel_norm",
+    "image_noise_correlation",
+    "noise_correlation_ratio",
+]
 
 MIN_SKY_PIXELS = 2000
 """Fewer sky pixels than this measure nothing: the ratio is 1."""
@@ -68,6 +73,41 @@ def noise_correlation_ratio(snr: np.ndarray, usable: np.ndarray, kernel_sigma_pi
         return 1.0
     values = smoothed[clean] / gaussian_kernel_norm(sigma)
     return float(_SIGMA_PER_MAD * np.median(np.abs(values - np.median(values))))
+
+
+def image_noise_correlation(
+    image: np.ndarray,
+    variance: np.ndarray,
+    background: np.ndarray,
+    psf_fwhm_pix: float,
+    usable: np.ndarray | None = None,
+) -> float:
+    """:func:`noise_correlation_ratio` of an image, on the scale of its PSF.
+
+    Parameters
+    ----------
+    image, variance, background : numpy.ndarray
+        The pixels, their per-pixel variance and the sky under them.
+    psf_fwhm_pix : float
+        PSF FWHM (pix): the kernel's width.
+    usable : numpy.ndarray, optional
+        Boolean: pixels to use besides those with finite pixels and a positive
+        variance (an input mask's unflagged pixels).
+
+    Returns
+    -------
+    float
+        The ratio (1 for white noise).
+    """
+    image = np.asarray(image, dtype=np.float64)
+    variance = np.asarray(variance, dtype=np.float64)
+    good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    if usable is not None:
+        good &= usable
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.where(good, (image - background) / np.sqrt(variance), 0.0)
+    sigma = psf_fwhm_pix / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    return noise_correlation_ratio(snr, good, sigma)
 
 
 def gaussian_kernel_norm(sigma: float) -> float:

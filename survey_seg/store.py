@@ -901,7 +901,7 @@ def _measure_noise_correlation(root, mesh: BackgroundMesh, psf_fwhm_pix: float |
     mosaic's PSF (the simulator's 1.8 pix when it is unknown).
     """
     from survey_seg.background import interpolate_mesh
-    from survey_seg.noise import noise_correlation_ratio
+    from survey_seg.noise import image_noise_correlation
 
     ny, nx = root["image"].shape
     y0, x0 = max(0, (ny - NOISE_CUTOUT) // 2), max(0, (nx - NOISE_CUTOUT) // 2)
@@ -913,14 +913,11 @@ def _measure_noise_correlation(root, mesh: BackgroundMesh, psf_fwhm_pix: float |
         variance = np.asarray(root["variance"][y0:y1, x0:x1], dtype=np.float64)
     else:
         variance = interpolate_mesh(mesh.rms, mesh.cell_size, (y0, x0), shape).astype(float) ** 2
-    usable = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    unflagged = None
     if "input_mask" in root:
-        usable &= np.asarray(root["input_mask"][y0:y1, x0:x1]) == 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.where(usable, (image - background) / np.sqrt(variance), 0.0)
+        unflagged = np.asarray(root["input_mask"][y0:y1, x0:x1]) == 0
     fwhm = psf_fwhm_pix if psf_fwhm_pix else NOISE_KERNEL_FWHM_PIX
-    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    ratio = noise_correlation_ratio(snr, usable, sigma)
+    ratio = image_noise_correlation(image, variance, background, fwhm, unflagged)
     return {"ratio": ratio, "kernel_fwhm_pix": float(fwhm), "cutout": [y0, y1, x0, x1]}
 
 

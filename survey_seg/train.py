@@ -37,7 +37,7 @@ from survey_seg.models.unet import (
     load_growing_heads,
     split_heads,
 )
-from survey_seg.noise import noise_correlation_ratio
+from survey_seg.noise import image_noise_correlation
 from survey_seg.sampling import bin_window_arrays, upsample_window_arrays
 from survey_seg.simulate import (
     SIMULATOR_VERSION,
@@ -346,17 +346,13 @@ def detection_variance(sim: SimulatedMosaic, background: np.ndarray) -> np.ndarr
     """The scene's variance as screening sees it: scaled by its noise correlation squared.
 
     The ingest measures how much noisier the sky is on the PSF's scale than its
-    pixels say (:func:`survey_seg.noise.noise_correlation_ratio`, at least 1) and
+    pixels say (:func:`survey_seg.noise.image_noise_correlation`, at least 1) and
     scales the variance by its square; a scene of white noise is left as it is.
     """
     if not sim.config.noise_correlation:
         return sim.variance
-    usable = np.isfinite(sim.image) & (sim.variance > 0)
-    sigma = np.sqrt(np.where(usable, sim.variance, 1.0))
-    snr = np.where(usable, (sim.image - background) / sigma, 0.0)
-    psf_sigma = sim.config.psf_fwhm_pix / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-    ratio = max(1.0, noise_correlation_ratio(snr, usable, psf_sigma))
-    return (sim.variance * np.float32(ratio**2)).astype(np.float32)
+    ratio = image_noise_correlation(sim.image, sim.variance, background, sim.config.psf_fwhm_pix)
+    return (sim.variance * np.float32(max(1.0, ratio) ** 2)).astype(np.float32)
 
 
 def scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -> np.ndarray:
