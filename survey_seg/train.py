@@ -159,7 +159,8 @@ class TrainConfig:
     teacher: str | None = None
     """Model config whose predictions (all its passes and networks, averaged as
     screening averages them) the network also learns to reproduce: distillation of
-    several passes into one."""
+    several passes into one. Only the scenes of white noise are distilled: the
+    teacher takes correlated noise for sources."""
     distill_weight: float = 0.5
     """Share of the loss that is distillation when a ``teacher`` is given (the rest
     is the task's loss on the simulation's truth)."""
@@ -524,6 +525,8 @@ def make_batch(
             return np.ascontiguousarray(out)
 
         inputs.append(cut(planes))
+        # the teacher was made on white noise and takes correlated bumps for sources
+        targets.setdefault("white_noise", []).append(np.bool_(not sim.config.noise_correlation))
         for name, array in dense.items():
             crop = cut(array, stamp if name == "stamps" else 1)
             if name == "offset":  # a flipped crop's vectors point the flipped way
@@ -769,9 +772,9 @@ def train(
             pixel_logits, stamp_logits, {k: v.to(device) for k, v in targets.items()}, weights
         )
         if teacher is not None:
-            soft = {k: v.to(device) for k, v in teacher_targets(teacher, inputs).items()}
-            distilled = distillation_loss(pixel_logits, stamp_logits, soft, weights)
-            loss = (1 - config.distill_weight) * loss + config.distill_weight * distilled
+            loss = _with_distillation(
+                loss, teacher, inputs, pixel_logits, stamp_logits, targets, weights, config
+            )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -921,6 +924,34 @@ def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:
             )
         weights[head] = float(weight)
     return weights
+
+
+def _with_distillation(
+    loss: torch.Tensor,
+    teacher: Predictor,
+    inputs: torch.Tensor,
+    pixel_logits: torch.Tensor,
+    stamp_logits: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    config: TrainConfig,
+) -> torch.Tensor:
+    """The task's ``loss`` mixed with distillation from ``teacher`` on the white-noise scenes.
+
+    Scenes of correlated noise learn from their truth alone: the teacher was made on
+    white noise and takes correlated bumps for sources. The distillation's share is
+    ``distill_weight`` times the share of the batch it is computed on.
+    """
+    taught = targets["white_noise"]
+    if not bool(taught.any()):
+        return loss
+    soft = {
+        k: v.to(pixel_logits.device) for k, v in teacher_targets(teacher, inputs[taught]).items()
+    }
+    taught = taught.to(pixel_logits.device)
+    distilled = distillation_loss(pixel_logits[taught], stamp_logits[taught], soft, weights)
+    share = config.distill_weight * float(taught.float().mean())
+    return (1 - share) * loss + share * distilled
 
 
 @torch.no_grad()

@@ -224,6 +224,32 @@ def test_distillation_pulls_the_student_towards_the_teachers_averaged_passes(wri
         _config(distill_weight=1.5)
 
 
+def test_the_teacher_teaches_only_the_white_noise_scenes(write_model, tmp_path):
+    """Correlated scenes learn from their truth alone; white ones also from the teacher."""
+    from survey_seg.train import _with_distillation
+
+    teacher = Predictor(
+        write_model(tmp_path, config=TINY, seed=3), device="cpu", precision="float32"
+    )
+    config = _config(correlated_fraction=0.5, teacher="unused")
+    seeds = [
+        s for s in range(40) if scene_config(s, size=128, correlated_fraction=0.5).noise_correlation
+    ]
+    white = [s for s in range(40) if s not in seeds]
+    torch.manual_seed(0)
+    student = ScreeningUNet(TINY)
+    weights = loss_weights("screening", config)
+    for batch_seeds, taught in ((seeds[:2], 0), (white[:2], 2), ([seeds[0], white[0]], 1)):
+        inputs, targets = make_batch(batch_seeds, np.random.default_rng(0), config)
+        assert int(targets["white_noise"].sum()) == taught
+        pixel_logits, stamp_logits = student(inputs)
+        loss = task_loss(pixel_logits, stamp_logits, targets, weights)
+        mixed = _with_distillation(
+            loss, teacher, inputs, pixel_logits, stamp_logits, targets, weights, config
+        )
+        assert (float(mixed) == float(loss)) == (taught == 0)
+
+
 def test_shifted_simulator_is_outside_the_training_jitter():
     nominal = scene_config(0, size=128)
     shifted = scene_config(0, size=128, shifted=True)
