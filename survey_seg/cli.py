@@ -178,6 +178,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of scenes shown as an undersampled mosaic is screened: averaged "
         "in 2 x 2 blocks, then upsampled by 2 (default 0)",
     )
+    train.add_argument(
+        "--wide-psf-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes shown as a mosaic with a PSF 2-4 times wider is "
+        "screened: simulated with that PSF, then binned back with its truth (default 0)",
+    )
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument(
         "--data-workers",
@@ -321,6 +328,7 @@ def _train(args: argparse.Namespace) -> int:
             large_fraction=args.large_fraction,
             large_clumpy_fraction=args.large_clumpy_fraction,
             undersampled_fraction=args.undersampled_fraction,
+            wide_psf_fraction=args.wide_psf_fraction,
             threads=args.threads,
             data_workers=args.data_workers,
             head_weights=_head_weights(args.head_weight),

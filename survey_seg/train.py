@@ -115,6 +115,10 @@ benchmark's ``correlated`` sky and the drizzle-like kernel of the tests)."""
 LARGE_GALAXY_DENSITY = 60.0
 """Large galaxies per million pixels in a training scene that holds them (about two
 in a 192 x 192 scene; :attr:`survey_seg.simulate.SimulationConfig.large_galaxy_density`)."""
+WIDE_PSF_BINNINGS = (2, 3, 4)
+"""Binnings of a wide-PSF training scene: its PSF is that many times a scene's, and it
+is shown binned by that factor, as screening shows a mosaic whose PSF is that many
+times the networks' (:func:`survey_seg.sampling.binning_factor`)."""
 UNDERSAMPLING = 2
 """Block side of an undersampled training scene, and its upsampling: screening
 upsamples by 2 every PSF recorded narrower than the training ones
@@ -159,8 +163,8 @@ class TrainConfig:
     teacher: str | None = None
     """Model config whose predictions (all its passes and networks, averaged as
     screening averages them) the network also learns to reproduce: distillation of
-    several passes into one. Only the scenes of white noise are distilled: the
-    teacher takes correlated noise for sources."""
+    several passes into one. Only the scenes of white noise at the networks'
+    sampling are distilled: the teacher takes correlated noise for sources."""
     distill_weight: float = 0.5
     """Share of the loss that is distillation when a ``teacher`` is given (the rest
     is the task's loss on the simulation's truth)."""
@@ -189,6 +193,13 @@ class TrainConfig:
     mosaic (SDSS, 2MASS): averaged in 2 x 2 blocks, a native PSF of about half the
     scene's, then upsampled back by 2 (:func:`undersampled_scene_inputs`), so that
     stars, clumps and noise look as the upsampled windows of such mosaics do."""
+    wide_psf_fraction: float = 0.0
+    """Probability that a training scene is shown as screening shows a mosaic with a
+    PSF 2-4 times the networks' (:data:`WIDE_PSF_BINNINGS`): simulated with that
+    wider PSF on the same pixels, then binned back to the networks' sampling with
+    its truth (:func:`binned_scene`), so that galaxies smaller than the PSF, blends
+    below the resolution and diluted artefacts are learned as such, and the stamps
+    learn the native pixels' flagged fraction. Such a scene is a crop's side."""
     data_workers: int = 0
     """Processes that simulate the batches ahead of the optimiser (0: the training
     process itself). The batches are the same for any number: each step's scenes and
@@ -221,6 +232,7 @@ class TrainConfig:
             "large_clumpy_fraction",
             "correlated_fraction",
             "undersampled_fraction",
+            "wide_psf_fraction",
         ):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -380,6 +392,62 @@ def undersampled_scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -
     return network_input(image, variance, background, None)
 
 
+def _wide_psf_binning(seed: int, fraction: float) -> int:
+    """The binning of training scene ``seed``: 1, or a :data:`WIDE_PSF_BINNINGS` factor."""
+    rng = np.random.default_rng([seed, 7901])
+    if not rng.random() < fraction:
+        return 1
+    return int(rng.choice(WIDE_PSF_BINNINGS))
+
+
+def binned_scene(sim: SimulatedMosaic, factor: int) -> SimulatedMosaic:
+    """A scene and its truth binned ``factor`` a side, as screening bins a wide-PSF mosaic.
+
+    The image is averaged in blocks and the variance is that of the means
+    (:func:`survey_seg.sampling.bin_window_arrays`). Each binned pixel takes the
+    truth object and overlap of its block's central pixel, and every artefact plane
+    of any of its block's pixels (a cosmic ray is a binned pixel, as the binned
+    screening's artefact planes are cut down to native pixels after). Positions
+    move to the binned pixels, and the PSF narrows by ``factor``.
+    """
+    image, variance, _ = bin_window_arrays(
+        sim.image, sim.variance, np.zeros_like(sim.image), factor
+    )
+    centre = factor // 2
+
+    def sampled(array: np.ndarray | None) -> np.ndarray | None:
+        return (
+            None if array is None else np.ascontiguousarray(array[centre::factor, centre::factor])
+        )
+
+    def binned_positions(table):
+        table = table.copy()
+        for axis in ("x", "y"):
+            table[axis] = (table[axis] + 0.5) / factor - 0.5
+        return table
+
+    return replace(
+        sim,
+        image=image,
+        variance=variance,
+        truth_sources=binned_positions(sim.truth_sources),
+        truth_clumps=binned_positions(sim.truth_clumps),
+        truth_mask=_block_or(sim.truth_mask, factor),
+        config=replace(
+            sim.config, size=image.shape[0], psf_fwhm_pix=sim.config.psf_fwhm_pix / factor
+        ),
+        truth_segmentation=sampled(sim.truth_segmentation),
+        truth_overlap=sampled(sim.truth_overlap),
+    )
+
+
+def _block_or(mask: np.ndarray, factor: int) -> np.ndarray:
+    """The union of the mask planes of each ``factor x factor`` block (sides its multiples)."""
+    ny, nx = mask.shape
+    blocks = mask.reshape(ny // factor, factor, nx // factor, factor)
+    return np.bitwise_or.reduce(np.bitwise_or.reduce(blocks, axis=3), axis=1)
+
+
 def scene_targets(
     sim: SimulatedMosaic, stamp_size: int, offsets: bool = False
 ) -> dict[str, np.ndarray]:
@@ -495,23 +563,33 @@ def make_batch(
     stamp = config.architecture.stamp_size
     inputs, targets = [], {}
     for seed in seeds:
-        sim = simulate_mosaic(
-            scene_config(
-                seed,
-                size=config.scene_size,
-                jitter=config.condition_jitter,
-                galsim_fraction=config.galsim_fraction,
-                crowded_fraction=config.crowded_fraction,
-                large_fraction=config.large_fraction,
-                large_clumpy_fraction=config.large_clumpy_fraction,
-                correlated_fraction=config.correlated_fraction,
-            )
+        binning = _wide_psf_binning(seed, config.wide_psf_fraction)
+        scene = scene_config(
+            seed,
+            size=config.scene_size if binning == 1 else config.crop * binning,
+            jitter=config.condition_jitter,
+            galsim_fraction=config.galsim_fraction,
+            crowded_fraction=config.crowded_fraction,
+            large_fraction=config.large_fraction,
+            large_clumpy_fraction=config.large_clumpy_fraction,
+            correlated_fraction=config.correlated_fraction,
         )
-        undersampled = np.random.default_rng([seed, 7907]).random() < config.undersampled_fraction
-        planes = undersampled_scene_inputs(sim) if undersampled else scene_inputs(sim)
-        dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
+        if binning > 1:
+            native = simulate_mosaic(replace(scene, psf_fwhm_pix=scene.psf_fwhm_pix * binning))
+            sim = binned_scene(native, binning)
+            planes = scene_inputs(sim)
+            dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
+            # the stamps learn the flagged fraction of the native pixels they cover
+            dense["stamps"] = stamp_labels(native.truth_mask, stamp * binning)
+        else:
+            sim = simulate_mosaic(scene)
+            undersampled = (
+                np.random.default_rng([seed, 7907]).random() < config.undersampled_fraction
+            )
+            planes = undersampled_scene_inputs(sim) if undersampled else scene_inputs(sim)
+            dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
         # crops start on the stamp grid so the stamp labels stay aligned
-        starts = np.arange(0, config.scene_size - config.crop + 1, stamp)
+        starts = np.arange(0, sim.image.shape[0] - config.crop + 1, stamp)
         y0, x0 = int(rng.choice(starts)), int(rng.choice(starts))
         flip_y, flip_x = rng.random(2) < 0.5
 
@@ -525,8 +603,10 @@ def make_batch(
             return np.ascontiguousarray(out)
 
         inputs.append(cut(planes))
-        # the teacher was made on white noise and takes correlated bumps for sources
-        targets.setdefault("white_noise", []).append(np.bool_(not sim.config.noise_correlation))
+        # the teacher was made on white noise at its own sampling: it takes correlated
+        # bumps for sources, and a binned scene is what it screens poorly
+        teachable = binning == 1 and not sim.config.noise_correlation
+        targets.setdefault("teachable", []).append(np.bool_(teachable))
         for name, array in dense.items():
             crop = cut(array, stamp if name == "stamps" else 1)
             if name == "offset":  # a flipped crop's vectors point the flipped way
@@ -936,13 +1016,14 @@ def _with_distillation(
     weights: dict[str, float],
     config: TrainConfig,
 ) -> torch.Tensor:
-    """The task's ``loss`` mixed with distillation from ``teacher`` on the white-noise scenes.
+    """The task's ``loss`` mixed with distillation from ``teacher`` on the teachable scenes.
 
-    Scenes of correlated noise learn from their truth alone: the teacher was made on
-    white noise and takes correlated bumps for sources. The distillation's share is
-    ``distill_weight`` times the share of the batch it is computed on.
+    Scenes of correlated noise and wide-PSF scenes learn from their truth alone: the
+    teacher was made on white noise at its own sampling, and takes correlated bumps
+    for sources. The distillation's share is ``distill_weight`` times the share of
+    the batch it is computed on.
     """
-    taught = targets["white_noise"]
+    taught = targets["teachable"]
     if not bool(taught.any()):
         return loss
     soft = {

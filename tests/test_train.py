@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from survey_seg.inference import Predictor
+from survey_seg.masks import MaskBit
 from survey_seg.models.unet import ScreeningUNet, UNetConfig
 from survey_seg.train import (
     TASKS,
@@ -241,13 +242,54 @@ def test_the_teacher_teaches_only_the_white_noise_scenes(write_model, tmp_path):
     weights = loss_weights("screening", config)
     for batch_seeds, taught in ((seeds[:2], 0), (white[:2], 2), ([seeds[0], white[0]], 1)):
         inputs, targets = make_batch(batch_seeds, np.random.default_rng(0), config)
-        assert int(targets["white_noise"].sum()) == taught
+        assert int(targets["teachable"].sum()) == taught
         pixel_logits, stamp_logits = student(inputs)
         loss = task_loss(pixel_logits, stamp_logits, targets, weights)
         mixed = _with_distillation(
             loss, teacher, inputs, pixel_logits, stamp_logits, targets, weights, config
         )
         assert (float(mixed) == float(loss)) == (taught == 0)
+
+
+def test_a_binned_scene_keeps_its_truth_on_the_binned_pixels():
+    """Binned by 3, a scene's objects and artefacts stay where its truth says."""
+    from survey_seg.simulate import SimulationConfig, simulate_mosaic
+    from survey_seg.train import binned_scene
+
+    native = simulate_mosaic(
+        SimulationConfig(size=384, seed=5, psf_fwhm_pix=5.4, n_cosmic_rays=400.0)
+    )
+    binned = binned_scene(native, 3)
+    assert binned.image.shape == binned.truth_mask.shape == binned.truth_segmentation.shape
+    assert binned.image.shape == (128, 128) and binned.config.psf_fwhm_pix == pytest.approx(1.8)
+    np.testing.assert_allclose(np.nanmean(binned.image), np.nanmean(native.image), rtol=1e-3)
+    # the mean of 9 pixels has a ninth of their variance
+    sky = (native.truth_segmentation == 0) & np.isfinite(native.variance)
+    binned_sky = (binned.truth_segmentation == 0) & (binned.variance > 0)
+    ratio = np.median(native.variance[sky]) / np.median(binned.variance[binned_sky])
+    assert ratio == pytest.approx(9.0, rel=0.05)
+    bright = binned.truth_sources[binned.truth_sources["snr"] > 20]
+    rows, cols = bright["y"].round().astype(int), bright["x"].round().astype(int)
+    inside = (rows >= 0) & (rows < 128) & (cols >= 0) & (cols < 128)
+    assert inside.sum() >= 3
+    ids = binned.truth_segmentation[rows[inside], cols[inside]]
+    assert np.mean(ids == bright["id"].to_numpy()[inside]) >= 0.8
+    cosmic = int(MaskBit.CR)
+    assert ((native.truth_mask & cosmic) != 0).any()
+    for y, x in zip(*np.nonzero(native.truth_mask & cosmic), strict=True):
+        assert binned.truth_mask[y // 3, x // 3] & cosmic
+
+
+def test_wide_psf_scenes_are_crops_with_native_stamp_fractions_and_no_teacher():
+    config = _config(wide_psf_fraction=1.0)
+    inputs, targets = make_batch([1, 2], np.random.default_rng(0), config)
+    assert inputs.shape == (2, 3, 64, 64) and targets["stamps"].shape == (2, 7, 2, 2)
+    assert not targets["teachable"].any()
+    assert torch.isfinite(inputs).all()
+    plain_inputs, plain = make_batch([1, 2], np.random.default_rng(0), _config())
+    assert plain["teachable"].all() and not torch.equal(inputs, plain_inputs)
+    with pytest.raises(ValueError, match="wide_psf_fraction"):
+        _config(wide_psf_fraction=2.0)
 
 
 def test_shifted_simulator_is_outside_the_training_jitter():
