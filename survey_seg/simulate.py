@@ -40,6 +40,7 @@ wing is below a tenth of ``sky_sigma``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -107,7 +108,8 @@ FOOTPRINT_SKY_SIGMA: float = 1.0
 """Noiseless light (in sky sigma) above which a pixel belongs to an object's footprint
 in ``truth_segmentation`` and ``truth_overlap``."""
 
-_PSF_MODELS = ("moffat", "gaussian")
+_PSF_MODELS = ("moffat", "gaussian", "kolmogorov")
+_MAX_PSF_ELLIPTICITY = 0.5
 _GALAXY_MAX_HALF = 160  # largest galaxy stamp half-width before convolution (px)
 _POINT_MAX_HALF = 100  # largest star / clump stamp half-width (px)
 _CLUMP_FRACTION_RANGE = (0.02, 0.15)  # clump flux / smooth host flux
@@ -164,9 +166,15 @@ class SimulationConfig:
     psf_fwhm_pix : float
         PSF full width at half maximum (pixels).
     psf_model : str
-        ``"moffat"`` or ``"gaussian"``.
+        ``"moffat"``, ``"gaussian"`` or ``"kolmogorov"`` (GalSim's long-exposure
+        atmospheric PSF, whose wings fall as ``r**(-11/3)``).
     psf_beta : float
-        Moffat index ``beta`` (ignored for a Gaussian PSF).
+        Moffat index ``beta`` (ignored for the other PSFs).
+    psf_ellipticity : float
+        Ellipticity ``(a**2 - b**2) / (a**2 + b**2)`` of the PSF, in ``[0, 0.5)``
+        (a shear of the round profile; ``psf_fwhm_pix`` is the round one's).
+    psf_angle_deg : float
+        Position angle of the PSF's major axis (degrees from the x axis).
     sky_sigma : float
         Background noise per pixel (ADU).
     noise_correlation : float
@@ -265,6 +273,8 @@ class SimulationConfig:
     psf_fwhm_pix: float = 1.8
     psf_model: str = "moffat"
     psf_beta: float = 3.0
+    psf_ellipticity: float = 0.0
+    psf_angle_deg: float = 0.0
     sky_sigma: float = 0.009
     noise_correlation: float = 0.0
     sky_level: float = 0.12
@@ -324,6 +334,13 @@ class SimulationConfig:
         if self.psf_beta <= 1.0:
             raise ValueError(
                 f"psf_beta={self.psf_beta!r} gives a Moffat of infinite flux; use beta > 1."
+            )
+        _check_float("psf_ellipticity", self.psf_ellipticity)
+        _check_float("psf_angle_deg", self.psf_angle_deg)
+        if not 0.0 <= self.psf_ellipticity < _MAX_PSF_ELLIPTICITY:
+            raise ValueError(
+                f"psf_ellipticity={self.psf_ellipticity!r} is outside [0, "
+                f"{_MAX_PSF_ELLIPTICITY}); give the (a^2 - b^2) / (a^2 + b^2) of the PSF."
             )
         for name in (
             "sky_level",
@@ -542,6 +559,10 @@ def _make_header(config: SimulationConfig, wcs: WCS) -> fits.Header:
     if config.noise_correlation:
         header["NOISECOR"] = (float(config.noise_correlation), "neighbour weight, noise kernel")
     header["PSFFWHM"] = (float(config.psf_fwhm_pix), "[pix] PSF FWHM")
+    if not _optics(config).closed_form:
+        header["PSFMODEL"] = (config.psf_model, "PSF profile (GalSim)")
+        header["PSFELL"] = (float(config.psf_ellipticity), "PSF ellipticity")
+        header["PSFANGLE"] = (float(config.psf_angle_deg), "[deg] PSF major axis angle")
     header["SIMVERS"] = (SIMULATOR_VERSION, "survey_seg.simulate version")
     header["SIMSEED"] = (int(config.seed), "simulation seed")
     return header
@@ -554,11 +575,36 @@ def _make_header(config: SimulationConfig, wcs: WCS) -> fits.Header:
 
 @dataclass(frozen=True)
 class _Optics:
-    """PSF description shared by every renderer."""
+    """PSF description shared by every renderer.
+
+    A round Moffat or Gaussian has a closed form, which the point renderer samples;
+    any other PSF (Kolmogorov, elliptical) is drawn by GalSim (:meth:`galsim_psf`).
+    """
 
     fwhm: float
     model: str
     beta: float
+    ellipticity: float = 0.0
+    angle_deg: float = 0.0
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the PSF is a round Moffat or Gaussian (:meth:`profile` holds)."""
+        return self.model in ("moffat", "gaussian") and not self.ellipticity
+
+    def galsim_psf(self):
+        """The PSF as a unit-flux GalSim profile (pixel scale 1)."""
+        import galsim
+
+        if self.model == "moffat":
+            psf = galsim.Moffat(beta=self.beta, fwhm=self.fwhm)
+        elif self.model == "kolmogorov":
+            psf = galsim.Kolmogorov(fwhm=self.fwhm)
+        else:
+            psf = galsim.Gaussian(fwhm=self.fwhm)
+        if self.ellipticity:
+            psf = psf.shear(e=self.ellipticity, beta=self.angle_deg * galsim.degrees)
+        return psf
 
     @property
     def scale(self) -> float:
@@ -581,7 +627,13 @@ class _Optics:
         return np.exp(-0.5 * r2 / self.scale**2)
 
     def radius_below(self, level: float) -> float:
-        """Radius where the unit-flux surface density drops to ``level`` (pixels)."""
+        """Radius where the unit-flux surface density drops to ``level`` (pixels).
+
+        Along the major axis for a PSF without a closed form: the last radius, on a
+        quarter-pixel grid out to :data:`_POINT_MAX_HALF`, where it is above ``level``.
+        """
+        if not self.closed_form:
+            return _radius_below(self, level)
         ratio = self.peak_density / level
         if ratio <= 1.0:
             return 0.0
@@ -597,7 +649,28 @@ class _Optics:
 
 def _optics(config: SimulationConfig) -> _Optics:
     """Return the PSF description of ``config``."""
-    return _Optics(float(config.psf_fwhm_pix), config.psf_model, float(config.psf_beta))
+    return _Optics(
+        float(config.psf_fwhm_pix),
+        config.psf_model,
+        float(config.psf_beta),
+        float(config.psf_ellipticity),
+        float(config.psf_angle_deg),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _radius_below(optics: _Optics, level: float) -> float:
+    """:meth:`_Optics.radius_below` of a PSF that GalSim evaluates."""
+    import galsim
+
+    psf = optics.galsim_psf()
+    radii = np.arange(0.0, _POINT_MAX_HALF, 0.25)
+    angle = math.radians(optics.angle_deg)
+    density = np.array(
+        [psf.xValue(galsim.PositionD(r * math.cos(angle), r * math.sin(angle))) for r in radii]
+    )
+    above = np.flatnonzero(density >= level)
+    return float(radii[above[-1]]) if above.size else 0.0
 
 
 def _subpixel_coords(half: int, oversample: int) -> np.ndarray:
@@ -618,8 +691,15 @@ def _render_point(
     """Render a point source (the pixel-integrated PSF) on a ``2 half + 1`` stamp.
 
     The source sits at ``(half + dx, half + dy)`` in stamp pixels; the stamp sums to
-    ``flux``.
+    ``flux``. A PSF without a closed form is drawn by GalSim, pixel included.
     """
+    if not optics.closed_form:
+        import galsim
+
+        image = galsim.ImageD(2 * half + 1, 2 * half + 1, scale=1.0)
+        optics.galsim_psf().drawImage(image, offset=(dx, dy), method="auto")
+        stamp = np.maximum(image.array, 0.0)
+        return stamp * (flux / stamp.sum())
     coords = _subpixel_coords(half, oversample)
     u = coords - dx
     v = coords - dy
@@ -805,10 +885,7 @@ def _render_galsim(
         galaxy = (1.0 - source.knot_fraction) * disk + source.knot_fraction * knots
     shear = galsim.Shear(q=source.q, beta=source.pa_deg * galsim.degrees)
     galaxy = galaxy.shear(shear).withFlux(source.flux)
-    if optics.model == "moffat":
-        psf = galsim.Moffat(beta=optics.beta, fwhm=optics.fwhm)
-    else:
-        psf = galsim.Gaussian(fwhm=optics.fwhm)
+    psf = optics.galsim_psf()
     half = _galaxy_extent(1.0, source.r_half, optics.fwhm)[0] + optics.kernel_half
     image = galsim.ImageD(2 * half + 1, 2 * half + 1, scale=1.0)
     galsim.Convolve(galaxy, psf).drawImage(image, offset=(dx, dy), method="auto")

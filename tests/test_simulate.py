@@ -179,6 +179,49 @@ def test_gaussian_psf_star():
     assert (marginal * (x - 5.0) ** 2).sum() == pytest.approx(sigma**2 + 1 / 12, rel=0.01)
 
 
+def _half_maximum_width(stamp: np.ndarray, axis_angle_deg: float) -> float:
+    """Width at half maximum of a noiseless stamp along a direction (bilinear cut)."""
+    from scipy import ndimage
+
+    cy, cx = np.unravel_index(np.argmax(stamp), stamp.shape)
+    t = np.arange(-15.0, 15.0, 0.01)
+    angle = math.radians(axis_angle_deg)
+    cut = ndimage.map_coordinates(
+        stamp, [cy + t * math.sin(angle), cx + t * math.cos(angle)], order=3
+    )
+    above = t[cut >= 0.5 * cut.max()]
+    return float(above[-1] - above[0])
+
+
+@pytest.mark.parametrize("model", ["kolmogorov", "moffat"])
+def test_galsim_psfs_have_the_asked_width_and_ellipticity(model):
+    """A Kolmogorov or elliptical PSF, drawn by GalSim, has the FWHM and axis ratio asked."""
+    round_star = SimulationConfig(psf_model=model, psf_fwhm_pix=6.0, psf_beta=2.5)
+    stamp, _, _ = _render_source(_Source("star", 0.0, 0.0, 10.0), _optics(round_star), 0.009)
+    assert stamp.sum() == pytest.approx(10.0)
+    # sampled on pixels (a pixel's width widens it a little)
+    assert _half_maximum_width(stamp, 0.0) == pytest.approx(6.0, rel=0.05)
+    elliptical = replace(round_star, psf_ellipticity=0.2, psf_angle_deg=30.0)
+    stamp, _, _ = _render_source(_Source("star", 0.0, 0.0, 10.0), _optics(elliptical), 0.009)
+    major, minor = _half_maximum_width(stamp, 30.0), _half_maximum_width(stamp, 120.0)
+    # e = (a^2 - b^2) / (a^2 + b^2) = 0.2 gives b / a = sqrt(2 / 3)
+    assert minor / major == pytest.approx(math.sqrt(2 / 3), rel=0.04)
+    edge = np.concatenate([stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
+    assert edge.max() < 0.1 * 0.009  # the stamp reaches the wing's 0.1 sigma
+
+
+def test_a_kolmogorov_mosaic_is_measured_at_its_psf_and_says_so():
+    from survey_seg.psf import estimate_psf
+
+    config = SimulationConfig(size=512, seed=4, psf_model="kolmogorov", psf_fwhm_pix=3.0,
+                              psf_ellipticity=0.1, star_density=200.0)  # fmt: skip
+    sim = simulate_mosaic(config)
+    assert sim.header["PSFMODEL"] == "kolmogorov" and sim.header["PSFELL"] == 0.1
+    assert "PSFMODEL" not in simulate_mosaic(SimulationConfig(size=128)).header
+    estimate = estimate_psf(sim.image, sim.variance, saturation=config.saturation)
+    assert estimate.usable and estimate.fwhm_pix == pytest.approx(3.0, rel=0.15)
+
+
 @pytest.mark.parametrize("n", [0.5, 1.0, 2.0])
 def test_sersic_half_light_radius(n):
     # Unconvolved, circular: half the light (of a stamp of 8 r_half) lies within r_half.
@@ -592,6 +635,7 @@ def test_write_simulation_rejects_bad_arguments(small, tmp_path):
         ({"psf_fwhm_pix": -1.0}, "psf_fwhm_pix"),
         ({"psf_model": "airy"}, "psf_model"),
         ({"psf_beta": 1.0}, "psf_beta"),
+        ({"psf_ellipticity": 0.6}, "psf_ellipticity"),
         ({"sky_sigma": 0.0}, "sky_sigma"),
         ({"sky_sigma": float("nan")}, "sky_sigma"),
         ({"gain": -2.0}, "gain"),
