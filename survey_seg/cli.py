@@ -179,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
         "in 2 x 2 blocks, then upsampled by 2 (default 0)",
     )
     train.add_argument(
+        "--varied-psf-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes whose PSF is a Moffat of beta 2-5 or a Kolmogorov, "
+        "elliptical up to 0.15 (default 0)",
+    )
+    train.add_argument(
         "--wide-psf-fraction",
         type=float,
         default=0.0,
@@ -329,6 +336,7 @@ def _train(args: argparse.Namespace) -> int:
             large_clumpy_fraction=args.large_clumpy_fraction,
             undersampled_fraction=args.undersampled_fraction,
             wide_psf_fraction=args.wide_psf_fraction,
+            varied_psf_fraction=args.varied_psf_fraction,
             threads=args.threads,
             data_workers=args.data_workers,
             head_weights=_head_weights(args.head_weight),

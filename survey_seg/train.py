@@ -108,6 +108,10 @@ CENTRE_SIGMA = 1.0
 CLUMP_SIGMA = 1.0
 MIN_CENTRE_SNR = 5.0
 CROWDED_STAR_DENSITY = (500.0, 5000.0)
+PSF_BETA_RANGE = (2.0, 5.0)
+"""Moffat ``beta`` of a training scene with a varied PSF (the canonical one is 3)."""
+PSF_ELLIPTICITY_MAX = 0.15
+"""Largest PSF ellipticity of a training scene with a varied PSF."""
 CORRELATION_RANGE = (0.2, 0.6)
 """Neighbour weights of the noise kernel of a correlated training scene (0.5: the
 benchmark's ``correlated`` sky and the drizzle-like kernel of the tests)."""
@@ -182,6 +186,12 @@ class TrainConfig:
     one (clumps of at least 8 % of the host's light, the literature's definition;
     :attr:`survey_seg.simulate.SimulationConfig.large_clumpy_fraction`), so that
     clumps are learned in hosts of any size, not only in small ones."""
+    varied_psf_fraction: float = 0.0
+    """Probability that a training scene's PSF has another shape: half of them a
+    Moffat of ``beta`` 2-5 (:data:`PSF_BETA_RANGE`), half a Kolmogorov (GalSim's
+    atmospheric PSF, wings falling as ``r**(-11/3)``), each with an ellipticity up to
+    :data:`PSF_ELLIPTICITY_MAX` at any angle, so that the networks learn what a
+    point source is whatever the seeing's profile."""
     correlated_fraction: float = 0.0
     """Probability that a training scene's noise is correlated between neighbouring
     pixels, as drizzled and resampled images' is (a drizzle-like kernel, neighbour
@@ -231,6 +241,7 @@ class TrainConfig:
             "large_fraction",
             "large_clumpy_fraction",
             "correlated_fraction",
+            "varied_psf_fraction",
             "undersampled_fraction",
             "wide_psf_fraction",
         ):
@@ -282,6 +293,7 @@ def scene_config(
     large_fraction: float = 0.0,
     large_clumpy_fraction: float = 0.0,
     correlated_fraction: float = 0.0,
+    varied_psf_fraction: float = 0.0,
 ) -> SimulationConfig:
     """Simulation parameters of training scene ``seed`` (or of a shifted test survey).
 
@@ -295,8 +307,10 @@ def scene_config(
     ``large_fraction`` hold large galaxies too (:data:`LARGE_GALAXY_DENSITY`),
     ``large_clumpy_fraction`` of which are clumpy star-forming galaxies;
     ``correlated_fraction`` have noise correlated by a drizzle-like kernel
-    (:data:`CORRELATION_RANGE`). Each of those draws comes after the others, so
-    that the other traits of a scene do not depend on it.
+    (:data:`CORRELATION_RANGE`); ``varied_psf_fraction`` have a PSF of another
+    profile (Moffat of another ``beta`` or Kolmogorov, elliptical; see
+    :attr:`TrainConfig.varied_psf_fraction`). Each of those draws comes after the
+    others, so that the other traits of a scene do not depend on it.
     """
     base = SimulationConfig()
     if shifted:
@@ -345,6 +359,15 @@ def scene_config(
         )
     if rng.random() < correlated_fraction:
         config = replace(config, noise_correlation=float(rng.uniform(*CORRELATION_RANGE)))
+    if rng.random() < varied_psf_fraction:
+        kolmogorov, beta, ellipticity, angle = rng.random(4)
+        config = replace(
+            config,
+            psf_model="kolmogorov" if kolmogorov < 0.5 else "moffat",
+            psf_beta=float(PSF_BETA_RANGE[0] + beta * np.ptp(PSF_BETA_RANGE)),
+            psf_ellipticity=float(ellipticity * PSF_ELLIPTICITY_MAX),
+            psf_angle_deg=float(180.0 * angle),
+        )
     return config
 
 
@@ -573,6 +596,7 @@ def make_batch(
             large_fraction=config.large_fraction,
             large_clumpy_fraction=config.large_clumpy_fraction,
             correlated_fraction=config.correlated_fraction,
+            varied_psf_fraction=config.varied_psf_fraction,
         )
         if binning > 1:
             native = simulate_mosaic(replace(scene, psf_fwhm_pix=scene.psf_fwhm_pix * binning))

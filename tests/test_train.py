@@ -251,6 +251,23 @@ def test_the_teacher_teaches_only_the_white_noise_scenes(write_model, tmp_path):
         assert (float(mixed) == float(loss)) == (taught == 0)
 
 
+def test_varied_psf_scenes_keep_the_other_traits_and_cover_the_shapes():
+    plain = [scene_config(seed, size=128, correlated_fraction=0.5) for seed in range(60)]
+    varied = [
+        scene_config(seed, size=128, correlated_fraction=0.5, varied_psf_fraction=0.5)
+        for seed in range(60)
+    ]
+    changed = [v for p, v in zip(plain, varied, strict=True) if p != v]
+    assert 15 <= len(changed) <= 45
+    for before, after in zip(plain, varied, strict=True):
+        assert replace(after, psf_model=before.psf_model, psf_beta=before.psf_beta,
+                       psf_ellipticity=0.0, psf_angle_deg=0.0) == before  # fmt: skip
+    assert {c.psf_model for c in changed} == {"moffat", "kolmogorov"}
+    assert all(2.0 <= c.psf_beta <= 5.0 and 0 <= c.psf_ellipticity <= 0.15 for c in changed)
+    with pytest.raises(ValueError, match="varied_psf_fraction"):
+        _config(varied_psf_fraction=1.5)
+
+
 def test_a_binned_scene_keeps_its_truth_on_the_binned_pixels():
     """Binned by 3, a scene's objects and artefacts stay where its truth says."""
     from survey_seg.simulate import SimulationConfig, simulate_mosaic
