@@ -84,5 +84,8 @@ def test_the_skies_are_the_nominal_one_with_one_thing_changed(quality):
     correlated = quality.simulate("correlated", 3, 128).config
     assert correlated.noise_correlation == quality.NOISE_CORRELATION
     assert correlated.psf_fwhm_pix == nominal.psf_fwhm_pix
+    kolmogorov = quality.simulate("kolmogorov", 3, 128).config
+    assert kolmogorov.psf_model == "kolmogorov" and kolmogorov.psf_ellipticity > 0
+    assert kolmogorov.psf_fwhm_pix == nominal.psf_fwhm_pix
     with pytest.raises(ValueError, match="unknown simulator"):
         quality.simulate("psf4", 3, 128)
