@@ -246,6 +246,13 @@ def _parser() -> argparse.ArgumentParser:
         "--validation-scenes", type=int, default=160, help="validation scenes, for the temperatures"
     )
     calibrate.add_argument("--seed", type=int, default=0, help="seed of the scenes")
+    calibrate.add_argument(
+        "--wide-psf-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of scenes seen binned, as a mosaic with a PSF 2-4 times wider is "
+        "screened (default 0)",
+    )
     calibrate.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     calibrate.set_defaults(handler=_calibrate_quality)
 
@@ -378,7 +385,10 @@ def _calibrate_quality(args: argparse.Namespace) -> int:
         raise _UsageError(f"model config {args.model} does not exist; give a model's .json")
     try:
         config = StampHeadConfig(
-            scenes=args.scenes, validation_scenes=args.validation_scenes, seed=args.seed
+            scenes=args.scenes,
+            validation_scenes=args.validation_scenes,
+            seed=args.seed,
+            wide_psf_fraction=args.wide_psf_fraction,
         )
     except ValueError as error:
         raise _UsageError(str(error)) from None

@@ -27,7 +27,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,14 @@ from survey_seg.files import atomic_path
 from survey_seg.inference import load_model_config, load_network
 from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet
 from survey_seg.simulate import simulate_mosaic
-from survey_seg.train import check_positive_integers, scene_config, scene_inputs, stamp_labels
+from survey_seg.train import (
+    binned_scene,
+    check_positive_integers,
+    scene_config,
+    scene_inputs,
+    stamp_labels,
+    wide_psf_binning,
+)
 
 __all__ = ["StampHeadConfig", "StampSet", "calibrate_stamp_head", "fit_temperature", "stamp_set"]
 
@@ -76,6 +83,11 @@ class StampHeadConfig:
     """PSF and noise jitter of the scenes (:func:`survey_seg.train.scene_config`)."""
     galsim_fraction: float = 0.0
     """Fraction of scene galaxies drawn by GalSim."""
+    wide_psf_fraction: float = 0.0
+    """Fraction of the scenes seen as a mosaic with a PSF 2-4 times the networks' is
+    screened: simulated with that PSF, binned back (:func:`survey_seg.train.binned_scene`),
+    each stamp labelled with the native pixels it covers, so that the classifier's
+    estimate holds under a wide PSF too."""
 
     def __post_init__(self) -> None:
         check_positive_integers(
@@ -83,6 +95,8 @@ class StampHeadConfig:
         )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.wide_psf_fraction <= 1:
+            raise ValueError(f"wide_psf_fraction must be in [0, 1], got {self.wide_psf_fraction}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +118,8 @@ def stamp_set(model: ScreeningUNet, seeds: list[int], config: StampHeadConfig) -
 
     Every other scene is seen as a mosaic's edge: surrounded by a band of one stamp
     of no data (zero input, as a window is padded beyond its mosaic), its stamps
-    the scene's own.
+    the scene's own. A ``wide_psf_fraction`` of the scenes are seen binned, as a
+    wide-PSF mosaic is screened; their stamps' truth is that of the native pixels.
 
     Parameters
     ----------
@@ -126,14 +141,15 @@ def stamp_set(model: ScreeningUNet, seeds: list[int], config: StampHeadConfig) -
     features, labels, tiles = [], [], []
     n_tiles = 0
     for k, seed in enumerate(seeds):
-        sim = simulate_mosaic(
-            scene_config(
-                seed,
-                size=config.scene_size,
-                jitter=config.condition_jitter,
-                galsim_fraction=config.galsim_fraction,
-            )
+        binning = wide_psf_binning(seed, config.wide_psf_fraction)
+        scene = scene_config(
+            seed,
+            size=config.scene_size * binning,
+            jitter=config.condition_jitter,
+            galsim_fraction=config.galsim_fraction,
         )
+        native = simulate_mosaic(replace(scene, psf_fwhm_pix=scene.psf_fwhm_pix * binning))
+        sim = binned_scene(native, binning) if binning > 1 else native
         planes = torch.from_numpy(scene_inputs(sim))[None]
         band = stamp if k % 2 else 0
         if band:
@@ -142,7 +158,7 @@ def stamp_set(model: ScreeningUNet, seeds: list[int], config: StampHeadConfig) -
         if band:
             pooled = pooled[:, 1:-1, 1:-1]
         features.append(pooled.reshape(pooled.shape[0], -1).T.numpy())
-        truth = stamp_labels(sim.truth_mask, stamp)
+        truth = stamp_labels(native.truth_mask, stamp * binning)
         labels.append(truth.reshape(truth.shape[0], -1).T)
         rows, cols = truth.shape[1:]
         block = (np.arange(rows)[:, None] // TILE_STAMPS) * -(-cols // TILE_STAMPS) + (

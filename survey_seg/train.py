@@ -415,7 +415,7 @@ def undersampled_scene_inputs(sim: SimulatedMosaic, background_cell: int = 64) -
     return network_input(image, variance, background, None)
 
 
-def _wide_psf_binning(seed: int, fraction: float) -> int:
+def wide_psf_binning(seed: int, fraction: float) -> int:
     """The binning of training scene ``seed``: 1, or a :data:`WIDE_PSF_BINNINGS` factor."""
     rng = np.random.default_rng([seed, 7901])
     if not rng.random() < fraction:
@@ -586,7 +586,7 @@ def make_batch(
     stamp = config.architecture.stamp_size
     inputs, targets = [], {}
     for seed in seeds:
-        binning = _wide_psf_binning(seed, config.wide_psf_fraction)
+        binning = wide_psf_binning(seed, config.wide_psf_fraction)
         scene = scene_config(
             seed,
             size=config.scene_size if binning == 1 else config.crop * binning,

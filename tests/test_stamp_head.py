@@ -65,6 +65,24 @@ def test_calibration_refits_the_stamp_head_only_and_the_predictor_applies_it(wri
     np.testing.assert_allclose(scaled, expected, atol=1e-4)
 
 
+def test_wide_psf_stamps_are_seen_binned_and_labelled_by_their_native_pixels(write_model, tmp_path):
+    from survey_seg.inference import load_network
+    from survey_seg.stamp_head import stamp_set
+    from survey_seg.train import wide_psf_binning
+
+    source = write_model(tmp_path, config=TINY)
+    model, _ = load_network(source, load_model_config(source), torch.device("cpu"))
+    seeds = [s for s in range(40) if wide_psf_binning(s, 0.5) > 1][:2]
+    plain = stamp_set(model, seeds, StampHeadConfig(scene_size=128))
+    wide = stamp_set(model, seeds, StampHeadConfig(scene_size=128, wide_psf_fraction=0.5))
+    # the same number of stamps (a binned scene is the scene size), other pixels and truth
+    assert wide.features.shape == plain.features.shape
+    assert not np.allclose(wide.features, plain.features)
+    assert (wide.labels[:, -1] >= 0).all() and (wide.labels[:, -1] <= 1).all()
+    with pytest.raises(ValueError, match="wide_psf_fraction"):
+        StampHeadConfig(wide_psf_fraction=-1.0)
+
+
 def test_a_broken_stamp_calibration_is_refused(write_model, tmp_path):
     path = write_model(tmp_path, stamp_calibration={"temperature": [1.0, -2.0]})
     with pytest.raises(InputError, match=r"stamp_calibration.temperature must be a list of 7"):
