@@ -29,6 +29,7 @@ __all__ = [
     "MIN_VALID_FRACTION",
     "PIXEL_FWHM",
     "bin_window_arrays",
+    "binned_position",
     "binning_factor",
     "expand_to_native",
     "native_position",
@@ -263,6 +264,11 @@ def expand_to_native(array: np.ndarray, factor: int, shape: tuple[int, int]) -> 
 def native_position(binned: np.ndarray, factor: int) -> np.ndarray:
     """Native pixel coordinates of binned pixel coordinates (pixel centres at integers)."""
     return (np.asarray(binned, dtype=np.float64) + 0.5) * factor - 0.5
+
+
+def binned_position(native: np.ndarray, factor: int) -> np.ndarray:
+    """Binned pixel coordinates of native ones (the inverse of :func:`native_position`)."""
+    return (np.asarray(native, dtype=np.float64) + 0.5) / factor - 0.5
 
 
 def _block_sum(array: np.ndarray, factor: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +39,11 @@ from survey_seg.evaluate import expected_calibration_error, reliability_curve, v
 from survey_seg.files import atomic_path
 from survey_seg.inference import load_model_config, load_network
 from survey_seg.models.unet import QUALITY_CLASSES, ScreeningUNet
-from survey_seg.simulate import simulate_mosaic
 from survey_seg.train import (
-    binned_scene,
     check_positive_integers,
     scene_config,
     scene_inputs,
+    simulate_scene,
     stamp_labels,
     wide_psf_binning,
 )
@@ -148,8 +147,7 @@ def stamp_set(model: ScreeningUNet, seeds: list[int], config: StampHeadConfig) -
             jitter=config.condition_jitter,
             galsim_fraction=config.galsim_fraction,
         )
-        native = simulate_mosaic(replace(scene, psf_fwhm_pix=scene.psf_fwhm_pix * binning))
-        sim = binned_scene(native, binning) if binning > 1 else native
+        native, sim = simulate_scene(scene, binning)
         planes = torch.from_numpy(scene_inputs(sim))[None]
         band = stamp if k % 2 else 0
         if band:

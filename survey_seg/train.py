@@ -38,7 +38,7 @@ from survey_seg.models.unet import (
     split_heads,
 )
 from survey_seg.noise import image_noise_correlation
-from survey_seg.sampling import bin_window_arrays, upsample_window_arrays
+from survey_seg.sampling import bin_window_arrays, binned_position, upsample_window_arrays
 from survey_seg.simulate import (
     SIMULATOR_VERSION,
     SimulatedMosaic,
@@ -423,6 +423,18 @@ def wide_psf_binning(seed: int, fraction: float) -> int:
     return int(rng.choice(WIDE_PSF_BINNINGS))
 
 
+def simulate_scene(
+    config: SimulationConfig, binning: int = 1
+) -> tuple[SimulatedMosaic, SimulatedMosaic]:
+    """A scene simulated with its PSF ``binning`` times wider, and as screening sees it.
+
+    Returns the native scene and its :func:`binned_scene` (the same scene when
+    ``binning`` is 1).
+    """
+    native = simulate_mosaic(replace(config, psf_fwhm_pix=config.psf_fwhm_pix * binning))
+    return native, binned_scene(native, binning) if binning > 1 else native
+
+
 def binned_scene(sim: SimulatedMosaic, factor: int) -> SimulatedMosaic:
     """A scene and its truth binned ``factor`` a side, as screening bins a wide-PSF mosaic.
 
@@ -446,7 +458,7 @@ def binned_scene(sim: SimulatedMosaic, factor: int) -> SimulatedMosaic:
     def binned_positions(table):
         table = table.copy()
         for axis in ("x", "y"):
-            table[axis] = (table[axis] + 0.5) / factor - 0.5
+            table[axis] = binned_position(table[axis].to_numpy(), factor)
         return table
 
     return replace(
@@ -598,15 +610,13 @@ def make_batch(
             correlated_fraction=config.correlated_fraction,
             varied_psf_fraction=config.varied_psf_fraction,
         )
+        native, sim = simulate_scene(scene, binning)
         if binning > 1:
-            native = simulate_mosaic(replace(scene, psf_fwhm_pix=scene.psf_fwhm_pix * binning))
-            sim = binned_scene(native, binning)
             planes = scene_inputs(sim)
             dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
             # the stamps learn the flagged fraction of the native pixels they cover
             dense["stamps"] = stamp_labels(native.truth_mask, stamp * binning)
         else:
-            sim = simulate_mosaic(scene)
             undersampled = (
                 np.random.default_rng([seed, 7907]).random() < config.undersampled_fraction
             )

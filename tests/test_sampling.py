@@ -4,6 +4,7 @@ import pytest
 from survey_seg.sampling import (
     PIXEL_FWHM,
     bin_window_arrays,
+    binned_position,
     binning_factor,
     expand_to_native,
     native_position,
@@ -72,6 +73,7 @@ def test_products_map_back_to_the_native_pixels():
     assert stack.shape == (2, 4, 4) and (stack[1, 2:, :] == 4).all()
     # the centre of binned pixel 0 is the centre of its block
     np.testing.assert_allclose(native_position(np.array([0.0, 1.0]), 3), [1.0, 4.0])
+    np.testing.assert_allclose(binned_position(np.array([1.0, 4.0, 0.0]), 3), [0.0, 1.0, -1 / 3])
     assert expand_to_native(labels, 1, (2, 2)) is labels
 
 
