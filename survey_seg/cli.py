@@ -659,7 +659,12 @@ def _demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
     sources = pd.read_parquet(args.out / "sources.parquet")
-    score = score_catalog(sources, sim.truth_sources, pixel_scale_arcsec=config.pixel_scale_arcsec)
+    score = score_catalog(
+        sources,
+        sim.truth_sources,
+        pixel_scale_arcsec=config.pixel_scale_arcsec,
+        truth_mask=sim.truth_mask,
+    )
     print(
         f"against the truth: completeness {score.completeness:.3f} (S/N > 10), "
         f"purity {score.purity:.3f}, blend recall {score.blend_recall:.3f} "

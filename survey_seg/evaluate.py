@@ -11,7 +11,10 @@ Sources (:func:`score_catalog`)
     truth objects (both above S/N 10, closer than 1.5 arcsec) whose two members
     are both matched, each to its own detection. Given the truth mask, the
     fraction of detections whose pixel carries a CR, STREAK, GHOST or BAD plane
-    (``on_artefact``) tells how many artefacts were catalogued as sources.
+    (``on_artefact``) tells how many artefacts were catalogued as sources, and a
+    truth object whose centre pixel has no data counts towards neither
+    completeness nor pairs (nothing can detect it; a detection matched to it is
+    still pure).
 Clumps (:func:`score_clumps`)
     One-to-one matching within 2 px; completeness over the detectable truth
     clumps (S/N >= 5), purity over all detections against all truth clumps.
@@ -146,14 +149,12 @@ def _mask_array(name: str, mask: object) -> np.ndarray:
     return array.astype(np.uint32, copy=False)
 
 
-def _on_artefact(xy: np.ndarray, truth_mask: np.ndarray) -> float:
-    """Fraction of positions whose nearest pixel carries an :data:`ON_ARTEFACT_BITS` plane."""
-    if not len(xy):
-        return float("nan")
+def _carries(xy: np.ndarray, truth_mask: np.ndarray, bits: int) -> np.ndarray:
+    """Whether the nearest pixel of each position carries any of ``bits``."""
     ny, nx = truth_mask.shape
     x = np.clip(np.rint(xy[:, 0]).astype(np.int64), 0, nx - 1)
     y = np.clip(np.rint(xy[:, 1]).astype(np.int64), 0, ny - 1)
-    return float(np.mean((truth_mask[y, x] & np.uint32(int(ON_ARTEFACT_BITS))) != 0))
+    return (truth_mask[y, x] & np.uint32(int(bits))) != 0
 
 
 def score_catalog(
@@ -186,7 +187,9 @@ def score_catalog(
         uint32 ``(ny, nx)`` truth :class:`~survey_seg.masks.MaskBit` planes; when
         given, :attr:`CatalogScore.on_artefact` is the fraction of detections whose
         nearest pixel carries a CR, STREAK, GHOST or BAD plane: artefacts catalogued
-        as sources (a split of the impurity).
+        as sources (a split of the impurity), and truth objects whose nearest pixel
+        is NO_DATA (a chip gap, a hole) are not counted towards completeness or
+        close pairs.
 
     Returns
     -------
@@ -197,6 +200,8 @@ def score_catalog(
     truth_xy = truth[["x", "y"]].to_numpy(dtype=float)
     detected_match, truth_match = match_positions(detected_xy, truth_xy, radius)
     bright = truth["snr"].to_numpy() > min_snr
+    if truth_mask is not None:
+        bright &= ~_carries(truth_xy, _mask_array("truth_mask", truth_mask), MaskBit.NO_DATA)
     n_bright = int(bright.sum())
     completeness = float(np.mean(truth_match[bright] >= 0)) if n_bright else float("nan")
     purity = float(np.mean(detected_match >= 0)) if len(detected_xy) else float("nan")
@@ -217,8 +222,10 @@ def score_catalog(
         blend_recall = float("nan")
     on_artefact = (
         float("nan")
-        if truth_mask is None
-        else _on_artefact(detected_xy, _mask_array("truth_mask", truth_mask))
+        if truth_mask is None or not len(detected_xy)
+        else float(
+            np.mean(_carries(detected_xy, _mask_array("truth_mask", truth_mask), ON_ARTEFACT_BITS))
+        )
     )
     return CatalogScore(
         completeness=completeness,

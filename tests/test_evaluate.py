@@ -53,6 +53,21 @@ def test_on_artefact_counts_detections_on_spurious_planes():
     assert np.isnan(score_catalog(detected, truth).on_artefact)
 
 
+def test_truth_objects_without_data_count_towards_neither_completeness_nor_pairs():
+    truth = pd.DataFrame(
+        {"x": [2.0, 6.0, 7.0, 8.0], "y": [2.0, 6.0, 6.0, 2.0], "snr": [50.0, 50.0, 50.0, 50.0]}
+    )
+    detected = pd.DataFrame({"x": [2.0, 6.0, 8.1], "y": [2.0, 6.0, 2.0]})
+    mask = np.zeros((10, 10), np.uint32)
+    mask[:, 7:] = MaskBit.NO_DATA  # the third object lies in a chip gap, the fourth too
+    kwargs = {"match_radius_arcsec": 0.3, "pair_separation_arcsec": 0.15}
+    without = score_catalog(detected, truth, **kwargs)
+    assert (without.n_truth, without.completeness, without.n_close_pairs) == (4, 0.75, 1)
+    score = score_catalog(detected, truth, truth_mask=mask, **kwargs)
+    assert (score.n_truth, score.completeness, score.n_close_pairs) == (2, 1.0, 0)
+    assert score.purity == 1.0  # a detection of an object in the gap is still pure
+
+
 def test_clump_snr_of_a_known_clump():
     fwhm = 2.355
     snr = clump_snr([np.sqrt(4 * np.pi) * 0.5], sky_sigma=0.1, psf_fwhm_pix=fwhm)
