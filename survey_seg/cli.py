@@ -485,8 +485,7 @@ def _run_survey(args: argparse.Namespace) -> int:
         from survey_seg.survey_report import make_survey_report
 
         print(f"report: {make_survey_report(summary.out_dir)}")
-    for warning in caught:
-        print(f"survey-seg: warning: {warning.message}", file=sys.stderr)
+    _print_warnings(caught)
     for message in summary.warnings:
         print(f"survey-seg: {message}", file=sys.stderr)
     if not summary.ok:
@@ -534,8 +533,7 @@ def _run(args: argparse.Namespace, *, clean: bool | None = None):
         from survey_seg.report import make_report
 
         print(f"report: {make_report(summary.out_dir)}")
-    for warning in caught:
-        print(f"survey-seg: warning: {warning.message}", file=sys.stderr)
+    _print_warnings(caught)
     if summary.n_failed:
         print(
             f"survey-seg: {summary.n_failed} tiles failed (see tiles.parquet); rerun with --resume",
@@ -574,9 +572,18 @@ def _inject(args: argparse.Namespace) -> int:
         from survey_seg.report import make_report
 
         print(f"report: {make_report(args.out)}")
-    for warning in caught:
-        print(f"survey-seg: warning: {warning.message}", file=sys.stderr)
+    _print_warnings(caught)
     return 0
+
+
+def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Each distinct warning once, in the order first raised.
+
+    An injection screens the mosaic three times (injected, negated, as it is) and a
+    survey every mosaic: the same advice would otherwise be printed once a run.
+    """
+    for message in dict.fromkeys(str(warning.message) for warning in caught):
+        print(f"survey-seg: warning: {message}", file=sys.stderr)
 
 
 def _shown(value: float | None) -> str:

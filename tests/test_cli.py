@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -839,3 +840,17 @@ def test_an_image_smaller_than_the_default_tile_runs_with_defaults(tmp_path, cap
         capsys, "run", mosaic, "--out", tmp_path / "c", *fast, "--tile-size", "512"
     )
     _assert_one_line_error(status, err, "tile size 512 is larger than the image", "<= 496")
+
+
+def test_a_warning_raised_by_several_runs_is_printed_once(capsys):
+    from survey_seg.cli import _print_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        for message in ("no zero point", "few stars", "no zero point"):
+            warnings.warn(message, stacklevel=1)
+    _print_warnings(caught)
+    assert capsys.readouterr().err.splitlines() == [
+        "survey-seg: warning: no zero point",
+        "survey-seg: warning: few stars",
+    ]
