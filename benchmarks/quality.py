@@ -6,7 +6,8 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
 - ``completeness``: fraction of truth sources above S/N 10 matched one to one
   within 0.4 arcsec; ``purity``: fraction of detections matched to a truth source;
   ``blend_recall``: fraction of close truth pairs (< 1.5 arcsec, both above
-  S/N 10) whose members are both recovered as distinct detections;
+  S/N 10) whose members are both recovered as distinct detections. A truth
+  source whose centre pixel has no data (a chip gap, a hole) counts in neither;
   ``on_artefact``: fraction of detections whose pixel is a truth CR, STREAK,
   GHOST or BAD pixel (artefacts catalogued as sources).
 - ``seg_iou``: footprint IoU of "any object" pixels against the truth
