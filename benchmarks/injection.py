@@ -26,7 +26,9 @@ found, the network's training PSF of 1.8 pix was used); ``completeness``
 (single objects of S/N >= 10); ``pair_recall`` (all pairs, 1-3 FWHM apart, members
 of S/N 5-100); ``pairs_t`` (the target's pairs: 1.3-2.5 FWHM apart, both members of
 S/N >= 10); ``shattered`` (large objects
-shattered / large objects); ``clump_c`` and ``clump_p`` (clump completeness and
+shattered / large objects), ``knotty`` and ``clumpy`` (the same of the knotty
+irregulars and the clumpy hosts: each is one source, knots and clumps included);
+``clump_c`` and ``clump_p`` (clump completeness and
 purity); ``spurious`` (detections on the negated image over the unmatched
 detections on the injected one); ``seconds`` (survey-seg: the whole injection
 run, its three screenings; SEP: background and extraction of both images, the
@@ -81,11 +83,20 @@ COLUMNS = (
     ("pair_recall", "pairs", 6),
     ("pair_recall_resolved", "pairs_t", 7),
     ("shattered", "shattered", 9),
+    ("knotty_shattered", "knotty", 6),
+    ("clumpy_shattered", "clumpy", 6),
     ("clump_completeness", "clump_c", 7),
     ("clump_purity", "clump_p", 7),
     ("spurious_fraction", "spurious", 8),
     ("seconds", "seconds", 7),
 )
+
+SHATTERING_COLUMNS = {
+    "shattered": "large",
+    "knotty_shattered": "knotty",
+    "clumpy_shattered": "clumpy",
+}
+"""Table columns of shattered / injected objects, and the kind each counts."""
 
 
 def has_celestial_wcs(path: Path) -> bool:
@@ -179,7 +190,10 @@ def table_row(
         "completeness": summary["completeness"],
         "pair_recall": summary["pair_recall"],
         "pair_recall_resolved": summary["pair_recall_resolved"],
-        "shattered": f"{summary['large_shattered']}/{summary['large_total']}",
+        **{
+            column: f"{summary[f'{kind}_shattered']}/{summary[f'{kind}_total']}"
+            for column, kind in SHATTERING_COLUMNS.items()
+        },
         "clump_completeness": summary["clump_completeness"],
         "clump_purity": summary["clump_purity"],
         "spurious_fraction": summary["spurious_fraction"],
@@ -208,8 +222,9 @@ def pooled_row(rows: list[dict]) -> dict:
         weights = [r["counts"][key] for r in rows if r[key] is not None]
         values = [r[key] for r in rows if r[key] is not None]
         row[key] = float(np.average(values, weights=weights)) if sum(weights) > 0 else None
-    shattered = [tuple(map(int, r["shattered"].split("/"))) for r in rows]
-    row["shattered"] = f"{sum(s for s, _ in shattered)}/{sum(t for _, t in shattered)}"
+    for column in SHATTERING_COLUMNS:
+        shattered = [tuple(map(int, r[column].split("/"))) for r in rows]
+        row[column] = f"{sum(s for s, _ in shattered)}/{sum(t for _, t in shattered)}"
     row["n_injected"] = sum(r["n_injected"] for r in rows)
     row["counts"] = {key: sum(r["counts"][key] for r in rows) for key in rows[0]["counts"]}
     return row

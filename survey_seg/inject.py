@@ -37,6 +37,7 @@ __all__ = [
     "SEPARATION_BINS_FWHM",
     "SINGLE_KINDS",
     "SNR_BINS",
+    "WHOLE_KINDS",
     "RenderedWindow",
     "completeness_rows",
     "injection_metrics",
@@ -391,6 +392,9 @@ SINGLE_KINDS = ("star", "sersic", "bulge_disk", "inclined_disk", "knotty", "larg
 """Kinds counted in the completeness of single objects (pairs and clumps apart)."""
 COMPLETENESS_MIN_SNR = 10.0
 """S/N above which the completeness of single objects is counted."""
+WHOLE_KINDS = ("large", "knotty", "clumpy")
+"""Kinds whose shattering is counted: a large galaxy, a knotty irregular and a clumpy
+host are each one source, their knots and clumps included (``<kind>_shattered``)."""
 
 
 def completeness_rows(matched: pd.DataFrame) -> pd.DataFrame:
@@ -428,7 +432,8 @@ def match_injections(
     Each object (a clump apart) is matched to a source within ``max(resolution,
     its half-light radius)`` of it (:func:`resolution_pix`), nearest pairs first,
     a source to one object at most: the two members of a pair are recovered only
-    as distinct sources. A large object is shattered when more than one source
+    as distinct sources. A large, knotty or clumpy object (:data:`WHOLE_KINDS`) is
+    shattered when more than one source
     lies within 1.5 of its half-light radii (or one resolution element) than the
     ``reference`` screening (the mosaic without the injected objects) has there:
     a real galaxy under an injected one is not a piece of it. An injected clump is
@@ -503,7 +508,7 @@ def match_injections(
     table["n_sources_in_footprint"] = in_footprint
     before = _in_footprints(xy, hlr, resolution, reference, drawn_objects)
     table["n_reference_in_footprint"] = before
-    table["shattered"] = (table["kind"] == "large").to_numpy() & (in_footprint - before > 1)
+    table["shattered"] = table["kind"].isin(WHOLE_KINDS).to_numpy() & (in_footprint - before > 1)
     table["pair_partner_id"] = _pair_partners(table)
     clump_found = np.zeros(n, dtype=bool)
     clump_xy = clumps[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
@@ -570,8 +575,10 @@ def injection_metrics(
         found as distinct sources), ``pair_recall_by_separation``,
         ``pair_recall_resolved`` (the pairs 1.3-2.5 resolution elements apart whose
         members both have S/N >= 10, :data:`RESOLVED_PAIR_SEPARATION_FWHM`), ``large_total``,
-        ``large_shattered``, ``clump_completeness``, ``clump_purity`` (detected
-        clumps in recovered clumpy hosts that lie on an injected clump),
+        ``large_shattered`` and the same of the knotty and clumpy objects
+        (``knotty_total``, ...; :data:`WHOLE_KINDS`), ``clump_completeness``,
+        ``clump_purity`` (detected clumps in recovered clumpy hosts that lie on an
+        injected clump),
         ``spurious_fraction`` (detections on the negated mosaic over the detections
         on the mosaic that match no injected object) and ``n_negative``; and what
         each fraction is of, so that runs can be pooled: ``n_completeness``,
@@ -599,7 +606,6 @@ def injection_metrics(
             (separation >= low) & (separation < high + (high == SEPARATION_BINS_FWHM[-1]))
         ]
         by_separation[f"{low:g}-{high:g}"] = _fraction(inside)
-    large = drawn[drawn["kind"] == "large"]
     clump_rows = drawn[drawn["kind"] == "clump"]
     host_sources = drawn.loc[(drawn["kind"] == "clumpy") & drawn["recovered"], "matched_source_id"]
     in_hosts = clumps[clumps["host_id"].isin(host_sources)] if len(clumps) else clumps
@@ -616,8 +622,11 @@ def injection_metrics(
         "pair_recall": _fraction(both),
         "pair_recall_by_separation": by_separation,
         "pair_recall_resolved": _fraction(both[resolved]),
-        "large_total": len(large),
-        "large_shattered": int(large["shattered"].sum()),
+        **{
+            f"{kind}_{count}": value
+            for kind in WHOLE_KINDS
+            for count, value in _shattering(drawn[drawn["kind"] == kind]).items()
+        },
         "clump_completeness": _fraction(clump_rows["recovered"]),
         "clump_purity": _fraction(pd.Series(on_injected, dtype=bool)),
         "spurious_fraction": n_negative / n_real if n_real > 0 else None,
@@ -629,6 +638,11 @@ def injection_metrics(
         "n_clumps_in_hosts": len(in_hosts),
         "n_unmatched": int(max(n_real, 0)),
     }
+
+
+def _shattering(objects: pd.DataFrame) -> dict[str, int]:
+    """How many of ``objects`` there are (``total``) and how many are ``shattered``."""
+    return {"total": len(objects), "shattered": int(objects["shattered"].sum())}
 
 
 TILE_KEYS = ("tile_id", "row", "col", "x0", "x1", "y0", "y1")
@@ -649,7 +663,7 @@ def injection_tile_metrics(
     An injected object counts in the tile whose core holds its position (a clump in
     its host's tile); a tile's detections are the sources of the injected and of the
     negated mosaic that carry its ``tile_id``. Counts (``n_injected``,
-    ``n_skipped``, ``large_total``, ``large_shattered``, ``n_negative``,
+    ``n_skipped``, ``<kind>_total``, ``<kind>_shattered``, ``n_negative``,
     ``n_sources``) sum over the tiles to the whole run's.
 
     Parameters

@@ -18,6 +18,10 @@ def _summary(recovered, singles, pairs_found, pairs, shattered, large, negative,
         "pair_recall_resolved": None,
         "large_shattered": shattered,
         "large_total": large,
+        "knotty_shattered": 1,
+        "knotty_total": 2,
+        "clumpy_shattered": 0,
+        "clumpy_total": 2,
         "clump_completeness": None,
         "clump_purity": None,
         "spurious_fraction": negative / unmatched,
@@ -42,5 +46,6 @@ def test_seeds_pool_as_one_run_of_all_their_objects(injection):
     assert pooled["pair_recall"] == pytest.approx(0.5)  # the second seed has no pairs
     assert pooled["pair_recall_resolved"] is None
     assert pooled["shattered"] == "1/7"
+    assert (pooled["knotty_shattered"], pooled["clumpy_shattered"]) == ("2/4", "0/4")
     assert pooled["spurious_fraction"] == pytest.approx(1 / 200)
     assert pooled["counts"]["completeness"] == 40 and pooled["n_injected"] == 17 + 34

@@ -193,6 +193,26 @@ def test_matching_pairs_large_objects_and_clumps():
     assert not kept.at[large["injection_id"], "shattered"]
 
 
+def test_a_knotty_or_clumpy_galaxy_in_pieces_is_shattered_and_a_star_never():
+    catalog = _catalog(seed=8, kinds=("knotty", "clumpy", "star"), density_per_mpix=60.0)
+    whole = catalog[catalog["kind"].isin(["knotty", "clumpy"])]
+    star = catalog[catalog["kind"] == "star"].iloc[0]
+    rows = []
+    for _, obj in [*whole.iterrows(), (None, star)]:  # the object and a piece of it
+        rows += [[obj["x"], obj["y"]], [obj["x"] + 0.5 * RESOLUTION, obj["y"]]]
+    no_clumps = pd.DataFrame(columns=["host_id", "x", "y"])
+    matched = inject.match_injections(catalog, _sources(rows), no_clumps, psf_fwhm_pix=FWHM)
+    by_id = matched.set_index("injection_id")
+    assert by_id.loc[whole["injection_id"], "shattered"].all()
+    assert not by_id.at[star["injection_id"], "shattered"]  # a star beside a star is a pair
+    metrics = inject.injection_metrics(
+        matched, no_clumps, psf_fwhm_pix=FWHM, n_sources=len(rows), n_negative=0
+    )
+    for kind in ("knotty", "clumpy"):
+        n = int((whole["kind"] == kind).sum())
+        assert n > 0 and metrics[f"{kind}_total"] == metrics[f"{kind}_shattered"] == n
+
+
 def test_tile_metrics_add_up_to_the_whole():
     catalog = _catalog(seed=6)
     tiles = pd.DataFrame(
