@@ -199,9 +199,10 @@ def score_catalog(
     detected_xy = detected[["x", "y"]].to_numpy(dtype=float)
     truth_xy = truth[["x", "y"]].to_numpy(dtype=float)
     detected_match, truth_match = match_positions(detected_xy, truth_xy, radius)
+    mask = None if truth_mask is None else _mask_array("truth_mask", truth_mask)
     bright = truth["snr"].to_numpy() > min_snr
-    if truth_mask is not None:
-        bright &= ~_carries(truth_xy, _mask_array("truth_mask", truth_mask), MaskBit.NO_DATA)
+    if mask is not None:
+        bright &= ~_carries(truth_xy, mask, MaskBit.NO_DATA)
     n_bright = int(bright.sum())
     completeness = float(np.mean(truth_match[bright] >= 0)) if n_bright else float("nan")
     purity = float(np.mean(detected_match >= 0)) if len(detected_xy) else float("nan")
@@ -222,10 +223,8 @@ def score_catalog(
         blend_recall = float("nan")
     on_artefact = (
         float("nan")
-        if truth_mask is None or not len(detected_xy)
-        else float(
-            np.mean(_carries(detected_xy, _mask_array("truth_mask", truth_mask), ON_ARTEFACT_BITS))
-        )
+        if mask is None or not len(detected_xy)
+        else float(np.mean(_carries(detected_xy, mask, ON_ARTEFACT_BITS)))
     )
     return CatalogScore(
         completeness=completeness,

@@ -433,11 +433,11 @@ def match_injections(
     its half-light radius)`` of it (:func:`resolution_pix`), nearest pairs first,
     a source to one object at most: the two members of a pair are recovered only
     as distinct sources. A large, knotty or clumpy object (:data:`WHOLE_KINDS`) is
-    shattered when more than one source
-    lies within 1.5 of its half-light radii (or one resolution element) than the
-    ``reference`` screening (the mosaic without the injected objects) has there:
-    a real galaxy under an injected one is not a piece of it. An injected clump is
-    recovered by a detected clump within :data:`CLUMP_MATCH_PIX` pixels.
+    shattered when more than one source lies within 1.5 of its half-light radii
+    (or one resolution element) than the ``reference`` screening (the mosaic
+    without the injected objects) has there: a real galaxy under an injected one
+    is not a piece of it. An injected clump is recovered by a detected clump
+    within :data:`CLUMP_MATCH_PIX` pixels.
 
     Parameters
     ----------
