@@ -7,14 +7,15 @@ have none: they are skipped, and the table says so) and two simulated mosaics
 survey-seg method, and SEP runs on the very same injected pixels:
 
 - survey-seg: the whole ``run_injection`` (ingest, injected run, negated run,
-  the mosaic's own run, matching), with the default tile size and halo;
+  matching), with the default tile size and halo;
 - SEP: the ingested mosaic of the unet injection run plus the injected objects
   drawn over the whole image with :func:`survey_seg.inject.render_window` (same
-  catalog, PSF and gain), then ``sep.Background`` (64-pixel mesh) and
-  ``sep.extract`` at 1.5 sigma of the background RMS, minarea 5, 32 deblending
-  thresholds and contrast 0.005, as ``benchmarks/quality.py`` runs it; the same
-  on the negated pixels for the spurious fraction, and on the mosaic itself for
-  the sources there before (a large galaxy is shattered by more than those).
+  catalog, PSF, Moffat index and gain), then ``sep.Background`` (64-pixel mesh)
+  and ``sep.extract`` at 1.5 sigma of the background RMS, minarea 5, 32
+  deblending thresholds and contrast 0.005, as ``benchmarks/quality.py`` runs
+  it; the same on the negated pixels for the spurious fraction. The share of
+  injected light in each source's pixels (its segmentation) tells the pieces of
+  an injected galaxy from the real objects under it, as for survey-seg.
   Its sources are matched with :func:`survey_seg.inject.match_injections` and
   scored with
   :func:`survey_seg.inject.injection_metrics` as survey-seg's are (SEP finds no
@@ -31,7 +32,7 @@ irregulars and the clumpy hosts: each is one source, knots and clumps included);
 ``clump_c`` and ``clump_p`` (clump completeness and
 purity); ``spurious`` (detections on the negated image over the unmatched
 detections on the injected one); ``seconds`` (survey-seg: the whole injection
-run, its three screenings; SEP: background and extraction of both images, the
+run, its two screenings; SEP: background and extraction of both images, the
 rendering excluded).
 
 Usage::
@@ -64,7 +65,13 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from survey_seg.errors import InputError
-from survey_seg.inject import injection_metrics, match_injections, render_window
+from survey_seg.inject import (
+    injected_fractions,
+    injection_metrics,
+    match_injections,
+    render_window,
+    source_light_sums,
+)
 from survey_seg.injection import DEFAULT_DENSITY, INJECTION_CATALOG, run_injection
 from survey_seg.pipeline import RunConfig
 from survey_seg.simulate import SimulationConfig, simulate_mosaic, write_simulation
@@ -126,21 +133,34 @@ def survey_seg_injection(
     return summary, "training" if fallback else "mosaic", seconds
 
 
-def sep_sources(image: np.ndarray) -> pd.DataFrame:
-    """SEP as benchmarks/quality.py runs it: the ``id, x, y, flux, is_blended`` of its sources."""
+def sep_sources(image: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """SEP as benchmarks/quality.py runs it.
+
+    Returns the ``id, x, y, flux, is_blended`` of its sources, its segmentation
+    (the ``id`` of each pixel's source plus one; 0: sky) and the background it
+    subtracted.
+    """
     import sep
 
     mask = ~np.isfinite(image)
     data = np.where(mask, 0.0, image).astype(np.float64)
     background = sep.Background(data, mask=mask, bw=64, bh=64)
-    data = data - background.back()
+    level = background.back()
+    data = data - level
     err = np.where(mask, np.inf, background.rms()).astype(np.float64)
     sep.set_extract_pixstack(10_000_000)
     sep.set_sub_object_limit(16_384)  # crowded fields (2MASS) overflow the default 1024
-    objects = sep.extract(
-        data, 1.5, err=err, mask=mask, minarea=5, deblend_nthresh=32, deblend_cont=0.005
+    objects, segmentation = sep.extract(
+        data,
+        1.5,
+        err=err,
+        mask=mask,
+        minarea=5,
+        deblend_nthresh=32,
+        deblend_cont=0.005,
+        segmentation_map=True,
     )
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "id": np.arange(len(objects), dtype=np.int64),
             "x": objects["x"],
@@ -149,26 +169,29 @@ def sep_sources(image: np.ndarray) -> pd.DataFrame:
             "is_blended": (objects["flag"] & sep.OBJ_MERGED) != 0,
         }
     )
+    return table, segmentation, level
 
 
 def sep_injection(run_dir: Path, summary: dict) -> tuple[dict, float]:
-    """SEP on the injected pixels of an injection run, on their negation and on the mosaic."""
+    """SEP on the injected pixels of an injection run and on their negation."""
     catalog = pd.read_parquet(run_dir / INJECTION_CATALOG)
     psf = float(summary["psf_fwhm_pix"])
     image = np.asarray(MosaicStore(run_dir / MOSAIC_STORE).image[:], dtype=np.float64)
+    beta = float(summary["psf_beta"])
     rendered = render_window(
-        catalog, (0, 0), image.shape, psf_fwhm_pix=psf, gain=summary["gain"], seed=summary["seed"]
-    )
+        catalog, (0, 0), image.shape, psf_fwhm_pix=psf, psf_beta=beta, gain=summary["gain"],
+        seed=summary["seed"],
+    )  # fmt: skip
     injected = image + rendered.image
     start = time.perf_counter()
-    sources = sep_sources(injected)
-    negative = sep_sources(-image)
+    sources, segmentation, background = sep_sources(injected)
+    negative, _, _ = sep_sources(-image)
     seconds = time.perf_counter() - start
-    before = sep_sources(image)
+    light = source_light_sums(segmentation, rendered.image, image - background)
+    light["id"] -= 1  # SEP labels its pixels with the source's index plus one
+    sources["injected_fraction"] = sources["id"].map(injected_fractions(light)).fillna(0.0)
     clumps = pd.DataFrame({"host_id": [], "x": [], "y": []})
-    matched = match_injections(
-        catalog, sources, clumps, psf_fwhm_pix=psf, skipped=rendered.skipped, reference=before
-    )
+    matched = match_injections(catalog, sources, clumps, psf_fwhm_pix=psf, skipped=rendered.skipped)
     metrics = injection_metrics(
         matched, clumps, psf_fwhm_pix=psf, n_sources=len(sources), n_negative=len(negative)
     )

@@ -318,6 +318,7 @@ def score_outputs(
             truth_clumps[["x", "y"]].to_numpy(float),
             snr,
             radius=CLUMP_MATCH_PIX * distance_scale,
+            truth_mask=truth_mask,
         )
         row["clump_on_own_centre"] = clumps_on_own_centre(
             outputs["clumps"], outputs["sources"], config.psf_fwhm_pix

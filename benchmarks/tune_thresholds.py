@@ -141,7 +141,10 @@ def scored_settings(
         for clump_threshold in clump_thresholds:
             clumps = result.clumps[result.clumps["probability"] > clump_threshold]
             clump_completeness, clump_purity = score_clumps(
-                clumps[["x", "y"]].to_numpy(), sim.truth_clumps[["x", "y"]].to_numpy(), snr
+                clumps[["x", "y"]].to_numpy(),
+                sim.truth_clumps[["x", "y"]].to_numpy(),
+                snr,
+                truth_mask=sim.truth_mask,
             )
             scores[clump_threshold].append([
                 catalog.completeness, catalog.purity, catalog.blend_recall,

@@ -296,14 +296,16 @@ def score_clumps(
     *,
     radius: float = 2.0,
     min_snr: float = CLUMP_MIN_SNR,
+    truth_mask: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Completeness and purity of detected clumps.
 
     Detections are first matched one to one (closest pairs first, within
     ``radius``) to the detectable truth clumps, those with ``truth_clump_snr >=
-    min_snr`` (S/N from :func:`clump_snr`; all clumps when no S/N is given); the
-    detections left over are then matched to the remaining, undetectable clumps.
-    A detection that could be either is thus credited to the detectable clump.
+    min_snr`` (S/N from :func:`clump_snr`; all clumps when no S/N is given) and
+    with data under them; the detections left over are then matched to the
+    remaining, undetectable clumps. A detection that could be either is thus
+    credited to the detectable clump.
 
     Parameters
     ----------
@@ -317,6 +319,10 @@ def score_clumps(
         Largest match distance in pixels.
     min_snr : float
         Truth clumps at or above this S/N are detectable.
+    truth_mask : numpy.ndarray, optional
+        uint32 ``(ny, nx)`` truth :class:`~survey_seg.masks.MaskBit` planes: a
+        truth clump whose nearest pixel is NO_DATA (a chip gap, a hole) is not
+        detectable, as :func:`score_catalog` leaves such objects out.
 
     Returns
     -------
@@ -338,6 +344,8 @@ def score_clumps(
                 "give one S/N per clump."
             )
         detectable = snr >= min_snr
+    if truth_mask is not None:
+        detectable &= ~_carries(truth, truth_mask, MaskBit.NO_DATA)
     if not radius > 0:
         raise ValueError(f"radius={radius!r} must be > 0 pixels.")
     detected_match, truth_match = match_positions(detected, truth[detectable], radius)

@@ -32,6 +32,7 @@ __all__ = [
     "CLUMP_MATCH_PIX",
     "COMPLETENESS_MIN_SNR",
     "INJECTION_KINDS",
+    "MIN_INJECTED_LIGHT",
     "RESOLUTION_FLOOR_PIX",
     "RESOLVED_PAIR_SEPARATION_FWHM",
     "SEPARATION_BINS_FWHM",
@@ -40,6 +41,7 @@ __all__ = [
     "WHOLE_KINDS",
     "RenderedWindow",
     "completeness_rows",
+    "injected_fractions",
     "injection_metrics",
     "injection_stamp_half",
     "injection_tile_metrics",
@@ -48,6 +50,7 @@ __all__ = [
     "matched_filter_snr",
     "render_window",
     "resolution_pix",
+    "source_light_sums",
     "target_flux",
 ]
 
@@ -416,6 +419,10 @@ SEPARATION_BINS_FWHM = (1.0, 1.5, 2.0, 3.0)
 CLUMP_MATCH_PIX = 1.5
 """A detected clump within this many pixels of an injected one recovers it."""
 _FOOTPRINT_HLR = 1.5  # a large object's footprint: this many half-light radii
+MIN_INJECTED_LIGHT = 0.5
+"""A source of which injected light makes at least this share of the light is the
+injected object's own (a piece of it where it is not its match); one of mostly
+the image's own light is a real object (:func:`match_injections`)."""
 
 
 def match_injections(
@@ -425,7 +432,6 @@ def match_injections(
     *,
     psf_fwhm_pix: float,
     skipped: Sequence[int] = (),
-    reference: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Match injected objects to detected sources and clumps: one row per injected object.
 
@@ -433,11 +439,13 @@ def match_injections(
     its half-light radius)`` of it (:func:`resolution_pix`), nearest pairs first,
     a source to one object at most: the two members of a pair are recovered only
     as distinct sources. A large, knotty or clumpy object (:data:`WHOLE_KINDS`) is
-    shattered when more than one source lies within 1.5 of its half-light radii
-    (or one resolution element) than the ``reference`` screening (the mosaic
-    without the injected objects) has there: a real galaxy under an injected one
-    is not a piece of it. An injected clump is recovered by a detected clump
-    within :data:`CLUMP_MATCH_PIX` pixels.
+    shattered when more than one of its own sources lie within 1.5 of its
+    half-light radii (or one resolution element): its match, and every source
+    there of which injected light makes at least :data:`MIN_INJECTED_LIGHT` of
+    the light (``injected_fraction``, :func:`injected_fractions`). A real
+    star or galaxy under an injected one is not a piece of it, and a piece is one
+    whatever the real sources it displaced. An injected clump is recovered by a
+    detected clump within :data:`CLUMP_MATCH_PIX` pixels.
 
     Parameters
     ----------
@@ -445,22 +453,22 @@ def match_injections(
         From :func:`make_injection_catalog`.
     sources, clumps : pandas.DataFrame
         The catalogs of the screened injected mosaic (``id``, ``x``, ``y``, ``flux``,
-        ``is_blended``; ``host_id``, ``x``, ``y``).
+        ``is_blended``, optionally ``injected_fraction``; ``host_id``, ``x``,
+        ``y``). Without ``injected_fraction`` every source's light is taken for
+        injected light: nothing was there before.
     psf_fwhm_pix : float
         PSF FWHM in pixels.
     skipped : sequence of int
         ``injection_id`` of the objects that were not drawn (``drawn`` is False).
-    reference : pandas.DataFrame, optional
-        Sources (``x``, ``y``) of the mosaic screened without the injected objects;
-        None: no source was there before.
 
     Returns
     -------
     pandas.DataFrame
         The catalog's columns and ``drawn``, ``recovered``, ``matched_source_id``
         (-1: none), ``matched_distance_pix``, ``recovered_flux``,
-        ``matched_as_blended``, ``n_sources_in_footprint``,
-        ``n_reference_in_footprint``, ``shattered``,
+        ``matched_as_blended``, ``n_sources_in_footprint``, ``n_own_sources``
+        (its match and the sources of mostly injected light there; of a
+        :data:`WHOLE_KINDS` object, else 0), ``shattered``,
         ``pair_partner_id`` (-1 outside pairs), ``n_clumps_injected`` and
         ``clumps_matched`` (of a clumpy host).
     """
@@ -485,7 +493,6 @@ def match_injections(
         for i in np.flatnonzero(drawn_objects):
             for j in tree.query_ball_point(xy[i], radius[i]):
                 candidates.append((float(np.hypot(*(source_xy[j] - xy[i]))), i, j))
-        in_footprint = _in_footprints(xy, hlr, resolution, sources, drawn_objects)
         taken: set[int] = set()
         for gap, i, j in sorted(candidates):
             if matched[i] < 0 and j not in taken:
@@ -505,10 +512,11 @@ def match_injections(
         table["recovered_flux"] = np.nan
         table["matched_as_blended"] = False
     table["matched_distance_pix"] = distance
+    whole = table["kind"].isin(WHOLE_KINDS).to_numpy() & drawn_objects
+    in_footprint, own = _sources_in_footprints(xy, hlr, resolution, sources, matched, whole)
     table["n_sources_in_footprint"] = in_footprint
-    before = _in_footprints(xy, hlr, resolution, reference, drawn_objects)
-    table["n_reference_in_footprint"] = before
-    table["shattered"] = table["kind"].isin(WHOLE_KINDS).to_numpy() & (in_footprint - before > 1)
+    table["n_own_sources"] = own
+    table["shattered"] = own > 1
     table["pair_partner_id"] = _pair_partners(table)
     clump_found = np.zeros(n, dtype=bool)
     clump_xy = clumps[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
@@ -525,23 +533,80 @@ def match_injections(
     return table
 
 
-def _in_footprints(
+def _sources_in_footprints(
     xy: np.ndarray,
     hlr: np.ndarray,
     resolution: float,
-    sources: pd.DataFrame | None,
+    sources: pd.DataFrame,
+    matched: np.ndarray,
     which: np.ndarray,
-) -> np.ndarray:
-    """Sources within each object's footprint reach (0 for the others, or no sources)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per object of ``which``: the sources within its footprint reach, and its own among them.
+
+    Its own: its match (row ``matched``; -1: none) and those of mostly injected
+    light (:data:`MIN_INJECTED_LIGHT`). 0 and 0 for the other objects.
+    """
     from scipy.spatial import cKDTree
 
     counts = np.zeros(len(xy), dtype=np.int64)
-    if sources is None or not len(sources):
-        return counts
+    own = np.zeros(len(xy), dtype=np.int64)
+    if not len(sources):
+        return counts, own
+    injected = np.ones(len(sources), dtype=bool)
+    if "injected_fraction" in sources:
+        injected = sources["injected_fraction"].to_numpy(dtype=np.float64) >= MIN_INJECTED_LIGHT
     tree = cKDTree(sources[["x", "y"]].to_numpy(dtype=np.float64))
     for i in np.flatnonzero(which):
-        counts[i] = len(tree.query_ball_point(xy[i], max(resolution, _FOOTPRINT_HLR * hlr[i])))
-    return counts
+        near = np.asarray(
+            tree.query_ball_point(xy[i], max(resolution, _FOOTPRINT_HLR * hlr[i])), dtype=np.int64
+        )
+        counts[i] = near.size
+        own[i] = np.count_nonzero(injected[near] | (near == matched[i]))
+    return counts, own
+
+
+def source_light_sums(
+    segmentation: np.ndarray, injected: np.ndarray, own_light: np.ndarray
+) -> pd.DataFrame:
+    """The sums of injected and of the image's own light over each source's pixels.
+
+    Parameters
+    ----------
+    segmentation : numpy.ndarray
+        int source ids of the screened injected pixels (0: sky).
+    injected : numpy.ndarray
+        The injected light alone (:func:`render_window`) on the same pixels.
+    own_light : numpy.ndarray
+        The pixels without the injection, background subtracted (NaN: no data).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id``, ``injected_light`` and ``own_light``: sums that add up over
+        windows of one segmentation, so that a mosaic can be read a strip at a
+        time. The share of injected light of a source is ``injected_light /
+        (injected_light + max(own_light, 0))`` (:func:`injected_fractions`).
+    """
+    ids, inverse = np.unique(np.asarray(segmentation).ravel(), return_inverse=True)
+    injected_sum = np.bincount(inverse, np.nan_to_num(injected).ravel(), ids.size)
+    own_sum = np.bincount(inverse, np.nan_to_num(own_light).ravel(), ids.size)
+    keep = ids > 0
+    return pd.DataFrame(
+        {"id": ids[keep].astype(np.int64), "injected_light": injected_sum[keep],
+         "own_light": own_sum[keep]}
+    )  # fmt: skip
+
+
+def injected_fractions(light: pd.DataFrame) -> pd.Series:
+    """Per source ``id``: the share of its light that is injected light.
+
+    ``light`` holds rows of :func:`source_light_sums`, several per ``id``
+    where they were summed over windows.
+    """
+    sums = light.groupby("id")[["injected_light", "own_light"]].sum()
+    injected = sums["injected_light"].clip(lower=0.0)
+    total = injected + sums["own_light"].clip(lower=0.0)
+    return (injected / total.where(total > 0)).fillna(0.0).rename("injected_fraction")
 
 
 def injection_metrics(

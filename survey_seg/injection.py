@@ -20,15 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from survey_seg.background import interpolate_mesh
 from survey_seg.config import RunConfig, check_run_config
 from survey_seg.errors import InputError, OutputError
 from survey_seg.files import atomic_write_bytes
 from survey_seg.inject import (
     INJECTION_KINDS,
+    injected_fractions,
     injection_metrics,
     injection_tile_metrics,
     make_injection_catalog,
     match_injections,
+    render_window,
+    source_light_sums,
 )
 from survey_seg.pipeline import execute_run, plan_run
 from survey_seg.psf import UNDERSAMPLED_BETA
@@ -43,7 +47,6 @@ __all__ = [
     "INJECTION_TABLE",
     "INJECTION_TILES",
     "NEGATIVE_DIR",
-    "REFERENCE_DIR",
     "run_injection",
 ]
 
@@ -61,15 +64,12 @@ INJECTION_JSON = "injection.json"
 """The summary: completeness, pair recall, shattering, clumps, spurious fraction."""
 NEGATIVE_DIR = "negative"
 """Output directory of the negated mosaic's run, inside ``OUT/``."""
-REFERENCE_DIR = "reference"
-"""Output directory of the mosaic's own run (nothing injected), inside ``OUT/``: the
-sources that were there before, which a shattered large galaxy is counted against."""
 DEFAULT_DENSITY = 400.0
 """Injected objects (pairs and clumpy hosts counted once) per million pixels."""
 TRAINING_PSF_FWHM_PIX = SimulationConfig().psf_fwhm_pix
 """PSF FWHM of the simulated scenes the network was trained on: the PSF of a
 mosaic that states none."""
-_VALID_ROWS = 1024  # rows of the mosaic read at a time for the valid-pixel mask
+_VALID_ROWS = 1024  # rows of the mosaic read at a time (valid pixels, injected light)
 
 
 def run_injection(
@@ -88,8 +88,10 @@ def run_injection(
     Writes in ``out_dir`` (new or empty): the injected run's outputs, as
     ``survey-seg run`` writes them, with :data:`INJECTION_CATALOG`,
     :data:`INJECTION_TABLE`, :data:`INJECTION_TILES` (the summary per tile) and
-    :data:`INJECTION_JSON`; the negated mosaic's run in ``out_dir/negative/``, and
-    the mosaic's own run in ``out_dir/reference/`` (what was there before). The
+    :data:`INJECTION_JSON`, and the negated mosaic's run in ``out_dir/negative/``.
+    A source whose light is mostly injected light is the injected object's own
+    (:func:`survey_seg.inject.match_injections`): a real galaxy under an injected
+    one is not a piece of it. The
     objects are drawn with a Moffat PSF of the mosaic's FWHM (``config.psf_fwhm``,
     else its ``PSFFWHM`` keyword, else measured on its stars, else the network's
     training PSF, with a warning) and index (the measured beta where the FWHM is
@@ -173,7 +175,6 @@ def run_injection(
         result_key=injected.result_key(plan.mosaic.sha256, plan.method_provenance),
     )
     negative_plan = plan_run(mosaic_path, out / NEGATIVE_DIR, replace(base, negate=True))
-    reference_plan = plan_run(mosaic_path, out / REFERENCE_DIR, base)
     zero_point = base.zero_point if base.zero_point is not None else plan.mosaic.zero_point
 
     catalog = None
@@ -213,19 +214,18 @@ def run_injection(
     with warnings.catch_warnings():  # on the negated mosaic no source is the right answer
         warnings.filterwarnings("ignore", "no source was detected", UserWarning)
         execute_run(negative_plan, client=client, progress=progress)
-    execute_run(reference_plan, client=client, progress=progress)
 
     sources = pd.read_parquet(out / "sources.parquet")
+    fractions = _injected_fractions(out, catalog, psf_fwhm_pix=float(psf), psf_beta=beta)
+    sources["injected_fraction"] = sources["id"].map(fractions).fillna(0.0).to_numpy()
     clumps = pd.read_parquet(out / "clumps.parquet")
     negative = pd.read_parquet(out / NEGATIVE_DIR / "sources.parquet", columns=["id", "tile_id"])
-    reference = pd.read_parquet(out / REFERENCE_DIR / "sources.parquet", columns=["x", "y"])
     matched = match_injections(
         catalog,
         sources,
         clumps,
         psf_fwhm_pix=float(psf),
         skipped=_skipped(plan),
-        reference=reference,
     )
     summary = injection_metrics(
         matched, clumps, psf_fwhm_pix=float(psf), n_sources=len(sources), n_negative=len(negative)
@@ -284,6 +284,31 @@ def _injection_gain(gain: float | None, mosaic: MosaicInfo) -> tuple[float | Non
             stacklevel=3,
         )
     return None, "none"
+
+
+def _injected_fractions(
+    out: Path, catalog: pd.DataFrame, *, psf_fwhm_pix: float, psf_beta: float
+) -> pd.Series:
+    """Per source ``id`` of the injected run: the share of its light that is injected light.
+
+    The injected objects are drawn again without noise, and the mosaic's own
+    pixels less their background mesh, a strip of rows at a time
+    (:func:`survey_seg.inject.source_light_sums`).
+    """
+    mosaic = MosaicStore(out / MOSAIC_STORE)
+    _, segmentation = OutputStore(out).open_masks()
+    ny, nx = mosaic.shape
+    sums = []
+    for row in range(0, ny, _VALID_ROWS):
+        shape = (min(_VALID_ROWS, ny - row), nx)
+        injected = render_window(
+            catalog, (row, 0), shape, psf_fwhm_pix=psf_fwhm_pix, psf_beta=psf_beta
+        ).image
+        background = interpolate_mesh(mosaic.mesh.level, mosaic.mesh.cell_size, (row, 0), shape)
+        own = np.asarray(mosaic.image[row : row + shape[0]], dtype=np.float64) - background
+        labels = np.asarray(segmentation[row : row + shape[0]])
+        sums.append(source_light_sums(labels, injected, own))
+    return injected_fractions(pd.concat(sums, ignore_index=True))
 
 
 def _valid_pixels(mosaic: MosaicStore) -> np.ndarray:

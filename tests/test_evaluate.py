@@ -115,6 +115,17 @@ def test_score_clumps_counts_detectable_and_all_clumps():
         score_clumps(detected, truth, snr[:2])
 
 
+def test_score_clumps_leaves_out_clumps_without_data_and_keeps_their_detections_pure():
+    truth = np.array([[10.0, 10.0], [20.0, 20.0], [30.0, 30.0]])
+    snr = np.array([20.0, 20.0, 20.0])
+    truth_mask = np.zeros((40, 40), np.uint32)
+    truth_mask[18:23, 18:23] = MaskBit.NO_DATA  # a chip gap under the second clump
+    truth_mask[28:33, 28:33] = MaskBit.CR  # another plane changes nothing
+    detected = np.array([[10.0, 10.5], [20.5, 20.0]])
+    assert score_clumps(detected, truth, snr) == (2 / 3, 1.0)
+    assert score_clumps(detected, truth, snr, truth_mask=truth_mask) == (0.5, 1.0)
+
+
 def test_score_clumps_credits_the_detectable_clump():
     truth = np.array([[10.0, 10.0], [11.0, 10.0]])
     completeness, purity = score_clumps(np.array([[10.9, 10.0]]), truth, np.array([10.0, 1.0]))

@@ -184,13 +184,41 @@ def test_matching_pairs_large_objects_and_clumps():
     assert metrics["spurious_fraction"] == pytest.approx(1 / (len(sources) - 3))
     nothing = inject.match_injections(catalog, sources[:0], clumps[:0], psf_fwhm_pix=FWHM)
     assert not nothing["recovered"].any() and (nothing["matched_source_id"] == -1).all()
-    # a real galaxy under the large one (in the screening without injection) is not a piece
-    reference = pd.DataFrame({"x": [large["x"] + hlr], "y": [large["y"]]})
-    kept = inject.match_injections(
-        catalog, sources, clumps, psf_fwhm_pix=FWHM, reference=reference
-    ).set_index("injection_id")
-    assert kept.at[large["injection_id"], "n_reference_in_footprint"] == 1
+    # a real galaxy under the large one (mostly light of its own) is not a piece of it
+    real_under = sources.assign(injected_fraction=[1.0, 1.0, 0.3, 1.0])
+    kept = inject.match_injections(catalog, real_under, clumps, psf_fwhm_pix=FWHM).set_index(
+        "injection_id"
+    )
+    assert kept.at[large["injection_id"], "n_sources_in_footprint"] == 2
+    assert kept.at[large["injection_id"], "n_own_sources"] == 1
     assert not kept.at[large["injection_id"], "shattered"]
+    # the match is its own even where a real star under it outshines it
+    on_a_star = sources.assign(injected_fraction=[1.0, 0.2, 0.3, 1.0])
+    kept = inject.match_injections(catalog, on_a_star, clumps, psf_fwhm_pix=FWHM)
+    assert kept.set_index("injection_id").at[large["injection_id"], "n_own_sources"] == 1
+
+
+def test_injected_fractions_add_up_over_strips_of_rows():
+    rng = np.random.default_rng(3)
+    segmentation = np.zeros((40, 30), dtype=np.int64)
+    segmentation[5:20, 5:15] = 7  # mostly injected light
+    segmentation[18:35, 18:28] = 9  # a real object with a little injected light on it
+    segmentation[30:38, 2:6] = 11  # no light at all
+    injected = np.zeros((40, 30))
+    injected[5:20, 5:15] = 2.0
+    injected[18:35, 18:28] = 0.1
+    own = rng.normal(0.0, 0.01, (40, 30))
+    own[18:35, 18:28] += 1.0
+    own[30:38, 2:6] = -1.0  # a hole in the background: no light, not negative light
+    whole = inject.injected_fractions(inject.source_light_sums(segmentation, injected, own))
+    strips = pd.concat(
+        [inject.source_light_sums(segmentation[r : r + 16], injected[r : r + 16], own[r : r + 16])
+         for r in range(0, 40, 16)]
+    )  # fmt: skip
+    pd.testing.assert_series_equal(inject.injected_fractions(strips), whole)
+    assert list(whole.index) == [7, 9, 11]
+    assert whole[7] > 0.99 and whole[9] == pytest.approx(0.1 / 1.1, abs=0.01)
+    assert whole[11] == 0.0
 
 
 def test_a_knotty_or_clumpy_galaxy_in_pieces_is_shattered_and_a_star_never():

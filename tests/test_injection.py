@@ -13,7 +13,7 @@ from survey_seg.cli import main
 from survey_seg.config import RunConfig
 from survey_seg.errors import InputError, OutputError
 from survey_seg.evaluate import score_catalog
-from survey_seg.inject import make_injection_catalog, render_window
+from survey_seg.inject import WHOLE_KINDS, make_injection_catalog, render_window
 from survey_seg.injection import (
     INJECTION_CATALOG,
     INJECTION_JSON,
@@ -84,6 +84,13 @@ def test_injection_summary_and_tables(injected):
     pairs = table[table["kind"] == "pair"]
     assert (pairs["pair_partner_id"] >= 0).all()
     assert (out / NEGATIVE_DIR / "sources.parquet").is_file()
+    whole = table[table["kind"].isin(WHOLE_KINDS) & table["recovered"]]
+    assert len(whole) and (whole["n_own_sources"] >= 1).all()  # its match is its own
+    assert (whole["n_own_sources"] <= whole["n_sources_in_footprint"]).all()
+    assert (whole["shattered"] == (whole["n_own_sources"] > 1)).all()
+    assert sorted(path.name for path in out.iterdir() if path.is_dir()) == [
+        "masks.zarr", "mosaic.zarr", NEGATIVE_DIR, "tiles"
+    ]  # fmt: skip
 
 
 def test_injected_snr_counts_correlated_noise_at_its_strength_on_the_psf_scale(injected):
