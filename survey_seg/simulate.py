@@ -95,8 +95,11 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "n_clumps",
     "saturated",
     "snr",
+    "profile",
 )
-"""Columns of :attr:`SimulatedMosaic.truth_sources`, in order."""
+"""Columns of :attr:`SimulatedMosaic.truth_sources`, in order. ``profile`` is how a
+galaxy was drawn: ``sersic`` (here, a clumpy host too), ``bulge_disk`` or ``knotty``
+(by GalSim); ``point`` for a star."""
 
 CLUMP_COLUMNS: tuple[str, ...] = ("id", "host_id", "x", "y", "ra", "dec", "flux")
 """Columns of :attr:`SimulatedMosaic.truth_clumps`, in order."""
@@ -1672,6 +1675,9 @@ def _truth_tables(
             "n_clumps": np.array([len(s.clumps) for s in sources], dtype=np.int64),
             "saturated": saturated[cy, cx].astype(bool) if n else np.zeros(0, bool),
             "snr": snr.astype(np.float64),
+            "profile": pd.Series(
+                [s.profile if s.kind == "galaxy" else "point" for s in sources], dtype="str"
+            ),
         },
         columns=list(SOURCE_COLUMNS),
     )

@@ -108,6 +108,7 @@ CENTRE_SIGMA = 1.0
 CLUMP_SIGMA = 1.0
 MIN_CENTRE_SNR = 5.0
 CROWDED_STAR_DENSITY = (500.0, 5000.0)
+"""Range (log-uniform) of stars per million pixels in a crowded training scene."""
 PSF_BETA_RANGE = (2.0, 5.0)
 """Moffat ``beta`` of a training scene with a varied PSF (the canonical one is 3)."""
 PSF_ELLIPTICITY_MAX = 0.15
@@ -115,7 +116,10 @@ PSF_ELLIPTICITY_MAX = 0.15
 CORRELATION_RANGE = (0.2, 0.6)
 """Neighbour weights of the noise kernel of a correlated training scene (0.5: the
 benchmark's ``correlated`` sky and the drizzle-like kernel of the tests)."""
-"""Range (log-uniform) of stars per million pixels in a crowded training scene."""
+TRUTH_TAUGHT_PROFILES = ("knotty",)
+"""Galaxies the teacher cuts into pieces (each knot of a knotty irregular is a centre
+to it): on their pixels the distillation's targets are the truth's
+(:func:`_with_distillation`), so that a distilled network learns them whole."""
 LARGE_GALAXY_DENSITY = 60.0
 """Large galaxies per million pixels in a training scene that holds them (about two
 in a 192 x 192 scene; :attr:`survey_seg.simulate.SimulationConfig.large_galaxy_density`)."""
@@ -492,7 +496,9 @@ def scene_targets(
     -------
     dict
         ``segmentation`` (int64 class 0/1/2), ``centre`` and ``clump`` heatmaps,
-        ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels; with
+        ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels,
+        ``truth_taught`` (bool: the pixels of the galaxies of
+        :data:`TRUTH_TAUGHT_PROFILES`); with
         ``offsets``, ``offset`` ``(2, H, W)``: the ``(dy, dx)`` from each pixel of an
         object to its truth centre (:func:`centre_offsets`).
     """
@@ -515,6 +521,10 @@ def scene_targets(
         "clump": clump,
         "artefact": artefact,
         "stamps": stamps,
+        "truth_taught": np.isin(
+            sim.truth_segmentation,
+            sources.loc[sources["profile"].isin(TRUTH_TAUGHT_PROFILES), "id"].to_numpy(),
+        ),
     }
     if offsets:
         targets["offset"] = centre_offsets(sim.truth_segmentation, sources)
@@ -1054,19 +1064,42 @@ def _with_distillation(
 
     Scenes of correlated noise and wide-PSF scenes learn from their truth alone: the
     teacher was made on white noise at its own sampling, and takes correlated bumps
-    for sources. The distillation's share is ``distill_weight`` times the share of
-    the batch it is computed on.
+    for sources. On the pixels of the galaxies it cuts into pieces
+    (``truth_taught``, :data:`TRUTH_TAUGHT_PROFILES`) its segmentation, centre and
+    clump targets are replaced by the truth's. The distillation's share is
+    ``distill_weight`` times the share of the batch it is computed on.
     """
     taught = targets["teachable"]
     if not bool(taught.any()):
         return loss
-    soft = {
-        k: v.to(pixel_logits.device) for k, v in teacher_targets(teacher, inputs[taught]).items()
-    }
-    taught = taught.to(pixel_logits.device)
+    device = pixel_logits.device
+    soft = {k: v.to(device) for k, v in teacher_targets(teacher, inputs[taught]).items()}
+    chosen = {k: v[taught].to(device) for k, v in targets.items() if k != "teachable"}
+    soft = _truth_where_taught(soft, chosen)
+    taught = taught.to(device)
     distilled = distillation_loss(pixel_logits[taught], stamp_logits[taught], soft, weights)
     share = config.distill_weight * float(taught.float().mean())
     return (1 - share) * loss + share * distilled
+
+
+def _truth_where_taught(
+    soft: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The teacher's targets with the truth's on the pixels of ``targets["truth_taught"]``."""
+    where = targets.get("truth_taught")
+    if where is None or not bool(where.any()):
+        return soft
+    soft = dict(soft)
+    if "segmentation" in soft:
+        classes = nn.functional.one_hot(targets["segmentation"], soft["segmentation"].shape[1])
+        soft["segmentation"] = torch.where(
+            where[:, None], classes.permute(0, 3, 1, 2).to(soft["segmentation"].dtype),
+            soft["segmentation"],
+        )  # fmt: skip
+    for name in ("centre", "clump"):
+        if name in soft:
+            soft[name] = torch.where(where, targets[name].to(soft[name].dtype), soft[name])
+    return soft
 
 
 @torch.no_grad()

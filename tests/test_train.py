@@ -7,6 +7,7 @@ import torch
 from survey_seg.inference import Predictor
 from survey_seg.masks import MaskBit
 from survey_seg.models.unet import ScreeningUNet, UNetConfig
+from survey_seg.simulate import SimulationConfig, simulate_mosaic
 from survey_seg.train import (
     TASKS,
     StepBatches,
@@ -249,6 +250,40 @@ def test_the_teacher_teaches_only_the_white_noise_scenes(write_model, tmp_path):
             loss, teacher, inputs, pixel_logits, stamp_logits, targets, weights, config
         )
         assert (float(mixed) == float(loss)) == (taught == 0)
+
+
+def test_the_truth_replaces_the_teacher_on_the_knotty_galaxies_it_cuts_into_pieces():
+    from survey_seg.train import TRUTH_TAUGHT_PROFILES, _truth_where_taught, scene_targets
+
+    assert TRUTH_TAUGHT_PROFILES == ("knotty",)
+    sim = simulate_mosaic(SimulationConfig(size=128, seed=5, galsim_fraction=1.0))
+    truth = sim.truth_sources
+    knotty = truth.loc[truth["profile"] == "knotty", "id"].to_numpy()
+    assert len(knotty) and (truth["profile"] != "knotty").any()
+    targets = scene_targets(sim, TINY.stamp_size)
+    taught = targets["truth_taught"]
+    np.testing.assert_array_equal(taught, np.isin(sim.truth_segmentation, knotty))
+    batch = {k: torch.from_numpy(np.asarray(v))[None] for k, v in targets.items()}
+    rng = np.random.default_rng(0)
+    soft = {
+        "segmentation": torch.softmax(torch.from_numpy(rng.normal(size=(1, 3, 128, 128))), 1),
+        "centre": torch.from_numpy(rng.random((1, 128, 128))),
+        "clump": torch.from_numpy(rng.random((1, 128, 128))),
+        "artefact": torch.from_numpy(rng.random((1, 5, 128, 128))),
+    }
+    mixed = _truth_where_taught(soft, batch)
+    where = batch["truth_taught"][0].numpy()
+    for name in ("centre", "clump"):
+        np.testing.assert_array_equal(mixed[name][0][where], batch[name][0][where])
+        np.testing.assert_array_equal(mixed[name][0][~where], soft[name][0][~where])
+    one_hot = np.eye(3)[batch["segmentation"][0].numpy()].transpose(2, 0, 1)
+    np.testing.assert_array_equal(mixed["segmentation"][0][:, where], one_hot[:, where])
+    np.testing.assert_array_equal(
+        mixed["segmentation"][0][:, ~where], soft["segmentation"][0][:, ~where]
+    )
+    assert mixed["artefact"] is soft["artefact"]  # artefacts are the teacher's everywhere
+    batch["truth_taught"][:] = False
+    assert _truth_where_taught(soft, batch) is soft
 
 
 def test_varied_psf_scenes_keep_the_other_traits_and_cover_the_shapes():
