@@ -1687,9 +1687,12 @@ def _figure_injection_shattered(run: _Run, injection: _Injection) -> tuple[Figur
         return figure, text
     config = run.manifest.get("config", {})
     psf = float(injection.summary.get("psf_fwhm_pix") or config["injection_psf_fwhm"])
-    shown = shattered.sort_values(
-        ["n_sources_in_footprint", "half_light_radius_pix"], ascending=False
-    ).head(_SHATTERED_SHOWN)
+    # an injection of an earlier version counted every source there, not its own
+    pieces = "n_own_sources" if "n_own_sources" in shattered else "n_sources_in_footprint"
+    label = "sources of its own" if pieces == "n_own_sources" else "sources"
+    shown = shattered.sort_values([pieces, "half_light_radius_pix"], ascending=False).head(
+        _SHATTERED_SHOWN
+    )
     n = len(shown)
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
@@ -1714,7 +1717,7 @@ def _figure_injection_shattered(run: _Run, injection: _Injection) -> tuple[Figur
         norm = _norm(image)  # up to the object's peak: a bright neighbour would hide it
         norm.vmax = max(float(np.nanmedian(image) + objects_drawn.max()), norm.vmin + 1e-6)
         title = (
-            f"object {obj.injection_id}: {obj.n_sources_in_footprint} sources\n"
+            f"object {obj.injection_id}: {getattr(obj, pieces)} {label}\n"
             f"r_half {obj.half_light_radius_pix:.1f} px, S/N {obj.snr:.0f}"
         )
         _gallery_panel(ax, image, norm, (obj.x - ox, obj.y - oy), title, run.pixel_scale)
