@@ -1074,7 +1074,8 @@ def _with_distillation(
         return loss
     device = pixel_logits.device
     soft = {k: v.to(device) for k, v in teacher_targets(teacher, inputs[taught]).items()}
-    chosen = {k: v[taught].to(device) for k, v in targets.items() if k != "teachable"}
+    truth = ("truth_taught", "segmentation", "centre", "clump")
+    chosen = {k: targets[k][taught].to(device) for k in truth if k in targets}
     soft = _truth_where_taught(soft, chosen)
     taught = taught.to(device)
     distilled = distillation_loss(pixel_logits[taught], stamp_logits[taught], soft, weights)
