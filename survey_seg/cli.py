@@ -579,7 +579,7 @@ def _inject(args: argparse.Namespace) -> int:
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:
     """Each distinct warning once, in the order first raised.
 
-    An injection screens the mosaic three times (injected, negated, as it is) and a
+    An injection screens the mosaic twice (injected and negated) and a
     survey every mosaic: the same advice would otherwise be printed once a run.
     """
     for message in dict.fromkeys(str(warning.message) for warning in caught):
