@@ -213,6 +213,14 @@ def _parser() -> argparse.ArgumentParser:
         help="share of the loss that is distillation with --teacher (default 0.5)",
     )
     train.add_argument(
+        "--truth-taught-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="with --teacher, weight of the pixels of knotty irregulars, which the "
+        "distillation learns from the truth (default 1: as any pixel)",
+    )
+    train.add_argument(
         "--head-weight",
         action="append",
         default=[],
@@ -349,6 +357,7 @@ def _train(args: argparse.Namespace) -> int:
             head_weights=_head_weights(args.head_weight),
             teacher=str(args.teacher) if args.teacher else None,
             distill_weight=args.distill_weight,
+            truth_taught_weight=args.truth_taught_weight,
         )
         loss_weights(args.task, config)  # a head the task does not train
     except ValueError as error:

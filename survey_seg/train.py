@@ -176,6 +176,11 @@ class TrainConfig:
     distill_weight: float = 0.5
     """Share of the loss that is distillation when a ``teacher`` is given (the rest
     is the task's loss on the simulation's truth)."""
+    truth_taught_weight: float = 1.0
+    """Weight of each pixel of the galaxies the distillation learns from the truth
+    (:data:`TRUTH_TAUGHT_PROFILES`) in its segmentation, centre and clump terms,
+    against 1 for every other pixel: they are a few per cent of a batch's pixels,
+    so that the teacher's habit elsewhere outweighs what their truth teaches."""
     crowded_fraction: float = 0.0
     """Probability that a training scene is also a crowded star field (hundreds to
     thousands of stars per million pixels, as in the Galactic plane), so that stars
@@ -239,6 +244,10 @@ class TrainConfig:
                 raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if not self.truth_taught_weight >= 1:
+            raise ValueError(
+                f"truth_taught_weight must be 1 or more, got {self.truth_taught_weight}"
+            )
         for name in (
             "galsim_fraction",
             "crowded_fraction",
@@ -693,6 +702,7 @@ def distillation_loss(
     stamp_logits: torch.Tensor,
     teacher: dict[str, torch.Tensor],
     weights: dict[str, float],
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """How far the network's probabilities are from a teacher's, for the task's heads.
 
@@ -701,19 +711,23 @@ def distillation_loss(
     divided by the teacher's total probability (as the focal loss is by the number
     of peaks, so that sparse maps are not drowned by their background). Artefact
     planes and stamps: mean binary cross-entropy against the teacher's.
+    ``pixel_weight`` (batch, height, width), if given, weighs each pixel's term in
+    the segmentation, centre and clump losses.
     """
     heads = split_heads(pixel_logits)
     total = pixel_logits.new_zeros(())
+    weight = 1.0 if pixel_weight is None else pixel_weight
     if "segmentation" in weights:
         log_p = torch.log_softmax(heads["segmentation"].float(), dim=1)
-        total = total - weights["segmentation"] * (teacher["segmentation"] * log_p).sum(1).mean()
+        cross_entropy = -(teacher["segmentation"] * log_p).sum(1)
+        total = total + weights["segmentation"] * (weight * cross_entropy).mean()
     for name in ("centre", "clump"):
         if name in weights:
             target = teacher[name]
             bce = nn.functional.binary_cross_entropy_with_logits(
-                heads[name][:, 0].float(), target, reduction="sum"
+                heads[name][:, 0].float(), target, reduction="none"
             )
-            total = total + weights[name] * bce / target.sum().clamp(min=1.0)
+            total = total + weights[name] * (weight * bce).sum() / target.sum().clamp(min=1.0)
     if "artefact" in weights:
         total = total + weights["artefact"] * nn.functional.binary_cross_entropy_with_logits(
             heads["artefact"].float(), teacher["artefact"]
@@ -1066,7 +1080,8 @@ def _with_distillation(
     teacher was made on white noise at its own sampling, and takes correlated bumps
     for sources. On the pixels of the galaxies it cuts into pieces
     (``truth_taught``, :data:`TRUTH_TAUGHT_PROFILES`) its segmentation, centre and
-    clump targets are replaced by the truth's. The distillation's share is
+    clump targets are replaced by the truth's, their pixels weighing
+    ``truth_taught_weight`` each. The distillation's share is
     ``distill_weight`` times the share of the batch it is computed on.
     """
     taught = targets["teachable"]
@@ -1077,8 +1092,13 @@ def _with_distillation(
     truth = ("truth_taught", "segmentation", "centre", "clump")
     chosen = {k: targets[k][taught].to(device) for k in truth if k in targets}
     soft = _truth_where_taught(soft, chosen)
+    pixel_weight = None
+    if "truth_taught" in chosen and config.truth_taught_weight != 1:
+        pixel_weight = 1 + (config.truth_taught_weight - 1) * chosen["truth_taught"].float()
     taught = taught.to(device)
-    distilled = distillation_loss(pixel_logits[taught], stamp_logits[taught], soft, weights)
+    distilled = distillation_loss(
+        pixel_logits[taught], stamp_logits[taught], soft, weights, pixel_weight
+    )
     share = config.distill_weight * float(taught.float().mean())
     return (1 - share) * loss + share * distilled
 

@@ -224,6 +224,38 @@ def test_distillation_pulls_the_student_towards_the_teachers_averaged_passes(wri
     assert len(result.losses) == 4 and np.isfinite(result.losses).all()
     with pytest.raises(ValueError, match="distill_weight"):
         _config(distill_weight=1.5)
+    with pytest.raises(ValueError, match="truth_taught_weight"):
+        _config(truth_taught_weight=0.5)
+
+
+def test_distillation_weighs_each_pixel_by_its_pixel_weight():
+    """Unit weights change nothing; a weight on some pixels adds their terms again."""
+    from survey_seg.train import distillation_loss
+
+    rng = np.random.default_rng(4)
+    torch.manual_seed(4)
+    student = ScreeningUNet(TINY)
+    inputs = torch.from_numpy(rng.normal(size=(2, 3, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        pixel_logits, stamp_logits = student(inputs)
+    soft = {
+        "segmentation": torch.softmax(torch.from_numpy(rng.normal(size=(2, 3, 64, 64))), 1),
+        "centre": torch.from_numpy(rng.random((2, 64, 64))).float(),
+    }
+    weights = {"segmentation": 1.0, "centre": 1.0}
+    plain = distillation_loss(pixel_logits, stamp_logits, soft, weights)
+    ones = distillation_loss(pixel_logits, stamp_logits, soft, weights, torch.ones(2, 64, 64))
+    assert float(ones) == pytest.approx(float(plain), rel=1e-6)
+    where = torch.zeros(2, 64, 64)
+    where[:, :16] = 1.0
+    heavier = distillation_loss(pixel_logits, stamp_logits, soft, weights, 1 + 2 * where)
+    only = {name: soft[name] * where[:, None] if name == "segmentation" else soft[name]
+            for name in soft}  # fmt: skip
+    seg_part = distillation_loss(pixel_logits, stamp_logits, only, {"segmentation": 1.0})
+    centre_part = distillation_loss(pixel_logits, stamp_logits, soft, {"centre": 1.0}, where)
+    assert float(heavier) == pytest.approx(
+        float(plain) + 2 * (float(seg_part) + float(centre_part)), rel=1e-5
+    )
 
 
 def test_the_teacher_teaches_only_the_white_noise_scenes(write_model, tmp_path):
