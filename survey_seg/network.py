@@ -43,6 +43,7 @@ from survey_seg.measure import (
     label_maximum_position,
     measure_segments,
     relabel_in_raster_order,
+    segment_snr,
 )
 from survey_seg.noise import gaussian_kernel_norm
 from survey_seg.quality import (
@@ -146,6 +147,9 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # Its ``sure_split`` threshold (absent: off) keeps apart two touching sources whose
 # seed peaks both reach it, valley or not (:func:`survey_seg.blends.merge_unseparated`,
 # ``sure``).
+# Its ``min_snr`` threshold (absent: off) leaves out every source whose catalog S/N
+# (flux over its error, the variance scaled for correlated noise) is under it: a
+# survey catalog's significance limit (:meth:`NetworkScreener.segment`).
 # Its ``fragment`` threshold (absent: off) joins a footprint without a centre peak to
 # the object that pixels of object probability above it connect it with: an island
 # of a large galaxy's faint outskirts, not a source of its own
@@ -327,12 +331,21 @@ class NetworkScreener:
         With a binning (a wide PSF) or an upsampling (an undersampled one), the
         network screens the resampled window and its products are mapped back to
         the native pixels (:meth:`_segment_binned`, :meth:`_segment_upsampled`).
+        With a ``min_snr`` threshold, sources whose catalog S/N (flux over its
+        error on their native pixels, the variance scaled for correlated noise)
+        is under it are left out.
         """
         if self.binning > 1:
-            return self._segment_binned(window, saturation=saturation)
-        if self.upsampling > 1:
-            return self._segment_upsampled(window, saturation=saturation)
-        return self._segment_at_network_sampling(window, saturation=saturation)
+            products = self._segment_binned(window, saturation=saturation)
+        elif self.upsampling > 1:
+            products = self._segment_upsampled(window, saturation=saturation)
+        else:
+            products = self._segment_at_network_sampling(window, saturation=saturation)
+        min_snr = self.thresholds.get("min_snr")
+        if min_snr is None:
+            return products
+        snr = segment_snr(products.sources, products.flux_image, products.variance)
+        return products.keep_sources(~(snr < min_snr))
 
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window binned by :attr:`binning`; products on the native pixels.

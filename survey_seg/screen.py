@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from survey_seg.catalog import CLUMP_COLUMNS, SOURCE_COLUMNS, conform
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
-from survey_seg.measure import measure_segments
+from survey_seg.measure import measure_segments, relabel_in_raster_order
 from survey_seg.models.unet import QUALITY_CLASSES
 from survey_seg.quality import flagged_fraction
 from survey_seg.tiling import Tile, TileGrid
@@ -106,6 +106,43 @@ class DenseProducts:
     stamp_size: int = 0
     network_seconds: float = 0.0
     centres: np.ndarray | None = None
+
+    def keep_sources(self, keep: np.ndarray) -> DenseProducts:
+        """These products with only the sources where ``keep`` (per label ``1 .. n``) is set.
+
+        The kept sources are numbered ``1 .. m`` in their order; a dropped source's
+        pixels leave its footprint, and its clumps go with it.
+        """
+        keep = np.asarray(keep, dtype=bool)
+        n = int(self.sources.max(initial=0))
+        if keep.shape != (n,):
+            raise ValueError(f"keep must hold one flag per source ({n}), got shape {keep.shape}")
+        if keep.all():
+            return self
+        kept = np.flatnonzero(keep)
+        renumber = np.zeros(n + 1, dtype=np.int32)
+        renumber[kept + 1] = np.arange(1, kept.size + 1, dtype=np.int32)
+        sources = renumber[self.sources]
+        footprints = np.where((self.sources > 0) & (sources == 0), 0, self.footprints)
+        hosts = renumber[self.clumps.host_label]
+        with_host = hosts > 0
+        clumps = ClumpCandidates(
+            y=self.clumps.y[with_host],
+            x=self.clumps.x[with_host],
+            host_label=hosts[with_host].astype(np.int64),
+            score=self.clumps.score[with_host],
+            flux_fraction=self.clumps.flux_fraction[with_host],
+        )
+        return replace(
+            self,
+            sources=sources,
+            footprints=relabel_in_raster_order(footprints),
+            clumps=clumps,
+            blend_probability=None
+            if self.blend_probability is None
+            else self.blend_probability[kept],
+            centres=None if self.centres is None else self.centres[kept],
+        )
 
 
 class ScreeningMethod(Protocol):

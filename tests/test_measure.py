@@ -8,6 +8,7 @@ from survey_seg.measure import (
     light_centres,
     measure_segments,
     relabel_in_raster_order,
+    segment_snr,
 )
 
 
@@ -116,3 +117,20 @@ def test_label_maximum_position_breaks_ties_in_raster_order_and_marks_absent_lab
 def test_relabel_in_raster_order_numbers_by_first_pixel():
     labels = np.array([[0, 7, 7], [4, 0, 2], [4, 9, 2]])
     assert relabel_in_raster_order(labels).tolist() == [[0, 1, 1], [2, 0, 3], [2, 4, 3]]
+
+
+def test_segment_snr_is_the_catalog_flux_over_its_error():
+    rng = np.random.default_rng(6)
+    image = rng.normal(0.0, 1.0, (64, 64))
+    image[10:14, 10:14] += 5.0
+    labels = np.zeros((64, 64), dtype=np.int32)
+    labels[8:16, 8:16] = 1
+    labels[40:44, 30:50] = 2
+    labels[60:, 60:] = 3
+    variance = np.full((64, 64), 2.0)
+    variance[60:, 60:] = 0.0  # no variance: no S/N
+    image[41, 31] = np.nan  # non-finite pixels count as zero, as measured
+    m = measure_segments(labels, image, variance, image, np.zeros((64, 64), np.uint32))
+    snr = segment_snr(labels, image, variance)
+    np.testing.assert_allclose(snr[:2], (m.flux / m.flux_err)[:2])
+    assert snr[0] > 5 and np.isnan(snr[2])

@@ -374,6 +374,30 @@ def _default_model_with(directory, **thresholds):
     return path
 
 
+def test_a_significance_limit_leaves_out_exactly_the_sources_under_it(small_simulation, tmp_path):
+    """``min_snr``: the catalog is the one without the limit less its faint rows."""
+    _, mosaic = small_simulation
+    found = {}
+    for name, min_snr in (("off", None), ("ten", 10.0)):
+        directory = tmp_path / name
+        directory.mkdir()
+        model = _default_model_with(directory, min_snr=min_snr)
+        config = json.loads(model.read_text())
+        if min_snr is None:
+            del config["thresholds"]["min_snr"]
+        model.write_text(json.dumps(config))
+        out = directory / "out"
+        run_survey(mosaic, out, RunConfig(method="unet", tile_size=512, halo=64, model=str(model)))
+        found[name] = pd.read_parquet(out / "sources.parquet")
+    off, ten = found["off"], found["ten"]
+    assert (off["snr"] < 10).sum() >= 5 and (ten["snr"] >= 10).all()
+    peaks = set(zip(ten["x_peak"], ten["y_peak"], strict=True))
+    bright = off[off["snr"] >= 10]
+    assert peaks == set(zip(bright["x_peak"], bright["y_peak"], strict=True))
+    clumps = pd.read_parquet(tmp_path / "ten" / "out" / "clumps.parquet")
+    assert clumps["host_id"].isin(ten["id"]).all()
+
+
 def test_weak_centres_add_sources_only_where_the_light_dips_between(
     small_simulation, unet_whole, tmp_path
 ):

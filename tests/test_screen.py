@@ -90,6 +90,44 @@ class _CentredScreener(ClassicalScreener):
         return dataclasses.replace(products, centres=centres)
 
 
+def test_keeping_some_sources_renumbers_them_and_drops_their_clumps_and_footprints():
+    from survey_seg.screen import ClumpCandidates, DenseProducts
+
+    sources = np.zeros((8, 12), dtype=np.int32)
+    sources[1:3, 1:3], sources[1:3, 3:5], sources[5:7, 8:10] = 1, 2, 3
+    footprints = np.where(sources == 3, 2, np.where(sources > 0, 1, 0)).astype(np.int32)
+    zeros = np.zeros(sources.shape, dtype=np.float32)
+    products = DenseProducts(
+        flux_image=zeros,
+        variance=zeros,
+        detection_image=zeros,
+        sources=sources,
+        footprints=footprints,
+        artefacts=np.zeros(sources.shape, dtype=np.uint32),
+        clumps=ClumpCandidates(
+            y=np.array([1.0, 6.0]),
+            x=np.array([2.0, 9.0]),
+            host_label=np.array([1, 3]),
+            score=np.array([0.5, 0.6]),
+            flux_fraction=np.array([0.1, 0.2]),
+        ),
+        blend_probability=np.array([0.9, 0.8, 0.1]),
+        centres=np.array([[1.5, 1.5], [1.5, 3.5], [5.5, 8.5]]),
+    )
+    assert products.keep_sources(np.ones(3, bool)) is products
+    kept = products.keep_sources(np.array([True, False, True]))
+    np.testing.assert_array_equal(kept.sources, np.select([sources == 1, sources == 3], [1, 2]))
+    assert kept.sources.max() == 2 and (kept.sources[5:7, 8:10] == 2).all()
+    assert (kept.footprints[1:3, 3:5] == 0).all() and (kept.footprints[1:3, 1:3] == 1).all()
+    np.testing.assert_array_equal(kept.clumps.host_label, [1, 2])
+    np.testing.assert_array_equal(kept.blend_probability, [0.9, 0.1])
+    np.testing.assert_array_equal(kept.centres, [[1.5, 1.5], [5.5, 8.5]])
+    only_third = products.keep_sources(np.array([False, False, True]))
+    np.testing.assert_array_equal(only_third.clumps.x, [9.0])
+    with pytest.raises(ValueError, match="one flag per source"):
+        products.keep_sources(np.ones(2, bool))
+
+
 def test_a_method_centre_sets_position_and_owner():
     image = _one_source_image(seed=4, x=147.0)
     grid = make_tile_grid(image.shape, tile_size=150, halo=40)
