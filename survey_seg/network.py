@@ -148,14 +148,16 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # seed peaks both reach it, valley or not (:func:`survey_seg.blends.merge_unseparated`,
 # ``sure``).
 # Its ``min_snr`` threshold (absent: off) leaves out every source whose catalog S/N
-# (flux over its error, the variance scaled for correlated noise) is under it: a
-# survey catalog's significance limit (:meth:`NetworkScreener.segment`).
+# (flux over its error) and peak point-source significance are both under it, the
+# variance scaled for correlated noise: a survey catalog's significance limit
+# (:meth:`NetworkScreener._significant`).
 # Its ``fragment`` threshold (absent: off) joins a footprint without a centre peak to
 # the object that pixels of object probability above it connect it with: an island
 # of a large galaxy's faint outskirts, not a source of its own
 # (:func:`survey_seg.blends.split_instances`, ``fragment_threshold``).
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 NARROWEST_TRAINING_PSF = 0.75
 """Narrowest PSF of the training scenes, over the training PSF (1 - their jitter)."""
 _NATIVE_COSMIC_RAY_LIMITS = {"significance": 5.0, "contrast": 2.5, "fine_contrast": 2.5}
@@ -331,9 +333,8 @@ class NetworkScreener:
         With a binning (a wide PSF) or an upsampling (an undersampled one), the
         network screens the resampled window and its products are mapped back to
         the native pixels (:meth:`_segment_binned`, :meth:`_segment_upsampled`).
-        With a ``min_snr`` threshold, sources whose catalog S/N (flux over its
-        error on their native pixels, the variance scaled for correlated noise)
-        is under it are left out.
+        With a ``min_snr`` threshold, sources under it by their catalog S/N and
+        their peak significance alike are left out (:meth:`_significant`).
         """
         if self.binning > 1:
             products = self._segment_binned(window, saturation=saturation)
@@ -344,8 +345,29 @@ class NetworkScreener:
         min_snr = self.thresholds.get("min_snr")
         if min_snr is None:
             return products
+        return products.keep_sources(self._significant(products, min_snr))
+
+    def _significant(self, products: DenseProducts, min_snr: float) -> np.ndarray:
+        """Per source: its catalog S/N or its peak point-source significance reaches ``min_snr``.
+
+        The catalog S/N is the flux over its error on the source's pixels; the
+        significance, the S/N image filtered by a Gaussian of the PSF's width in
+        units of its own noise (a matched filter for a point source). Either
+        measure alone would drop real objects: a compact companion whose segment a
+        bright neighbour squeezes has a low catalog S/N but a significant peak, and
+        a faint extended galaxy the reverse. The variance is scaled for correlated
+        noise, so both are in units of the noise on the PSF's scale.
+        """
+        n = int(products.sources.max(initial=0))
         snr = segment_snr(products.sources, products.flux_image, products.variance)
-        return products.keep_sources(~(snr < min_snr))
+        sigma_pix = (self.psf_fwhm_pix or _TRAINING_PSF_FWHM_PIX) / _FWHM_PER_SIGMA
+        valid = products.variance > 0
+        ratio = products.flux_image / np.sqrt(np.where(valid, products.variance, 1.0))
+        significance = ndimage.gaussian_filter(
+            np.where(valid, ratio, 0.0), sigma_pix, truncate=4.0
+        ) / gaussian_kernel_norm(sigma_pix)
+        peak = label_maximum(significance, products.sources, np.arange(1, n + 1))
+        return ~((snr < min_snr) & (peak < min_snr))
 
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window binned by :attr:`binning`; products on the native pixels.
