@@ -221,6 +221,14 @@ def _parser() -> argparse.ArgumentParser:
         "distillation learns from the truth (default 1: as any pixel)",
     )
     train.add_argument(
+        "--pair-truth-fwhm",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="with --teacher, also learn from the truth the objects with a neighbour "
+        "within F PSF FWHM, weighted as the knots are (default 0: none)",
+    )
+    train.add_argument(
         "--head-weight",
         action="append",
         default=[],
@@ -358,6 +366,7 @@ def _train(args: argparse.Namespace) -> int:
             teacher=str(args.teacher) if args.teacher else None,
             distill_weight=args.distill_weight,
             truth_taught_weight=args.truth_taught_weight,
+            pair_truth_fwhm=args.pair_truth_fwhm,
         )
         loss_weights(args.task, config)  # a head the task does not train
     except ValueError as error:

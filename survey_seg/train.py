@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import nn
 
 from survey_seg.background import cell_statistics, finish_mesh, interpolate_mesh
@@ -181,6 +182,11 @@ class TrainConfig:
     (:data:`TRUTH_TAUGHT_PROFILES`) in its segmentation, centre and clump terms,
     against 1 for every other pixel: they are a few per cent of a batch's pixels,
     so that the teacher's habit elsewhere outweighs what their truth teaches."""
+    pair_truth_fwhm: float = 0.0
+    """Objects with another's centre within this many PSF FWHM are also learned
+    from the truth by the distillation, weighing ``truth_taught_weight`` each (0:
+    none): what the knots teach, one centre under several peaks, is then learned
+    beside its counter-example, two close objects that are two."""
     crowded_fraction: float = 0.0
     """Probability that a training scene is also a crowded star field (hundreds to
     thousands of stars per million pixels, as in the Galactic plane), so that stars
@@ -244,6 +250,8 @@ class TrainConfig:
                 raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if not self.pair_truth_fwhm >= 0:
+            raise ValueError(f"pair_truth_fwhm must be 0 or more, got {self.pair_truth_fwhm}")
         if not self.truth_taught_weight >= 1:
             raise ValueError(
                 f"truth_taught_weight must be 1 or more, got {self.truth_taught_weight}"
@@ -497,7 +505,7 @@ def _block_or(mask: np.ndarray, factor: int) -> np.ndarray:
 
 
 def scene_targets(
-    sim: SimulatedMosaic, stamp_size: int, offsets: bool = False
+    sim: SimulatedMosaic, stamp_size: int, offsets: bool = False, pair_truth_fwhm: float = 0.0
 ) -> dict[str, np.ndarray]:
     """Dense training targets of a whole simulated scene.
 
@@ -507,7 +515,8 @@ def scene_targets(
         ``segmentation`` (int64 class 0/1/2), ``centre`` and ``clump`` heatmaps,
         ``artefact`` ``(5, H, W)`` planes, ``stamps`` ``(7, h, w)`` labels,
         ``truth_taught`` (bool: the pixels of the galaxies of
-        :data:`TRUTH_TAUGHT_PROFILES`); with
+        :data:`TRUTH_TAUGHT_PROFILES` and, with ``pair_truth_fwhm``, of the
+        objects with another's centre within that many PSF FWHM); with
         ``offsets``, ``offset`` ``(2, H, W)``: the ``(dy, dx)`` from each pixel of an
         object to its truth centre (:func:`centre_offsets`).
     """
@@ -532,12 +541,32 @@ def scene_targets(
         "stamps": stamps,
         "truth_taught": np.isin(
             sim.truth_segmentation,
-            sources.loc[sources["profile"].isin(TRUTH_TAUGHT_PROFILES), "id"].to_numpy(),
+            sources.loc[
+                sources["profile"].isin(TRUTH_TAUGHT_PROFILES)
+                | _close_pair_members(
+                    detectable, sources, pair_truth_fwhm * sim.config.psf_fwhm_pix
+                ),
+                "id",
+            ].to_numpy(),
         ),
     }
     if offsets:
         targets["offset"] = centre_offsets(sim.truth_segmentation, sources)
     return targets
+
+
+def _close_pair_members(
+    detectable: pd.DataFrame, sources: pd.DataFrame, max_separation: float
+) -> np.ndarray:
+    """Per row of ``sources``: detectable, with another detectable centre that close."""
+    member = np.zeros(len(sources), dtype=bool)
+    if max_separation <= 0 or len(detectable) < 2:
+        return member
+    pairs = cKDTree(detectable[["x", "y"]].to_numpy(float)).query_pairs(
+        max_separation, output_type="ndarray"
+    )
+    close_ids = detectable["id"].to_numpy()[np.unique(pairs)]
+    return sources["id"].isin(close_ids).to_numpy()
 
 
 def centre_offsets(segmentation: np.ndarray, sources: pd.DataFrame) -> np.ndarray:
@@ -640,7 +669,12 @@ def make_batch(
                 np.random.default_rng([seed, 7907]).random() < config.undersampled_fraction
             )
             planes = undersampled_scene_inputs(sim) if undersampled else scene_inputs(sim)
-            dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
+            dense = scene_targets(
+                sim,
+                stamp,
+                offsets=config.architecture.offset_head,
+                pair_truth_fwhm=config.pair_truth_fwhm,
+            )
         # crops start on the stamp grid so the stamp labels stay aligned
         starts = np.arange(0, sim.image.shape[0] - config.crop + 1, stamp)
         y0, x0 = int(rng.choice(starts)), int(rng.choice(starts))

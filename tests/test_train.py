@@ -226,6 +226,8 @@ def test_distillation_pulls_the_student_towards_the_teachers_averaged_passes(wri
         _config(distill_weight=1.5)
     with pytest.raises(ValueError, match="truth_taught_weight"):
         _config(truth_taught_weight=0.5)
+    with pytest.raises(ValueError, match="pair_truth_fwhm"):
+        _config(pair_truth_fwhm=-1.0)
 
 
 def test_distillation_weighs_each_pixel_by_its_pixel_weight():
@@ -505,3 +507,26 @@ def test_flipped_training_crops_keep_their_offsets_pointing_at_the_centres():
         assert np.unique(np.round(votes, 3), axis=1).shape[1] < 0.1 * inside.sum()
         checked += 1
     assert checked == 4
+
+
+def test_close_pairs_are_learned_from_the_truth_beside_the_knots():
+    """With ``pair_truth_fwhm`` the members of close pairs join the truth-taught pixels."""
+    from scipy.spatial import cKDTree
+
+    from survey_seg.train import MIN_CENTRE_SNR, scene_targets
+
+    sim = simulate_mosaic(SimulationConfig(size=192, seed=12, galsim_fraction=1.0))
+    truth = sim.truth_sources
+    plain = scene_targets(sim, TINY.stamp_size)["truth_taught"]
+    paired = scene_targets(sim, TINY.stamp_size, pair_truth_fwhm=2.5)["truth_taught"]
+    assert (paired >= plain).all()
+    detectable = truth[truth["snr"] >= MIN_CENTRE_SNR]
+    close = cKDTree(detectable[["x", "y"]].to_numpy()).query_pairs(
+        2.5 * sim.config.psf_fwhm_pix, output_type="ndarray"
+    )
+    assert len(close), "the scene should hold a close pair"
+    members = detectable["id"].to_numpy()[np.unique(close)]
+    np.testing.assert_array_equal(
+        paired & ~plain, np.isin(sim.truth_segmentation, members) & ~plain
+    )
+    assert (paired & ~plain).any()
