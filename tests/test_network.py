@@ -557,12 +557,16 @@ def test_the_offset_head_joins_the_pieces_of_a_faint_large_galaxy(seed, offset_m
 
 @pytest.fixture(scope="module")
 def fragment_model_configs(tmp_path_factory):
-    """The default model config without and with its ``fragment`` threshold."""
+    """The default model config without and with its ``fragment`` threshold.
+
+    Both leave out the significance limit (``min_snr``), which drops the faintest
+    islands on its own: the rule under test is the one that joins them."""
     import shutil
 
     directory = tmp_path_factory.mktemp("fragment")
     config = json.loads(DEFAULT_MODEL.read_text())
     assert "fragment" in config["thresholds"]
+    config["thresholds"].pop("min_snr", None)
     shutil.copy(DEFAULT_MODEL.parent / config["weights"], directory / config["weights"])
     (directory / "with.json").write_text(json.dumps(config))
     del config["thresholds"]["fragment"]
