@@ -158,6 +158,9 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_NYQUIST_FWHM_PIX = 2.0
+"""Narrowest filter of the peak significance (FWHM, pix): a resolution element is at
+least two pixels, so that on an undersampled PSF the filter is not a single pixel."""
 NARROWEST_TRAINING_PSF = 0.75
 """Narrowest PSF of the training scenes, over the training PSF (1 - their jitter)."""
 _NATIVE_COSMIC_RAY_LIMITS = {"significance": 5.0, "contrast": 2.5, "fine_contrast": 2.5}
@@ -351,8 +354,9 @@ class NetworkScreener:
         """Per source: its catalog S/N or its peak point-source significance reaches ``min_snr``.
 
         The catalog S/N is the flux over its error on the source's pixels; the
-        significance, the S/N image filtered by a Gaussian of the PSF's width in
-        units of its own noise (a matched filter for a point source). Either
+        significance, the S/N image filtered by a Gaussian as wide as a resolution
+        element (the PSF, at least :data:`_NYQUIST_FWHM_PIX`) in units of its own
+        noise (a matched filter for a point source). Either
         measure alone would drop real objects: a compact companion whose segment a
         bright neighbour squeezes has a low catalog S/N but a significant peak, and
         a faint extended galaxy the reverse. The variance is scaled for correlated
@@ -360,7 +364,8 @@ class NetworkScreener:
         """
         n = int(products.sources.max(initial=0))
         snr = segment_snr(products.sources, products.flux_image, products.variance)
-        sigma_pix = (self.psf_fwhm_pix or _TRAINING_PSF_FWHM_PIX) / _FWHM_PER_SIGMA
+        resolution = max(self.psf_fwhm_pix or _TRAINING_PSF_FWHM_PIX, _NYQUIST_FWHM_PIX)
+        sigma_pix = resolution / _FWHM_PER_SIGMA
         valid = products.variance > 0
         ratio = products.flux_image / np.sqrt(np.where(valid, products.variance, 1.0))
         significance = ndimage.gaussian_filter(
