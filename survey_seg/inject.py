@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from survey_seg.errors import InputError
+from survey_seg.psf import RESOLUTION_FLOOR_PIX, resolution_pix
 
 __all__ = [
     "CLUMP_MATCH_PIX",
@@ -68,11 +69,6 @@ INJECTION_KINDS = (
 ``pair_id``); a ``clumpy`` host gives its own row and one row per clump (kind
 ``clump``, with the host's ``host_injection_id``)."""
 
-RESOLUTION_FLOOR_PIX = 2.0
-"""Smallest resolution element in pixels. Two objects closer than about two pixels
-are one peak whatever the PSF (Nyquist), so with an undersampled PSF (SDSS: 0.5-0.8
-pix FWHM) the sizes, separations, spacings and match radii that are given "in FWHM"
-are in units of :func:`resolution_pix` instead."""
 
 _SNR_RANGE = (5.0, 100.0)
 _PAIR_SEPARATION_FWHM = (1.0, 3.0)
@@ -133,11 +129,6 @@ class RenderedWindow:
 
     image: np.ndarray
     skipped: tuple[int, ...]
-
-
-def resolution_pix(psf_fwhm_pix: float) -> float:
-    """The resolution element: the PSF FWHM, at least :data:`RESOLUTION_FLOOR_PIX`."""
-    return max(float(psf_fwhm_pix), RESOLUTION_FLOOR_PIX)
 
 
 def make_injection_catalog(

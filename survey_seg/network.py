@@ -46,6 +46,7 @@ from survey_seg.measure import (
     segment_snr,
 )
 from survey_seg.noise import gaussian_kernel_norm
+from survey_seg.psf import SIGMA_PER_FWHM, resolution_pix
 from survey_seg.quality import (
     NETWORK_ARTEFACT_BITS,
     artefact_planes,
@@ -157,10 +158,6 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # (:func:`survey_seg.blends.split_instances`, ``fragment_threshold``).
 _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-_NYQUIST_FWHM_PIX = 2.0
-"""Narrowest filter of the peak significance (FWHM, pix): a resolution element is at
-least two pixels, so that on an undersampled PSF the filter is not a single pixel."""
 NARROWEST_TRAINING_PSF = 0.75
 """Narrowest PSF of the training scenes, over the training PSF (1 - their jitter)."""
 _NATIVE_COSMIC_RAY_LIMITS = {"significance": 5.0, "contrast": 2.5, "fine_contrast": 2.5}
@@ -355,7 +352,7 @@ class NetworkScreener:
 
         The catalog S/N is the flux over its error on the source's pixels; the
         significance, the S/N image filtered by a Gaussian as wide as a resolution
-        element (the PSF, at least :data:`_NYQUIST_FWHM_PIX`) in units of its own
+        element (:func:`~survey_seg.psf.resolution_pix`: the PSF, at least 2 px) in units of its own
         noise (a matched filter for a point source). Either
         measure alone would drop real objects: a compact companion whose segment a
         bright neighbour squeezes has a low catalog S/N but a significant peak, and
@@ -364,8 +361,7 @@ class NetworkScreener:
         """
         n = int(products.sources.max(initial=0))
         snr = segment_snr(products.sources, products.flux_image, products.variance)
-        resolution = max(self.psf_fwhm_pix or _TRAINING_PSF_FWHM_PIX, _NYQUIST_FWHM_PIX)
-        sigma_pix = resolution / _FWHM_PER_SIGMA
+        sigma_pix = resolution_pix(self.psf_fwhm_pix or _TRAINING_PSF_FWHM_PIX) * SIGMA_PER_FWHM
         valid = products.variance > 0
         ratio = products.flux_image / np.sqrt(np.where(valid, products.variance, 1.0))
         significance = ndimage.gaussian_filter(

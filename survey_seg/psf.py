@@ -54,6 +54,8 @@ from survey_seg.background import cell_statistics, finish_mesh
 __all__ = [
     "MAX_REGIONS",
     "MIN_STARS",
+    "RESOLUTION_FLOOR_PIX",
+    "SIGMA_PER_FWHM",
     "Cutout",
     "PSFEstimate",
     "PSFRegion",
@@ -61,6 +63,7 @@ __all__ = [
     "estimate_psf_cutouts",
     "region_boxes",
     "region_grid",
+    "resolution_pix",
 ]
 
 MIN_STARS = 5
@@ -96,12 +99,23 @@ star whose free fit fails is refitted round with beta :data:`UNDERSAMPLED_BETA`;
 width counts, its beta and shape do not."""
 UNDERSAMPLED_BETA = 2.5
 """Moffat index of those fits: seeing-limited PSFs measure 2 to 4.8 (Trujillo et al. 2001)."""
+SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+"""A Gaussian's standard deviation over its FWHM."""
+RESOLUTION_FLOOR_PIX = 2.0
+"""Smallest resolution element in pixels. Two objects closer than about two pixels
+are one peak whatever the PSF (Nyquist), so with an undersampled PSF (SDSS: 0.5-0.8
+pix FWHM) the sizes, separations, spacings and match radii that are given "in FWHM"
+are in units of :func:`resolution_pix` instead."""
 _BACKGROUND_CELL = 64
 _MOMENT_HALF = 24
 _MAX_CANDIDATES = 300
 _DETECT_SCALES = (1.0, 2.0, 4.0)
 _FIT_RADIUS_FWHM = 2.5
-_SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+def resolution_pix(psf_fwhm_pix: float) -> float:
+    """The resolution element: the PSF FWHM, at least :data:`RESOLUTION_FLOOR_PIX`."""
+    return max(float(psf_fwhm_pix), RESOLUTION_FLOOR_PIX)
 
 
 @dataclass(frozen=True)
@@ -759,7 +773,7 @@ def _fit_locus(
     neighbour detection maps made so far, by smoothing.
     """
     # adaptive sigma of a pixel-integrated PSF: its own plus a pixel's 1/12
-    fwhm0 = math.sqrt(max(math.exp(2 * centre) - 1.0 / 12.0, 0.1)) / _SIGMA_PER_FWHM
+    fwhm0 = math.sqrt(max(math.exp(2 * centre) - 1.0 / 12.0, 0.1)) / SIGMA_PER_FWHM
     # wide stars are fitted on pixels binned by `factor`, 4 to 8 binned pixels FWHM
     factor = max(1, int(fwhm0 // 4))
     half = max(5, math.ceil(_FIT_RADIUS_FWHM * fwhm0 / factor))
@@ -833,10 +847,10 @@ def _neighbour_map(
     """
     if fwhm0 >= 4.0:
         _, binning, snr = min(
-            p.detections, key=lambda d: abs(math.log(d[0] / (fwhm0 * _SIGMA_PER_FWHM)))
+            p.detections, key=lambda d: abs(math.log(d[0] / (fwhm0 * SIGMA_PER_FWHM)))
         )
         return binning, snr
-    scale = round(max(fwhm0 * _SIGMA_PER_FWHM, 0.7), 1)
+    scale = round(max(fwhm0 * SIGMA_PER_FWHM, 0.7), 1)
     if (1, scale) not in maps:
         maps[1, scale] = (1, _matched_snr(p.work, p.sigma, scale))
     return maps[1, scale]
