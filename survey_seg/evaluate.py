@@ -43,6 +43,7 @@ from scipy.spatial import cKDTree
 from scipy.stats import rankdata
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
+from survey_seg.psf import SIGMA_PER_FWHM
 
 __all__ = [
     "ARTEFACT_PLANES",
@@ -249,7 +250,7 @@ def clump_snr(
 ) -> np.ndarray:
     """Sky-limited matched-filter S/N of unresolved clumps.
 
-    For a Gaussian PSF of width ``sigma = fwhm / 2.355`` (pixels) on white noise of
+    For a Gaussian PSF of width ``sigma = fwhm / 2.3548`` (pixels) on white noise of
     ``sky_sigma`` per pixel, the optimal (PSF-weighted) S/N of a point source of
     total ``flux`` is ``flux / (sky_sigma * sqrt(4 pi) * sigma)``. The host's own
     Poisson noise is neglected, so the estimate is an upper bound on bright hosts.
@@ -278,7 +279,7 @@ def clump_snr(
         raise ValueError(
             f"sky_sigma={sky_sigma!r} and psf_fwhm_pix={psf_fwhm_pix!r} must both be > 0."
         )
-    psf_sigma = psf_fwhm_pix / 2.355
+    psf_sigma = psf_fwhm_pix * SIGMA_PER_FWHM
     snr = np.asarray(flux, dtype=float) / (sky_sigma * np.sqrt(4.0 * np.pi) * psf_sigma)
     if noise_kernel is None:
         return snr

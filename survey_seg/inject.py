@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from survey_seg.errors import InputError
-from survey_seg.psf import RESOLUTION_FLOOR_PIX, resolution_pix
+from survey_seg.psf import RESOLUTION_FLOOR_PIX, SIGMA_PER_FWHM, resolution_pix
 
 __all__ = [
     "CLUMP_MATCH_PIX",
@@ -276,7 +276,7 @@ def target_flux(
     ``4 pi (sigma_psf^2 + sigma_obj^2)`` pixels and ``flux = snr * noise_sigma *
     sqrt(area)``. Sky-limited: the object's own Poisson noise is left out.
     """
-    sigma_psf = psf_fwhm_pix / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    sigma_psf = psf_fwhm_pix * SIGMA_PER_FWHM
     sigma_obj = np.asarray(half_light_radius_pix, dtype=np.float64) / math.sqrt(2.0 * math.log(2.0))
     area = 4.0 * math.pi * (sigma_psf**2 + sigma_obj**2)
     return np.asarray(snr, dtype=np.float64) * noise_sigma * np.sqrt(area)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from survey_seg.psf import SIGMA_PER_FWHM
+
 __all__ = [
     "MIN_SKY_PIXELS",
     "gaussian_kernel_norm",
@@ -106,7 +108,7 @@ def image_noise_correlation(
         good &= usable
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = np.where(good, (image - background) / np.sqrt(variance), 0.0)
-    sigma = psf_fwhm_pix / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    sigma = psf_fwhm_pix * SIGMA_PER_FWHM
     return noise_correlation_ratio(snr, good, sigma)
 
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from survey_seg.masks import ARTEFACT_BITS, MaskBit
 from survey_seg.measure import label_maximum_position, measure_segments
+from survey_seg.psf import SIGMA_PER_FWHM
 
 __all__ = [
     "BAD_COLUMN_MIN_RUN",
@@ -41,7 +42,6 @@ BAD_PIXEL_SIGNIFICANCE = 5.0
 """Deviation from the local median (sigma) of the native pixels kept in a binned BAD block."""
 NETWORK_ARTEFACT_BITS = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
 """Mask plane of each channel of the network's artefact head."""
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _STAR_CONTRAST_MARGIN = 2.0  # cosmic-ray contrast limit over a star's own (undersampled PSFs)
 
 
@@ -300,7 +300,7 @@ def minor_axis_limit_for_psf(
         raise ValueError(f"psf_fwhm_pix={psf_fwhm_pix!r}; give the PSF FWHM in pixels (> 0)")
 
     def star_minor_axis(fwhm: float) -> float:
-        return math.sqrt((fwhm / _FWHM_PER_SIGMA) ** 2 + 1.0 / 12.0)
+        return math.sqrt((fwhm * SIGMA_PER_FWHM) ** 2 + 1.0 / 12.0)
 
     return float(limit * star_minor_axis(psf_fwhm_pix) / star_minor_axis(nominal_psf_fwhm_pix))
 
@@ -517,7 +517,7 @@ def star_neighbour_ratio(psf_fwhm_pix: float) -> float:
         raise ValueError(f"psf_fwhm_pix={psf_fwhm_pix!r}; give the PSF FWHM in pixels (> 0)")
     from scipy import special
 
-    scale = psf_fwhm_pix / _FWHM_PER_SIGMA * math.sqrt(2.0)
+    scale = psf_fwhm_pix * SIGMA_PER_FWHM * math.sqrt(2.0)
     centre = special.erf(0.5 / scale)
     side = 0.5 * (special.erf(1.5 / scale) - centre)
     return float(side / centre)
@@ -624,7 +624,7 @@ def cosmic_ray_contrast_for_psf(
         raise ValueError(f"psf_fwhm_pix={psf_fwhm_pix!r}; give the PSF FWHM in pixels (> 0)")
     from scipy import ndimage, special
 
-    sigma = psf_fwhm_pix / _FWHM_PER_SIGMA
+    sigma = psf_fwhm_pix * SIGMA_PER_FWHM
     edges = np.arange(-10.5, 11.0) / (sigma * math.sqrt(2.0))
     profile = 0.5 * np.diff(special.erf(edges))  # pixel-integrated, centred on pixel 10
     star = np.outer(profile, profile)

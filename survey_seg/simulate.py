@@ -57,6 +57,7 @@ from scipy.special import expit
 
 from survey_seg.files import atomic_path
 from survey_seg.masks import ARTEFACT_CLASS_BITS, ARTEFACT_CLASSES, MASK_DTYPE, MaskBit
+from survey_seg.psf import SIGMA_PER_FWHM
 
 __all__ = [
     "ARTEFACT_CLASSES",
@@ -614,7 +615,7 @@ class _Optics:
         """Moffat ``alpha`` or Gaussian ``sigma`` (pixels)."""
         if self.model == "moffat":
             return self.fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / self.beta) - 1.0))
-        return self.fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        return self.fwhm * SIGMA_PER_FWHM
 
     @property
     def peak_density(self) -> float:

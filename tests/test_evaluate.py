@@ -69,7 +69,7 @@ def test_truth_objects_without_data_count_towards_neither_completeness_nor_pairs
 
 
 def test_clump_snr_of_a_known_clump():
-    fwhm = 2.355
+    fwhm = 2.0 * np.sqrt(2.0 * np.log(2.0))  # a PSF sigma of one pixel
     snr = clump_snr([np.sqrt(4 * np.pi) * 0.5], sky_sigma=0.1, psf_fwhm_pix=fwhm)
     assert snr[0] == pytest.approx(5.0)
 
