@@ -506,7 +506,7 @@ def test_a_large_bright_bulge_disk_galaxy_is_one_source(seed, tmp_path):
 )
 def test_a_bright_knotty_irregular_galaxy_is_one_source():
     """GalSim's random knots (20, 30 % of the light) on a disk of 6 pix half-light radius,
-    S/N ~300 in unit noise: one source in most of six noise draws, not one per knot."""
+    S/N ~400 in unit noise: one source in most of six noise draws, not one per knot."""
     import galsim
 
     counts = []
