@@ -69,7 +69,6 @@ INJECTION_KINDS = (
 ``pair_id``); a ``clumpy`` host gives its own row and one row per clump (kind
 ``clump``, with the host's ``host_injection_id``)."""
 
-
 _SNR_RANGE = (5.0, 100.0)
 _PAIR_SEPARATION_FWHM = (1.0, 3.0)
 _LARGE_HLR_FWHM = (3.0, 10.0)
@@ -277,7 +276,8 @@ def target_flux(
     sqrt(area)``. Sky-limited: the object's own Poisson noise is left out.
     """
     sigma_psf = psf_fwhm_pix * SIGMA_PER_FWHM
-    sigma_obj = np.asarray(half_light_radius_pix, dtype=np.float64) / math.sqrt(2.0 * math.log(2.0))
+    # a Gaussian's half-light radius is half its FWHM
+    sigma_obj = 2.0 * np.asarray(half_light_radius_pix, dtype=np.float64) * SIGMA_PER_FWHM
     area = 4.0 * math.pi * (sigma_psf**2 + sigma_obj**2)
     return np.asarray(snr, dtype=np.float64) * noise_sigma * np.sqrt(area)
 
