@@ -233,7 +233,10 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="HEAD=W",
-        help="loss weight of one head, replacing the task's (repeatable), e.g. clump=2",
+        help=(
+            "loss weight of one head, replacing the task's (repeatable), e.g. clump=2; "
+            "0 leaves the head untrained"
+        ),
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=_train)

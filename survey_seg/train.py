@@ -168,7 +168,8 @@ class TrainConfig:
     irregular (:attr:`survey_seg.simulate.SimulationConfig.galsim_fraction`)."""
     head_weights: dict[str, float] | None = None
     """Loss weights that replace the task's (:data:`TASKS`) for the heads named, e.g.
-    ``{"clump": 2.0}`` to spend more of a fine-tuning run on clumps."""
+    ``{"clump": 2.0}`` to spend more of a fine-tuning run on clumps; a weight of 0
+    leaves that head as initialised (no loss trains it, the shared layers included)."""
     teacher: str | None = None
     """Model config whose predictions (all its passes and networks, averaged as
     screening averages them) the network also learns to reproduce: distillation of
@@ -246,8 +247,8 @@ class TrainConfig:
                 raise ValueError(
                     f"head_weights names unknown head {head!r}; use {', '.join(TASKS['screening'])}"
                 )
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
-                raise ValueError(f"head_weights[{head!r}] must be positive, got {weight!r}")
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+                raise ValueError(f"head_weights[{head!r}] must be zero or positive, got {weight!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if not self.pair_truth_fwhm >= 0:
@@ -1081,6 +1082,8 @@ def _weighted_rows(tensors: list[torch.Tensor], fractions: list[float]) -> torch
 def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:
     """The task's loss weights (:data:`TASKS`) with ``config.head_weights`` applied.
 
+    Heads weighted 0 are left out: nothing trains them.
+
     Raises
     ------
     ValueError
@@ -1095,7 +1098,7 @@ def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:
                 f"task {task!r} does not train head {head!r}; it trains {', '.join(weights)}"
             )
         weights[head] = float(weight)
-    return weights
+    return {head: weight for head, weight in weights.items() if weight > 0}
 
 
 def _with_distillation(

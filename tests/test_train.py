@@ -411,8 +411,10 @@ def test_head_weights_replace_the_task_weights():
         loss_weights("blends", _config(head_weights={"artefact": 2.0}))
     with pytest.raises(ValueError, match="unknown head 'clumps'"):
         _config(head_weights={"clumps": 2.0})
-    with pytest.raises(ValueError, match="must be positive"):
-        _config(head_weights={"clump": 0.0})
+    with pytest.raises(ValueError, match="must be zero or positive"):
+        _config(head_weights={"clump": -1.0})
+    untrained_offsets = _config(architecture=offset_architecture, head_weights={"offset": 0})
+    assert loss_weights("screening", untrained_offsets) == without_offsets
 
 
 def test_head_weights_change_the_loss_and_are_recorded(tmp_path):
