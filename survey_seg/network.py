@@ -75,7 +75,7 @@ from survey_seg.sampling import (
     upsampled_to_native_position,
     upsampling_factor,
 )
-from survey_seg.screen import ClumpCandidates, DenseProducts
+from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
 
 __all__ = ["NetworkScreener", "thresholds_for_psf"]
@@ -447,40 +447,33 @@ class NetworkScreener:
         sampled = np.where(native.valid, sample_to_native(fine.sources, factor), 0)
         spurious = _spurious_at_native(sampled, native.flux, artefacts)[sampled]
         sampled[spurious] = 0
-        present = np.unique(sampled[sampled > 0])
-        renumber = np.zeros(int(fine.sources.max()) + 1, dtype=np.int32)
-        renumber[present] = np.arange(1, present.size + 1, dtype=np.int32)
-        footprints = relabel_in_raster_order(
-            np.where(native.valid & ~spurious, sample_to_native(fine.footprints, factor), 0)
-        )
+        n_fine = int(fine.sources.max(initial=0))
+        covers_a_pixel = np.isin(np.arange(1, n_fine + 1), sampled)
         clumps = fine.clumps
-        hosts = renumber[clumps.host_label]
-        keep = hosts > 0
         stamp_quality = _pool_stamps(fine.stamp_quality, factor)
-        return DenseProducts(
+        products = DenseProducts(
             flux_image=native.flux,
             variance=native.variance,
             detection_image=native.detection(SMOOTH_SIGMA),
-            sources=renumber[sampled],
-            footprints=footprints,
-            artefacts=artefacts,
-            clumps=ClumpCandidates(
-                y=upsampled_to_native_position(clumps.y[keep], factor),
-                x=upsampled_to_native_position(clumps.x[keep], factor),
-                host_label=hosts[keep].astype(np.int64),
-                score=clumps.score[keep],
-                flux_fraction=clumps.flux_fraction[keep],
+            sources=sampled,
+            footprints=relabel_in_raster_order(
+                np.where(native.valid & ~spurious, sample_to_native(fine.footprints, factor), 0)
             ),
-            blend_probability=None
-            if fine.blend_probability is None
-            else fine.blend_probability[present - 1],
+            artefacts=artefacts,
+            clumps=replace(
+                clumps,
+                y=upsampled_to_native_position(clumps.y, factor),
+                x=upsampled_to_native_position(clumps.x, factor),
+            ),
+            blend_probability=fine.blend_probability,
             stamp_quality=stamp_quality,
             stamp_size=fine.stamp_size if stamp_quality is not None else 0,
             network_seconds=fine.network_seconds,
             centres=None
             if fine.centres is None
-            else upsampled_to_native_position(fine.centres[present - 1], factor),
+            else upsampled_to_native_position(fine.centres, factor),
         )
+        return products.keep_sources(covers_a_pixel)
 
     def _native_planes(self, window: WindowData, saturation: float | None) -> _NativePlanes:
         """What a resampled screening takes from the native pixels.

@@ -111,13 +111,19 @@ class DenseProducts:
         """These products with only the sources where ``keep`` (per label ``1 .. n``) is set.
 
         The kept sources are numbered ``1 .. m`` in their order; a dropped source's
-        pixels leave its footprint, and its clumps go with it.
+        pixels leave its footprint, and its clumps go with it. ``n`` is
+        ``len(keep)``, at least the highest label in :attr:`sources`: a label may
+        cover no pixel (a source lost in resampling), and its per-source entries
+        (:attr:`blend_probability`, :attr:`centres`) still count.
         """
         keep = np.asarray(keep, dtype=bool)
-        n = int(self.sources.max(initial=0))
-        if keep.shape != (n,):
+        highest = int(self.sources.max(initial=0))
+        per_source = [a for a in (self.blend_probability, self.centres) if a is not None]
+        if keep.ndim != 1 or keep.size < highest or any(len(a) != keep.size for a in per_source):
+            n = len(per_source[0]) if per_source else highest
             raise ValueError(f"keep must hold one flag per source ({n}), got shape {keep.shape}")
-        if keep.all():
+        n = keep.size
+        if keep.all() and n == highest:
             return self
         kept = np.flatnonzero(keep)
         renumber = np.zeros(n + 1, dtype=np.int32)

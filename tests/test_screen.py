@@ -126,6 +126,18 @@ def test_keeping_some_sources_renumbers_them_and_drops_their_clumps_and_footprin
     np.testing.assert_array_equal(only_third.clumps.x, [9.0])
     with pytest.raises(ValueError, match="one flag per source"):
         products.keep_sources(np.ones(2, bool))
+    with pytest.raises(ValueError, match=r"one flag per source \(3\)"):
+        products.keep_sources(np.ones(4, bool))  # more flags than per-source entries
+    # a fourth source that covers no pixel (lost in resampling) still has its entries
+    lost = dataclasses.replace(
+        products,
+        blend_probability=np.array([0.9, 0.8, 0.1, 0.7]),
+        centres=np.array([[1.5, 1.5], [1.5, 3.5], [5.5, 8.5], [9.0, 9.0]]),
+    )
+    without_lost = lost.keep_sources(np.array([True, True, True, False]))
+    np.testing.assert_array_equal(without_lost.sources, sources)
+    np.testing.assert_array_equal(without_lost.blend_probability, [0.9, 0.8, 0.1])
+    assert len(without_lost.centres) == 3
 
 
 def test_a_method_centre_sets_position_and_owner():
