@@ -5,7 +5,9 @@ or overlapping); each peak of the centre heatmap inside a footprint seeds one
 source, and a watershed of the S/N image shares the footprint's pixels among
 them. A network with an offset head also says, at each pixel, where its
 object's centre is: a source whose pixels point into another source is a piece
-of it (a knot, an arm, a noise bump on a large galaxy) and joins it. A
+of it (a knot, an arm, a noise bump on a large galaxy) and joins it; a network
+with a boundary head says where one object's pixels border another's: two
+touching sources with no boundary between them are one object. A
 deblended source's position is its centre peak, refined to sub-pixel: the flux
 centroid of a segment cut out of a blend is pulled towards the cut.
 Pure numpy; every step is local.
@@ -31,6 +33,7 @@ __all__ = [
     "join_central_knots",
     "join_clumpy_pieces",
     "merge_by_centre_votes",
+    "merge_unbounded",
     "merge_unseparated",
     "split_instances",
 ]
@@ -621,6 +624,74 @@ def merge_by_centre_votes(
         relabel_in_raster_order(root[sources].astype(np.int32)),
         relabel_in_raster_order(_roots(footprint_parent)[footprints].astype(np.int32)),
     )
+
+
+def merge_unbounded(
+    sources: np.ndarray,
+    footprints: np.ndarray,
+    boundary: np.ndarray,
+    *,
+    max_boundary: float,
+) -> np.ndarray:
+    """Merge touching sources of a footprint that no boundary separates.
+
+    One object, one source, for objects of any size: the boundary head gives the
+    probability that a pixel of an object borders a pixel of another object.
+    Between the two members of a pair it is high along their common border;
+    between the pieces that centre peaks on the knots of one galaxy cut out of
+    it, or on the noise bumps of its faint body, there is no such border. Each
+    touching pair of pixels of two sources counts the larger of its two
+    probabilities (the truth's boundary is two pixels wide, the watershed's cut
+    may lie a pixel off it); two sources whose mean along their common border is
+    under ``max_boundary`` are one object.
+
+    Parameters
+    ----------
+    sources, footprints : numpy.ndarray
+        int labels (0: sky).
+    boundary : numpy.ndarray
+        The network's boundary probabilities.
+    max_boundary : float
+        Mean boundary probability along a common border under which two sources
+        merge.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 source labels, numbered in raster order.
+    """
+    n = int(sources.max())
+    if n < 2:
+        return sources
+    keys, values = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a, b = _shifted_pair(sources, dy, dx)
+        fa, fb = _shifted_pair(footprints, dy, dx)
+        pa, pb = _shifted_pair(boundary, dy, dx)
+        touching = (a != b) & (a > 0) & (b > 0) & (fa == fb)
+        low = np.minimum(a[touching], b[touching]).astype(np.int64)
+        high = np.maximum(a[touching], b[touching]).astype(np.int64)
+        keys.append(low * (n + 1) + high)
+        values.append(np.maximum(pa[touching], pb[touching]).astype(np.float64))
+    key, value = np.concatenate(keys), np.concatenate(values)
+    if key.size == 0:
+        return sources
+    pairs, index = np.unique(key, return_inverse=True)
+    mean = np.bincount(index, value) / np.bincount(index)
+    parent = np.arange(n + 1)
+    for pair in pairs[mean < max_boundary].tolist():
+        i, j = _find(parent, pair // (n + 1)), _find(parent, pair % (n + 1))
+        parent[max(i, j)] = min(i, j)
+    roots = np.array([_find(parent, label) for label in range(n + 1)])
+    return relabel_in_raster_order(roots[sources].astype(np.int32))
+
+
+def _find(parent: np.ndarray, label: int) -> int:
+    """The root of ``label`` in a union-find forest, halving the path on the way."""
+    while parent[label] != label:
+        parent[label] = parent[parent[label]]
+        label = int(parent[label])
+    return int(label)
 
 
 def _roots(parent: np.ndarray) -> np.ndarray:

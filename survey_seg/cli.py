@@ -138,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
         "which keeps large galaxies whole; --init weights without it grow it",
     )
     train.add_argument(
+        "--boundary-head",
+        action="store_true",
+        help="also train the boundary head (where an object's pixels border another "
+        "object's); --init weights without it grow it",
+    )
+    train.add_argument(
         "--jitter", type=float, default=0.25, help="largest relative PSF and noise change"
     )
     train.add_argument(
@@ -346,7 +352,10 @@ def _train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig(
             architecture=UNetConfig(
-                width=args.width, depth=args.depth, offset_head=args.offset_head
+                width=args.width,
+                depth=args.depth,
+                offset_head=args.offset_head,
+                boundary_head=args.boundary_head,
             ),
             steps=args.steps,
             batch_size=args.batch_size,

@@ -62,7 +62,7 @@ THRESHOLDS_OPTIONAL = frozenset(
     | {"weak_centre", "weak_valley_fraction", "clump_min_offset_fwhm"}
     | {"knot_join_fwhm", "knot_max_flux_ratio", "knot_min_saddle_fraction"}
     | {"sure_centre", "sure_split", "clump_peak_min_to_centre", "knot_clump", "fragment"}
-    | {"min_snr"}
+    | {"min_snr", "max_border_boundary"}
 )
 PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump", "clump_peak_min_to_centre"})
 """Thresholds that a model config may tune per PSF width (its ``psf_thresholds``); a
@@ -77,7 +77,7 @@ columns as columns, as bad columns and chip gaps are in the training scenes."""
 
 PREDICTION_HEADS = ("segmentation", "centre", "clump", "artefact", "stamps")
 """The fields of :class:`Prediction`, each the probabilities of one network head."""
-OPTIONAL_HEADS = ("offset",)
+OPTIONAL_HEADS = ("offset", "boundary")
 """Heads that a network may have (:class:`~survey_seg.models.unet.UNetConfig`)."""
 
 
@@ -133,6 +133,9 @@ class Prediction:
     offset : numpy.ndarray or None
         ``(2, H, W)``: the ``(dy, dx)`` in pixels from each pixel to the centre of
         its object; None for a network without the offset head.
+    boundary : numpy.ndarray or None
+        ``(H, W)``: the probability that each pixel borders another object's; None
+        for a network without the boundary head.
     """
 
     segmentation: np.ndarray
@@ -141,6 +144,7 @@ class Prediction:
     artefact: np.ndarray
     stamps: np.ndarray
     offset: np.ndarray | None = None
+    boundary: np.ndarray | None = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -401,6 +405,7 @@ class Predictor:
             artefact=mean["artefact"][:, :height, :width],
             stamps=mean["stamps"][:, :stamp_rows, :stamp_cols],
             offset=mean["offset"][:, :height, :width] if "offset" in mean else None,
+            boundary=mean["boundary"][0, :height, :width] if "boundary" in mean else None,
         )
 
     @torch.inference_mode()
@@ -408,8 +413,8 @@ class Predictor:
         """Probabilities for a batch of windows ``(N, 3, H, W)``, as :meth:`predict` gives.
 
         The sides must be multiples of :attr:`stride` (no padding is done). Returns
-        tensors on :attr:`device`, keyed by head (``centre`` and ``clump`` keep
-        their channel axis; ``offset`` is in pixels).
+        tensors on :attr:`device`, keyed by head (``centre``, ``clump`` and
+        ``boundary`` keep their channel axis; ``offset`` is in pixels).
         """
         if inputs.ndim != 4 or inputs.shape[-2] % self.stride or inputs.shape[-1] % self.stride:
             raise InputError(

@@ -23,6 +23,7 @@ from survey_seg.blends import (
     join_central_knots,
     join_clumpy_pieces,
     merge_by_centre_votes,
+    merge_unbounded,
     merge_unseparated,
     split_instances,
 )
@@ -152,6 +153,9 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # (flux over its error) and peak point-source significance are both under it, the
 # variance scaled for correlated noise: a survey catalog's significance limit
 # (:meth:`NetworkScreener._significant`).
+# Its ``max_border_boundary`` threshold (absent: off) merges touching sources whose
+# common border has a mean boundary probability under it, for a network trained with
+# the boundary head (:func:`survey_seg.blends.merge_unbounded`).
 # Its ``fragment`` threshold (absent: off) joins a footprint without a centre peak to
 # the object that pixels of object probability above it connect it with: an island
 # of a large galaxy's faint outskirts, not a source of its own
@@ -215,6 +219,7 @@ class NetworkScreener:
         self.predictor = load_predictor(model_path, device, precision, flips)
         _check_trained_heads(self.predictor)
         self._offsets_trained = "offset" in self.predictor.config.get("heads", ())
+        self._boundaries_trained = "boundary" in self.predictor.config.get("heads", ())
         self.diffuse = _diffuse_config(self.predictor)
         """Diffuse sources are looked for when the model config has a ``diffuse`` entry."""
         self.precision = precision
@@ -570,6 +575,11 @@ class NetworkScreener:
                 weak=weak,
                 weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
                 sure=sure,
+            )
+        max_border_boundary = t.get("max_border_boundary")
+        if prediction.boundary is not None and self._boundaries_trained and max_border_boundary:
+            sources = merge_unbounded(  # one object: no boundary between its pieces
+                sources, footprints, prediction.boundary, max_boundary=max_border_boundary
             )
         if prediction.offset is not None and self._offsets_trained:
             sources, footprints = merge_by_centre_votes(

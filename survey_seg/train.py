@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from scipy import ndimage
 from scipy.spatial import cKDTree
 from torch import nn
 
@@ -35,6 +36,7 @@ from survey_seg.models.unet import (
     QUALITY_CLASSES,
     ScreeningUNet,
     UNetConfig,
+    layout_of_channels,
     load_growing_heads,
     split_heads,
 )
@@ -58,10 +60,12 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "average_weights",
+    "boundary_loss",
     "centre_offsets",
     "distillation_loss",
     "loss_weights",
     "make_batch",
+    "object_boundaries",
     "offset_loss",
     "scene_background",
     "scene_config",
@@ -83,14 +87,15 @@ TASKS: dict[str, dict[str, float]] = {
         "artefact": 1.0,
         "stamps": 0.5,
         "offset": 1.0,
+        "boundary": 1.0,
     },
-    "blends": {"segmentation": 1.0, "centre": 1.0, "offset": 1.0},
+    "blends": {"segmentation": 1.0, "centre": 1.0, "offset": 1.0, "boundary": 1.0},
     "clumps": {"clump": 1.0, "segmentation": 0.2},
     "quality": {"artefact": 1.0, "stamps": 0.5},
 }
 """Loss weights of each trainable task: ``screening`` trains every head of one
 shared network; the others train a network for their heads alone. ``offset``
-trains only where the architecture has that head."""
+and ``boundary`` train only where the architecture has that head."""
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "object": 0.5,
@@ -506,7 +511,11 @@ def _block_or(mask: np.ndarray, factor: int) -> np.ndarray:
 
 
 def scene_targets(
-    sim: SimulatedMosaic, stamp_size: int, offsets: bool = False, pair_truth_fwhm: float = 0.0
+    sim: SimulatedMosaic,
+    stamp_size: int,
+    offsets: bool = False,
+    pair_truth_fwhm: float = 0.0,
+    boundaries: bool = False,
 ) -> dict[str, np.ndarray]:
     """Dense training targets of a whole simulated scene.
 
@@ -519,7 +528,9 @@ def scene_targets(
         :data:`TRUTH_TAUGHT_PROFILES` and, with ``pair_truth_fwhm``, of the
         objects with another's centre within that many PSF FWHM); with
         ``offsets``, ``offset`` ``(2, H, W)``: the ``(dy, dx)`` from each pixel of an
-        object to its truth centre (:func:`centre_offsets`).
+        object to its truth centre (:func:`centre_offsets`); with ``boundaries``,
+        ``boundary``: 1 on the pixels of an object that border another object's
+        (:func:`object_boundaries`).
     """
     shape = sim.image.shape
     classes = np.where(sim.truth_segmentation > 0, 1, 0)
@@ -553,6 +564,8 @@ def scene_targets(
     }
     if offsets:
         targets["offset"] = centre_offsets(sim.truth_segmentation, sources)
+    if boundaries:
+        targets["boundary"] = object_boundaries(sim.truth_segmentation)
     return targets
 
 
@@ -593,6 +606,31 @@ def centre_offsets(segmentation: np.ndarray, sources: pd.DataFrame) -> np.ndarra
     return np.stack([lookup_y[segmentation] - rows, lookup_x[segmentation] - cols]).astype(
         np.float32
     )
+
+
+def object_boundaries(segmentation: np.ndarray) -> np.ndarray:
+    """Where a pixel of an object touches a pixel of another object (8-connected).
+
+    Parameters
+    ----------
+    segmentation : numpy.ndarray
+        int ``(H, W)`` truth ``id`` of each pixel's object, 0 on the sky.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(H, W)``: 1 on such pixels (a band two pixels wide along each
+        common border), 0 on the other pixels of objects, NaN on the sky (no
+        target there: an object's edge to the sky is no boundary between objects).
+    """
+    labels = segmentation.astype(np.int64)
+    highest = ndimage.maximum_filter(labels, size=3, mode="nearest")
+    no_object = int(labels.max(initial=0)) + 1  # above every label (filters go by float)
+    lowest = ndimage.minimum_filter(np.where(labels > 0, labels, no_object), size=3, mode="nearest")
+    bordering = (highest > labels) | (lowest < labels)
+    target = np.where(bordering, 1.0, 0.0).astype(np.float32)
+    target[labels == 0] = np.nan
+    return target
 
 
 def _heatmap(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, sigma: float) -> np.ndarray:
@@ -662,7 +700,12 @@ def make_batch(
         native, sim = simulate_scene(scene, binning)
         if binning > 1:
             planes = scene_inputs(sim)
-            dense = scene_targets(sim, stamp, offsets=config.architecture.offset_head)
+            dense = scene_targets(
+                sim,
+                stamp,
+                offsets=config.architecture.offset_head,
+                boundaries=config.architecture.boundary_head,
+            )
             # the stamps learn the flagged fraction of the native pixels they cover
             dense["stamps"] = stamp_labels(native.truth_mask, stamp * binning)
         else:
@@ -675,6 +718,7 @@ def make_batch(
                 stamp,
                 offsets=config.architecture.offset_head,
                 pair_truth_fwhm=config.pair_truth_fwhm,
+                boundaries=config.architecture.boundary_head,
             )
         # crops start on the stamp grid so the stamp labels stay aligned
         starts = np.arange(0, sim.image.shape[0] - config.crop + 1, stamp)
@@ -835,7 +879,32 @@ def task_loss(
         )
     if "offset" in weights:
         total = total + weights["offset"] * offset_loss(heads["offset"], targets["offset"])
+    if "boundary" in weights:
+        total = total + weights["boundary"] * boundary_loss(
+            heads["boundary"][:, 0], targets["boundary"]
+        )
     return total
+
+
+BOUNDARY_POSITIVE_WEIGHT = 2.0
+"""Weight of a boundary pixel in :func:`boundary_loss` (in the training scenes they are
+up to a tenth of the objects' pixels)."""
+
+
+def boundary_loss(boundary_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of the boundary head on the pixels of objects.
+
+    The sky (NaN target) does not count: the head only has to tell, inside the
+    objects, the borders between two of them from the rest.
+    """
+    known = torch.isfinite(target)
+    if not bool(known.any()):
+        return boundary_logits.new_zeros(())
+    pos_weight = torch.tensor(BOUNDARY_POSITIVE_WEIGHT, device=boundary_logits.device)
+    bce = nn.functional.binary_cross_entropy_with_logits(
+        boundary_logits.float()[known], target[known].float(), pos_weight=pos_weight
+    )
+    return bce
 
 
 def offset_loss(offset_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -1054,8 +1123,11 @@ def average_weights(
 
 
 def _same_architecture(state: dict, widest: dict) -> bool:
-    """Whether ``state`` is ``widest``'s network, perhaps without the offset head."""
+    """Whether ``state`` is ``widest``'s network, perhaps without its last optional heads."""
     if state.keys() != widest.keys():
+        return False
+    own, wide = (list(layout_of_channels(s[_PIXEL_HEAD_WEIGHT].shape[0])) for s in (state, widest))
+    if wide[: len(own)] != own:
         return False
     for name, tensor in state.items():
         other = widest[name]
@@ -1092,6 +1164,8 @@ def loss_weights(task: str, config: TrainConfig) -> dict[str, float]:
     weights = dict(TASKS[task])
     if not config.architecture.offset_head:
         weights.pop("offset", None)
+    if not config.architecture.boundary_head:
+        weights.pop("boundary", None)
     for head, weight in (config.head_weights or {}).items():
         if head not in weights:
             raise ValueError(

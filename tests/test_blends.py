@@ -7,6 +7,7 @@ from survey_seg.blends import (
     join_central_knots,
     join_clumpy_pieces,
     merge_by_centre_votes,
+    merge_unbounded,
     merge_unseparated,
     split_instances,
 )
@@ -475,3 +476,28 @@ def test_a_clump_peak_off_a_source_centre_or_no_offset_joins_nothing():
     np.testing.assert_array_equal(
         _join_knots(sources, footprints, flux, clump, max_offset=0.0), sources
     )
+
+
+def test_pieces_with_no_boundary_between_them_merge_and_a_bounded_pair_does_not():
+    shape = (20, 50)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[4:16, 2:10] = 1  # a galaxy cut in three at its knots: no boundary inside
+    sources[4:16, 10:16] = 2
+    sources[4:16, 16:22] = 3
+    sources[4:16, 30:36] = 4  # a pair, bounded along columns 35 | 36
+    sources[4:16, 36:42] = 5
+    sources[4:16, 44:48] = 6  # beside the pair, but a footprint of its own
+    footprints = np.select([sources == 6, sources > 3, sources > 0], [3, 2, 1], 0)
+    boundary = np.zeros(shape, dtype=np.float32)
+    boundary[4:16, 35:37] = 0.9
+    boundary[4:16, 42:44] = 0.0
+    merged = merge_unbounded(sources, footprints, boundary, max_boundary=0.5)
+    assert merged.max() == 4
+    assert merged[8, 3] == merged[8, 12] == merged[8, 20]
+    assert merged[8, 32] != merged[8, 38] and merged[8, 38] != merged[8, 45]
+    # the mean along the border decides: bounded along a third of it is too little
+    boundary[4:12, 35:37] = 0.0
+    assert merge_unbounded(sources, footprints, boundary, max_boundary=0.5).max() == 3
+    assert merge_unbounded(sources, footprints, boundary, max_boundary=0.2).max() == 4
+    single = np.where(sources == 1, 1, 0).astype(np.int32)
+    assert merge_unbounded(single, footprints, boundary, max_boundary=0.5) is single

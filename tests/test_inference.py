@@ -322,3 +322,33 @@ def test_bfloat16_probabilities_stay_close_to_float32():
         assert getattr(fast, name).dtype == np.float32
         assert np.abs(getattr(fast, name) - getattr(exact, name)).max() < 0.1, name
     assert exact.segmentation[1:].max() > 0.9  # the scene has objects to disagree on
+
+
+def test_the_boundary_head_gives_a_probability_map_averaged_over_flips(write_model, tmp_path):
+    from survey_seg.models.unet import ScreeningUNet
+
+    config = UNetConfig(width=4, depth=2, stamp_size=16, offset_head=True, boundary_head=True)
+    path = write_model(tmp_path, config=config, heads=[*PREDICTION_HEADS, "boundary"])
+    torch.manual_seed(3)
+    model = ScreeningUNet(config)
+    with torch.no_grad():
+        model.pixel_head.weight.normal_(std=10.0)  # the boundary head starts flat: make it answer
+        model.pixel_head.bias.zero_()
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    spec = json.loads(path.read_text())
+    spec["sha256"] = hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
+    path.write_text(json.dumps(spec))
+    planes = np.random.default_rng(4).normal(size=(3, 32, 48)).astype(np.float32)
+    one = Predictor(path, device="cpu", precision="float32", flips=1)
+    upright, turned = one.predict(planes), one.predict(np.ascontiguousarray(planes[:, ::-1, ::-1]))
+    two = Predictor(path, device="cpu", precision="float32", flips=2).predict(planes)
+    assert upright.boundary.shape == (32, 48)
+    assert 0.0 <= upright.boundary.min() and upright.boundary.max() <= 1.0
+    assert upright.boundary.std() > 0.01
+    expected = (upright.boundary + turned.boundary[::-1, ::-1]) / 2
+    np.testing.assert_allclose(two.boundary, expected, atol=1e-6)
+    assert upright.offset.shape == (2, 32, 48)
+    assert (
+        Predictor(write_model(tmp_path, name="plain"), device="cpu").predict(planes).boundary
+        is None
+    )

@@ -172,7 +172,8 @@ def test_large_galaxy_scenes_keep_the_other_traits():
 @pytest.mark.parametrize("task", list(TASKS))
 def test_a_few_steps_reduce_the_loss_of_a_tiny_model(task):
     torch.manual_seed(0)
-    config = _config(architecture=UNetConfig(width=4, depth=2, stamp_size=32, offset_head=True))
+    architecture = UNetConfig(width=4, depth=2, stamp_size=32, offset_head=True, boundary_head=True)
+    config = _config(architecture=architecture)
     inputs, targets = make_batch([11, 12], np.random.default_rng(1), config)
     model = ScreeningUNet(config.architecture)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -401,12 +402,16 @@ def test_head_weights_replace_the_task_weights():
     weights = loss_weights("screening", config)
     assert weights["clump"] == 2.0 and weights["centre"] == 3.0
     assert weights["segmentation"] == TASKS["screening"]["segmentation"]
-    without_offsets = {k: v for k, v in TASKS["screening"].items() if k != "offset"}
+    optional = ("offset", "boundary")
+    without_offsets = {k: v for k, v in TASKS["screening"].items() if k not in optional}
     assert loss_weights("screening", _config()) == without_offsets
     offset_architecture = UNetConfig(width=4, depth=2, stamp_size=32, offset_head=True)
-    assert (
-        loss_weights("screening", _config(architecture=offset_architecture)) == TASKS["screening"]
-    )
+    assert loss_weights("screening", _config(architecture=offset_architecture)) == {
+        **without_offsets,
+        "offset": TASKS["screening"]["offset"],
+    }
+    both = replace(offset_architecture, boundary_head=True)
+    assert loss_weights("screening", _config(architecture=both)) == TASKS["screening"]
     with pytest.raises(ValueError, match="does not train head 'artefact'"):
         loss_weights("blends", _config(head_weights={"artefact": 2.0}))
     with pytest.raises(ValueError, match="unknown head 'clumps'"):
@@ -474,6 +479,52 @@ def test_average_weights_takes_the_offset_head_from_the_networks_that_have_it(tm
         torch.testing.assert_close(mean[name][rows], 0.5 * a[name] + 0.5 * b[name][rows])
     torch.testing.assert_close(mean["pixel_head.bias"][head:], b["pixel_head.bias"][head:])
     ScreeningUNet(replace(TINY, offset_head=True)).load_state_dict(mean)
+
+
+def test_average_weights_refuses_networks_whose_optional_heads_differ_in_order(tmp_path):
+    from survey_seg.train import average_weights
+
+    offsets, boundaries = tmp_path / "offsets.pt", tmp_path / "boundaries.pt"
+    torch.save(ScreeningUNet(replace(TINY, offset_head=True)).state_dict(), offsets)
+    torch.save(ScreeningUNet(replace(TINY, boundary_head=True)).state_dict(), boundaries)
+    with pytest.raises(ValueError, match="one architecture"):
+        average_weights([offsets, boundaries], [0.5, 0.5], tmp_path / "bad.pt")
+    both = tmp_path / "both.pt"
+    torch.save(
+        ScreeningUNet(replace(TINY, offset_head=True, boundary_head=True)).state_dict(), both
+    )
+    average_weights([offsets, both], [0.5, 0.5], tmp_path / "mean.pt")
+    ScreeningUNet(replace(TINY, offset_head=True, boundary_head=True)).load_state_dict(
+        torch.load(tmp_path / "mean.pt", weights_only=True)
+    )
+
+
+def test_object_boundaries_mark_the_borders_between_objects_only():
+    from survey_seg.train import object_boundaries
+
+    segmentation = np.zeros((8, 12), dtype=np.int32)
+    segmentation[2:6, 1:5] = 3  # alone: its edge to the sky is no boundary
+    segmentation[2:6, 7:9] = 4
+    segmentation[2:6, 9:11] = 5  # touching 4 along column 8 | 9
+    target = object_boundaries(segmentation)
+    assert np.isnan(target[segmentation == 0]).all()
+    assert (target[segmentation == 3] == 0).all()
+    assert (target[2:6, 8:10] == 1).all()
+    assert (target[2:6, 7] == 0).all() and (target[2:6, 10] == 0).all()
+
+
+def test_boundary_loss_counts_the_pixels_of_objects_only():
+    from survey_seg.train import boundary_loss
+
+    target = torch.tensor([[[np.nan, 0.0], [1.0, np.nan]]])
+    right = torch.tensor([[[-50.0, -9.0], [9.0, 50.0]]])
+    wrong_on_sky = torch.tensor([[[50.0, -9.0], [9.0, -50.0]]])
+    assert float(boundary_loss(right, target)) < 1e-3
+    assert float(boundary_loss(wrong_on_sky, target)) == pytest.approx(
+        float(boundary_loss(right, target))
+    )
+    assert float(boundary_loss(-right, target)) > 5.0
+    assert float(boundary_loss(right, torch.full_like(target, np.nan))) == 0.0
 
 
 def test_centre_offsets_point_every_pixel_of_an_object_at_its_centre():

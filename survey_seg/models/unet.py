@@ -4,7 +4,8 @@ Encoder: blocks of two 3x3 convolutions (batch norm, ReLU) and 2x2 max pooling.
 Decoder: 2x2 transposed convolutions that double the size (the slides' "going
 backward of convolution"), concatenated with the encoder's skip connection,
 then two 3x3 convolutions. One 1x1 convolution gives every pixel head at once
-(and, optionally, the offset head: each pixel's vector to its object's centre);
+(and, optionally, the offset head: each pixel's vector to its object's centre, and
+the boundary head: whether a pixel lies on the border between two objects);
 a stamp head on the bottleneck gives per-stamp quality logits (the Euclid
 data-quality CNN of the slides, sharing the encoder).
 """
@@ -19,13 +20,16 @@ from torch import nn
 from survey_seg.masks import ARTEFACT_CLASSES
 
 __all__ = [
+    "BOUNDARY_CHANNELS",
     "HEADS",
     "INPUT_CHANNELS",
     "OFFSET_SCALE",
     "QUALITY_CLASSES",
     "ScreeningUNet",
     "UNetConfig",
+    "layout_of_channels",
     "load_growing_heads",
+    "optional_head_layout",
     "split_heads",
 ]
 
@@ -42,6 +46,8 @@ HEADS: dict[str, int] = {
 
 OFFSET_CHANNELS = 2
 """Channels of the optional ``offset`` head, after those of :data:`HEADS`: ``(dy, dx)``."""
+BOUNDARY_CHANNELS = 1
+"""Channels of the optional ``boundary`` head, after those of the offset head (if any)."""
 OFFSET_SCALE = 16.0
 """Pixels per unit of the offset head's output (keeps its targets near unit size)."""
 
@@ -66,6 +72,11 @@ class UNetConfig:
     to the object's centre (in units of :data:`OFFSET_SCALE` pixels), so that all the
     pixels of one object, however large, point at one place (Panoptic-DeepLab's
     centre regression)."""
+    boundary_head: bool = False
+    """Add the ``boundary`` pixel head: the probability that a pixel of an object
+    borders a pixel of another object, so that two touching sources with no
+    boundary between them can be told to be one object, whatever their size
+    (the contour channel of DCAN, Chen et al. 2016)."""
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.depth < 1:
@@ -76,10 +87,11 @@ class UNetConfig:
             )
 
     def to_dict(self) -> dict[str, int | bool]:
-        """Plain dict, for config files (``offset_head`` only when the head is there)."""
+        """Plain dict, for config files (an optional head's flag only when it is there)."""
         values = asdict(self)
-        if not self.offset_head:
-            del values["offset_head"]
+        for flag in ("offset_head", "boundary_head"):
+            if not values[flag]:
+                del values[flag]
         return values
 
 
@@ -122,13 +134,16 @@ class ScreeningUNet(nn.Module):
                 nn.ConvTranspose2d(channels[level + 1], channels[level], kernel_size=2, stride=2)
             )
             self.decoders.append(_block(2 * channels[level], channels[level]))
-        n_pixel = sum(HEADS.values()) + (OFFSET_CHANNELS if self.config.offset_head else 0)
+        layout = optional_head_layout(self.config.offset_head, self.config.boundary_head)
+        n_pixel = sum(HEADS.values()) + sum(layout.values())
         self.pixel_head = nn.Conv2d(channels[0], n_pixel, 1)
         with torch.no_grad():  # rare positives: start the sigmoid heads near p = 0.01
             start, stop = HEADS["segmentation"], sum(HEADS.values())
             self.pixel_head.bias[start:stop] = -4.6
             self.pixel_head.weight[stop:] = 0.0  # the offset head starts at "no offset"
             self.pixel_head.bias[stop:] = 0.0
+            if self.config.boundary_head:  # and the boundary head at "no boundary"
+                self.pixel_head.bias[n_pixel - BOUNDARY_CHANNELS :] = -4.6
         cells = self.config.stamp_size // 2**depth
         self.stamp_head = nn.Sequential(
             nn.AvgPool2d(cells, ceil_mode=True),
@@ -155,7 +170,7 @@ class ScreeningUNet(nn.Module):
         -------
         pixel_logits : torch.Tensor
             ``(batch, sum(HEADS.values()), H, W)``, two channels more with the
-            offset head.
+            offset head and one more with the boundary head.
         stamp_logits : torch.Tensor
             ``(batch, len(QUALITY_CLASSES), ceil(H / stamp), ceil(W / stamp))``.
         """
@@ -187,11 +202,35 @@ class ScreeningUNet(nn.Module):
         return self.bottleneck(x)
 
 
+def optional_head_layout(offset: bool, boundary: bool) -> dict[str, int]:
+    """The optional pixel heads a network has, in output order, with their channels."""
+    layout = {"offset": OFFSET_CHANNELS} if offset else {}
+    if boundary:
+        layout["boundary"] = BOUNDARY_CHANNELS
+    return layout
+
+
+def layout_of_channels(n_channels: int) -> dict[str, int]:
+    """The optional heads of a pixel head with ``n_channels`` outputs.
+
+    Each layout has its own count: 0, 1, 2 or 3 channels past :data:`HEADS`.
+
+    Raises
+    ------
+    ValueError
+        If no layout has that many channels.
+    """
+    for offset in (False, True):
+        for boundary in (False, True):
+            layout = optional_head_layout(offset, boundary)
+            if sum(HEADS.values()) + sum(layout.values()) == n_channels:
+                return layout
+    raise ValueError(f"a pixel head of {n_channels} channels is no ScreeningUNet's")
+
+
 def split_heads(pixel_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split the pixel logits into the named heads of :data:`HEADS` (and ``offset``)."""
-    sizes = dict(HEADS)
-    if pixel_logits.shape[1] == sum(HEADS.values()) + OFFSET_CHANNELS:
-        sizes["offset"] = OFFSET_CHANNELS
+    """Split the pixel logits into the named heads of :data:`HEADS` (and the optional ones)."""
+    sizes = {**HEADS, **layout_of_channels(pixel_logits.shape[1])}
     parts = torch.split(pixel_logits, list(sizes.values()), dim=1)
     return dict(zip(sizes, parts, strict=True))
 
@@ -199,12 +238,26 @@ def split_heads(pixel_logits: torch.Tensor) -> dict[str, torch.Tensor]:
 def load_growing_heads(model: ScreeningUNet, state: dict[str, torch.Tensor]) -> None:
     """Load weights into ``model``; a pixel head that ``model`` has grown starts anew.
 
-    Fine-tuning a network with the offset head from weights without it: every
-    tensor loads as it is, except the pixel head's, whose first channels (those
-    of :data:`HEADS`) load and whose new channels keep the model's initial
-    values (zero: no offset).
+    Fine-tuning a network with the offset head (or the boundary head) from
+    weights without it: every tensor loads as it is, except the pixel head's,
+    whose first channels load and whose new channels keep the model's initial
+    values (no offset, no boundary). The loaded heads must be a leading part of
+    the model's (:func:`optional_head_layout`'s order).
+
+    Raises
+    ------
+    ValueError
+        If the weights have an optional head the model has not, or one the model
+        puts elsewhere.
     """
     own = model.state_dict()
+    old_heads = list(layout_of_channels(state["pixel_head.weight"].shape[0]))
+    new_heads = list(layout_of_channels(own["pixel_head.weight"].shape[0]))
+    if new_heads[: len(old_heads)] != old_heads:
+        raise ValueError(
+            f"weights with heads {old_heads or 'none'} past the standard ones cannot grow "
+            f"into a network with {new_heads or 'none'}; give matching architecture flags"
+        )
     grown = dict(state)
     for name in ("pixel_head.weight", "pixel_head.bias"):
         old, new = state[name], own[name]
