@@ -332,8 +332,8 @@ def test_the_boundary_head_gives_a_probability_map_averaged_over_flips(write_mod
     torch.manual_seed(3)
     model = ScreeningUNet(config)
     with torch.no_grad():
-        model.pixel_head.weight.normal_(std=10.0)  # the boundary head starts flat: make it answer
-        model.pixel_head.bias.zero_()
+        model.boundary_head.weight.normal_(std=10.0)  # it starts near its prior: make it answer
+        model.boundary_head.bias.zero_()
     torch.save(model.state_dict(), tmp_path / "tiny.pt")
     spec = json.loads(path.read_text())
     spec["sha256"] = hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
@@ -344,7 +344,7 @@ def test_the_boundary_head_gives_a_probability_map_averaged_over_flips(write_mod
     two = Predictor(path, device="cpu", precision="float32", flips=2).predict(planes)
     assert upright.boundary.shape == (32, 48)
     assert 0.0 <= upright.boundary.min() and upright.boundary.max() <= 1.0
-    assert upright.boundary.std() > 0.01
+    assert upright.boundary.std() > 1e-3  # a map, not a constant
     expected = (upright.boundary + turned.boundary[::-1, ::-1]) / 2
     np.testing.assert_allclose(two.boundary, expected, atol=1e-6)
     assert upright.offset.shape == (2, 32, 48)

@@ -481,22 +481,30 @@ def test_average_weights_takes_the_offset_head_from_the_networks_that_have_it(tm
     ScreeningUNet(replace(TINY, offset_head=True)).load_state_dict(mean)
 
 
-def test_average_weights_refuses_networks_whose_optional_heads_differ_in_order(tmp_path):
+def test_average_weights_refuses_networks_with_and_without_the_boundary_head(tmp_path):
     from survey_seg.train import average_weights
 
-    offsets, boundaries = tmp_path / "offsets.pt", tmp_path / "boundaries.pt"
+    offsets, both = tmp_path / "offsets.pt", tmp_path / "both.pt"
     torch.save(ScreeningUNet(replace(TINY, offset_head=True)).state_dict(), offsets)
-    torch.save(ScreeningUNet(replace(TINY, boundary_head=True)).state_dict(), boundaries)
-    with pytest.raises(ValueError, match="one architecture"):
-        average_weights([offsets, boundaries], [0.5, 0.5], tmp_path / "bad.pt")
-    both = tmp_path / "both.pt"
     torch.save(
         ScreeningUNet(replace(TINY, offset_head=True, boundary_head=True)).state_dict(), both
     )
-    average_weights([offsets, both], [0.5, 0.5], tmp_path / "mean.pt")
+    with pytest.raises(ValueError, match="one architecture"):
+        average_weights([offsets, both], [0.5, 0.5], tmp_path / "bad.pt")
+    average_weights([both, both], [0.5, 0.5], tmp_path / "mean.pt")
     ScreeningUNet(replace(TINY, offset_head=True, boundary_head=True)).load_state_dict(
         torch.load(tmp_path / "mean.pt", weights_only=True)
     )
+
+
+def test_the_boundary_head_learns_at_its_own_rate():
+    from survey_seg.train import BOUNDARY_LEARNING_RATE_SCALE, _parameter_groups
+
+    model = ScreeningUNet(replace(TINY, boundary_head=True))
+    groups = _parameter_groups(model, 1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-3 * BOUNDARY_LEARNING_RATE_SCALE]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(_parameter_groups(ScreeningUNet(TINY), 1e-3)) == 1
 
 
 def test_object_boundaries_mark_the_borders_between_objects_only():

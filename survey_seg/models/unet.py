@@ -48,6 +48,8 @@ OFFSET_CHANNELS = 2
 """Channels of the optional ``offset`` head, after those of :data:`HEADS`: ``(dy, dx)``."""
 BOUNDARY_CHANNELS = 1
 """Channels of the optional ``boundary`` head, after those of the offset head (if any)."""
+BOUNDARY_PRIOR_LOGIT = -3.0
+"""Initial logit of the boundary head: a few per cent of an object's pixels border another's."""
 OFFSET_SCALE = 16.0
 """Pixels per unit of the offset head's output (keeps its targets near unit size)."""
 
@@ -134,16 +136,18 @@ class ScreeningUNet(nn.Module):
                 nn.ConvTranspose2d(channels[level + 1], channels[level], kernel_size=2, stride=2)
             )
             self.decoders.append(_block(2 * channels[level], channels[level]))
-        layout = optional_head_layout(self.config.offset_head, self.config.boundary_head)
-        n_pixel = sum(HEADS.values()) + sum(layout.values())
+        n_pixel = sum(HEADS.values()) + (OFFSET_CHANNELS if self.config.offset_head else 0)
         self.pixel_head = nn.Conv2d(channels[0], n_pixel, 1)
         with torch.no_grad():  # rare positives: start the sigmoid heads near p = 0.01
             start, stop = HEADS["segmentation"], sum(HEADS.values())
             self.pixel_head.bias[start:stop] = -4.6
             self.pixel_head.weight[stop:] = 0.0  # the offset head starts at "no offset"
             self.pixel_head.bias[stop:] = 0.0
-            if self.config.boundary_head:  # and the boundary head at "no boundary"
-                self.pixel_head.bias[n_pixel - BOUNDARY_CHANNELS :] = -4.6
+        self.boundary_head: nn.Conv2d | None = None
+        if self.config.boundary_head:  # a module of its own: it may learn at its own rate
+            self.boundary_head = nn.Conv2d(channels[0], BOUNDARY_CHANNELS, 1)
+            with torch.no_grad():
+                self.boundary_head.bias.fill_(BOUNDARY_PRIOR_LOGIT)
         cells = self.config.stamp_size // 2**depth
         self.stamp_head = nn.Sequential(
             nn.AvgPool2d(cells, ceil_mode=True),
@@ -181,7 +185,10 @@ class ScreeningUNet(nn.Module):
             self.upsamplers, self.decoders, reversed(skips), strict=True
         ):
             x = decoder(torch.cat([upsample(x), skip], dim=1))
-        return self.pixel_head(x), self.stamp_head(bottom)
+        pixel_logits = self.pixel_head(x)
+        if self.boundary_head is not None:
+            pixel_logits = torch.cat([pixel_logits, self.boundary_head(x)], dim=1)
+        return pixel_logits, self.stamp_head(bottom)
 
     def stamp_features(self, x: torch.Tensor) -> torch.Tensor:
         """What the stamp head's last two layers see: the bottleneck averaged per stamp.
@@ -251,16 +258,24 @@ def load_growing_heads(model: ScreeningUNet, state: dict[str, torch.Tensor]) -> 
         puts elsewhere.
     """
     own = model.state_dict()
-    old_heads = list(layout_of_channels(state["pixel_head.weight"].shape[0]))
-    new_heads = list(layout_of_channels(own["pixel_head.weight"].shape[0]))
+    old_heads, new_heads = (list(layout_of_channels(_pixel_channels(s))) for s in (state, own))
     if new_heads[: len(old_heads)] != old_heads:
         raise ValueError(
             f"weights with heads {old_heads or 'none'} past the standard ones cannot grow "
             f"into a network with {new_heads or 'none'}; give matching architecture flags"
         )
     grown = dict(state)
+    for name in ("boundary_head.weight", "boundary_head.bias"):
+        if name in own and name not in state:
+            grown[name] = own[name]
     for name in ("pixel_head.weight", "pixel_head.bias"):
         old, new = state[name], own[name]
         if old.shape[0] < new.shape[0] and old.shape[1:] == new.shape[1:]:
             grown[name] = torch.cat([old, new[old.shape[0] :].to(old.dtype)])
     model.load_state_dict(grown)
+
+
+def _pixel_channels(state: dict[str, torch.Tensor]) -> int:
+    """Channels of the pixel logits of the network whose weights are ``state``."""
+    boundary = state.get("boundary_head.weight")
+    return state["pixel_head.weight"].shape[0] + (0 if boundary is None else boundary.shape[0])
