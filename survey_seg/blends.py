@@ -28,6 +28,7 @@ from survey_seg.measure import (
 
 __all__ = [
     "absorb_enclosed",
+    "border_boundaries",
     "deblended_centres",
     "find_centres",
     "join_central_knots",
@@ -254,6 +255,7 @@ def merge_unseparated(
     weak: np.ndarray | None = None,
     weak_valley_fraction: float = 0.0,
     sure: np.ndarray | None = None,
+    keep_apart: set[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """Merge neighbouring sources of a footprint that no significant valley separates.
 
@@ -299,6 +301,10 @@ def merge_unseparated(
         network is sure of. Two such sources never merge (a faint galaxy on a
         bright one's profile has no valley either); a source that joins one is
         one.
+    keep_apart : set of tuple of int, optional
+        Pairs ``(smaller label, larger label)`` that never merge (the network sees
+        a boundary between them, :func:`border_boundaries`); a source that joins
+        one of a pair stays apart from the other.
 
     Returns
     -------
@@ -314,6 +320,7 @@ def merge_unseparated(
     weak = np.zeros(n + 1, dtype=bool) if weak is None else np.array(weak, dtype=bool)
     weak_limit = max(min_valley_fraction, weak_valley_fraction)  # never looser
     sure = np.zeros(n + 1, dtype=bool) if sure is None else np.array(sure, dtype=bool)
+    apart = set(keep_apart or ())
     parent = np.arange(n + 1)
     while saddles:
         valleys = {
@@ -321,6 +328,7 @@ def merge_unseparated(
             for pair, h in saddles.items()
             if (min(area[pair[0]], area[pair[1]]) >= min_area or weak[pair[0]] or weak[pair[1]])
             and not (sure[pair[0]] and sure[pair[1]])
+            and pair not in apart
         }
         if not valleys:
             break
@@ -350,7 +358,14 @@ def merge_unseparated(
             key = (min(a, b), max(a, b))
             merged[key] = max(h, merged.get(key, -np.inf))
         saddles = merged
+        apart = {_renamed(pair, j, i) for pair in apart}
     return relabel_in_raster_order(parent[sources].astype(np.int32))
+
+
+def _renamed(pair: tuple[int, int], old: int, new: int) -> tuple[int, int]:
+    """``pair`` with label ``old`` renamed ``new``, smaller label first."""
+    a, b = (new if label == old else label for label in pair)
+    return min(a, b), max(a, b)
 
 
 def join_clumpy_pieces(
@@ -661,8 +676,30 @@ def merge_unbounded(
         int32 source labels, numbered in raster order.
     """
     n = int(sources.max())
-    if n < 2:
+    means = border_boundaries(sources, footprints, boundary)
+    if not means:
         return sources
+    parent = np.arange(n + 1)
+    for (i, j), mean in means.items():
+        if mean < max_boundary:
+            i, j = _find(parent, i), _find(parent, j)
+            parent[max(i, j)] = min(i, j)
+    roots = np.array([_find(parent, label) for label in range(n + 1)])
+    return relabel_in_raster_order(roots[sources].astype(np.int32))
+
+
+def border_boundaries(
+    sources: np.ndarray, footprints: np.ndarray, boundary: np.ndarray
+) -> dict[tuple[int, int], float]:
+    """The mean boundary probability along the common border of each touching pair.
+
+    Each touching pair of pixels (8-connected) of two sources of one footprint
+    counts the larger of its two probabilities; keyed ``(smaller label, larger
+    label)``; empty with fewer than two sources.
+    """
+    n = int(sources.max())
+    if n < 2:
+        return {}
     keys, values = [], []
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
         a, b = _shifted_pair(sources, dy, dx)
@@ -675,15 +712,13 @@ def merge_unbounded(
         values.append(np.maximum(pa[touching], pb[touching]).astype(np.float64))
     key, value = np.concatenate(keys), np.concatenate(values)
     if key.size == 0:
-        return sources
+        return {}
     pairs, index = np.unique(key, return_inverse=True)
     mean = np.bincount(index, value) / np.bincount(index)
-    parent = np.arange(n + 1)
-    for pair in pairs[mean < max_boundary].tolist():
-        i, j = _find(parent, pair // (n + 1)), _find(parent, pair % (n + 1))
-        parent[max(i, j)] = min(i, j)
-    roots = np.array([_find(parent, label) for label in range(n + 1)])
-    return relabel_in_raster_order(roots[sources].astype(np.int32))
+    return {
+        (int(k // (n + 1)), int(k % (n + 1))): float(m)
+        for k, m in zip(pairs.tolist(), mean.tolist(), strict=True)
+    }
 
 
 def _find(parent: np.ndarray, label: int) -> int:
@@ -715,6 +750,7 @@ def absorb_enclosed(
     significance: np.ndarray,
     *,
     min_enclosed: float,
+    keep_apart: set[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """Give a source that lies inside a brighter one to it: a knot is part of its galaxy.
 
@@ -735,6 +771,9 @@ def absorb_enclosed(
         The image whose maximum in a source is its peak (brighter: higher peak).
     min_enclosed : float
         Smallest fraction of a source's border contacts with its brighter neighbour.
+    keep_apart : set of tuple of int, optional
+        Pairs ``(smaller label, larger label)`` that never join (the network sees
+        a boundary between them, :func:`border_boundaries`).
 
     Returns
     -------
@@ -760,9 +799,11 @@ def absorb_enclosed(
                 contacts[pair] = contacts.get(pair, 0) + count
     peak = label_maximum(significance, sources, np.arange(n + 1))
     parent = np.arange(n + 1)
+    apart = keep_apart or set()
     for (i, j), count in contacts.items():
         if peak[j] > peak[i] and count >= min_enclosed * border[i]:
-            parent[i] = j
+            if (min(i, j), max(i, j)) not in apart:
+                parent[i] = j
     # a knot inside an arm inside a galaxy goes to the galaxy
     return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32))
 

@@ -62,7 +62,7 @@ THRESHOLDS_OPTIONAL = frozenset(
     | {"weak_centre", "weak_valley_fraction", "clump_min_offset_fwhm"}
     | {"knot_join_fwhm", "knot_max_flux_ratio", "knot_min_saddle_fraction"}
     | {"sure_centre", "sure_split", "clump_peak_min_to_centre", "knot_clump", "fragment"}
-    | {"min_snr", "max_border_boundary"}
+    | {"min_snr", "max_border_boundary", "min_border_boundary"}
 )
 PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump", "clump_peak_min_to_centre"})
 """Thresholds that a model config may tune per PSF width (its ``psf_thresholds``); a

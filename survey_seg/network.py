@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from survey_seg.blends import (
     absorb_enclosed,
+    border_boundaries,
     deblended_centres,
     find_centres,
     join_central_knots,
@@ -34,6 +35,7 @@ from survey_seg.inference import (
     DEFAULT_MODEL,
     PREDICTION_HEADS,
     PSF_THRESHOLD_KEYS,
+    Prediction,
     Predictor,
     load_predictor,
     network_input,
@@ -155,7 +157,10 @@ a model config's ``min_valley_fraction`` threshold replaces it."""
 # (:meth:`NetworkScreener._significant`).
 # Its ``max_border_boundary`` threshold (absent: off) merges touching sources whose
 # common border has a mean boundary probability under it, for a network trained with
-# the boundary head (:func:`survey_seg.blends.merge_unbounded`).
+# the boundary head (:func:`survey_seg.blends.merge_unbounded`). Its
+# ``min_border_boundary`` threshold (absent: off) keeps apart, in the valley and
+# enclosure merges, two sources whose common border has a mean boundary probability
+# at least that (:func:`survey_seg.blends.border_boundaries`).
 # Its ``fragment`` threshold (absent: off) joins a footprint without a centre peak to
 # the object that pixels of object probability above it connect it with: an island
 # of a large galaxy's faint outskirts, not a source of its own
@@ -375,6 +380,20 @@ class NetworkScreener:
         peak = label_maximum(significance, products.sources, np.arange(1, n + 1))
         return ~((snr < min_snr) & (peak < min_snr))
 
+    def _bounded(
+        self, sources: np.ndarray, footprints: np.ndarray, prediction: Prediction
+    ) -> set[tuple[int, int]] | None:
+        """Touching sources with a boundary between them; None unless kept apart so.
+
+        A model config keeps them apart with a ``min_border_boundary`` threshold,
+        for a network trained with the boundary head.
+        """
+        min_border_boundary = self.thresholds.get("min_border_boundary")
+        if prediction.boundary is None or not self._boundaries_trained or not min_border_boundary:
+            return None
+        means = border_boundaries(sources, footprints, prediction.boundary)
+        return {pair for pair, mean in means.items() if mean >= min_border_boundary}
+
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window binned by :attr:`binning`; products on the native pixels.
 
@@ -575,6 +594,7 @@ class NetworkScreener:
                 weak=weak,
                 weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
                 sure=sure,
+                keep_apart=self._bounded(sources, footprints, prediction),
             )
         max_border_boundary = t.get("max_border_boundary")
         if prediction.boundary is not None and self._boundaries_trained and max_border_boundary:
@@ -607,7 +627,12 @@ class NetworkScreener:
                 min_clump_to_centre=min_clump_to_centre,
             )
         if MIN_ENCLOSED is not None:  # a knot cut out of its galaxy goes back to it
-            sources = absorb_enclosed(sources, significance, min_enclosed=MIN_ENCLOSED)
+            sources = absorb_enclosed(
+                sources,
+                significance,
+                min_enclosed=MIN_ENCLOSED,
+                keep_apart=self._bounded(sources, footprints, prediction),
+            )
         if self.diffuse is not None:
             sources, footprints = diffuse_sources(
                 sources,

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
 from survey_seg.blends import (
     absorb_enclosed,
+    border_boundaries,
     deblended_centres,
     find_centres,
     join_central_knots,
@@ -501,3 +503,37 @@ def test_pieces_with_no_boundary_between_them_merge_and_a_bounded_pair_does_not(
     assert merge_unbounded(sources, footprints, boundary, max_boundary=0.2).max() == 4
     single = np.where(sources == 1, 1, 0).astype(np.int32)
     assert merge_unbounded(single, footprints, boundary, max_boundary=0.5) is single
+
+
+def test_a_boundary_keeps_apart_what_the_valley_and_enclosure_merges_would_join():
+    shape = (40, 60)
+    sources, footprints = _halves(shape)
+    one = 50 * _gauss(shape, 20, 31, 5)  # no valley between the halves
+    assert merge_unseparated(sources, footprints, one, min_valley_sigma=3.0).max() == 1
+    kept = merge_unseparated(sources, footprints, one, min_valley_sigma=3.0, keep_apart={(1, 2)})
+    assert kept.max() == 2
+    thirds = np.repeat(np.repeat(np.array([[1, 2, 3]], dtype=np.int32), 30, 0), 30, 1)
+    row = 100 * _gauss((30, 90), 15, 45, 12)  # 2 joins 1 or 3, then stays apart from 3 or 1
+    merged = merge_unseparated(
+        thirds, np.ones((30, 90), np.int32), row, min_valley_sigma=3.0, keep_apart={(1, 3)}
+    )
+    assert merged.max() == 2
+    galaxy = np.zeros((40, 40), dtype=np.int32)
+    galaxy[5:35, 5:35] = 1
+    galaxy[18:22, 18:22] = 2  # enclosed
+    light = 20 * _gauss((40, 40), 20, 14, 8) + 3 * _gauss((40, 40), 20, 20, 1)
+    assert absorb_enclosed(galaxy, light, min_enclosed=0.75).max() == 1
+    assert absorb_enclosed(galaxy, light, min_enclosed=0.75, keep_apart={(1, 2)}).max() == 2
+
+
+def test_border_boundaries_average_the_larger_probability_of_each_touching_pair():
+    sources = np.zeros((6, 8), dtype=np.int32)
+    sources[1:5, 1:4] = 1
+    sources[1:5, 4:7] = 2
+    footprints = (sources > 0).astype(np.int32)
+    boundary = np.zeros((6, 8), dtype=np.float32)
+    boundary[1:5, 4] = 0.8  # on one side of the border only
+    means = border_boundaries(sources, footprints, boundary)
+    assert list(means) == [(1, 2)] and means[(1, 2)] == pytest.approx(0.8)
+    assert border_boundaries(np.where(sources == 1, 1, 0), footprints, boundary) == {}
+    assert border_boundaries(sources, sources, boundary) == {}  # two footprints
