@@ -529,17 +529,8 @@ def _saddles(
     n = int(sources.max())
     if n < 2:
         return {}
-    keys, heights = [], []
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        a, b = _shifted_pair(sources, dy, dx)
-        fa, fb = _shifted_pair(footprints, dy, dx)
-        ea, eb = _shifted_pair(significance, dy, dx)
-        touching = (a != b) & (a > 0) & (b > 0) & (fa == fb)
-        low = np.minimum(a[touching], b[touching]).astype(np.int64)
-        high = np.maximum(a[touching], b[touching]).astype(np.int64)
-        keys.append(low * (n + 1) + high)
-        heights.append(np.minimum(ea[touching], eb[touching]).astype(np.float64))
-    key, height = np.concatenate(keys), np.concatenate(heights)
+    key, first, second = _touching_pixels(sources, footprints, significance)
+    height = np.minimum(first, second)
     order = np.lexsort((height, key))
     key, height = key[order], height[order]
     last = np.r_[key[1:] != key[:-1], True] if key.size else np.zeros(0, dtype=bool)
@@ -547,6 +538,29 @@ def _saddles(
         (int(k // (n + 1)), int(k % (n + 1))): float(h)
         for k, h in zip(key[last], height[last], strict=True)
     }
+
+
+def _touching_pixels(
+    sources: np.ndarray, footprints: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every touching pair of pixels (8-connected) of two sources of one footprint.
+
+    Returns each pair's key, ``smaller label * (n + 1) + larger label`` with ``n``
+    the highest label, and the float64 ``values`` at its two pixels.
+    """
+    n = int(sources.max())
+    keys, firsts, seconds = [], [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a, b = _shifted_pair(sources, dy, dx)
+        fa, fb = _shifted_pair(footprints, dy, dx)
+        va, vb = _shifted_pair(values, dy, dx)
+        touching = (a != b) & (a > 0) & (b > 0) & (fa == fb)
+        low = np.minimum(a[touching], b[touching]).astype(np.int64)
+        high = np.maximum(a[touching], b[touching]).astype(np.int64)
+        keys.append(low * (n + 1) + high)
+        firsts.append(va[touching].astype(np.float64))
+        seconds.append(vb[touching].astype(np.float64))
+    return np.concatenate(keys), np.concatenate(firsts), np.concatenate(seconds)
 
 
 def merge_by_centre_votes(
@@ -700,17 +714,8 @@ def border_boundaries(
     n = int(sources.max())
     if n < 2:
         return {}
-    keys, values = [], []
-    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        a, b = _shifted_pair(sources, dy, dx)
-        fa, fb = _shifted_pair(footprints, dy, dx)
-        pa, pb = _shifted_pair(boundary, dy, dx)
-        touching = (a != b) & (a > 0) & (b > 0) & (fa == fb)
-        low = np.minimum(a[touching], b[touching]).astype(np.int64)
-        high = np.maximum(a[touching], b[touching]).astype(np.int64)
-        keys.append(low * (n + 1) + high)
-        values.append(np.maximum(pa[touching], pb[touching]).astype(np.float64))
-    key, value = np.concatenate(keys), np.concatenate(values)
+    key, first, second = _touching_pixels(sources, footprints, boundary)
+    value = np.maximum(first, second)
     if key.size == 0:
         return {}
     pairs, index = np.unique(key, return_inverse=True)

@@ -1,5 +1,6 @@
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,23 +63,40 @@ def test_flips_average_the_passes_on_the_flipped_windows(write_model, tmp_path):
     assert not np.allclose(two.centre, upright.centre, atol=1e-4)  # the turn changes outputs
 
 
-def test_offsets_seen_on_flipped_windows_are_turned_back(write_model, tmp_path):
+def _answering_model(write_model, directory, config, head: str, wake) -> Path:
+    """A tiny model with ``head`` among its trained heads, its weights stirred by ``wake``.
+
+    An optional head starts flat: it has to be made to answer.
+    """
     from survey_seg.models.unet import ScreeningUNet
 
-    config = UNetConfig(width=4, depth=2, stamp_size=16, offset_head=True)
-    path = write_model(tmp_path, config=config, heads=[*PREDICTION_HEADS, "offset"])
+    path = write_model(directory, config=config, heads=[*PREDICTION_HEADS, head])
     torch.manual_seed(2)
     model = ScreeningUNet(config)
     with torch.no_grad():
-        model.pixel_head.weight.normal_()  # the offset head starts at zero: make it answer
-    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+        wake(model)
+    torch.save(model.state_dict(), directory / "tiny.pt")
     spec = json.loads(path.read_text())
-    spec["sha256"] = hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
+    spec["sha256"] = hashlib.sha256((directory / "tiny.pt").read_bytes()).hexdigest()
     path.write_text(json.dumps(spec))
-    planes = np.random.default_rng(1).normal(size=(3, 32, 48)).astype(np.float32)
+    return path
+
+
+def _upright_turned_and_both(path: Path, planes: np.ndarray):
+    """One pass on the planes, one on them turned by 180 degrees, and the two-flip mean."""
     one = Predictor(path, device="cpu", precision="float32", flips=1)
     upright, turned = one.predict(planes), one.predict(np.ascontiguousarray(planes[:, ::-1, ::-1]))
     two = Predictor(path, device="cpu", precision="float32", flips=2).predict(planes)
+    return upright, turned, two
+
+
+def test_offsets_seen_on_flipped_windows_are_turned_back(write_model, tmp_path):
+    config = UNetConfig(width=4, depth=2, stamp_size=16, offset_head=True)
+    path = _answering_model(
+        write_model, tmp_path, config, "offset", lambda model: model.pixel_head.weight.normal_()
+    )
+    planes = np.random.default_rng(1).normal(size=(3, 32, 48)).astype(np.float32)
+    upright, turned, two = _upright_turned_and_both(path, planes)
     # turned by 180 degrees, a vector to the centre points the other way
     expected = (upright.offset - turned.offset[:, ::-1, ::-1]) / 2
     np.testing.assert_allclose(two.offset, expected, atol=1e-5)
@@ -325,23 +343,14 @@ def test_bfloat16_probabilities_stay_close_to_float32():
 
 
 def test_the_boundary_head_gives_a_probability_map_averaged_over_flips(write_model, tmp_path):
-    from survey_seg.models.unet import ScreeningUNet
+    def wake(model):
+        model.boundary_head.weight.normal_(std=10.0)
+        model.boundary_head.bias.zero_()
 
     config = UNetConfig(width=4, depth=2, stamp_size=16, offset_head=True, boundary_head=True)
-    path = write_model(tmp_path, config=config, heads=[*PREDICTION_HEADS, "boundary"])
-    torch.manual_seed(3)
-    model = ScreeningUNet(config)
-    with torch.no_grad():
-        model.boundary_head.weight.normal_(std=10.0)  # it starts near its prior: make it answer
-        model.boundary_head.bias.zero_()
-    torch.save(model.state_dict(), tmp_path / "tiny.pt")
-    spec = json.loads(path.read_text())
-    spec["sha256"] = hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
-    path.write_text(json.dumps(spec))
+    path = _answering_model(write_model, tmp_path, config, "boundary", wake)
     planes = np.random.default_rng(4).normal(size=(3, 32, 48)).astype(np.float32)
-    one = Predictor(path, device="cpu", precision="float32", flips=1)
-    upright, turned = one.predict(planes), one.predict(np.ascontiguousarray(planes[:, ::-1, ::-1]))
-    two = Predictor(path, device="cpu", precision="float32", flips=2).predict(planes)
+    upright, turned, two = _upright_turned_and_both(path, planes)
     assert upright.boundary.shape == (32, 48)
     assert 0.0 <= upright.boundary.min() and upright.boundary.max() <= 1.0
     assert upright.boundary.std() > 1e-3  # a map, not a constant

@@ -4,10 +4,11 @@ Encoder: blocks of two 3x3 convolutions (batch norm, ReLU) and 2x2 max pooling.
 Decoder: 2x2 transposed convolutions that double the size (the slides' "going
 backward of convolution"), concatenated with the encoder's skip connection,
 then two 3x3 convolutions. One 1x1 convolution gives every pixel head at once
-(and, optionally, the offset head: each pixel's vector to its object's centre, and
-the boundary head: whether a pixel lies on the border between two objects);
-a stamp head on the bottleneck gives per-stamp quality logits (the Euclid
-data-quality CNN of the slides, sharing the encoder).
+(and, optionally, the offset head: each pixel's vector to its object's centre); an
+optional 1x1 convolution of its own, the boundary head, says whether a pixel lies
+on the border between two objects, after them; a stamp head on the bottleneck
+gives per-stamp quality logits (the Euclid data-quality CNN of the slides, sharing
+the encoder).
 """
 
 from __future__ import annotations
