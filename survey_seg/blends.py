@@ -661,6 +661,7 @@ def merge_unbounded(
     boundary: np.ndarray,
     *,
     max_boundary: float,
+    min_area: int = 0,
 ) -> np.ndarray:
     """Merge touching sources of a footprint that no boundary separates.
 
@@ -683,6 +684,10 @@ def merge_unbounded(
     max_boundary : float
         Mean boundary probability along a common border under which two sources
         merge.
+    min_area : int
+        Only sources of at least this many pixels merge: a compact source (a
+        faint companion on a shoulder of a bright one) keeps the split that its
+        shape gave it, as in :func:`merge_unseparated`.
 
     Returns
     -------
@@ -693,9 +698,10 @@ def merge_unbounded(
     means = border_boundaries(sources, footprints, boundary)
     if not means:
         return sources
+    area = np.bincount(sources.ravel(), minlength=n + 1)
     parent = np.arange(n + 1)
     for (i, j), mean in means.items():
-        if mean < max_boundary:
+        if mean < max_boundary and min(area[i], area[j]) >= min_area:
             i, j = _find(parent, i), _find(parent, j)
             parent[max(i, j)] = min(i, j)
     roots = np.array([_find(parent, label) for label in range(n + 1)])

@@ -599,7 +599,11 @@ class NetworkScreener:
         max_border_boundary = t.get("max_border_boundary")
         if prediction.boundary is not None and self._boundaries_trained and max_border_boundary:
             sources = merge_unbounded(  # one object: no boundary between its pieces
-                sources, footprints, prediction.boundary, max_boundary=max_border_boundary
+                sources,
+                footprints,
+                prediction.boundary,
+                max_boundary=max_border_boundary,
+                min_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
             )
         if prediction.offset is not None and self._offsets_trained:
             sources, footprints = merge_by_centre_votes(

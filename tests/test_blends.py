@@ -501,6 +501,12 @@ def test_pieces_with_no_boundary_between_them_merge_and_a_bounded_pair_does_not(
     boundary[4:12, 35:37] = 0.0
     assert merge_unbounded(sources, footprints, boundary, max_boundary=0.5).max() == 3
     assert merge_unbounded(sources, footprints, boundary, max_boundary=0.2).max() == 4
+    # a compact source (under min_area pixels) keeps its split, boundary or not
+    boundary[:] = 0.0
+    assert merge_unbounded(sources, footprints, boundary, max_boundary=0.5).max() == 3
+    compact = merge_unbounded(sources, footprints, boundary, max_boundary=0.5, min_area=80)
+    assert compact.max() == 6  # every piece but the first has 72 pixels or fewer
+    assert merge_unbounded(sources, footprints, boundary, max_boundary=0.5, min_area=72).max() == 3
     single = np.where(sources == 1, 1, 0).astype(np.int32)
     assert merge_unbounded(single, footprints, boundary, max_boundary=0.5) is single
 
