@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import watershed
 
 from survey_seg.measure import (
@@ -699,13 +701,18 @@ def merge_unbounded(
     if not means:
         return sources
     area = np.bincount(sources.ravel(), minlength=n + 1)
-    parent = np.arange(n + 1)
-    for (i, j), mean in means.items():
-        if mean < max_boundary and min(area[i], area[j]) >= min_area:
-            i, j = _find(parent, i), _find(parent, j)
-            parent[max(i, j)] = min(i, j)
-    roots = np.array([_find(parent, label) for label in range(n + 1)])
-    return relabel_in_raster_order(roots[sources].astype(np.int32))
+    joined = [
+        pair
+        for pair, mean in means.items()
+        if mean < max_boundary and min(area[pair[0]], area[pair[1]]) >= min_area
+    ]
+    if not joined:
+        return sources
+    rows, cols = np.array(joined).T
+    links = coo_matrix((np.ones(rows.size), (rows, cols)), shape=(n + 1, n + 1))
+    _, component = connected_components(links, directed=False)
+    component = component + 1  # the sky (label 0) stays 0 below
+    return relabel_in_raster_order(np.where(sources > 0, component[sources], 0).astype(np.int32))
 
 
 def border_boundaries(
@@ -730,14 +737,6 @@ def border_boundaries(
         (int(k // (n + 1)), int(k % (n + 1))): float(m)
         for k, m in zip(pairs.tolist(), mean.tolist(), strict=True)
     }
-
-
-def _find(parent: np.ndarray, label: int) -> int:
-    """The root of ``label`` in a union-find forest, halving the path on the way."""
-    while parent[label] != label:
-        parent[label] = parent[parent[label]]
-        label = int(parent[label])
-    return int(label)
 
 
 def _roots(parent: np.ndarray) -> np.ndarray:

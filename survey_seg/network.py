@@ -35,7 +35,6 @@ from survey_seg.inference import (
     DEFAULT_MODEL,
     PREDICTION_HEADS,
     PSF_THRESHOLD_KEYS,
-    Prediction,
     Predictor,
     load_predictor,
     network_input,
@@ -381,17 +380,17 @@ class NetworkScreener:
         return ~((snr < min_snr) & (peak < min_snr))
 
     def _bounded(
-        self, sources: np.ndarray, footprints: np.ndarray, prediction: Prediction
+        self, sources: np.ndarray, footprints: np.ndarray, boundary: np.ndarray | None
     ) -> set[tuple[int, int]] | None:
         """Touching sources with a boundary between them; None unless kept apart so.
 
-        A model config keeps them apart with a ``min_border_boundary`` threshold,
-        for a network trained with the boundary head.
+        A model config keeps them apart with a ``min_border_boundary`` threshold;
+        ``boundary`` is the trained boundary head's map, or None.
         """
         min_border_boundary = self.thresholds.get("min_border_boundary")
-        if prediction.boundary is None or not self._boundaries_trained or not min_border_boundary:
+        if boundary is None or not min_border_boundary:
             return None
-        means = border_boundaries(sources, footprints, prediction.boundary)
+        means = border_boundaries(sources, footprints, boundary)
         return {pair for pair, mean in means.items() if mean >= min_border_boundary}
 
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
@@ -566,6 +565,7 @@ class NetworkScreener:
         significance = ndimage.gaussian_filter(
             np.where(valid, flux / sigma, 0.0), SMOOTH_SIGMA, truncate=4.0
         ) / gaussian_kernel_norm(SMOOTH_SIGMA)
+        boundary = prediction.boundary if self._boundaries_trained else None
         sources, footprints, _ = split_instances(
             object_probability,
             prediction.segmentation[2],
@@ -594,14 +594,14 @@ class NetworkScreener:
                 weak=weak,
                 weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
                 sure=sure,
-                keep_apart=self._bounded(sources, footprints, prediction),
+                keep_apart=self._bounded(sources, footprints, boundary),
             )
         max_border_boundary = t.get("max_border_boundary")
-        if prediction.boundary is not None and self._boundaries_trained and max_border_boundary:
+        if boundary is not None and max_border_boundary:
             sources = merge_unbounded(  # one object: no boundary between its pieces
                 sources,
                 footprints,
-                prediction.boundary,
+                boundary,
                 max_boundary=max_border_boundary,
                 min_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
             )
@@ -635,7 +635,7 @@ class NetworkScreener:
                 sources,
                 significance,
                 min_enclosed=MIN_ENCLOSED,
-                keep_apart=self._bounded(sources, footprints, prediction),
+                keep_apart=self._bounded(sources, footprints, boundary),
             )
         if self.diffuse is not None:
             sources, footprints = diffuse_sources(

@@ -1134,7 +1134,8 @@ one 1 x 1 convolution, grown from nothing on a network fine-tuned at a small rat
 def _parameter_groups(model: ScreeningUNet, learning_rate: float) -> list[dict]:
     """The optimiser's parameter groups: the boundary head's at its own peak rate."""
     own = [] if model.boundary_head is None else list(model.boundary_head.parameters())
-    others = [p for p in model.parameters() if all(p is not q for q in own)]
+    own_ids = {id(p) for p in own}
+    others = [p for p in model.parameters() if id(p) not in own_ids]
     groups = [{"params": others, "lr": learning_rate}]
     if own:
         groups.append({"params": own, "lr": learning_rate * BOUNDARY_LEARNING_RATE_SCALE})
