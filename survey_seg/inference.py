@@ -64,6 +64,12 @@ THRESHOLDS_OPTIONAL = frozenset(
     | {"sure_centre", "sure_split", "clump_peak_min_to_centre", "knot_clump", "fragment"}
     | {"min_snr", "max_border_boundary", "min_border_boundary"}
 )
+HEAD_THRESHOLDS = {
+    "offset": frozenset({"min_vote_fraction", "min_vote_distance_fwhm"}),
+    "boundary": frozenset({"max_border_boundary", "min_border_boundary"}),
+}
+"""Optional thresholds that read an optional head: a config may set them only where its
+``heads`` list that head as trained."""
 PSF_THRESHOLD_KEYS = frozenset({"object", "centre", "clump", "clump_peak_min_to_centre"})
 """Thresholds that a model config may tune per PSF width (its ``psf_thresholds``); a
 condition may hold an optional one only where the ``thresholds`` entry does."""
@@ -194,6 +200,7 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
     _check_keys(
         path, "thresholds ", thresholds, required=THRESHOLDS_REQUIRED, optional=THRESHOLDS_OPTIONAL
     )
+    _check_head_thresholds(path, thresholds, config.get("heads", PREDICTION_HEADS))
     if "psf_thresholds" in config:
         _check_psf_thresholds(path, config["psf_thresholds"], thresholds)
     if "diffuse" in config:
@@ -201,6 +208,22 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
     if "stamp_calibration" in config:
         stamp_temperature(config, path)
     return config
+
+
+def _check_head_thresholds(path: Path, thresholds: dict, heads: object) -> None:
+    """Refuse thresholds of an optional head that the config does not list as trained.
+
+    Screening reads an optional head only where ``heads`` names it, so such a
+    threshold would be ignored without a word.
+    """
+    for head, keys in HEAD_THRESHOLDS.items():
+        orphans = sorted(keys & set(thresholds))
+        if orphans and head not in heads:
+            raise InputError(
+                f"model config {path}: thresholds {orphans} read the {head} head, which "
+                f"its heads {heads} do not list as trained, so they would be ignored; "
+                f"remove them or use a network trained with --{head}-head"
+            )
 
 
 def _check_diffuse(path: Path, entry: object) -> None:

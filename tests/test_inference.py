@@ -9,6 +9,7 @@ import torch
 from survey_seg.errors import InputError
 from survey_seg.inference import (
     DEFAULT_MODEL,
+    OPTIONAL_HEADS,
     PREDICTION_HEADS,
     Predictor,
     load_predictor,
@@ -160,6 +161,14 @@ def test_missing_or_broken_model_config_is_a_clear_error(tmp_path):
         (lambda c: c["thresholds"].update(objet=0.4), r"unknown thresholds keys \['objet'\]"),
         (lambda c: c["thresholds"].pop("clump"), r"lacks thresholds \['clump'\]"),
         (lambda c: c.update(thresholds=[0.5]), "thresholds is not an object"),
+        (
+            lambda c: c["thresholds"].update(max_border_boundary=0.15),
+            r"\['max_border_boundary'\] read the boundary head.*--boundary-head",
+        ),
+        (
+            lambda c: c["thresholds"].update(min_vote_fraction=0.5),
+            r"\['min_vote_fraction'\] read the offset head.*--offset-head",
+        ),
     ],
 )
 def test_model_config_with_unknown_or_missing_keys_is_refused(write_model, tmp_path, edit, message):
@@ -361,3 +370,12 @@ def test_the_boundary_head_gives_a_probability_map_averaged_over_flips(write_mod
         Predictor(write_model(tmp_path, name="plain"), device="cpu").predict(planes).boundary
         is None
     )
+
+
+def test_thresholds_of_a_trained_optional_head_are_accepted(write_model, tmp_path):
+    config = UNetConfig(width=4, depth=2, stamp_size=16, offset_head=True, boundary_head=True)
+    thresholds = {**DEFAULT_THRESHOLDS, "max_border_boundary": 0.15, "min_vote_fraction": 0.5}
+    path = write_model(
+        tmp_path, config=config, heads=[*PREDICTION_HEADS, *OPTIONAL_HEADS], thresholds=thresholds
+    )
+    assert Predictor(path, device="cpu").config["thresholds"]["max_border_boundary"] == 0.15
