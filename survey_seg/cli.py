@@ -159,6 +159,15 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of scenes that are also crowded star fields (default 0)",
     )
     train.add_argument(
+        "--crowded-density",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="stars per million pixels of a crowded scene, drawn log-uniformly "
+        "(default: survey_seg.train.CROWDED_STAR_DENSITY, 500 5000)",
+    )
+    train.add_argument(
         "--correlated-fraction",
         type=float,
         default=0.0,
@@ -366,6 +375,7 @@ def _train(args: argparse.Namespace) -> int:
             condition_jitter=args.jitter,
             galsim_fraction=args.galsim_fraction,
             crowded_fraction=args.crowded_fraction,
+            **({"crowded_density": tuple(args.crowded_density)} if args.crowded_density else {}),
             correlated_fraction=args.correlated_fraction,
             large_fraction=args.large_fraction,
             large_clumpy_fraction=args.large_clumpy_fraction,

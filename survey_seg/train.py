@@ -196,6 +196,9 @@ class TrainConfig:
     """Probability that a training scene is also a crowded star field (hundreds to
     thousands of stars per million pixels, as in the Galactic plane), so that stars
     touching stars are learned as sources, not artefacts."""
+    crowded_density: tuple[float, float] = CROWDED_STAR_DENSITY
+    """Range of stars per million pixels of a crowded scene, drawn log-uniformly
+    (the Galactic plane of Spitzer's GLIMPSE holds over 8,000 detected per million)."""
     large_fraction: float = 0.0
     """Probability that a training scene also holds large galaxies (half-light radii
     of 4-20 PSF FWHM, bright with extended wings to below the noise; Sersic, bulge +
@@ -255,6 +258,12 @@ class TrainConfig:
                 raise ValueError(f"head_weights[{head!r}] must be zero or positive, got {weight!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        low, high = self.crowded_density
+        if not 0 < low <= high:
+            raise ValueError(
+                f"crowded_density must be (low, high) with 0 < low <= high, "
+                f"got {self.crowded_density}"
+            )
         if not self.pair_truth_fwhm >= 0:
             raise ValueError(f"pair_truth_fwhm must be 0 or more, got {self.pair_truth_fwhm}")
         if not self.truth_taught_weight >= 1:
@@ -316,6 +325,7 @@ def scene_config(
     jitter: float = 0.25,
     galsim_fraction: float = 0.0,
     crowded_fraction: float = 0.0,
+    crowded_density: tuple[float, float] = CROWDED_STAR_DENSITY,
     large_fraction: float = 0.0,
     large_clumpy_fraction: float = 0.0,
     correlated_fraction: float = 0.0,
@@ -329,7 +339,8 @@ def scene_config(
     testing generalisation) moves PSF width and noise by :data:`SHIFT` (30 %) and
     narrows the Sersic range, outside the training jitter. ``galsim_fraction`` of
     the galaxies of a training scene are GalSim bulge + disk or knotty galaxies;
-    ``crowded_fraction`` of the training scenes are also crowded star fields and
+    ``crowded_fraction`` of the training scenes are also crowded star fields
+    (``crowded_density`` stars per million pixels, log-uniform) and
     ``large_fraction`` hold large galaxies too (:data:`LARGE_GALAXY_DENSITY`),
     ``large_clumpy_fraction`` of which are clumpy star-forming galaxies;
     ``correlated_fraction`` have noise correlated by a drizzle-like kernel
@@ -371,7 +382,7 @@ def scene_config(
     if rng.random() < crowded_fraction:
         config = replace(
             config,
-            star_density=float(np.exp(rng.uniform(*np.log(CROWDED_STAR_DENSITY)))),
+            star_density=float(np.exp(rng.uniform(*np.log(crowded_density)))),
             # the survey's magnitudes even in a bright-star scene: thousands of stars
             # with a flat magnitude distribution would saturate the field
             star_mag_range=base.star_mag_range,
@@ -691,6 +702,7 @@ def make_batch(
             jitter=config.condition_jitter,
             galsim_fraction=config.galsim_fraction,
             crowded_fraction=config.crowded_fraction,
+            crowded_density=config.crowded_density,
             large_fraction=config.large_fraction,
             large_clumpy_fraction=config.large_clumpy_fraction,
             correlated_fraction=config.correlated_fraction,
@@ -1271,6 +1283,8 @@ def _config_fingerprint(task: str, config: TrainConfig) -> str:
         payload["teacher"] = hashlib.sha256(Path(config.teacher).read_bytes()).hexdigest()
     for name in ("device", "threads", "data_workers"):
         payload.pop(name)
+    if config.crowded_density == CROWDED_STAR_DENSITY:  # checkpoints from before the field
+        payload.pop("crowded_density")
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -459,6 +459,15 @@ def test_bad_network_size_is_one_line(option, value, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_bad_crowded_density_is_one_line(tmp_path, capsys):
+    out = tmp_path / "train"
+    status, _, err = _main(
+        capsys, "train", "screening", "--out", out, "--crowded-density", "5000", "500"
+    )
+    _assert_one_line_error(status, err, "crowded_density")
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- good runs
 
 

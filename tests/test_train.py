@@ -76,6 +76,17 @@ def test_crowded_scenes_keep_the_other_traits_and_hold_many_stars():
         assert after.psf_fwhm_pix == before.psf_fwhm_pix
         assert after.n_cosmic_rays == before.n_cosmic_rays
     assert all(c.star_density < 500 for c in plain)
+    denser = [
+        scene_config(seed, size=128, crowded_fraction=0.5, crowded_density=(8000.0, 20000.0))
+        for seed in range(40)
+    ]
+    for before, after in zip(crowded, denser, strict=True):
+        if before.star_density >= 500:
+            assert 8000 <= after.star_density <= 20000
+        else:
+            assert after == before
+    with pytest.raises(ValueError, match="crowded_density"):
+        _config(crowded_density=(5000.0, 500.0))
     with pytest.raises(ValueError, match="crowded_fraction"):
         _config(crowded_fraction=1.5)
     with pytest.raises(ValueError, match="data_workers"):
