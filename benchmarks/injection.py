@@ -69,6 +69,7 @@ from survey_seg.inject import (
     injected_fractions,
     injection_metrics,
     match_injections,
+    real_peaks,
     render_window,
     source_light_sums,
 )
@@ -133,12 +134,12 @@ def survey_seg_injection(
     return summary, "training" if fallback else "mosaic", seconds
 
 
-def sep_sources(image: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def sep_sources(image: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
     """SEP as benchmarks/quality.py runs it.
 
-    Returns the ``id, x, y, flux, is_blended`` of its sources, its segmentation
-    (the ``id`` of each pixel's source plus one; 0: sky) and the background it
-    subtracted.
+    Returns the ``id, x, y, x_peak, y_peak, flux, is_blended`` of its sources, its
+    segmentation (the ``id`` of each pixel's source plus one; 0: sky), the
+    background it subtracted and its noise sigma.
     """
     import sep
 
@@ -165,11 +166,13 @@ def sep_sources(image: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
             "id": np.arange(len(objects), dtype=np.int64),
             "x": objects["x"],
             "y": objects["y"],
+            "x_peak": objects["xpeak"],
+            "y_peak": objects["ypeak"],
             "flux": objects["flux"],
             "is_blended": (objects["flag"] & sep.OBJ_MERGED) != 0,
         }
     )
-    return table, segmentation, level
+    return table, segmentation, level, err
 
 
 def sep_injection(run_dir: Path, summary: dict) -> tuple[dict, float]:
@@ -184,12 +187,15 @@ def sep_injection(run_dir: Path, summary: dict) -> tuple[dict, float]:
     )  # fmt: skip
     injected = image + rendered.image
     start = time.perf_counter()
-    sources, segmentation, background = sep_sources(injected)
-    negative, _, _ = sep_sources(-image)
+    sources, segmentation, background, rms = sep_sources(injected)
+    negative, _, _, _ = sep_sources(-image)
     seconds = time.perf_counter() - start
     light = source_light_sums(segmentation, rendered.image, image - background)
     light["id"] -= 1  # SEP labels its pixels with the source's index plus one
     sources["injected_fraction"] = sources["id"].map(injected_fractions(light)).fillna(0.0)
+    sources["on_real_peak"] = real_peaks(
+        sources["x_peak"], sources["y_peak"], rendered.image, image - background, rms
+    )
     clumps = pd.DataFrame({"host_id": [], "x": [], "y": []})
     matched = match_injections(catalog, sources, clumps, psf_fwhm_pix=psf, skipped=rendered.skipped)
     metrics = injection_metrics(

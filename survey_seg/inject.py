@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from survey_seg.errors import InputError
 from survey_seg.psf import RESOLUTION_FLOOR_PIX, SIGMA_PER_FWHM, resolution_pix
@@ -34,6 +35,7 @@ __all__ = [
     "COMPLETENESS_MIN_SNR",
     "INJECTION_KINDS",
     "MIN_INJECTED_LIGHT",
+    "MIN_REAL_PEAK_SNR",
     "RESOLUTION_FLOOR_PIX",
     "RESOLVED_PAIR_SEPARATION_FWHM",
     "SEPARATION_BINS_FWHM",
@@ -49,6 +51,7 @@ __all__ = [
     "make_injection_catalog",
     "match_injections",
     "matched_filter_snr",
+    "real_peaks",
     "render_window",
     "resolution_pix",
     "source_light_sums",
@@ -416,6 +419,65 @@ injected object's own (a piece of it where it is not its match); one of mostly
 the image's own light is a real object (:func:`match_injections`)."""
 
 
+MIN_REAL_PEAK_SNR = 5.0
+"""A source whose peak holds, in the image without the injection, at least this S/N
+in the 3 x 3 pixels around it and more light than the injection put there is a
+real object that an injected one fell on (:func:`real_peaks`), not a piece of it."""
+_PEAK_BOX = 3  # side of the box around a source's peak that real_peaks sums
+
+
+def real_peaks(
+    peak_x: np.ndarray,
+    peak_y: np.ndarray,
+    injected: np.ndarray,
+    own_light: np.ndarray,
+    rms: np.ndarray,
+    *,
+    origin: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Whether each source's peak is the image's own light rather than injected light.
+
+    In a crowded field a faint real star on the disk of a large injected galaxy
+    gets a segment that holds more of the galaxy's light than of its own: the
+    share of injected light over the segment (:func:`injected_fractions`) calls it
+    a piece of the galaxy. What made the source is its peak: summed over the 3 x 3
+    pixels around it, the light of the image without the injection is at least
+    :data:`MIN_REAL_PEAK_SNR` times its noise there and more than the injected
+    light. A noise bump on an injected galaxy, or its knot, is not such a peak.
+
+    Parameters
+    ----------
+    peak_x, peak_y : numpy.ndarray
+        int pixel of each source's peak, in the coordinates of the whole image.
+    injected, own_light, rms : numpy.ndarray
+        The injected light alone (:func:`render_window`), the pixels without the
+        injection less their background and the noise sigma (NaN or inf: no data), on a
+        window of the image that holds every peak's box (a pixel of margin around
+        the peaks, NaN beyond the image's edges).
+    origin : tuple of int
+        Image pixel ``(row, col)`` of the window's first pixel (may be negative).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, one per source.
+    """
+
+    def box_sums(plane: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(plane, _PEAK_BOX, mode="constant") * _PEAK_BOX**2
+
+    own_light = np.asarray(own_light, dtype=np.float64)
+    rms = np.asarray(rms, dtype=np.float64)
+    valid = np.isfinite(own_light) & np.isfinite(rms)  # no data: neither light nor noise
+    own = box_sums(np.where(valid, own_light, 0.0))
+    drawn = box_sums(np.nan_to_num(np.asarray(injected, dtype=np.float64)))
+    noise = np.sqrt(box_sums(np.where(valid, rms, 0.0) ** 2))
+    rows = np.asarray(peak_y, dtype=np.int64) - origin[0]
+    cols = np.asarray(peak_x, dtype=np.int64) - origin[1]
+    own, drawn, noise = own[rows, cols], drawn[rows, cols], noise[rows, cols]
+    return (own > drawn) & (own >= MIN_REAL_PEAK_SNR * noise)
+
+
 def match_injections(
     catalog: pd.DataFrame,
     sources: pd.DataFrame,
@@ -433,10 +495,12 @@ def match_injections(
     shattered when more than one of its own sources lie within 1.5 of its
     half-light radii (or one resolution element): its match, and every source
     there of which injected light makes at least :data:`MIN_INJECTED_LIGHT` of
-    the light (``injected_fraction``, :func:`injected_fractions`). A real
-    star or galaxy under an injected one is not a piece of it, and a piece is one
-    whatever the real sources it displaced. An injected clump is recovered by a
-    detected clump within :data:`CLUMP_MATCH_PIX` pixels.
+    the light (``injected_fraction``, :func:`injected_fractions`) and whose peak
+    is not a real object's (``on_real_peak``, :func:`real_peaks`). A real star or
+    galaxy under an injected one is not a piece of it, even where the injected
+    light outweighs its own over its segment, and a piece is one whatever the
+    real sources it displaced. An injected clump is recovered by a detected clump
+    within :data:`CLUMP_MATCH_PIX` pixels.
 
     Parameters
     ----------
@@ -444,9 +508,10 @@ def match_injections(
         From :func:`make_injection_catalog`.
     sources, clumps : pandas.DataFrame
         The catalogs of the screened injected mosaic (``id``, ``x``, ``y``, ``flux``,
-        ``is_blended``, optionally ``injected_fraction``; ``host_id``, ``x``,
-        ``y``). Without ``injected_fraction`` every source's light is taken for
-        injected light: nothing was there before.
+        ``is_blended``, optionally ``injected_fraction`` and ``on_real_peak``;
+        ``host_id``, ``x``, ``y``). Without ``injected_fraction`` every source's
+        light is taken for injected light, and without ``on_real_peak`` no peak
+        for a real object's: nothing was there before.
     psf_fwhm_pix : float
         PSF FWHM in pixels.
     skipped : sequence of int
@@ -535,7 +600,8 @@ def _sources_in_footprints(
     """Per object of ``which``: the sources within its footprint reach, and its own among them.
 
     Its own: its match (row ``matched``; -1: none) and those of mostly injected
-    light (:data:`MIN_INJECTED_LIGHT`). 0 and 0 for the other objects.
+    light (:data:`MIN_INJECTED_LIGHT`) whose peak is not a real object's
+    (``on_real_peak``). 0 and 0 for the other objects.
     """
     from scipy.spatial import cKDTree
 
@@ -546,6 +612,8 @@ def _sources_in_footprints(
     injected = np.ones(len(sources), dtype=bool)
     if "injected_fraction" in sources:
         injected = sources["injected_fraction"].to_numpy(dtype=np.float64) >= MIN_INJECTED_LIGHT
+    if "on_real_peak" in sources:
+        injected &= ~sources["on_real_peak"].to_numpy(dtype=bool)
     tree = cKDTree(sources[["x", "y"]].to_numpy(dtype=np.float64))
     for i in np.flatnonzero(which):
         near = np.asarray(

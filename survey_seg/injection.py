@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from survey_seg.background import interpolate_mesh
 from survey_seg.config import RunConfig, check_run_config
 from survey_seg.errors import InputError, OutputError
 from survey_seg.files import atomic_write_bytes
@@ -31,6 +30,7 @@ from survey_seg.inject import (
     injection_tile_metrics,
     make_injection_catalog,
     match_injections,
+    real_peaks,
     render_window,
     source_light_sums,
 )
@@ -38,6 +38,7 @@ from survey_seg.pipeline import execute_run, plan_run
 from survey_seg.psf import UNDERSAMPLED_BETA
 from survey_seg.simulate import SimulationConfig
 from survey_seg.store import MOSAIC_STORE, PSF_MEASURED, MosaicInfo, MosaicStore, OutputStore
+from survey_seg.tiling import Tile
 
 __all__ = [
     "DEFAULT_DENSITY",
@@ -216,8 +217,8 @@ def run_injection(
         execute_run(negative_plan, client=client, progress=progress)
 
     sources = pd.read_parquet(out / "sources.parquet")
-    fractions = _injected_fractions(out, catalog, psf_fwhm_pix=float(psf), psf_beta=beta)
-    sources["injected_fraction"] = sources["id"].map(fractions).fillna(0.0).to_numpy()
+    attribution = _attribute_sources(out, catalog, sources, psf_fwhm_pix=float(psf), psf_beta=beta)
+    sources[list(attribution.columns)] = attribution
     clumps = pd.read_parquet(out / "clumps.parquet")
     negative = pd.read_parquet(out / NEGATIVE_DIR / "sources.parquet", columns=["id", "tile_id"])
     matched = match_injections(
@@ -286,29 +287,54 @@ def _injection_gain(gain: float | None, mosaic: MosaicInfo) -> tuple[float | Non
     return None, "none"
 
 
-def _injected_fractions(
-    out: Path, catalog: pd.DataFrame, *, psf_fwhm_pix: float, psf_beta: float
-) -> pd.Series:
-    """Per source ``id`` of the injected run: the share of its light that is injected light.
+def _attribute_sources(
+    out: Path,
+    catalog: pd.DataFrame,
+    sources: pd.DataFrame,
+    *,
+    psf_fwhm_pix: float,
+    psf_beta: float,
+) -> pd.DataFrame:
+    """Whose light each source of the injected run is: ``injected_fraction``, ``on_real_peak``.
 
-    The injected objects are drawn again without noise, and the mosaic's own
-    pixels less their background mesh, a strip of rows at a time
-    (:func:`survey_seg.inject.source_light_sums`).
+    The injected objects are drawn again without noise beside the mosaic's own
+    pixels less their background mesh, a strip of rows at a time with a pixel of
+    margin: the share of injected light over each source's segment
+    (:func:`survey_seg.inject.source_light_sums`) and whether its peak is a real
+    object's (:func:`survey_seg.inject.real_peaks`). Rows in ``sources``' order.
     """
     mosaic = MosaicStore(out / MOSAIC_STORE)
     _, segmentation = OutputStore(out).open_masks()
     ny, nx = mosaic.shape
+    peak_x = sources["x_peak"].to_numpy(dtype=np.int64)
+    peak_y = sources["y_peak"].to_numpy(dtype=np.int64)
+    on_real_peak = np.zeros(len(sources), dtype=bool)
     sums = []
     for row in range(0, ny, _VALID_ROWS):
-        shape = (min(_VALID_ROWS, ny - row), nx)
+        rows = min(_VALID_ROWS, ny - row)
+        strip = Tile(index=0, row=0, col=0, y0=row, y1=row + rows, x0=0, x1=nx, halo=1,
+                     mosaic_shape=(ny, nx))  # fmt: skip
+        window = mosaic.read_window(strip)
+        origin = strip.origin
         injected = render_window(
-            catalog, (row, 0), shape, psf_fwhm_pix=psf_fwhm_pix, psf_beta=psf_beta
+            catalog, origin, window.image.shape, psf_fwhm_pix=psf_fwhm_pix, psf_beta=psf_beta
         ).image
-        background = interpolate_mesh(mosaic.mesh.level, mosaic.mesh.cell_size, (row, 0), shape)
-        own = np.asarray(mosaic.image[row : row + shape[0]], dtype=np.float64) - background
-        labels = np.asarray(segmentation[row : row + shape[0]])
-        sums.append(source_light_sums(labels, injected, own))
-    return injected_fractions(pd.concat(sums, ignore_index=True))
+        own = window.image.astype(np.float64) - window.background
+        core = (slice(1, -1), slice(1, -1))
+        labels = np.asarray(segmentation[row : row + rows])
+        sums.append(source_light_sums(labels, injected[core], own[core]))
+        here = (peak_y >= row) & (peak_y < row + rows)
+        on_real_peak[here] = real_peaks(
+            peak_x[here], peak_y[here], injected, own, np.sqrt(window.variance), origin=origin
+        )
+    fractions = injected_fractions(pd.concat(sums, ignore_index=True))
+    return pd.DataFrame(
+        {
+            "injected_fraction": sources["id"].map(fractions).fillna(0.0).to_numpy(),
+            "on_real_peak": on_real_peak,
+        },
+        index=sources.index,
+    )
 
 
 def _valid_pixels(mosaic: MosaicStore) -> np.ndarray:

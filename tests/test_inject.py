@@ -192,10 +192,39 @@ def test_matching_pairs_large_objects_and_clumps():
     assert kept.at[large["injection_id"], "n_sources_in_footprint"] == 2
     assert kept.at[large["injection_id"], "n_own_sources"] == 1
     assert not kept.at[large["injection_id"], "shattered"]
+    # a real star on it whose segment holds mostly the galaxy's light: its peak tells
+    star_on_it = sources.assign(
+        injected_fraction=[1.0, 1.0, 0.9, 1.0], on_real_peak=[False, False, True, False]
+    )
+    kept = inject.match_injections(catalog, star_on_it, clumps, psf_fwhm_pix=FWHM)
+    assert not kept.set_index("injection_id").at[large["injection_id"], "shattered"]
     # the match is its own even where a real star under it outshines it
     on_a_star = sources.assign(injected_fraction=[1.0, 0.2, 0.3, 1.0])
     kept = inject.match_injections(catalog, on_a_star, clumps, psf_fwhm_pix=FWHM)
     assert kept.set_index("injection_id").at[large["injection_id"], "n_own_sources"] == 1
+
+
+def test_a_real_star_on_an_injected_disk_is_not_a_piece_of_it():
+    """Over its segment the disk's light outweighs a faint real star's; at the star's
+    peak the image's own light wins, as it does not at a knot or a noise bump."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:60, :80]
+    disk = 3.0 * np.exp(-np.hypot(yy - 30, xx - 40) / 12.0)
+    knot = 4.0 * np.exp(-((yy - 25) ** 2 + (xx - 30) ** 2) / 2.0)
+    star = 6.0 * np.exp(-((yy - 36) ** 2 + (xx - 50) ** 2) / 2.0)
+    own = star + rng.normal(0.0, 1.0, yy.shape)
+    own[40, 28] = 3.5  # a noise bump on the disk
+    injected, rms = disk + knot, np.ones(yy.shape)
+    peak_x, peak_y = np.array([50, 30, 28, 40]), np.array([36, 25, 40, 30])
+    found = inject.real_peaks(peak_x, peak_y, injected, own, rms)
+    assert found.tolist() == [True, False, False, False]  # star; knot, bump, disk centre
+    window = (slice(20, 45), slice(25, 60))  # a window with its origin: the same answer
+    shifted = inject.real_peaks(
+        peak_x, peak_y, injected[window], own[window], rms[window], origin=(20, 25)
+    )
+    assert shifted.tolist() == found.tolist()
+    faint = inject.real_peaks(peak_x[:1], peak_y[:1], injected, own * 0.2, rms)
+    assert not faint[0]  # under MIN_REAL_PEAK_SNR its own light is not a detection
 
 
 def test_injected_fractions_add_up_over_strips_of_rows():

@@ -93,6 +93,24 @@ def test_injection_summary_and_tables(injected):
     ]  # fmt: skip
 
 
+def test_sources_are_attributed_alike_whole_or_a_strip_of_rows_at_a_time(injected, monkeypatch):
+    """Whose light each source is does not depend on the strips the mosaic is read in,
+    peaks on a strip's edge included."""
+    import survey_seg.injection as injection
+
+    root, _, _, _ = injected
+    out = root / "inj"
+    catalog = pd.read_parquet(out / INJECTION_CATALOG)
+    sources = pd.read_parquet(out / "sources.parquet")
+    whole = injection._attribute_sources(out, catalog, sources, psf_fwhm_pix=1.8, psf_beta=3.0)
+    monkeypatch.setattr(injection, "_VALID_ROWS", 37)
+    strips = injection._attribute_sources(out, catalog, sources, psf_fwhm_pix=1.8, psf_beta=3.0)
+    pd.testing.assert_frame_equal(strips, whole)
+    assert list(whole.columns) == ["injected_fraction", "on_real_peak"]
+    assert whole["on_real_peak"].any() and not whole["on_real_peak"].all()
+    assert (whole["injected_fraction"] > 0.5).any()
+
+
 def test_injected_snr_counts_correlated_noise_at_its_strength_on_the_psf_scale(injected):
     """On a drizzled image the per-pixel RMS understates the noise a matched filter
     sees; the injected S/N uses the RMS scaled by the mosaic's noise_scale."""
