@@ -420,9 +420,9 @@ the image's own light is a real object (:func:`match_injections`)."""
 
 
 MIN_REAL_PEAK_SNR = 5.0
-"""A source whose peak holds, in the image without the injection, at least this S/N
-in the 3 x 3 pixels around it and more light than the injection put there is a
-real object that an injected one fell on (:func:`real_peaks`), not a piece of it."""
+"""A source whose peak pixel holds, in the image without the injection, more light
+than the injection put there, and the 3 x 3 pixels around it at least this S/N, is
+a real object that an injected one fell on (:func:`real_peaks`), not a piece of it."""
 _PEAK_BOX = 3  # side of the box around a source's peak that real_peaks sums
 
 
