@@ -446,9 +446,9 @@ def real_peaks(
     times its noise. A noise bump on an injected galaxy, or its knot, is not
     such a peak. (Compared over the 3 x 3 pixels instead of the peak pixel, a
     star's light is diluted by the galaxy's smooth light around it: on Spitzer
-    and 2MASS, injection seed 1, fewer of the pieces that sit on a source of the
-    screening without injection come out real, 26 of 45 and 16 of 59, against 33
-    and 44.)
+    and 2MASS, injection seed 1, fewer of the candidate pieces that sit on a
+    source of the screening without injection come out real, 28 of 50 and 20 of
+    74, against 36 and 50; ``benchmarks/piece_attribution.py``.)
 
     Parameters
     ----------

@@ -48,6 +48,7 @@ __all__ = [
     "INJECTION_TABLE",
     "INJECTION_TILES",
     "NEGATIVE_DIR",
+    "attribute_sources",
     "run_injection",
 ]
 
@@ -217,7 +218,7 @@ def run_injection(
         execute_run(negative_plan, client=client, progress=progress)
 
     sources = pd.read_parquet(out / "sources.parquet")
-    attribution = _attribute_sources(out, catalog, sources, psf_fwhm_pix=float(psf), psf_beta=beta)
+    attribution = attribute_sources(out, catalog, sources, psf_fwhm_pix=float(psf), psf_beta=beta)
     sources[list(attribution.columns)] = attribution
     clumps = pd.read_parquet(out / "clumps.parquet")
     negative = pd.read_parquet(out / NEGATIVE_DIR / "sources.parquet", columns=["id", "tile_id"])
@@ -287,7 +288,7 @@ def _injection_gain(gain: float | None, mosaic: MosaicInfo) -> tuple[float | Non
     return None, "none"
 
 
-def _attribute_sources(
+def attribute_sources(
     out: Path,
     catalog: pd.DataFrame,
     sources: pd.DataFrame,
@@ -295,13 +296,30 @@ def _attribute_sources(
     psf_fwhm_pix: float,
     psf_beta: float,
 ) -> pd.DataFrame:
-    """Whose light each source of the injected run is: ``injected_fraction``, ``on_real_peak``.
+    """Whose light each source of an injection run is: injected light or the image's own.
 
     The injected objects are drawn again without noise beside the mosaic's own
     pixels less their background mesh, a strip of rows at a time with a pixel of
-    margin: the share of injected light over each source's segment
-    (:func:`survey_seg.inject.source_light_sums`) and whether its peak is a real
-    object's (:func:`survey_seg.inject.real_peaks`). Rows in ``sources``' order.
+    margin (:func:`survey_seg.inject.source_light_sums`,
+    :func:`survey_seg.inject.real_peaks`).
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The injection run's output directory (its mosaic store and segmentation).
+    catalog : pandas.DataFrame
+        The injected objects (``injection_catalog.parquet``).
+    sources : pandas.DataFrame
+        The run's sources (``sources.parquet``: ``id``, ``x_peak``, ``y_peak``).
+    psf_fwhm_pix, psf_beta : float
+        The PSF the objects were injected with.
+
+    Returns
+    -------
+    pandas.DataFrame
+        On ``sources``' index: ``injected_fraction`` (the share of injected light
+        over the source's segment) and ``on_real_peak`` (its peak is a real
+        object's).
     """
     mosaic = MosaicStore(out / MOSAIC_STORE)
     _, segmentation = OutputStore(out).open_masks()

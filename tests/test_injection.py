@@ -102,9 +102,9 @@ def test_sources_are_attributed_alike_whole_or_a_strip_of_rows_at_a_time(injecte
     out = root / "inj"
     catalog = pd.read_parquet(out / INJECTION_CATALOG)
     sources = pd.read_parquet(out / "sources.parquet")
-    whole = injection._attribute_sources(out, catalog, sources, psf_fwhm_pix=1.8, psf_beta=3.0)
+    whole = injection.attribute_sources(out, catalog, sources, psf_fwhm_pix=1.8, psf_beta=3.0)
     monkeypatch.setattr(injection, "_VALID_ROWS", 37)
-    strips = injection._attribute_sources(out, catalog, sources, psf_fwhm_pix=1.8, psf_beta=3.0)
+    strips = injection.attribute_sources(out, catalog, sources, psf_fwhm_pix=1.8, psf_beta=3.0)
     pd.testing.assert_frame_equal(strips, whole)
     assert list(whole.columns) == ["injected_fraction", "on_real_peak"]
     assert whole["on_real_peak"].any() and not whole["on_real_peak"].all()
