@@ -261,7 +261,7 @@ class TrainConfig:
         low, high = self.crowded_density
         if not 0 < low <= high:
             raise ValueError(
-                f"crowded_density must be (low, high) with 0 < low <= high, "
+                "crowded_density must be (low, high) with 0 < low <= high, "
                 f"got {self.crowded_density}"
             )
         if not self.pair_truth_fwhm >= 0:
