@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from survey_seg.errors import InputError
 from survey_seg.psf import RESOLUTION_FLOOR_PIX, SIGMA_PER_FWHM, resolution_pix
@@ -423,7 +422,7 @@ MIN_REAL_PEAK_SNR = 5.0
 """A source whose peak pixel holds, in the image without the injection, more light
 than the injection put there, and the 3 x 3 pixels around it at least this S/N, is
 a real object that an injected one fell on (:func:`real_peaks`), not a piece of it."""
-_PEAK_BOX = 3  # side of the box around a source's peak that real_peaks sums
+_PEAK_HALF = 1  # real_peaks sums the (2 * _PEAK_HALF + 1)^2 pixels around a peak
 
 
 def real_peaks(
@@ -467,21 +466,22 @@ def real_peaks(
     numpy.ndarray
         bool, one per source.
     """
-
-    def box_sums(plane: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(plane, _PEAK_BOX, mode="constant") * _PEAK_BOX**2
-
     own_light = np.asarray(own_light, dtype=np.float64)
     rms = np.asarray(rms, dtype=np.float64)
     valid = np.isfinite(own_light) & np.isfinite(rms)  # no data: neither light nor noise
-    own_light = np.where(valid, own_light, 0.0)
-    noise = np.sqrt(box_sums(np.where(valid, rms, 0.0) ** 2))
-    peaks = (
-        np.asarray(peak_y, dtype=np.int64) - origin[0],
-        np.asarray(peak_x, dtype=np.int64) - origin[1],
+    rows = np.asarray(peak_y, dtype=np.int64) - origin[0]
+    cols = np.asarray(peak_x, dtype=np.int64) - origin[1]
+    box_light = np.zeros(rows.shape)
+    box_variance = np.zeros(rows.shape)
+    for dy, dx in itertools.product(range(-_PEAK_HALF, _PEAK_HALF + 1), repeat=2):
+        here = (rows + dy, cols + dx)
+        box_light += np.where(valid[here], own_light[here], 0.0)
+        box_variance += np.where(valid[here], rms[here] ** 2, 0.0)
+    peaks = (rows, cols)
+    brighter = np.where(valid[peaks], own_light[peaks], 0.0) > np.nan_to_num(
+        np.asarray(injected, dtype=np.float64)[peaks]
     )
-    brighter = own_light[peaks] > np.nan_to_num(np.asarray(injected, dtype=np.float64))[peaks]
-    return brighter & (box_sums(own_light)[peaks] >= MIN_REAL_PEAK_SNR * noise[peaks])
+    return brighter & (box_light >= MIN_REAL_PEAK_SNR * np.sqrt(box_variance))
 
 
 def match_injections(

@@ -566,6 +566,8 @@ class NetworkScreener:
             np.where(valid, flux / sigma, 0.0), SMOOTH_SIGMA, truncate=4.0
         ) / gaussian_kernel_norm(SMOOTH_SIGMA)
         boundary = prediction.boundary if self._boundaries_trained else None
+        # the merges leave a compact source (under 6 resolution elements) as it was split
+        min_merge_area = int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2)
         sources, footprints, _ = split_instances(
             object_probability,
             prediction.segmentation[2],
@@ -590,7 +592,7 @@ class NetworkScreener:
                 significance,
                 min_valley_sigma=min_valley_sigma,
                 min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
-                min_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
+                min_area=min_merge_area,
                 weak=weak,
                 weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
                 sure=sure,
@@ -603,7 +605,7 @@ class NetworkScreener:
                 footprints,
                 boundary,
                 max_boundary=max_border_boundary,
-                min_area=int(MERGE_AREA_RESOLUTION * (2.0 * self._seen_psf_fwhm) ** 2),
+                min_area=min_merge_area,
             )
         if prediction.offset is not None and self._offsets_trained:
             sources, footprints = merge_by_centre_votes(
