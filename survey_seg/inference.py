@@ -21,6 +21,7 @@ import torch
 
 from survey_seg.diffuse import DiffuseConfig
 from survey_seg.errors import InputError
+from survey_seg.hosts import HostConfig
 from survey_seg.methods import PRECISIONS
 from survey_seg.models.unet import (
     OFFSET_SCALE,
@@ -49,7 +50,7 @@ SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
 MODEL_KEYS_OPTIONAL = frozenset(
     {"name", "heads", "training", "metrics", "thresholds_tuned_on", "test_time_flips"}
-    | {"psf_thresholds", "clump_model", "stamp_calibration", "diffuse"}
+    | {"psf_thresholds", "clump_model", "stamp_calibration", "diffuse", "hosts"}
 )
 THRESHOLDS_REQUIRED = frozenset(
     {"object", "centre", "centre_min_distance", "clump", "artefact"}
@@ -203,8 +204,9 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
     _check_head_thresholds(path, thresholds, config.get("heads", PREDICTION_HEADS))
     if "psf_thresholds" in config:
         _check_psf_thresholds(path, config["psf_thresholds"], thresholds)
-    if "diffuse" in config:
-        _check_diffuse(path, config["diffuse"])
+    for key, fields in (("diffuse", DiffuseConfig), ("hosts", HostConfig)):
+        if key in config:
+            _check_config_entry(path, key, config[key], fields)
     if "stamp_calibration" in config:
         stamp_temperature(config, path)
     return config
@@ -226,15 +228,19 @@ def _check_head_thresholds(path: Path, thresholds: dict, heads: object) -> None:
             )
 
 
-def _check_diffuse(path: Path, entry: object) -> None:
-    """Refuse a ``diffuse`` entry that is not fields of :class:`DiffuseConfig` with numbers."""
-    fields = sorted(DiffuseConfig.__dataclass_fields__)
+def _check_config_entry(path: Path, key: str, entry: object, config_class: type) -> None:
+    """Refuse an entry (``diffuse``, ``hosts``) that is not numbers for ``config_class``."""
+    fields = sorted(config_class.__dataclass_fields__)
     numbers = isinstance(entry, dict) and all(_is_number(value) for value in entry.values())
     if not numbers or not set(entry) <= set(fields):
         raise InputError(
-            f"model config {path}: diffuse must be an object of numbers with fields among "
+            f"model config {path}: {key} must be an object of numbers with fields among "
             f"{fields}, not {entry!r}; fix it or remove the entry"
         )
+    try:
+        config_class(**entry)
+    except ValueError as error:
+        raise InputError(f"model config {path}: {key}: {error}; fix it") from None
 
 
 def _check_psf_thresholds(path: Path, entry: object, thresholds: dict) -> None:

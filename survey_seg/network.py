@@ -12,6 +12,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +32,7 @@ from survey_seg.blends import (
 from survey_seg.clumps import find_clumps
 from survey_seg.diffuse import DiffuseConfig, diffuse_sources
 from survey_seg.errors import InputError
+from survey_seg.hosts import HostConfig, join_pieces_to_hosts
 from survey_seg.inference import (
     DEFAULT_MODEL,
     PREDICTION_HEADS,
@@ -81,6 +83,8 @@ from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
 
 __all__ = ["NetworkScreener", "thresholds_for_psf"]
+
+_Config = TypeVar("_Config", DiffuseConfig, HostConfig)
 
 SPURIOUS = np.uint32(MaskBit.CR | MaskBit.BAD | MaskBit.NO_DATA)
 """Planes that veto a source covering mostly them: compact artefacts that can look like
@@ -224,8 +228,10 @@ class NetworkScreener:
         _check_trained_heads(self.predictor)
         self._offsets_trained = "offset" in self.predictor.config.get("heads", ())
         self._boundaries_trained = "boundary" in self.predictor.config.get("heads", ())
-        self.diffuse = _diffuse_config(self.predictor)
+        self.diffuse = _config_entry(self.predictor, "diffuse", DiffuseConfig)
         """Diffuse sources are looked for when the model config has a ``diffuse`` entry."""
+        self.hosts = _config_entry(self.predictor, "hosts", HostConfig)
+        """Pieces join extended hosts when the model config has a ``hosts`` entry."""
         self.precision = precision
         self.psf_fwhm_pix = psf_fwhm_pix
         psf_thresholds = self.predictor.config.get("psf_thresholds")
@@ -234,6 +240,14 @@ class NetworkScreener:
         self.upsampling = upsampling_factor(psf_fwhm_pix, training_psf, NARROWEST_TRAINING_PSF)
         seen_psf = seen_psf_fwhm(psf_fwhm_pix, self.binning, self.upsampling)
         self._seen_psf_fwhm = training_psf if seen_psf is None else seen_psf
+        self._seen_resolution = (
+            self.upsampling * resolution_pix(psf_fwhm_pix)
+            if self.upsampling > 1
+            else self._seen_psf_fwhm
+        )
+        """Width (pix) of a point source as the network sees it: on an upsampled window, a
+        resolution element of the native pixels (2 of them) spans ``upsampling`` fine
+        pixels each."""
         self.thresholds = thresholds_for_psf(self.predictor.thresholds, psf_thresholds, seen_psf)
         self.thresholds["cosmic_ray_max_minor_axis"] = minor_axis_limit_for_psf(
             self.thresholds.get("cosmic_ray_max_minor_axis", _COSMIC_RAY_MAX_MINOR_AXIS),
@@ -282,6 +296,7 @@ class NetworkScreener:
             "upsampling": self.upsampling,
             "thresholds": self.thresholds,
             "diffuse": None if self.diffuse is None else asdict(self.diffuse),
+            "hosts": None if self.hosts is None else asdict(self.hosts),
             "architecture": config["architecture"],
             "training": _training_summary(config),
         }
@@ -562,8 +577,9 @@ class NetworkScreener:
             min_distance=int(t["centre_min_distance"]),
         )
         sigma = np.sqrt(np.where(valid, window.variance, 1.0))
+        pixel_snr = np.where(valid, flux / sigma, 0.0)
         significance = ndimage.gaussian_filter(
-            np.where(valid, flux / sigma, 0.0), SMOOTH_SIGMA, truncate=4.0
+            pixel_snr, SMOOTH_SIGMA, truncate=4.0
         ) / gaussian_kernel_norm(SMOOTH_SIGMA)
         boundary = prediction.boundary if self._boundaries_trained else None
         # the merges leave a compact source (under 6 resolution elements) as it was split
@@ -643,7 +659,7 @@ class NetworkScreener:
             sources, footprints = diffuse_sources(
                 sources,
                 footprints,
-                np.where(valid, flux / sigma, 0.0),
+                pixel_snr,
                 significance,
                 (artefacts & NOT_OBJECT_LIGHT) != 0,
                 psf_fwhm_pix=self._seen_psf_fwhm,
@@ -661,6 +677,17 @@ class NetworkScreener:
             max_flux_ratio=t.get("knot_max_flux_ratio"),
             min_saddle_fraction=t.get("knot_min_saddle_fraction", 0.0),
         )
+        if self.hosts is not None:  # a fainter source inside an extended galaxy is a piece of it
+            sources = join_pieces_to_hosts(
+                sources,
+                footprints,
+                flux,
+                pixel_snr,
+                significance,
+                np.where(centres, prediction.centre, 0.0),
+                resolution_pix=self._seen_resolution,
+                config=self.hosts,
+            )
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )
@@ -755,10 +782,10 @@ def _check_trained_heads(predictor: Predictor) -> None:
         )
 
 
-def _diffuse_config(predictor: Predictor) -> DiffuseConfig | None:
-    """The model config's ``diffuse`` entry (checked when the config was loaded), or None."""
-    entry = predictor.config.get("diffuse")
-    return None if entry is None else DiffuseConfig(**{k: float(v) for k, v in entry.items()})
+def _config_entry(predictor: Predictor, key: str, config_class: type[_Config]) -> _Config | None:
+    """The model config's ``key`` entry (checked when the config was loaded), or None."""
+    entry = predictor.config.get(key)
+    return None if entry is None else config_class(**{k: float(v) for k, v in entry.items()})
 
 
 def _training_summary(config: dict) -> dict[str, object]:
