@@ -1,18 +1,22 @@
-"""Extended hosts: the sources inside one galaxy's body, seen coarsely, are one object.
+"""Extended hosts: the sources inside one galaxy's body are one object.
 
 The "hot and cold" detection of CANDELS and GEMS (Rix et al. 2004; Galametz et
 al. 2013) runs SExtractor twice: a cold pass, on a coarse view of the image,
 that finds bright extended galaxies whole, and a hot pass that finds faint
 compact objects; a hot source inside a cold galaxy is dropped as a piece of it
 (a knot, a clump, an arm, a noise bump on its disk).
-:func:`join_pieces_to_hosts` applies that rule to the sources of one window. Its
-cold view is the S/N image smoothed by a Gaussian a few PSF widths wide: on it a
-galaxy's knots and noise bumps blur into its body, while two objects further
-apart than the smoothing keep a peak each. Each peak of the cold view claims
-the pixels that fall to it (a watershed of the footprints); the sources whose
-peaks lie in one such cold object are one object when their light together is
-extended (a half-light radius of several PSF widths), as a galaxy's is and a
-close pair of compact objects' is not. Pure numpy; every step is local.
+:func:`join_pieces_to_hosts` applies that rule to the sources of one window, in
+two steps. Its cold view is the S/N image smoothed by a Gaussian a few
+resolution elements wide: a faint disk's noise bumps blur into its body there,
+while two objects further apart than the smoothing keep a peak each. The
+sources whose peaks lie in one object of the cold view join when their light
+together is extended (a half-light radius of several resolution elements, not
+held at their peaks as a group of stars holds it) and stands out of the field
+around it. Then a fainter source whose peak lies inside an extended source's
+ellipse (a bright knot keeps a cold peak of its own) joins it. A source that the
+network is sure of (a centre peak of high probability: a companion galaxy on a
+larger one) is never a piece. Sizes are in resolution elements: the width of a
+point source in the pixels screened. Pure numpy; every step is local.
 """
 
 from __future__ import annotations
@@ -37,34 +41,39 @@ __all__ = ["HostConfig", "cold_objects", "join_pieces_to_hosts"]
 
 @dataclass(frozen=True)
 class HostConfig:
-    """How coarse the cold view is, and what makes its objects extended.
+    """How coarse the cold view is, what makes a source a host and a neighbour a piece.
+
+    Sizes are in resolution elements (the FWHM of a point source in the pixels
+    screened).
 
     Attributes
     ----------
     smoothing_fwhm : float
-        FWHM of the cold view's Gaussian smoothing, in PSF FWHMs. Two point
-        sources of equal flux keep a peak each when they lie further apart than
-        about this (times 0.9).
+        FWHM of the cold view's Gaussian smoothing (0: no cold view, the hosts'
+        ellipses alone). Two point sources of equal flux keep a peak each when
+        they lie further apart than about this (times 0.9).
     min_contrast : float
         Least ratio of a galaxy's mean light within its half-light radius to the
         median light 2-3 such radii from its centre: a galaxy stands out of the
         field around it, a patch of a sea of unresolved stars (the Galactic
         centre) does not.
     min_radius_fwhm : float
-        Least half-light radius, in PSF FWHMs, of the light of the sources that
-        one cold object holds, for them to be one object. A point source has
+        Least half-light radius of a host, or of the light of the sources that
+        one cold object holds for them to be one object. A point source has
         0.5 (Gaussian) to 0.8 (Moffat, beta 2) FWHM; a pair that the cold view
         sees as one (closer than the smoothing) has at most about 1.2.
     max_point_fraction : float
-        Largest fraction of that light within one PSF FWHM of the sources' peaks.
-        A group of stars (a crowded field seen coarsely) holds most of its light
-        at its peaks; a galaxy holds most of it between its knots.
+        Largest fraction of that light within one resolution element of the
+        sources' peaks. A group of stars (a crowded field seen coarsely) holds
+        most of its light at its peaks; a galaxy holds most of it between its
+        knots.
     reach : float
         A fainter source whose peak lies within this many half-light radii of an
         extended host, along its ellipse, is a piece of it.
     max_piece_fraction : float
-        Largest ratio of a piece's light to its host's: a clump carries a
-        minority of its galaxy's light (Guo et al. 2015 count clumps from 8 %).
+        Largest ratio of a piece's light to its host's. A clump carries a
+        minority of its galaxy's light (Guo et al. 2015 count clumps from 8 %),
+        but its segment holds a share of the disk around it too.
     sure_centre : float
         A source seeded by a centre peak of at least this probability is an
         object by the network's own judgement (a companion galaxy on a larger
@@ -81,8 +90,12 @@ class HostConfig:
     sure_centre: float = 0.5
 
     def __post_init__(self) -> None:
+        if not (np.isfinite(self.smoothing_fwhm) and self.smoothing_fwhm >= 0):
+            raise ValueError(
+                "HostConfig.smoothing_fwhm must be 0 (off) or positive, got "
+                f"{self.smoothing_fwhm!r}"
+            )
         for name in (
-            "smoothing_fwhm",
             "min_contrast",
             "min_radius_fwhm",
             "max_point_fraction",
@@ -107,9 +120,9 @@ def cold_objects(
     footprints : numpy.ndarray
         int labels of the footprints (0: sky); the cold objects divide them.
     resolution_pix : float
-        PSF FWHM of the pixels (pix).
+        Width (FWHM, pix) of a point source in the pixels.
     smoothing_fwhm : float
-        FWHM of the smoothing, in PSF FWHMs.
+        FWHM of the smoothing, in units of ``resolution_pix``.
 
     Returns
     -------
@@ -146,13 +159,16 @@ def join_pieces_to_hosts(
 
     Two steps. First the sources that one cold object holds
     (:func:`cold_objects`) join when their light together is extended: a half-light
-    radius of at least ``config.min_radius_fwhm`` PSF widths, of which at most
-    ``config.max_point_fraction`` lies within a PSF FWHM of their peaks (a group
-    of stars holds its light there). Then each source so extended is a host, and a
-    source of its footprint whose peak lies within ``config.reach`` host
-    half-light radii along the host's ellipse, and whose light is at most
-    ``config.max_piece_fraction`` of the host's, joins it (to the brightest such
-    host): a bright knot far out on a disk keeps a cold peak of its own.
+    radius of at least ``config.min_radius_fwhm`` resolution elements, of which at
+    most ``config.max_point_fraction`` lies within one of their peaks (a group
+    of stars holds its light there), that stands ``config.min_contrast`` times
+    above the field around it, and the network is sure of one of their centres
+    at most (``config.sure_centre``). Then each source so extended is a host, and
+    a source of its footprint whose peak lies within ``config.reach`` host
+    half-light radii along the host's ellipse, whose light is at most
+    ``config.max_piece_fraction`` of the host's and whose centre the network is
+    not sure of joins it (the brightest such host): a bright knot far out on a
+    disk keeps a cold peak of its own.
 
     Parameters
     ----------
@@ -180,13 +196,18 @@ def join_pieces_to_hosts(
     if int(sources.max(initial=0)) < 2:
         return sources
     light = np.where(np.isfinite(flux_image), np.maximum(flux_image, 0.0), 0.0)
-    cold = cold_objects(
-        snr_image, footprints, resolution_pix=resolution_pix, smoothing_fwhm=config.smoothing_fwhm
-    )
-    sure = label_maximum(centre_peaks, sources, np.arange(int(sources.max()) + 1))
-    joined = _join_cold_groups(
-        sources, cold, sure >= config.sure_centre, light, significance, resolution_pix, config
-    )
+    joined = sources
+    if config.smoothing_fwhm > 0:  # 0: no cold view, the hosts' ellipses alone
+        cold = cold_objects(
+            snr_image,
+            footprints,
+            resolution_pix=resolution_pix,
+            smoothing_fwhm=config.smoothing_fwhm,
+        )
+        sure = label_maximum(centre_peaks, sources, np.arange(int(sources.max()) + 1))
+        joined = _join_cold_groups(
+            sources, cold, sure >= config.sure_centre, light, significance, resolution_pix, config
+        )
     sure = label_maximum(centre_peaks, joined, np.arange(int(joined.max()) + 1))
     return _join_inside_hosts(
         joined, footprints, sure >= config.sure_centre, light, significance, resolution_pix, config
@@ -196,7 +217,7 @@ def join_pieces_to_hosts(
 def _peaks_and_point_light(
     sources: np.ndarray, light: np.ndarray, significance: np.ndarray, resolution_pix: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each source's peak, its light and its light within a PSF FWHM of any peak.
+    """Each source's peak, its light and its light within a resolution element of a peak.
 
     Arrays indexed by label ``0 .. n`` (the peaks: ``1 .. n``, -1 where absent).
     """
@@ -319,7 +340,7 @@ def _join_inside_hosts(
             host
         )
     root = parent.copy()
-    for _ in range(n):  # a piece points to a source twice as bright: the chains end
+    for _ in range(n):  # a piece points to a brighter source: the chains end
         following = root[root]
         if np.array_equal(following, root):
             break

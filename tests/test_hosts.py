@@ -135,6 +135,28 @@ def test_cold_objects_keep_a_far_star_apart():
     assert cold[64, 88] != cold[64, 64]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_galaxy_whose_centre_the_network_is_sure_of_is_no_piece(seed):
+    """The clumpy galaxy's first knot seeded by a sure centre peak (a companion galaxy,
+    by the network's judgement) stays a source of its own; the other knots join."""
+    noise = np.random.default_rng(seed).normal(size=SHAPE)
+    snr = noise + _disk(3000.0, 12.6) + sum(_star(300.0, y, x) for y, x in KNOTS)
+    sources, footprints = _pieces(snr, [(64, 64), *KNOTS])
+    centre_peaks = np.zeros(SHAPE)
+    centre_peaks[KNOTS[0]] = 0.8
+    joined = _join(snr, sources, footprints, centre_peaks)
+    assert joined.max() == 2
+    assert joined[KNOTS[0]] != joined[64, 64]
+    assert len({int(joined[y, x]) for y, x in [(64, 64), *KNOTS[1:]]}) == 1
+
+
+def test_without_a_cold_view_the_hosts_ellipses_alone_join_the_knots():
+    noise = np.random.default_rng(0).normal(size=SHAPE)
+    snr = noise + _disk(3000.0, 12.6) + sum(_star(300.0, y, x) for y, x in KNOTS)
+    sources, footprints = _pieces(snr, [(64, 64), *KNOTS])
+    assert _join(snr, sources, footprints, smoothing_fwhm=0.0).max() == 1
+
+
 def test_nothing_to_join_returns_the_sources_as_they_are():
     sources = np.zeros(SHAPE, dtype=np.int32)
     sources[10:14, 10:14] = 1
@@ -145,7 +167,7 @@ def test_nothing_to_join_returns_the_sources_as_they_are():
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("smoothing_fwhm", 0.0),
+        ("smoothing_fwhm", -1.0),
         ("min_radius_fwhm", -1.0),
         ("max_point_fraction", np.nan),
         ("reach", 0.0),
