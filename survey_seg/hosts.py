@@ -381,7 +381,8 @@ def _contrast(
     """Mean light within each radius of its centre over the median light at 2-3 radii.
 
     All pixels count, whatever their source: a galaxy stands out of the sky or
-    the field around it; a patch of a sea of unresolved stars does not.
+    the field around it; a patch of a sea of unresolved stars does not. 0 where
+    the window holds none of the field around it.
     """
     ny, nx = light.shape
     contrast = np.zeros(len(radii))
@@ -393,7 +394,10 @@ def _contrast(
         yy, xx = np.ogrid[y0:y1, x0:x1]
         distance = np.hypot(yy - y, xx - x)
         box = light[y0:y1, x0:x1]
-        surroundings = np.median(box[(distance >= 2 * r) & (distance <= 3 * r)])
+        ring = box[(distance >= 2 * r) & (distance <= 3 * r)]
+        if ring.size == 0:  # no field around it in the window: it cannot be told to stand out
+            continue
+        surroundings = np.median(ring)
         inner = box[distance <= r].mean()
         contrast[i] = inner / surroundings if surroundings > 0 else np.inf
     return contrast

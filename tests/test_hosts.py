@@ -101,6 +101,19 @@ def test_a_crowded_star_field_keeps_its_stars(seed):
     assert joined.max() >= sources.max() - 2, (sources.max(), joined.max())
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_sea_of_unresolved_light_is_no_galaxy(seed):
+    """Sources cut out of a plateau of light (the Galactic centre's unresolved stars) with
+    faint stars on it: extended light, but it does not stand out of the field around it."""
+    rng = np.random.default_rng(seed)
+    snr = rng.normal(size=SHAPE) + 3.0 * np.pad(np.ones((108, 108)), 10)
+    seeds = [(int(y), int(x)) for y, x in rng.integers(20, 108, size=(12, 2))]
+    snr += sum(_star(80.0, y, x) for y, x in seeds)
+    sources, footprints = _pieces(snr, seeds)
+    assert _join(snr, sources, footprints).max() == sources.max()
+    assert _join(snr, sources, footprints, min_contrast=1e-6).max() < sources.max()
+
+
 def test_a_bright_star_on_a_galaxy_stays_apart():
     """A star on a disk's outskirts, as bright as the disk: no piece of it."""
     noise = np.random.default_rng(4).normal(size=SHAPE)
