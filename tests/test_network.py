@@ -507,16 +507,10 @@ def test_a_large_bright_bulge_disk_galaxy_is_one_source(seed, tmp_path):
 def test_a_bright_knotty_irregular_galaxy_is_one_source():
     """GalSim's random knots (20, 30 % of the light) on a disk of 6 pix half-light radius,
     S/N ~400 in unit noise: one source in most of six noise draws, not one per knot."""
-    import galsim
 
     counts = []
     for seed in range(6):
-        knots = galsim.RandomKnots(
-            npoints=20, half_light_radius=6.0, flux=0.3, rng=galsim.BaseDeviate(seed + 1)
-        )
-        galaxy = galsim.Add(galsim.Exponential(half_light_radius=6.0, flux=0.7), knots)
-        galaxy = galaxy.shear(q=0.8, beta=20 * galsim.degrees).withFlux(8000.0)
-        window = _galaxy_window(galaxy, seed)
+        window = _galaxy_window(_knotty_irregular(seed), seed)
         counts.extend(_source_counts([DEFAULT_MODEL], window, slice(84, 108)))
     assert counts.count(1) >= 4, counts
 
@@ -525,20 +519,25 @@ def test_a_hosts_entry_keeps_the_bright_knotty_irregular_in_fewer_pieces(hosts_m
     """The knotty irregular above, six draws: with the ``hosts`` entry it comes out in fewer
     sources than without in all of them, and in one source in half of them (README,
     'Hosts'); the shipped config's 5-12 pieces keep the test above an expected failure."""
-    import galsim
 
     counts = []
     for seed in range(6):
-        knots = galsim.RandomKnots(
-            npoints=20, half_light_radius=6.0, flux=0.3, rng=galsim.BaseDeviate(seed + 1)
-        )
-        galaxy = galsim.Add(galsim.Exponential(half_light_radius=6.0, flux=0.7), knots)
-        galaxy = galaxy.shear(q=0.8, beta=20 * galsim.degrees).withFlux(8000.0)
-        counts.append(
-            _source_counts(hosts_model_configs, _galaxy_window(galaxy, seed), slice(84, 108))
-        )
+        window = _galaxy_window(_knotty_irregular(seed), seed)
+        counts.append(_source_counts(hosts_model_configs, window, slice(84, 108)))
     assert all(hosts < without for without, hosts in counts), counts
     assert [hosts for _, hosts in counts].count(1) >= 3, counts
+
+
+def _knotty_irregular(seed: int):
+    """GalSim's random knots (20, 30 % of the light) on a disk of 6 pix half-light radius,
+    flux 8000 (S/N ~400 in unit noise)."""
+    import galsim
+
+    knots = galsim.RandomKnots(
+        npoints=20, half_light_radius=6.0, flux=0.3, rng=galsim.BaseDeviate(seed + 1)
+    )
+    galaxy = galsim.Add(galsim.Exponential(half_light_radius=6.0, flux=0.7), knots)
+    return galaxy.shear(q=0.8, beta=20 * galsim.degrees).withFlux(8000.0)
 
 
 def _galaxy_window(profile, seed: int, size: int = 192):
