@@ -30,7 +30,6 @@ from skimage.segmentation import watershed
 from survey_seg.measure import (
     label_maximum,
     label_maximum_position,
-    measure_segments,
     relabel_in_raster_order,
 )
 from survey_seg.noise import gaussian_kernel_norm
@@ -259,7 +258,7 @@ def _join_cold_groups(
     shared = np.flatnonzero(counts > 1)
     if shared.size == 0:
         return sources
-    radii, centre_y, centre_x = _half_light_radii(grouped[sources], light, shared)
+    radii, centre_y, centre_x, _, _ = _light_profiles(grouped[sources], light, shared)
     contrast = _contrast(light, centre_y, centre_x, radii)
     group_light = np.bincount(grouped, source_light, n_cold)[shared]
     group_near = np.bincount(grouped, source_near, n_cold)[shared]
@@ -306,30 +305,26 @@ def _join_inside_hosts(
     candidates = candidates[candidates > 0]
     if candidates.size == 0:
         return sources
-    radii, centre_y, centre_x = _half_light_radii(sources, light, candidates)
+    radii, centre_y, centre_x, axis_ratio, angle = _light_profiles(sources, light, candidates)
     is_host = (radii >= min_radius) & (
         _contrast(light, centre_y, centre_x, radii) >= config.min_contrast
     )
-    hosts, radii = candidates[is_host], radii[is_host]
-    if hosts.size == 0:
+    if not is_host.any():
         return sources
-    zeros = np.zeros(sources.shape, dtype=np.uint32)
-    shape = measure_segments(sources, light, zeros, significance, zeros)
     footprint_of = np.zeros(n + 1, dtype=np.int64)
     present = peak_y >= 0
     footprint_of[1:][present] = footprints[peak_y[present], peak_x[present]]
     inside_of = {}  # per host: the sources of its footprint inside its ellipse
-    for host, radius in zip(hosts.tolist(), radii.tolist(), strict=True):
-        i = host - 1
+    for i in np.flatnonzero(is_host):
+        host = int(candidates[i])
         pieces = np.flatnonzero(footprint_of == footprint_of[host])
         pieces = pieces[(pieces > 0) & (pieces != host) & ~sure[pieces]]
         distance = _elliptical_distance(
-            peak_y[pieces - 1] - (shape.y_peak[i] + shape.dy[i]),
-            peak_x[pieces - 1] - (shape.x_peak[i] + shape.dx[i]),
-            shape.a[i],
-            shape.b[i],
-            np.radians(shape.theta[i]),
-            radius,
+            peak_y[pieces - 1] - centre_y[i],
+            peak_x[pieces - 1] - centre_x[i],
+            axis_ratio[i],
+            angle[i],
+            radii[i],
         )
         inside_of[host] = pieces[distance <= config.reach]
     # a piece goes to the brightest host that holds it
@@ -348,16 +343,18 @@ def _join_inside_hosts(
     return relabel_in_raster_order(root[sources].astype(np.int32))
 
 
-def _half_light_radii(
+def _light_profiles(
     labels: np.ndarray, light: np.ndarray, index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half-light radius (pix) and light-weighted centre of each label of ``index``.
+) -> tuple[np.ndarray, ...]:
+    """Half-light radius, centre and ellipse of the light (>= 0) of each label of ``index``.
 
-    From the label's own pixels of ``light`` (>= 0); radius 0 and centre NaN
-    where a label has no light.
+    From the label's own pixels, around its light-weighted centre. Returns the
+    radii (pix; 0 where a label has no light), the centres ``y``, ``x`` (NaN
+    there), and the axis ratio ``b / a`` and major-axis angle (radians from +x)
+    of the light's second moments.
     """
     boxes = ndimage.find_objects(labels)
-    radii = np.zeros(len(index))
+    radii, axis_ratio, angle = np.zeros(len(index)), np.ones(len(index)), np.zeros(len(index))
     centre_y, centre_x = np.full(len(index), np.nan), np.full(len(index), np.nan)
     for i, label in enumerate(index):
         box = boxes[label - 1]
@@ -367,12 +364,18 @@ def _half_light_radii(
         if not total > 0:
             continue
         mean_y, mean_x = (weight @ ys) / total, (weight @ xs) / total
-        distance = np.hypot(ys - mean_y, xs - mean_x)
+        dy, dx = ys - mean_y, xs - mean_x
+        distance = np.hypot(dy, dx)
         order = np.argsort(distance, kind="stable")
         cumulative = np.cumsum(weight[order])
         radii[i] = distance[order][np.searchsorted(cumulative, 0.5 * total)]
         centre_y[i], centre_x[i] = mean_y + box[0].start, mean_x + box[1].start
-    return radii, centre_y, centre_x
+        cxx, cyy, cxy = (weight @ (dx * dx), weight @ (dy * dy), weight @ (dx * dy))
+        root = np.hypot(0.5 * (cxx - cyy), cxy)
+        major, minor = 0.5 * (cxx + cyy) + root, 0.5 * (cxx + cyy) - root
+        axis_ratio[i] = np.sqrt(minor / major) if minor > 0 else 1.0
+        angle[i] = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
+    return radii, centre_y, centre_x, axis_ratio, angle
 
 
 def _contrast(
@@ -404,14 +407,14 @@ def _contrast(
 
 
 def _elliptical_distance(
-    dy: np.ndarray, dx: np.ndarray, a: float, b: float, theta: float, radius: float
+    dy: np.ndarray, dx: np.ndarray, axis_ratio: float, angle: float, radius: float
 ) -> np.ndarray:
     """Distance along an ellipse in units of its geometric-mean radius ``radius``.
 
-    The ellipse has axis ratio ``b / a`` and its major axis at ``theta`` (radians
-    from +x).
+    The ellipse has axis ratio ``axis_ratio`` (minor over major) and its major
+    axis at ``angle`` (radians from +x).
     """
-    along = dx * np.cos(theta) + dy * np.sin(theta)
-    across = -dx * np.sin(theta) + dy * np.cos(theta)
-    root_q = np.sqrt(b / a) if a > 0 and b > 0 else 1.0
+    along = dx * np.cos(angle) + dy * np.sin(angle)
+    across = -dx * np.sin(angle) + dy * np.cos(angle)
+    root_q = np.sqrt(axis_ratio)
     return np.hypot(along * root_q, across / root_q) / radius
