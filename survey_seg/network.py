@@ -62,7 +62,6 @@ from survey_seg.quality import (
     lit_within,
     long_trails,
     minor_axis_limit_for_psf,
-    outliers_within,
     sharp_cosmic_rays,
     sharper_than_psf,
     star_neighbour_ratio,
@@ -270,17 +269,17 @@ class NetworkScreener:
         """Multiple that tile size and halo must be (the pooling stride, times the binning).
 
         Then every window sees the same binning blocks and pooling grid. A binned
-        screening also aligns the data-quality stamps (the stride is then the least
-        common multiple of the pooling stride and the stamp side): a binned stamp
-        covers ``binning`` times the native pixels, and without it no halo default
-        would be a whole number of stamps, so no tile would get the classifier's
-        estimate (``predicted_flagged_fraction``).
+        screening also aligns the data-quality stamps, which it takes from a pass
+        over the native pixels (:meth:`_native_artefacts`): the stride is then the
+        least common multiple of the binned pooling stride and the stamp side, and
+        without it no halo default would be a whole number of stamps, so no tile
+        would get the classifier's estimate (``predicted_flagged_fraction``).
         """
         config = self.predictor.model.config
-        stride = 2**config.depth
+        stride = 2**config.depth * self.binning
         if self.binning > 1:
             stride = math.lcm(stride, config.stamp_size)
-        return stride * self.binning
+        return stride
 
     def provenance(self) -> dict[str, object]:
         """Name, weight hashes, thresholds and training summaries, for the manifest."""
@@ -411,34 +410,29 @@ class NetworkScreener:
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window binned by :attr:`binning`; products on the native pixels.
 
-        Sources, footprints, clumps and the STREAK, GHOST and BAD planes come from
-        the binned screening, each binned pixel's value on its block's native pixels
-        (no data excluded); a BAD region keeps its native pixels that stand out of
-        their neighbours and a STREAK region those that hold light, where it has
-        any (:func:`~survey_seg.quality.outliers_within`,
-        :func:`~survey_seg.quality.lit_within`: a hot column is one pixel wide, a
-        trail as wide as the PSF); NO_DATA, SAT and CR are the native pixels'
+        Each product comes from the sampling that suits it. Sources, footprints,
+        clumps and the GHOST and STREAK planes are the binned screening's, each
+        binned pixel's value on its block's native pixels (no data excluded): a
+        wide PSF makes objects and trails wide, and a ghost is as wide as the
+        optics make it; a STREAK region keeps its native pixels that hold light,
+        where it has any (:func:`~survey_seg.quality.lit_within`). The BAD plane
+        and the data-quality stamps come from a pass of the network over the
+        native pixels (:meth:`_native_artefacts`): a hot pixel or a bad column is
+        one pixel wide whatever the PSF, and a binned view blurs it into its
+        neighbours' blocks. NO_DATA, SAT and CR are the native pixels' own
         (:meth:`_native_planes`).
         """
         factor, shape = self.binning, window.image.shape
         arrays = bin_window_arrays(window.image, window.variance, window.background, factor)
         binned = self._segment_at_network_sampling(WindowData(*arrays), saturation=None)
         native = self._native_planes(window, saturation)
+        bad, stamps, native_seconds = self._native_artefacts(window, saturation, native.valid)
         artefacts = native.artefacts | expand_to_native(
             binned.artefacts & np.uint32(MaskBit.GHOST), factor, shape
         )
-
-        def blocks(bit: MaskBit) -> np.ndarray:
-            flagged = (binned.artefacts & np.uint32(bit)) != 0
-            return expand_to_native(flagged, factor, shape) & native.valid
-
-        trail = lit_within(blocks(MaskBit.STREAK), native.flux, native.sigma)
-        bad = outliers_within(
-            blocks(MaskBit.BAD),
-            native.flux,
-            native.sigma,
-            median_size=cosmic_ray_median_size(self.psf_fwhm_pix),
-        )
+        streak = (binned.artefacts & np.uint32(MaskBit.STREAK)) != 0
+        streak = expand_to_native(streak, factor, shape) & native.valid & ~bad
+        trail = lit_within(streak, native.flux, native.sigma)
         artefacts[trail] |= np.uint32(MaskBit.STREAK)
         artefacts[bad] |= np.uint32(MaskBit.BAD)
         artefacts[~native.valid] = np.uint32(MaskBit.NO_DATA)
@@ -458,11 +452,34 @@ class NetworkScreener:
                 clumps, y=native_position(clumps.y, factor), x=native_position(clumps.x, factor)
             ),
             blend_probability=binned.blend_probability,
-            stamp_quality=binned.stamp_quality,
-            stamp_size=binned.stamp_size * factor,
-            network_seconds=binned.network_seconds,
+            stamp_quality=stamps,
+            stamp_size=self.predictor.model.config.stamp_size if stamps is not None else 0,
+            network_seconds=binned.network_seconds + native_seconds,
             centres=None if binned.centres is None else native_position(binned.centres, factor),
         )
+
+    def _native_artefacts(
+        self, window: WindowData, saturation: float | None, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """The BAD pixels and the data-quality stamps of a pass over the native pixels.
+
+        One pass of the network over the window as it is, its BAD channel at the
+        model's threshold. Returns the BAD pixels (bool), the stamps'
+        probabilities (None for a network without the stamp head) and the seconds
+        the pass took.
+        """
+        planes = network_input(window.image, window.variance, window.background, saturation)
+        start = time.perf_counter()
+        prediction = self.predictor.predict(planes)
+        seconds = time.perf_counter() - start
+        seen = artefact_planes(
+            prediction.artefact,
+            valid,
+            window.image,
+            saturation,
+            threshold=self.thresholds["artefact"],
+        )
+        return (seen & np.uint32(MaskBit.BAD)) != 0, prediction.stamps, seconds
 
     def _segment_upsampled(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window upsampled by :attr:`upsampling`; products on the native pixels.

@@ -664,12 +664,11 @@ def finish_run(
 def _quality_stamp(plan: RunPlan) -> int | None:
     """Native stamp side of the method's quality head, when the tiling aligns with its stamps.
 
-    A binned screening's stamp covers ``binning`` times the native pixels a side (an
-    upsampled one pools its fine stamps back to the network's side).
+    A binned screening takes its stamps from a pass over the native pixels, and an
+    upsampled one pools its fine stamps back to the network's side: a stamp is the
+    network's side of native pixels either way.
     """
     stamp = plan.method_provenance.get("architecture", {}).get("stamp_size")
-    if stamp:
-        stamp *= int(plan.method_provenance.get("binning") or 1)
     aligned = stamp and not plan.config.tile_size % stamp and not plan.config.halo % stamp
     return int(stamp) if aligned else None
 

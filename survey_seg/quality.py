@@ -14,7 +14,6 @@ from survey_seg.psf import SIGMA_PER_FWHM
 
 __all__ = [
     "BAD_COLUMN_MIN_RUN",
-    "BAD_PIXEL_SIGNIFICANCE",
     "NETWORK_ARTEFACT_BITS",
     "TRAIL_PIXEL_SNR",
     "artefact_planes",
@@ -27,7 +26,6 @@ __all__ = [
     "lit_within",
     "long_trails",
     "minor_axis_limit_for_psf",
-    "outliers_within",
     "sharp_cosmic_rays",
     "sharper_than_psf",
     "star_neighbour_ratio",
@@ -38,8 +36,6 @@ BAD_COLUMN_MIN_RUN = 31
 """Pixels down one column beyond any cosmic ray's track (the simulator's reach 15)."""
 TRAIL_PIXEL_SNR = 4.0
 """S/N of a 3 x 3 mean above which a native pixel of a binned STREAK block is the trail's."""
-BAD_PIXEL_SIGNIFICANCE = 5.0
-"""Deviation from the local median (sigma) of the native pixels kept in a binned BAD block."""
 NETWORK_ARTEFACT_BITS = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
 """Mask plane of each channel of the network's artefact head."""
 _STAR_CONTRAST_MARGIN = 2.0  # cosmic-ray contrast limit over a star's own (undersampled PSFs)
@@ -400,45 +396,6 @@ def column_runs(pixels: np.ndarray, min_length: int = BAD_COLUMN_MIN_RUN) -> np.
         return np.zeros_like(pixels, dtype=bool)
     column = np.ones((min_length, 1), dtype=bool)
     return ndimage.binary_opening(pixels, structure=column)
-
-
-def outliers_within(
-    regions: np.ndarray,
-    flux: np.ndarray,
-    sigma: np.ndarray,
-    *,
-    median_size: int = 3,
-    significance: float = BAD_PIXEL_SIGNIFICANCE,
-) -> np.ndarray:
-    """Each region of ``regions`` cut down to its pixels far off their local median.
-
-    A binned screening flags whole blocks: a hot pixel or a bad column one pixel
-    wide comes back as a band ``binning`` pixels wide. Within each connected
-    region, the pixels more than ``significance`` times their noise above or
-    below the median of the ``median_size`` square around them are the bad ones
-    (hot or dead); a region without such a pixel (a defect too faint to see in
-    single pixels) stays whole.
-
-    Parameters
-    ----------
-    regions : numpy.ndarray
-        Boolean flagged pixels.
-    flux, sigma : numpy.ndarray
-        Background-subtracted image and its noise (0 where unusable).
-    median_size : int
-        Odd side of the local median.
-    significance : float
-        Least deviation, in sigma.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean: the kept pixels of ``regions``.
-    """
-    if not regions.any():
-        return regions
-    deviant = np.abs(flux - ndimage.median_filter(flux, size=median_size)) > significance * sigma
-    return _cut_down(regions, deviant & (sigma > 0))
 
 
 def lit_within(
