@@ -431,8 +431,10 @@ class NetworkScreener:
             binned.artefacts & np.uint32(MaskBit.GHOST), factor, shape
         )
         streak = (binned.artefacts & np.uint32(MaskBit.STREAK)) != 0
-        streak = expand_to_native(streak, factor, shape) & native.valid & ~bad
-        trail = lit_within(streak, native.flux, native.sigma)
+        streak = expand_to_native(streak, factor, shape) & native.valid
+        # a bright bad column is lit too, and lights the box means of its neighbours
+        near_bad = ndimage.binary_dilation(bad, structure=np.ones((5, 5), bool))
+        trail = lit_within(streak, native.flux, native.sigma) & ~near_bad
         artefacts[trail] |= np.uint32(MaskBit.STREAK)
         artefacts[bad] |= np.uint32(MaskBit.BAD)
         artefacts[~native.valid] = np.uint32(MaskBit.NO_DATA)
