@@ -62,6 +62,8 @@ from survey_seg.quality import (
     lit_within,
     long_trails,
     minor_axis_limit_for_psf,
+    regions_off,
+    round_ghosts,
     sharp_cosmic_rays,
     sharper_than_psf,
     star_neighbour_ratio,
@@ -194,6 +196,20 @@ class _NativePlanes:
         """The S/N smoothed by a Gaussian of ``smoothing`` pix: a segment's peak is its max."""
         snr = np.where(self.valid, self.flux / np.where(self.valid, self.sigma, 1.0), 0.0)
         return ndimage.gaussian_filter(snr, smoothing, truncate=4.0)
+
+
+@dataclass(frozen=True)
+class _NativeArtefacts:
+    """A binned screening's native pass (:meth:`NetworkScreener._native_artefacts`)."""
+
+    bad: np.ndarray
+    """Boolean: BAD pixels."""
+    ghost: np.ndarray
+    """Boolean: GHOST pixels."""
+    stamps: np.ndarray | None
+    """The data-quality stamps' probabilities (None without the stamp head)."""
+    network_seconds: float
+    """Seconds the pass took."""
 
 
 class NetworkScreener:
@@ -429,16 +445,19 @@ class NetworkScreener:
         """Screen the window binned by :attr:`binning`; products on the native pixels.
 
         Each product comes from the sampling that suits it. Sources, footprints,
-        clumps and the GHOST and STREAK planes are the binned screening's, each
-        binned pixel's value on its block's native pixels (no data excluded): a
-        wide PSF makes objects and trails wide, and a ghost is as wide as the
-        optics make it; a STREAK region keeps its native pixels that hold light,
-        where it has any (:func:`~survey_seg.quality.lit_within`). The BAD plane
-        and the data-quality stamps come from a pass of the network over the
-        native pixels (:meth:`_native_artefacts`): a hot pixel or a bad column is
-        one pixel wide whatever the PSF, and a binned view blurs it into its
-        neighbours' blocks. NO_DATA, SAT and CR are the native pixels' own
-        (:meth:`_native_planes`).
+        clumps and the STREAK plane are the binned screening's, each binned
+        pixel's value on its block's native pixels (no data excluded): a wide PSF
+        makes objects and trails wide; a STREAK region keeps its native pixels
+        that hold light, where it has any (:func:`~survey_seg.quality.lit_within`).
+        The BAD and GHOST planes and the data-quality stamps come from a pass of
+        the network over the native pixels (:meth:`_native_artefacts`): a hot
+        pixel or a bad column is one pixel wide whatever the PSF, and a binned
+        view blurs it into its neighbours' blocks; a ghost is as wide as the
+        optics make it, and binned by 5 it is a compact blob that the network
+        takes for an object (GHOST recall 0 under a 9-pix PSF), or for a piece of
+        a thick trail: a STREAK region mostly on a ghost is cleared
+        (:func:`~survey_seg.quality.regions_off`). NO_DATA, SAT and CR are the
+        native pixels' own (:meth:`_native_planes`).
 
         The native planes also decide which binned sources are artefacts: a source
         is left out when its light without its native CR, BAD and NO_DATA pixels
@@ -453,17 +472,18 @@ class NetworkScreener:
             WindowData(*arrays), saturation=None, veto=np.uint32(MaskBit.NO_DATA)
         )
         native = self._native_planes(window, saturation)
-        bad, stamps, native_seconds = self._native_artefacts(window, saturation, native.valid)
-        artefacts = native.artefacts | expand_to_native(
-            binned.artefacts & np.uint32(MaskBit.GHOST), factor, shape
-        )
+        seen = self._native_artefacts(window, saturation, native)
+        artefacts = native.artefacts.copy()
+        artefacts[seen.ghost] |= np.uint32(MaskBit.GHOST)
         streak = (binned.artefacts & np.uint32(MaskBit.STREAK)) != 0
         streak = expand_to_native(streak, factor, shape) & native.valid
         # a bright bad column is lit too, and lights the box means of its neighbours
-        near_bad = ndimage.binary_dilation(bad, structure=np.ones((5, 5), bool))
+        near_bad = ndimage.binary_dilation(seen.bad, structure=np.ones((5, 5), bool))
         trail = lit_within(streak, native.flux, native.sigma) & ~near_bad
+        # binned by 5 a ghost can look like a piece of a thick trail
+        trail = regions_off(trail, seen.ghost)
         artefacts[trail] |= np.uint32(MaskBit.STREAK)
-        artefacts[bad] |= np.uint32(MaskBit.BAD)
+        artefacts[seen.bad] |= np.uint32(MaskBit.BAD)
         artefacts[~native.valid] = np.uint32(MaskBit.NO_DATA)
 
         def labels(binned_labels: np.ndarray) -> np.ndarray:
@@ -481,23 +501,24 @@ class NetworkScreener:
                 clumps, y=native_position(clumps.y, factor), x=native_position(clumps.x, factor)
             ),
             blend_probability=binned.blend_probability,
-            stamp_quality=stamps,
-            stamp_size=self.predictor.model.config.stamp_size if stamps is not None else 0,
-            network_seconds=binned.network_seconds + native_seconds,
+            stamp_quality=seen.stamps,
+            stamp_size=self.predictor.model.config.stamp_size if seen.stamps is not None else 0,
+            network_seconds=binned.network_seconds + seen.network_seconds,
             centres=None if binned.centres is None else native_position(binned.centres, factor),
         )
         spurious = (artefacts & SPURIOUS) != 0
         return products.keep_sources(self._significant(products, self._veto_snr, spurious))
 
     def _native_artefacts(
-        self, window: WindowData, saturation: float | None, valid: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray | None, float]:
-        """The BAD pixels and the data-quality stamps of a pass over the native pixels.
+        self, window: WindowData, saturation: float | None, native: _NativePlanes
+    ) -> _NativeArtefacts:
+        """The BAD and GHOST planes and the data-quality stamps of a pass over the native pixels.
 
-        One pass of the network over the window as it is, its BAD channel at the
-        model's threshold. Returns the BAD pixels (bool), the stamps'
-        probabilities (None for a network without the stamp head) and the seconds
-        the pass took.
+        One pass of the network over the window as it is, its artefact channels at
+        the model's thresholds. The GHOST plane keeps the regions off the objects
+        this pass sees (:func:`~survey_seg.quality.ghosts_off_objects`) and round
+        (:func:`~survey_seg.quality.round_ghosts`): under a wide PSF the channel
+        also fires along a trail's wings.
         """
         planes = network_input(window.image, window.variance, window.background, saturation)
         start = time.perf_counter()
@@ -505,12 +526,22 @@ class NetworkScreener:
         seconds = time.perf_counter() - start
         seen = artefact_planes(
             prediction.artefact,
-            valid,
+            native.valid,
             window.image,
             saturation,
             threshold=self.thresholds["artefact"],
         )
-        return (seen & np.uint32(MaskBit.BAD)) != 0, prediction.stamps, seconds
+        object_probability = prediction.segmentation[1] + prediction.segmentation[2]
+        objects = native.valid & (object_probability > self.thresholds["object"])
+        ghost = round_ghosts(
+            ghosts_off_objects(seen & np.uint32(MaskBit.GHOST), objects, native.flux)
+        )
+        return _NativeArtefacts(
+            bad=(seen & np.uint32(MaskBit.BAD)) != 0,
+            ghost=(ghost & np.uint32(MaskBit.GHOST)) != 0,
+            stamps=prediction.stamps,
+            network_seconds=seconds,
+        )
 
     def _segment_upsampled(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window upsampled by :attr:`upsampling`; products on the native pixels.

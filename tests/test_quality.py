@@ -186,6 +186,41 @@ def test_ghost_plane_keeps_ghosts_and_drops_object_outskirts_and_lines():
     assert ghosts_off_objects(kept, objects).tolist() == kept.tolist()  # idempotent
 
 
+def test_round_ghosts_keep_disks_and_rings_and_drop_a_trails_wings():
+    from survey_seg.quality import GHOST_MIN_AXIS_RATIO, round_ghosts
+
+    yy, xx = np.mgrid[:200, :200]
+    r = np.hypot(yy - 60, xx - 60)
+    ring = (r < 40) & (r > 20)
+    crescent = (np.hypot(yy - 150, xx - 60) < 30) & (xx < 55)  # a disk cut by objects
+    wing = (np.abs(yy - (0.5 * xx + 20)) < 6) & (xx > 110)  # beside a trail: a band
+    artefacts = np.zeros((200, 200), np.uint32)
+    artefacts[ring | crescent | wing] |= np.uint32(MaskBit.GHOST)
+    artefacts[wing] |= np.uint32(MaskBit.STREAK)
+    kept = round_ghosts(artefacts)
+    ghost = (kept & np.uint32(MaskBit.GHOST)) != 0
+    assert ghost[ring].all() and ghost[crescent].all() and not ghost[wing].any()
+    assert ((kept & np.uint32(MaskBit.STREAK)) != 0)[wing].all()  # other planes untouched
+    assert round_ghosts(kept).tolist() == kept.tolist()  # idempotent
+    # axis ratios: the band 0.10, the cut disk 0.45; a stricter rule drops the disk too
+    assert not ((round_ghosts(artefacts, 0.6) & np.uint32(MaskBit.GHOST)) != 0)[crescent].any()
+    assert 0.10 < GHOST_MIN_AXIS_RATIO < 0.45
+
+
+def test_regions_off_drops_the_regions_mostly_on_the_other_plane():
+    from survey_seg.quality import regions_off
+
+    plane = np.zeros((40, 40), bool)
+    plane[5, :] = True  # a trail crossing a ghost: a third of it on the ghost
+    plane[20:24, 10:20] = True  # a piece that lies on the ghost
+    other = np.zeros((40, 40), bool)
+    other[0:30, 8:22] = True
+    kept = regions_off(plane, other)
+    assert kept[5].all() and not kept[20:24].any()
+    assert regions_off(plane, other, max_fraction=0.2)[5].sum() == 0
+    assert not regions_off(np.zeros((4, 4), bool), other[:4, :4]).any()
+
+
 def test_ghost_plane_drops_the_wings_of_a_large_galaxy_beyond_its_footprint():
     """An SDSS-like spiral: the footprint holds its core, GHOST fired on its outer disk,
     mostly off the footprint; a ghost beside it, with its own faint galaxy, stays."""
