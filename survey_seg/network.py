@@ -52,6 +52,7 @@ from survey_seg.measure import (
 from survey_seg.noise import gaussian_kernel_norm
 from survey_seg.psf import SIGMA_PER_FWHM, resolution_pix
 from survey_seg.quality import (
+    GHOST_MIN_RADIUS_FWHM,
     NETWORK_ARTEFACT_BITS,
     artefact_planes,
     column_runs,
@@ -516,9 +517,10 @@ class NetworkScreener:
 
         One pass of the network over the window as it is, its artefact channels at
         the model's thresholds. The GHOST plane keeps the regions off the objects
-        this pass sees (:func:`~survey_seg.quality.ghosts_off_objects`) and round
-        (:func:`~survey_seg.quality.round_ghosts`): under a wide PSF the channel
-        also fires along a trail's wings.
+        this pass sees (:func:`~survey_seg.quality.ghosts_off_objects`), round
+        and several PSF widths across (:func:`~survey_seg.quality.round_ghosts`):
+        under a wide PSF the channel also fires along a trail's wings, and in
+        specks (on the Spitzer image split 3 x 3, 38 of them, of 9-100 pixels).
         """
         planes = network_input(window.image, window.variance, window.background, saturation)
         start = time.perf_counter()
@@ -534,7 +536,8 @@ class NetworkScreener:
         object_probability = prediction.segmentation[1] + prediction.segmentation[2]
         objects = native.valid & (object_probability > self.thresholds["object"])
         ghost = round_ghosts(
-            ghosts_off_objects(seen & np.uint32(MaskBit.GHOST), objects, native.flux)
+            ghosts_off_objects(seen & np.uint32(MaskBit.GHOST), objects, native.flux),
+            min_area=math.pi * (GHOST_MIN_RADIUS_FWHM * (self.psf_fwhm_pix or 0.0)) ** 2,
         )
         return _NativeArtefacts(
             bad=(seen & np.uint32(MaskBit.BAD)) != 0,

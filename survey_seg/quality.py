@@ -14,6 +14,7 @@ from survey_seg.psf import SIGMA_PER_FWHM
 
 __all__ = [
     "BAD_COLUMN_MIN_RUN",
+    "GHOST_MIN_RADIUS_FWHM",
     "NETWORK_ARTEFACT_BITS",
     "TRAIL_PIXEL_SNR",
     "artefact_planes",
@@ -214,15 +215,25 @@ wing, not a ghost (:func:`round_ghosts`). On the native pixels of validation mos
 0.01-0.16, the true ghosts 0.25-0.98 (one cut by objects)."""
 
 
-def round_ghosts(artefacts: np.ndarray, min_axis_ratio: float = GHOST_MIN_AXIS_RATIO) -> np.ndarray:
-    """The GHOST plane where its regions are round, as an out-of-focus reflection is.
+GHOST_MIN_RADIUS_FWHM = 1.5
+"""A ghost region holds at least a disk of this radius in PSF FWHM (:func:`round_ghosts`)."""
 
-    A ghost is an image of the pupil: a disk or a ring, cut at most by the
-    objects on it. Seen on the native pixels of a wide PSF, the network's GHOST
-    channel also fires along the faint wings of a satellite trail, a band a few
-    PSF widths wide and hundreds of pixels long. A connected GHOST region whose
-    RMS minor axis (:func:`~survey_seg.measure.measure_segments`, every pixel
-    weighing the same) is under ``min_axis_ratio`` of its major is cleared. On
+
+def round_ghosts(
+    artefacts: np.ndarray,
+    min_axis_ratio: float = GHOST_MIN_AXIS_RATIO,
+    min_area: float = 0.0,
+) -> np.ndarray:
+    """The GHOST plane where its regions are round and wide, as an out-of-focus reflection is.
+
+    A ghost is an image of the pupil: a disk or a ring many PSF widths across,
+    cut at most by the objects on it. Seen on the native pixels of a wide PSF,
+    the network's GHOST channel also fires along the faint wings of a satellite
+    trail, a band a few PSF widths wide and hundreds of pixels long, and in
+    specks. A connected GHOST region whose RMS minor axis
+    (:func:`~survey_seg.measure.measure_segments`, every pixel weighing the same)
+    is under ``min_axis_ratio`` of its major, or whose area is under
+    ``min_area``, is cleared. On
     validation mosaic 802 under a 9-pix PSF, the trail's wings held 23,000 of the
     24,000 false GHOST pixels, in regions of axis ratio 0.01-0.16; the true
     ghosts' regions are 0.86.
@@ -233,11 +244,14 @@ def round_ghosts(artefacts: np.ndarray, min_axis_ratio: float = GHOST_MIN_AXIS_R
         uint32 :class:`~survey_seg.masks.MaskBit` planes.
     min_axis_ratio : float
         Least ratio of RMS minor to major axis of a region kept.
+    min_area : float
+        Least area (pixels) of a region kept: on the native pixels of a wide PSF,
+        a disk of :data:`GHOST_MIN_RADIUS_FWHM` PSF FWHM.
 
     Returns
     -------
     numpy.ndarray
-        ``artefacts`` with the GHOST bit cleared on elongated regions.
+        ``artefacts`` with the GHOST bit cleared on elongated or small regions.
     """
     bit = np.uint32(MaskBit.GHOST)
     ghost = (artefacts & bit) != 0
@@ -247,7 +261,8 @@ def round_ghosts(artefacts: np.ndarray, min_axis_ratio: float = GHOST_MIN_AXIS_R
     unit = np.ones(ghost.shape, np.float32)
     shapes = measure_segments(labels, unit, unit, unit, np.zeros(ghost.shape, np.uint32))
     keep = np.zeros(n + 1, dtype=bool)
-    keep[1:] = shapes.b >= min_axis_ratio * shapes.a
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    keep[1:] = (shapes.b >= min_axis_ratio * shapes.a) & (area >= min_area)
     cleared = artefacts & ~bit
     return np.where(keep[labels], cleared | bit, cleared).astype(np.uint32)
 

@@ -186,7 +186,7 @@ def test_ghost_plane_keeps_ghosts_and_drops_object_outskirts_and_lines():
     assert ghosts_off_objects(kept, objects).tolist() == kept.tolist()  # idempotent
 
 
-def test_round_ghosts_keep_disks_and_rings_and_drop_a_trails_wings():
+def test_round_ghosts_keep_disks_and_rings_and_drop_a_trails_wings_and_specks():
     from survey_seg.quality import GHOST_MIN_AXIS_RATIO, round_ghosts
 
     yy, xx = np.mgrid[:200, :200]
@@ -198,13 +198,20 @@ def test_round_ghosts_keep_disks_and_rings_and_drop_a_trails_wings():
     artefacts[ring | crescent | wing] |= np.uint32(MaskBit.GHOST)
     artefacts[wing] |= np.uint32(MaskBit.STREAK)
     kept = round_ghosts(artefacts)
-    ghost = (kept & np.uint32(MaskBit.GHOST)) != 0
+    ghost_bit = np.uint32(MaskBit.GHOST)
+    ghost = (kept & ghost_bit) != 0
     assert ghost[ring].all() and ghost[crescent].all() and not ghost[wing].any()
     assert ((kept & np.uint32(MaskBit.STREAK)) != 0)[wing].all()  # other planes untouched
     assert round_ghosts(kept).tolist() == kept.tolist()  # idempotent
     # axis ratios: the band 0.10, the cut disk 0.45; a stricter rule drops the disk too
     assert not ((round_ghosts(artefacts, 0.6) & np.uint32(MaskBit.GHOST)) != 0)[crescent].any()
     assert 0.10 < GHOST_MIN_AXIS_RATIO < 0.45
+    # a speck is round too, but no ghost: narrower than a few PSF widths
+    speck = np.hypot(yy - 150, xx - 150) < 4
+    artefacts[speck] |= np.uint32(MaskBit.GHOST)
+    kept = (round_ghosts(artefacts, min_area=np.pi * (1.5 * 5.0) ** 2) & ghost_bit) != 0
+    assert not kept[speck].any() and kept[ring].all() and kept[crescent].all()
+    assert ((round_ghosts(artefacts) & ghost_bit) != 0)[speck].all()
 
 
 def test_regions_off_drops_the_regions_mostly_on_the_other_plane():
