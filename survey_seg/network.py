@@ -403,7 +403,9 @@ class NetworkScreener:
         measure alone would drop real objects: a compact companion whose segment a
         bright neighbour squeezes has a low catalog S/N but a significant peak, and
         a faint extended galaxy the reverse. The variance is scaled for correlated
-        noise, so both are in units of the noise on the PSF's scale.
+        noise, so both are in units of the noise on the PSF's scale. Pixels
+        ``excluded`` (boolean, optional) count with neither their light nor their
+        noise.
         """
         n = int(products.sources.max(initial=0))
         sources, flux, variance = products.sources, products.flux_image, products.variance

@@ -212,9 +212,7 @@ GHOST_MIN_AXIS_RATIO = 0.2
 """A GHOST region whose RMS minor axis is under this fraction of its major is a trail's
 wing, not a ghost (:func:`round_ghosts`). On the native pixels of validation mosaics
 801-802 under PSFs of 5.4 and 9 pix, regions of 100 pixels or more: the trails' wings
-0.01-0.16, the true ghosts 0.25-0.98 (one cut by objects)."""
-
-
+0.01-0.16, the true ghosts 0.25-0.98."""
 GHOST_MIN_RADIUS_FWHM = 1.5
 """A ghost region holds at least a disk of this radius in PSF FWHM (:func:`round_ghosts`)."""
 
@@ -233,10 +231,9 @@ def round_ghosts(
     specks. A connected GHOST region whose RMS minor axis
     (:func:`~survey_seg.measure.measure_segments`, every pixel weighing the same)
     is under ``min_axis_ratio`` of its major, or whose area is under
-    ``min_area``, is cleared. On
-    validation mosaic 802 under a 9-pix PSF, the trail's wings held 23,000 of the
-    24,000 false GHOST pixels, in regions of axis ratio 0.01-0.16; the true
-    ghosts' regions are 0.86.
+    ``min_area``, is cleared. On validation mosaic 802 under a 9-pix PSF, the
+    trail's wings held 23,000 of the 24,000 false GHOST pixels, in regions of
+    axis ratio 0.01-0.16; the true ghosts' regions are 0.86.
 
     Parameters
     ----------
