@@ -180,8 +180,7 @@ def ghosts_off_objects(
             falloff = _profile_correlations(labels, n, objects, image)
             keep[1:] &= falloff >= min_profile_correlation
         ghost = keep[labels]
-    cleared = artefacts & ~bit
-    return np.where(ghost, cleared | bit, cleared).astype(np.uint32)
+    return _with_plane(artefacts, bit, ghost)
 
 
 def _profile_correlations(
@@ -254,14 +253,10 @@ def round_ghosts(
     ghost = (artefacts & bit) != 0
     if not ghost.any():
         return artefacts
-    labels, n = ndimage.label(ghost, structure=np.ones((3, 3), bool))
-    unit = np.ones(ghost.shape, np.float32)
-    shapes = measure_segments(labels, unit, unit, unit, np.zeros(ghost.shape, np.uint32))
-    keep = np.zeros(n + 1, dtype=bool)
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    keep[1:] = (shapes.b >= min_axis_ratio * shapes.a) & (area >= min_area)
-    cleared = artefacts & ~bit
-    return np.where(keep[labels], cleared | bit, cleared).astype(np.uint32)
+    labels, major, minor, area = _region_axes(ghost)
+    keep = np.zeros(len(area) + 1, dtype=bool)
+    keep[1:] = (minor >= min_axis_ratio * major) & (area >= min_area)
+    return _with_plane(artefacts, bit, keep[labels])
 
 
 def regions_off(plane: np.ndarray, other: np.ndarray, max_fraction: float = 0.5) -> np.ndarray:
@@ -322,14 +317,29 @@ def long_trails(artefacts: np.ndarray, psf_fwhm_pix: float) -> np.ndarray:
     streak = (artefacts & bit) != 0
     if not streak.any():
         return artefacts
-    labels, n = ndimage.label(streak, structure=np.ones((3, 3), bool))
-    unit = np.ones(streak.shape, np.float32)  # every pixel weighs the same
-    rms_major = measure_segments(labels, unit, unit, unit, np.zeros(streak.shape, np.uint32)).a
+    labels, rms_major, _, area = _region_axes(streak)
     length = 4.0 * rms_major
-    keep = np.zeros(n + 1, dtype=bool)
+    keep = np.zeros(len(area) + 1, dtype=bool)
     keep[1:] = length >= TRAIL_MIN_LENGTH_FWHM * psf_fwhm_pix
+    return _with_plane(artefacts, bit, keep[labels])
+
+
+def _region_axes(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The 8-connected regions of ``plane``: their labels, RMS major and minor axes, areas.
+
+    Axes (every pixel weighing the same) and areas are per region ``1 .. n``.
+    """
+    labels, n = ndimage.label(plane, structure=np.ones((3, 3), bool))
+    unit = np.ones(plane.shape, np.float32)
+    shapes = measure_segments(labels, unit, unit, unit, np.zeros(plane.shape, np.uint32))
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    return labels, shapes.a, shapes.b, area
+
+
+def _with_plane(artefacts: np.ndarray, bit: np.uint32, plane: np.ndarray) -> np.ndarray:
+    """``artefacts`` with plane ``bit`` set where ``plane`` is and cleared elsewhere."""
     cleared = artefacts & ~bit
-    return np.where(keep[labels], cleared | bit, cleared).astype(np.uint32)
+    return np.where(plane, cleared | bit, cleared).astype(np.uint32)
 
 
 def flagged_fraction(core_planes: np.ndarray) -> float:
