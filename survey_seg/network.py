@@ -207,6 +207,8 @@ class _NativeArtefacts:
     """Boolean: BAD pixels."""
     ghost: np.ndarray
     """Boolean: GHOST pixels."""
+    objects: np.ndarray
+    """Boolean: pixels the pass sees as objects (object probability over its threshold)."""
     stamps: np.ndarray | None
     """The data-quality stamps' probabilities (None without the stamp head)."""
     network_seconds: float
@@ -510,7 +512,9 @@ class NetworkScreener:
             centres=None if binned.centres is None else native_position(binned.centres, factor),
         )
         spurious = (artefacts & SPURIOUS) != 0
-        return products.keep_sources(self._significant(products, self._veto_snr, spurious))
+        keep = self._significant(products, self._veto_snr, spurious)
+        keep &= ~_ghost_sources(products.sources, seen.ghost, seen.objects)
+        return products.keep_sources(keep)
 
     def _native_artefacts(
         self, window: WindowData, saturation: float | None, native: _NativePlanes
@@ -544,6 +548,7 @@ class NetworkScreener:
         return _NativeArtefacts(
             bad=(seen & np.uint32(MaskBit.BAD)) != 0,
             ghost=(ghost & np.uint32(MaskBit.GHOST)) != 0,
+            objects=objects,
             stamps=prediction.stamps,
             network_seconds=seconds,
         )
@@ -965,6 +970,20 @@ def _alone_in_footprint(
     footprint_of = np.zeros(int(sources.max()) + 1, dtype=np.int64)
     footprint_of[pairs[1]] = pairs[0]
     return members[footprint_of[labels]] == 1
+
+
+def _ghost_sources(sources: np.ndarray, ghost: np.ndarray, objects: np.ndarray) -> np.ndarray:
+    """Per source ``1 .. n``: mostly on a ghost, with no pixel the native pass sees as an object.
+
+    Binned by 5, a ghost is a compact blob that the binned network segments as an
+    object; the pass over the native pixels sees its smooth light as no object.
+    """
+    n = int(sources.max(initial=0))
+    flat = sources.ravel()
+    area = np.bincount(flat, minlength=n + 1)
+    on_ghost = np.bincount(flat, weights=ghost.ravel(), minlength=n + 1)
+    on_objects = np.bincount(flat, weights=objects.ravel(), minlength=n + 1)
+    return ((on_ghost > 0.5 * area) & (on_objects == 0))[1:]
 
 
 def _drop_artefact_sources(

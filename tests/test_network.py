@@ -322,7 +322,7 @@ def test_a_wide_psf_flags_bad_columns_on_their_native_pixels(tmp_path):
 
 
 def test_a_wide_psf_flags_ghosts_on_the_native_pixels(tmp_path):
-    """Under a 9-pix PSF (screened binned by 5) ghosts are found, and trails' wings are no ghosts.
+    """Under a 9-pix PSF (screened binned by 5) ghosts are found and are no sources.
 
     Binned by 5, a ghost 20-60 pix in radius is a compact blob that the network
     takes for an object: on this sky GHOST recall was 0. The pass over the native
@@ -345,6 +345,15 @@ def test_a_wide_psf_flags_ghosts_on_the_native_pixels(tmp_path):
     precision = artefact_pixel_precision(mask, sim.truth_mask, planes)
     assert min(recall.values()) >= 0.9, recall
     assert min(precision.values()) >= 0.9, precision
+    # nor is a ghost a source (11 were: 11 of 39 sources, each far from any object)
+    from scipy.spatial import cKDTree
+
+    sources = pd.read_parquet(tmp_path / "out" / "sources.parquet")
+    x, y = (np.rint(sources[c]).astype(int) for c in ("x", "y"))
+    on_ghost = (sim.truth_mask[y, x] & np.uint32(MaskBit.GHOST)) != 0
+    gap, _ = cKDTree(sim.truth_sources[["x", "y"]].to_numpy()).query(np.column_stack([x, y]))
+    assert not (on_ghost & (gap > 9.0)).any()
+    assert len(sources) >= 20
 
 
 def test_a_wide_psf_keeps_objects_that_a_cosmic_ray_crosses(tmp_path):
