@@ -469,7 +469,9 @@ class NetworkScreener:
         is not significant (:meth:`_significant` at :attr:`_veto_snr`), where
         binned, an object that a cosmic-ray track crosses looked like a mostly
         cosmic-ray source and was lost (22 of 25 stars and galaxies at PSF 5.4 px,
-        ``test_a_wide_psf_keeps_objects_that_a_cosmic_ray_crosses``).
+        ``test_a_wide_psf_keeps_objects_that_a_cosmic_ray_crosses``). Nor is a
+        source that lies mostly on the native GHOST plane with no pixel that the
+        native pass sees as an object (:func:`_ghost_sources`).
         """
         factor, shape = self.binning, window.image.shape
         arrays = bin_window_arrays(window.image, window.variance, window.background, factor)
