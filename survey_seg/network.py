@@ -902,13 +902,17 @@ def _training_summary(config: dict) -> dict[str, object]:
 
 def _mostly_spurious(sources: np.ndarray, artefacts: np.ndarray) -> np.ndarray:
     """Per label ``0 .. n``: more than half its pixels are cosmic rays, bad or no data."""
-    n = int(sources.max())
-    spurious = (artefacts & SPURIOUS) != 0
+    return _mostly_on(sources, (artefacts & SPURIOUS) != 0)
+
+
+def _mostly_on(sources: np.ndarray, plane: np.ndarray) -> np.ndarray:
+    """Per label ``0 .. n``: more than half its pixels are on the boolean ``plane``."""
+    n = int(sources.max(initial=0))
     area = np.bincount(sources.ravel(), minlength=n + 1)
-    bad = np.bincount(sources.ravel(), weights=spurious.ravel(), minlength=n + 1)
-    drop = bad > 0.5 * np.maximum(area, 1)
-    drop[0] = False
-    return drop
+    on_plane = np.bincount(sources.ravel(), weights=plane.ravel(), minlength=n + 1)
+    mostly = on_plane > 0.5 * np.maximum(area, 1)
+    mostly[0] = False
+    return mostly
 
 
 def _spurious_at_native(sources: np.ndarray, flux: np.ndarray, artefacts: np.ndarray) -> np.ndarray:
@@ -981,11 +985,8 @@ def _ghost_sources(sources: np.ndarray, ghost: np.ndarray, objects: np.ndarray) 
     object; the pass over the native pixels sees its smooth light as no object.
     """
     n = int(sources.max(initial=0))
-    flat = sources.ravel()
-    area = np.bincount(flat, minlength=n + 1)
-    on_ghost = np.bincount(flat, weights=ghost.ravel(), minlength=n + 1)
-    on_objects = np.bincount(flat, weights=objects.ravel(), minlength=n + 1)
-    return ((on_ghost > 0.5 * area) & (on_objects == 0))[1:]
+    on_objects = np.bincount(sources.ravel(), weights=objects.ravel(), minlength=n + 1)
+    return (_mostly_on(sources, ghost) & (on_objects == 0))[1:]
 
 
 def _drop_artefact_sources(
