@@ -278,9 +278,19 @@ def mosaics(
     work: Path, images: list[str] | None, sim_size: int, sim_seeds: list[int]
 ) -> tuple[list[tuple[str, Path]], list[str]]:
     """The mosaics to inject into, as ``(name, path)``, and the real images skipped."""
+    available = sorted(REAL_DIR.glob("*.fits"))
+    unknown = sorted(set(images or ()) - {p.name for p in available} - {p.stem for p in available})
+    if unknown or (images is None and not available):
+        wanted = ", ".join(unknown) if unknown else "at all"
+        names = ", ".join(p.stem for p in available) or "none"
+        raise SystemExit(
+            f"no real image {wanted} in {REAL_DIR} (found: {names}); the benchmark "
+            "reads the images of shared/data/real beside the repository: run it from a "
+            "checkout that has them, or name one of those found."
+        )
     chosen: list[tuple[str, Path]] = []
     skipped: list[str] = []
-    for path in sorted(REAL_DIR.glob("*.fits")):
+    for path in available:
         if images and path.name not in images and path.stem not in images:
             continue
         if has_celestial_wcs(path):

@@ -456,8 +456,8 @@ def real_peaks(
     injected, own_light, rms : numpy.ndarray
         The injected light alone (:func:`render_window`), the pixels without the
         injection less their background and the noise sigma (NaN or inf: no
-        data), on a window of the image that holds every peak's box (a pixel of
-        margin around the peaks, NaN beyond the image's edges).
+        data), on a window of the image. Pixels of a peak's box beyond the
+        window are no data (a peak on the image's edge has a smaller box).
     origin : tuple of int
         Image pixel ``(row, col)`` of the window's first pixel (may be negative).
 
@@ -469,19 +469,26 @@ def real_peaks(
     own_light = np.asarray(own_light, dtype=np.float64)
     rms = np.asarray(rms, dtype=np.float64)
     valid = np.isfinite(own_light) & np.isfinite(rms)  # no data: neither light nor noise
+    injected = np.nan_to_num(np.asarray(injected, dtype=np.float64))
     rows = np.asarray(peak_y, dtype=np.int64) - origin[0]
     cols = np.asarray(peak_x, dtype=np.int64) - origin[1]
+
+    def pixels(dy: int, dx: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """The (clipped) pixel at that offset from each peak, and whether it has data."""
+        row, col = rows + dy, cols + dx
+        inside = (row >= 0) & (row < valid.shape[0]) & (col >= 0) & (col < valid.shape[1])
+        here = (np.clip(row, 0, valid.shape[0] - 1), np.clip(col, 0, valid.shape[1] - 1))
+        return here, inside & valid[here]
+
     box_light = np.zeros(rows.shape)
     box_variance = np.zeros(rows.shape)
     for dy, dx in itertools.product(range(-_PEAK_HALF, _PEAK_HALF + 1), repeat=2):
-        here = (rows + dy, cols + dx)
-        box_light += np.where(valid[here], own_light[here], 0.0)
-        box_variance += np.where(valid[here], rms[here] ** 2, 0.0)
-    peaks = (rows, cols)
-    brighter = np.where(valid[peaks], own_light[peaks], 0.0) > np.nan_to_num(
-        np.asarray(injected, dtype=np.float64)[peaks]
-    )
-    return brighter & (box_light >= MIN_REAL_PEAK_SNR * np.sqrt(box_variance))
+        here, usable = pixels(dy, dx)
+        box_light += np.where(usable, own_light[here], 0.0)
+        box_variance += np.where(usable, rms[here] ** 2, 0.0)
+    peaks, usable = pixels(0, 0)
+    brighter = np.where(usable, own_light[peaks], 0.0) > np.where(usable, injected[peaks], 0.0)
+    return usable & brighter & (box_light >= MIN_REAL_PEAK_SNR * np.sqrt(box_variance))
 
 
 def match_injections(

@@ -1,4 +1,4 @@
-"""The pooling of seeds in ``benchmarks/injection.py``."""
+"""The pooling of seeds and the choice of images in ``benchmarks/injection.py``."""
 
 from __future__ import annotations
 
@@ -49,3 +49,10 @@ def test_seeds_pool_as_one_run_of_all_their_objects(injection):
     assert (pooled["knotty_shattered"], pooled["clumpy_shattered"]) == ("2/4", "0/4")
     assert pooled["spurious_fraction"] == pytest.approx(1 / 200)
     assert pooled["counts"]["completeness"] == 40 and pooled["n_injected"] == 17 + 34
+
+
+def test_an_image_that_is_not_there_is_an_error_not_an_empty_table(injection, tmp_path):
+    """A mistyped ``--images`` name (or a checkout without shared/data) used to give an
+    empty table and exit 0."""
+    with pytest.raises(SystemExit, match="no real image nosuch_image in"):
+        injection.mosaics(tmp_path, ["nosuch_image"], 64, [])

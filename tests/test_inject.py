@@ -227,6 +227,17 @@ def test_a_real_star_on_an_injected_disk_is_not_a_piece_of_it():
     assert not faint[0]  # under MIN_REAL_PEAK_SNR its own light is not a detection
 
 
+def test_a_peak_on_the_image_edge_has_a_smaller_box():
+    """SEP puts peaks on the first and last rows: their box is cut by the edge, not
+    wrapped round to the other side nor read past the end."""
+    own = np.zeros((20, 30))
+    own[0, 5] = own[19, 29] = 40.0  # stars on the edges
+    own[19, 3] = 40.0  # wrapped round, the box of a peak at (0, 3) would see this one
+    injected, rms = np.zeros_like(own), np.ones_like(own)
+    found = inject.real_peaks(np.array([5, 29, 3]), np.array([0, 19, 0]), injected, own, rms)
+    assert found.tolist() == [True, True, False]
+
+
 def test_injected_fractions_add_up_over_strips_of_rows():
     rng = np.random.default_rng(3)
     segmentation = np.zeros((40, 30), dtype=np.int64)
