@@ -102,6 +102,7 @@ from survey_seg.evaluate import (
     CLUMP_MIN_SNR,
     artefact_pixel_precision,
     artefact_pixel_scores,
+    blend_flag_scores,
     clump_snr,
     expected_calibration_error,
     object_iou,
@@ -301,9 +302,17 @@ def score_outputs(
     truth_segmentation = sim.truth_segmentation
     if truth_segmentation is None:
         row["seg_iou"] = row["object_iou"] = math.nan
+        row["isolated_as_blend"] = row["blends_flagged"] = math.nan
     else:
         row["seg_iou"] = segmentation_iou(outputs["segmentation"], truth_segmentation, valid)
         row["object_iou"] = object_iou(outputs["segmentation"], truth_segmentation, valid)
+        row["isolated_as_blend"], row["blends_flagged"] = blend_flag_scores(
+            outputs["sources"],
+            sim.truth_sources,
+            truth_segmentation,
+            radius=MATCH_RADIUS_ARCSEC * distance_scale / config.pixel_scale_arcsec,
+            truth_mask=truth_mask,
+        )
 
     truth_clumps = sim.truth_clumps
     snr = clump_snr(
@@ -395,6 +404,8 @@ METRICS: tuple[str, ...] = (
     "on_artefact",
     "seg_iou",
     "object_iou",
+    "isolated_as_blend",
+    "blends_flagged",
     "clump_completeness",
     "clump_purity",
     "clump_on_own_centre",
@@ -413,6 +424,7 @@ METRICS: tuple[str, ...] = (
 LOWER_IS_BETTER = frozenset(
     {
         "on_artefact",
+        "isolated_as_blend",
         "clump_on_own_centre",
         "seconds",
         "stamp_ece",
@@ -427,6 +439,7 @@ COMPACT = (
     ("on_artefact", "on_art"),
     ("seg_iou", "seg_iou"),
     ("object_iou", "obj_iou"),
+    ("isolated_as_blend", "iso_blnd"),
     ("clump_completeness", "clump_c"),
     ("clump_purity", "clump_p"),
     ("clump_on_own_centre", "clump_ctr"),

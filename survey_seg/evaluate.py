@@ -52,6 +52,7 @@ __all__ = [
     "CatalogScore",
     "artefact_pixel_precision",
     "artefact_pixel_scores",
+    "blend_flag_scores",
     "clump_snr",
     "expected_calibration_error",
     "match_positions",
@@ -60,6 +61,7 @@ __all__ = [
     "score_catalog",
     "score_clumps",
     "segmentation_iou",
+    "touching_objects",
     "truth_tile_labels",
     "verdict_auc",
 ]
@@ -236,6 +238,98 @@ def score_catalog(
         n_close_pairs=len(pairs),
         on_artefact=on_artefact,
     )
+
+
+def touching_objects(truth_segmentation: np.ndarray) -> np.ndarray:
+    """The truth ids whose footprint touches another object's: the truth's blends.
+
+    A footprint holds the pixels where an object's light stands above the sky
+    noise (:data:`survey_seg.simulate.FOOTPRINT_SKY_SIGMA`); two objects whose
+    footprints touch (8-connected) overlap there, as a catalog's footprint that
+    holds two sources says (``is_blended``).
+
+    Parameters
+    ----------
+    truth_segmentation : numpy.ndarray
+        Integer ``(ny, nx)`` truth ids, 0 for sky.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted int64 ids.
+    """
+    labels = np.asarray(truth_segmentation)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"truth_segmentation has shape {labels.shape} and dtype {labels.dtype}; "
+            "give a 2-D integer label map."
+        )
+    padded = np.pad(labels, 1)
+    ny, nx = labels.shape
+    touching: list[np.ndarray] = []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        here = padded[1 : ny + 1, 1 : nx + 1]
+        there = padded[1 + dy : ny + 1 + dy, 1 + dx : nx + 1 + dx]
+        meet = (here > 0) & (there > 0) & (here != there)
+        touching += [here[meet], there[meet]]
+    return np.unique(np.concatenate(touching)).astype(np.int64)
+
+
+def blend_flag_scores(
+    detected: pd.DataFrame,
+    truth: pd.DataFrame,
+    truth_segmentation: np.ndarray,
+    *,
+    radius: float,
+    min_snr: float = 10.0,
+    truth_mask: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """How often the catalog's blend flag is right, on the truth objects it found.
+
+    Truth objects of S/N above ``min_snr`` (with data under them, given a
+    ``truth_mask``) are matched one to one to ``detected`` within ``radius``
+    pixels. A matched object is a blend when its footprint touches another
+    truth object's (:func:`touching_objects`), isolated otherwise.
+
+    Parameters
+    ----------
+    detected : pandas.DataFrame
+        Catalog with ``x``, ``y`` (mosaic pixels) and ``is_blended``.
+    truth : pandas.DataFrame
+        Truth catalog with ``id``, ``x``, ``y`` and ``snr``.
+    truth_segmentation : numpy.ndarray
+        Integer ``(ny, nx)`` truth ids, 0 for sky.
+    radius : float
+        Largest match distance (pixels).
+    min_snr : float
+        Truth objects at or below this S/N are left out.
+    truth_mask : numpy.ndarray, optional
+        uint32 truth :class:`~survey_seg.masks.MaskBit` planes: objects whose
+        centre pixel has no data are left out.
+
+    Returns
+    -------
+    isolated_flagged : float
+        Fraction of the matched isolated objects flagged blended (lower is
+        better; NaN without any).
+    blended_flagged : float
+        Fraction of the matched blends flagged blended (NaN without any).
+    """
+    truth_xy = truth[["x", "y"]].to_numpy(dtype=float)
+    _, truth_match = match_positions(
+        _positions("detected", detected[["x", "y"]].to_numpy(dtype=float)), truth_xy, radius
+    )
+    counted = (truth["snr"].to_numpy() > min_snr) & (truth_match >= 0)
+    if truth_mask is not None:
+        counted &= ~_carries(truth_xy, _mask_array("truth_mask", truth_mask), MaskBit.NO_DATA)
+    flagged = np.zeros(len(truth), dtype=bool)
+    flagged[counted] = detected["is_blended"].to_numpy(dtype=bool)[truth_match[counted]]
+    blend = np.isin(truth["id"].to_numpy(), touching_objects(truth_segmentation))
+
+    def share(chosen: np.ndarray) -> float:
+        return float(flagged[chosen].mean()) if chosen.any() else float("nan")
+
+    return share(counted & ~blend), share(counted & blend)
 
 
 # ------------------------------------------------------------------------------ clumps

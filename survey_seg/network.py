@@ -74,6 +74,7 @@ from survey_seg.sampling import (
     bin_window_arrays,
     binning_factor,
     expand_to_native,
+    isophote_segments,
     native_position,
     sample_to_native,
     seen_psf_fwhm,
@@ -178,6 +179,13 @@ _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75
 """Narrowest PSF of the training scenes, over the training PSF (1 - their jitter)."""
+_ISOPHOTE_SMOOTHING = 0.5
+"""A binned screening's footprints are cut to the native isophote of the light
+smoothed by a Gaussian of this fraction of the PSF's sigma: it widens a point
+source by 12 % and leaves on the light it compares a noise of half a pixel's
+sigma at the narrowest PSF screened binned (2.7 pix), a quarter at 5.4 pix
+(:func:`~survey_seg.sampling.isophote_segments`; 0.5 against 1 on validation
+mosaic 801, psf3 and psf5: object pixels' IoU 0.79 / 0.82 against 0.77 / 0.76)."""
 _NATIVE_COSMIC_RAY_LIMITS = {"significance": 5.0, "contrast": 2.5, "fine_contrast": 2.5}
 """LA Cosmic limits of a binned screening's native cosmic-ray plane (those of the
 classical method's defaults: its PSF is wide, so no star approaches them)."""
@@ -197,6 +205,20 @@ class _NativePlanes:
         """The S/N smoothed by a Gaussian of ``smoothing`` pix: a segment's peak is its max."""
         snr = np.where(self.valid, self.flux / np.where(self.valid, self.sigma, 1.0), 0.0)
         return ndimage.gaussian_filter(snr, smoothing, truncate=4.0)
+
+    def light(self, smoothing: float, excluded: np.ndarray | None = None) -> np.ndarray:
+        """The flux smoothed by a Gaussian of ``smoothing`` pix over the valid pixels.
+
+        Pixels where ``excluded`` is set (a cosmic ray, a bad pixel) neither give
+        light to their neighbours nor get any; they and the pixels without data
+        are NaN.
+        """
+        used = self.valid if excluded is None else self.valid & ~excluded
+        weight = ndimage.gaussian_filter(used.astype(np.float64), smoothing, truncate=4.0)
+        summed = ndimage.gaussian_filter(
+            np.where(used, self.flux, 0.0).astype(np.float64), smoothing, truncate=4.0
+        )
+        return np.where(used, summed / np.where(used, weight, 1.0), np.nan)
 
 
 @dataclass(frozen=True)
@@ -516,7 +538,15 @@ class NetworkScreener:
         spurious = (artefacts & SPURIOUS) != 0
         keep = self._significant(products, self._veto_snr, spurious)
         keep &= ~_ghost_sources(products.sources, seen.ghost, seen.objects)
-        return products.keep_sources(keep)
+        products = products.keep_sources(keep)
+        psf_sigma = (self.psf_fwhm_pix or _TRAINING_PSF_FWHM_PIX) * SIGMA_PER_FWHM
+        sources, footprints = isophote_segments(
+            products.sources,
+            native.light(_ISOPHOTE_SMOOTHING * psf_sigma, excluded=spurious),
+            native.sigma / window.noise_scale,  # one pixel's noise, as the truth's
+            core_light=native.light(psf_sigma, excluded=spurious),
+        )
+        return replace(products, sources=sources, footprints=footprints)
 
     def _native_artefacts(
         self, window: WindowData, saturation: float | None, native: _NativePlanes

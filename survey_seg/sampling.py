@@ -14,6 +14,14 @@ and the products are sampled back at the native pixel centres
 record (:func:`sampled_fwhm`): the pixel's own width, negligible beside a wide
 PSF, dominates an undersampled one.
 
+A binned pixel averages ``k**2`` native ones: the network, which draws an
+object's footprint where its light stands about one noise sigma above the sky
+per pixel it sees, draws it binned where the light is about ``1 / k`` of a
+native pixel's sigma: 2 to 2.5 times the area of a footprint at one native
+sigma under PSFs 3 and 5 times the network's. :func:`isophote_segments` cuts
+the binned sources back to the native isophote at which footprints are drawn
+at the network's own sampling (:data:`FOOTPRINT_SIGMA`).
+
 Binning is in blocks fixed in mosaic coordinates when the window's origin is a
 multiple of the factor (the tile size and halo are: the factor is part of the
 method's alignment), so a tiled screening equals the whole image's.
@@ -24,14 +32,17 @@ This module computes only: it imports neither torch nor any I/O.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = [
+    "FOOTPRINT_SIGMA",
     "MIN_VALID_FRACTION",
     "PIXEL_FWHM",
     "bin_window_arrays",
     "binned_position",
     "binning_factor",
     "expand_to_native",
+    "isophote_segments",
     "native_position",
     "sample_to_native",
     "sampled_fwhm",
@@ -44,6 +55,12 @@ __all__ = [
 
 MIN_VALID_FRACTION = 0.5
 """A binned pixel holds data when at least this fraction of its block does."""
+
+FOOTPRINT_SIGMA = 1.0
+"""An object's footprint holds the pixels where its light is at least this many
+sigma of the noise per pixel: the truth footprints the network was trained on
+(:data:`survey_seg.simulate.FOOTPRINT_SKY_SIGMA`)."""
+_CORE_FRACTION = 0.5  # a source with no pixel on the isophote keeps its half-maximum core
 
 
 def binning_factor(psf_fwhm_pix: float | None, canonical_psf_fwhm_pix: float) -> int:
@@ -278,3 +295,66 @@ def _block_sum(array: np.ndarray, factor: int) -> np.ndarray:
     padded = np.zeros((by * factor, bx * factor), dtype=np.float64)
     padded[:ny, :nx] = array
     return padded.reshape(by, factor, bx, factor).sum(axis=(1, 3))
+
+
+def isophote_segments(
+    sources: np.ndarray,
+    light: np.ndarray,
+    sigma: np.ndarray,
+    *,
+    level: float = FOOTPRINT_SIGMA,
+    core_light: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sources cut to the pixels whose light reaches ``level`` sigma, and their footprints.
+
+    A source keeps its pixels where ``light >= level * sigma``. One with no such
+    pixel (a faint object under a wide PSF: significant over its area, under one
+    sigma in every pixel) keeps the pixels of its core, where its ``core_light``
+    is at least half its highest, so that no source is lost. The footprints are
+    the 8-connected regions of the kept pixels: two sources share one when their
+    light joins above the isophote.
+
+    Parameters
+    ----------
+    sources : numpy.ndarray
+        int ``(H, W)`` source labels ``1 .. n`` (0: none).
+    light : numpy.ndarray
+        ``(H, W)`` estimate of each pixel's light above the background (a mildly
+        smoothed image), in the units of ``sigma``; NaN where it is not known (a
+        cosmic ray): such a pixel leaves its source, unless the source has no
+        pixel of known light.
+    sigma : numpy.ndarray
+        ``(H, W)`` noise sigma per pixel (inf: no data).
+    level : float
+        The isophote, in sigma per pixel.
+    core_light : numpy.ndarray, optional
+        ``(H, W)`` light on which a source under the isophote finds its core
+        (default: ``light``). Smoothed as wide as the PSF, it puts the core of a
+        faint source where its light is, not where the noise of a lightly
+        smoothed image peaks.
+
+    Returns
+    -------
+    sources, footprints : numpy.ndarray
+        int32 ``(H, W)``: the same labels on fewer pixels, and the footprints
+        numbered in raster order.
+    """
+    core_light = light if core_light is None else core_light
+    if {light.shape, sigma.shape, core_light.shape} != {sources.shape}:
+        raise ValueError(
+            f"sources {sources.shape}, light {light.shape}, core_light {core_light.shape} "
+            f"and sigma {sigma.shape} must be arrays of one window's shape"
+        )
+    sources = np.asarray(sources, dtype=np.int32)
+    n = int(sources.max(initial=0))
+    labelled = sources > 0
+    on = labelled & (light >= level * sigma)
+    highest = np.full(n + 1, -np.inf)
+    np.fmax.at(highest, sources[labelled], core_light[labelled])  # NaN: no light known
+    known = np.bincount(sources[labelled & np.isfinite(core_light)], minlength=n + 1) > 0
+    kept_any = np.bincount(sources[on], minlength=n + 1) > 0
+    core_level = np.where(highest > 0, _CORE_FRACTION * highest, -np.inf)  # no light: all
+    core = labelled & ~kept_any[sources] & ((core_light >= core_level[sources]) | ~known[sources])
+    cut = np.where(on | core, sources, 0).astype(np.int32)
+    footprints, _ = ndimage.label(cut > 0, structure=np.ones((3, 3), dtype=bool))
+    return cut, footprints.astype(np.int32)

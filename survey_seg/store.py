@@ -977,12 +977,17 @@ class WindowData:
         mosaic edge); None when the mosaic has no mask.
         :func:`survey_seg.screen.screen_tile` marks those pixels BAD and keeps them
         out of detection and measurement.
+    noise_scale : float
+        The factor by which :attr:`variance`'s sigma was scaled for noise
+        correlated on the PSF's scale (:attr:`MosaicStore.noise_scale`; 1 for
+        white noise): ``sqrt(variance) / noise_scale`` is the noise of one pixel.
     """
 
     image: np.ndarray
     variance: np.ndarray
     background: np.ndarray
     flagged: np.ndarray | None = None
+    noise_scale: float = 1.0
 
 
 class MosaicStore:
@@ -1040,7 +1045,13 @@ class MosaicStore:
         if "input_mask" in self._root:
             flags = self._root["input_mask"][tile.read_slices]
             flagged = np.pad(flags, tile.read_pad, constant_values=0) != 0
-        return WindowData(image=image, variance=variance, background=background, flagged=flagged)
+        return WindowData(
+            image=image,
+            variance=variance,
+            background=background,
+            flagged=flagged,
+            noise_scale=self.noise_scale,
+        )
 
     @property
     def image(self) -> zarr.Array:

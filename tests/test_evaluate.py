@@ -6,6 +6,7 @@ from survey_seg.evaluate import (
     ARTEFACT_PLANES,
     artefact_pixel_precision,
     artefact_pixel_scores,
+    blend_flag_scores,
     clump_snr,
     expected_calibration_error,
     match_positions,
@@ -14,6 +15,7 @@ from survey_seg.evaluate import (
     score_catalog,
     score_clumps,
     segmentation_iou,
+    touching_objects,
     truth_tile_labels,
     verdict_auc,
 )
@@ -239,3 +241,41 @@ def test_reliability_curve_and_expected_calibration_error():
     assert curve["frequency"].tolist() == [0.5, 1.0]
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         reliability_curve([1.5], [True])
+
+
+def test_touching_objects_are_those_whose_footprints_meet():
+    seg = np.zeros((8, 12), dtype=np.int32)
+    seg[1:4, 1:4] = 1
+    seg[4:6, 4:6] = 2  # diagonal neighbour of 1: they touch
+    seg[1:4, 8:11] = 3  # alone
+    seg[6:8, 8:10], seg[6:8, 10:12] = 4, 5  # side by side
+    assert touching_objects(seg).tolist() == [1, 2, 4, 5]
+    with pytest.raises(ValueError, match="2-D integer label map"):
+        touching_objects(seg.astype(float))
+
+
+def test_blend_flag_scores_of_isolated_and_blended_objects():
+    seg = np.zeros((20, 40), dtype=np.int32)
+    seg[2:6, 2:6], seg[2:6, 6:10] = 1, 2  # a blend
+    seg[12:16, 2:6], seg[12:16, 20:24], seg[12:16, 30:34] = 3, 4, 5  # isolated
+    truth = pd.DataFrame(
+        {
+            "id": [1, 2, 3, 4, 5, 6],
+            "x": [4.0, 8.0, 4.0, 22.0, 32.0, 36.0],
+            "y": [4.0, 4.0, 14.0, 14.0, 14.0, 2.0],
+            "snr": [50.0, 20.0, 30.0, 30.0, 30.0, 5.0],  # 6 is too faint to count
+        }
+    )
+    detected = pd.DataFrame(
+        {
+            "x": [4.2, 8.1, 4.0, 22.0, 36.0],
+            "y": [4.0, 4.1, 14.0, 14.0, 2.0],
+            "is_blended": [True, False, True, False, True],
+        }
+    )  # 5 is missed: it counts in neither
+    isolated, blended = blend_flag_scores(detected, truth, seg, radius=1.5)
+    assert isolated == pytest.approx(0.5) and blended == pytest.approx(0.5)
+    mask = np.zeros(seg.shape, dtype=np.uint32)
+    mask[14, 4] = MaskBit.NO_DATA  # object 3 is in a hole: left out
+    isolated, _ = blend_flag_scores(detected, truth, seg, radius=1.5, truth_mask=mask)
+    assert isolated == 0.0

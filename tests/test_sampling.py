@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 
 from survey_seg.sampling import (
+    FOOTPRINT_SIGMA,
     PIXEL_FWHM,
     bin_window_arrays,
     binned_position,
     binning_factor,
     expand_to_native,
+    isophote_segments,
     native_position,
     sample_to_native,
     sampled_fwhm,
@@ -126,3 +128,66 @@ def test_upsampled_window_keeps_values_at_pixel_centres_and_the_snr_per_native_p
     assert fine_variance[0, 0] == pytest.approx(36.0)
     np.testing.assert_allclose(fine_background, 1.0)
     np.testing.assert_allclose(upsampled_to_native_position(np.array([1.0, 4.0]), 3), [0.0, 1.0])
+
+
+def _star(shape, y, x, peak, sigma):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return peak * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
+
+
+def test_binned_sources_are_cut_to_the_native_isophote():
+    """Binned, two stars 30 px apart share one wide footprint (a blend); at the
+    isophote of one sigma per native pixel each has its own, as the truth has."""
+    shape = (40, 80)
+    light = _star(shape, 20, 25, 20.0, 3.0) + _star(shape, 20, 55, 20.0, 3.0)
+    sigma = np.ones(shape)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[5:35, 5:40], sources[5:35, 40:75] = 1, 2  # touching binned segments
+    cut, footprints = isophote_segments(sources, light, sigma)
+    assert set(np.unique(cut)) == {0, 1, 2}
+    assert np.array_equal(cut > 0, (light >= FOOTPRINT_SIGMA) & (sources > 0))
+    assert footprints[20, 25] != footprints[20, 55] and footprints.max() == 2
+    # 15 px apart their light joins above the isophote: one footprint, a blend
+    close = _star(shape, 20, 33, 20.0, 3.0) + _star(shape, 20, 48, 20.0, 3.0)
+    _, joined = isophote_segments(sources, close, sigma)
+    assert joined[20, 33] == joined[20, 48] > 0
+
+
+def test_a_source_under_the_isophote_keeps_its_core():
+    """Under a wide PSF a significant object may be under one sigma in every pixel:
+    it keeps the pixels of at least half its peak light, it is not lost."""
+    shape = (30, 30)
+    light = _star(shape, 15, 15, 0.6, 4.0)
+    sources = np.zeros(shape, dtype=np.int32)
+    sources[3:27, 3:27] = 1
+    cut, footprints = isophote_segments(sources, light, np.ones(shape))
+    assert np.array_equal(cut == 1, (light >= 0.3) & (sources == 1))
+    assert footprints.max() == 1
+    dark = np.full(shape, -0.1)  # no light at all: it keeps every pixel
+    assert np.array_equal(isophote_segments(sources, dark, np.ones(shape))[0], sources)
+    # its core is found on the light given for it: noise on the lightly smoothed
+    # light does not move it
+    noisy = light + np.random.default_rng(0).normal(0.0, 0.3, shape)
+    cut, _ = isophote_segments(sources, np.minimum(noisy, 0.9), np.ones(shape), core_light=light)
+    assert np.array_equal(cut == 1, (light >= 0.3) & (sources == 1))
+    # a pixel of unknown light (a cosmic ray) leaves its source, but a source of no
+    # known light at all keeps its pixels
+    unknown = light.copy()
+    unknown[15, 15] = np.nan
+    cut, _ = isophote_segments(sources, unknown, np.ones(shape))
+    expected = (light >= 0.5 * np.nanmax(unknown)) & (sources == 1)
+    expected[15, 15] = False
+    assert np.array_equal(cut == 1, expected)
+    nothing = np.full(shape, np.nan)
+    assert np.array_equal(isophote_segments(sources, nothing, np.ones(shape))[0], sources)
+
+
+def test_isophote_segments_wants_arrays_of_one_shape():
+    with pytest.raises(ValueError, match="one window's shape"):
+        isophote_segments(np.zeros((4, 4), int), np.zeros((4, 5)), np.ones((4, 4)))
+
+
+def test_the_isophote_is_the_truth_footprints_level():
+    from survey_seg.simulate import FOOTPRINT_SKY_SIGMA
+
+    assert FOOTPRINT_SIGMA == FOOTPRINT_SKY_SIGMA
