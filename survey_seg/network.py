@@ -494,6 +494,13 @@ class NetworkScreener:
         ``test_a_wide_psf_keeps_objects_that_a_cosmic_ray_crosses``). Nor is a
         source that lies mostly on the native GHOST plane with no pixel that the
         native pass sees as an object (:func:`_ghost_sources`).
+
+        Last, the sources are cut to the native isophote of one pixel's noise
+        (:func:`~survey_seg.sampling.isophote_segments`, the light smoothed by
+        :data:`_ISOPHOTE_SMOOTHING` of the PSF's sigma, without its CR, BAD and
+        NO_DATA pixels): binned, the network draws footprints at a ``binning``
+        times fainter isophote, which join neighbours several PSF widths apart
+        into blends.
         """
         factor, shape = self.binning, window.image.shape
         arrays = bin_window_arrays(window.image, window.variance, window.background, factor)

@@ -1230,5 +1230,6 @@ def test_correlated_noise_is_measured_at_ingest_and_scales_the_variance(tmp_path
         np.testing.assert_allclose(
             window.variance[finite], (rms**2 * store.noise_scale**2)[finite], rtol=1e-5
         )
+        assert window.noise_scale == store.noise_scale  # a pixel's own noise can be had back
     assert scales["white"] == pytest.approx(1.0, abs=0.05)
     assert scales["drizzled"] > 1.6  # a PSF-sized sum is ~1.9 times noisier than white noise
