@@ -95,6 +95,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
+from scipy import ndimage
 
 from survey_seg.config import default_halo
 from survey_seg.evaluate import (
@@ -231,7 +232,13 @@ def sep_outputs(sim: SimulatedMosaic) -> tuple[dict[str, object], float]:
         mask=mask, minarea=5, deblend_nthresh=32, deblend_cont=0.005, segmentation_map=True,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    sources = pd.DataFrame({"x": objects["x"], "y": objects["y"]})
+    sources = pd.DataFrame(
+        {
+            "x": objects["x"],
+            "y": objects["y"],
+            "is_blended": (objects["flag"] & sep.OBJ_MERGED) != 0,  # SEP's own blend flag
+        }
+    )
     return {"sources": sources, "segmentation": np.asarray(segmentation)}, seconds
 
 
@@ -257,18 +264,37 @@ def photutils_outputs(sim: SimulatedMosaic) -> tuple[dict[str, object], float]:
         finder = SourceFinder(npixels=5, nlevels=32, contrast=0.005, progress_bar=False)
         segments = finder(convolved, threshold, mask=mask)
         if segments is None:
-            sources = pd.DataFrame({"x": [], "y": []})
+            sources = pd.DataFrame({"x": [], "y": [], "is_blended": np.zeros(0, bool)})
             segmentation = np.zeros(sim.image.shape, np.int32)
         else:
             table = SourceCatalog(data, segments, convolved_data=convolved).to_table(
-                columns=["xcentroid", "ycentroid"]
-            )
-            sources = pd.DataFrame(
-                {"x": np.asarray(table["xcentroid"]), "y": np.asarray(table["ycentroid"])}
+                columns=["label", "xcentroid", "ycentroid"]
             )
             segmentation = np.asarray(segments.data)
+            sources = pd.DataFrame(
+                {
+                    "x": np.asarray(table["xcentroid"]),
+                    "y": np.asarray(table["ycentroid"]),
+                    "is_blended": shares_a_footprint(segmentation)[np.asarray(table["label"])],
+                }
+            )
         seconds = time.perf_counter() - start
     return {"sources": sources, "segmentation": segmentation}, seconds
+
+
+def shares_a_footprint(segmentation: np.ndarray) -> np.ndarray:
+    """Per segment label ``0 .. max``: whether its 8-connected region holds another segment.
+
+    The blend flag of a deblender that gives none (photutils), as survey-seg's
+    ``is_blended`` is defined: the footprint holds more than one source.
+    """
+    labels = np.asarray(segmentation)
+    regions, _ = ndimage.label(labels > 0, structure=np.ones((3, 3), dtype=bool))
+    pairs = np.unique(np.stack([regions[labels > 0], labels[labels > 0]]), axis=1)
+    members = np.bincount(pairs[0], minlength=int(regions.max()) + 1)
+    shared = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
+    shared[pairs[1]] = members[pairs[0]] > 1
+    return shared
 
 
 # ------------------------------------------------------------------------ scoring

@@ -89,3 +89,12 @@ def test_the_skies_are_the_nominal_one_with_one_thing_changed(quality):
     assert kolmogorov.psf_fwhm_pix == nominal.psf_fwhm_pix
     with pytest.raises(ValueError, match="unknown simulator"):
         quality.simulate("psf4", 3, 128)
+
+
+def test_a_segment_shares_a_footprint_when_its_region_holds_another(quality):
+    import numpy as np
+
+    segmentation = np.zeros((6, 10), dtype=np.int32)
+    segmentation[1:3, 1:3], segmentation[1:3, 3:5] = 1, 3  # one footprint, two segments
+    segmentation[4:6, 7:9] = 4  # alone
+    assert quality.shares_a_footprint(segmentation).tolist() == [False, True, False, True, False]
