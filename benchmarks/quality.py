@@ -15,6 +15,12 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
   ``object_iou``: mean best IoU of the truth objects with a single segment.
   survey-seg methods: the ``segmentation`` of ``masks.zarr``; SEP: its
   ``segmentation_map``; photutils: the deblended ``SegmentationImage``.
+- ``isolated_as_blend``: fraction of the matched truth sources above S/N 10 whose
+  truth footprint touches no other's that the catalog flags blended;
+  ``blends_flagged``: the same for those whose footprint touches another's
+  (``evaluate.blend_flag_scores``). survey-seg: ``is_blended`` (the footprint
+  holds more than one source); SEP: OBJ_MERGED; photutils: a footprint of
+  several segments.
 - ``clump_completeness``: fraction of detectable truth clumps (sky-limited
   matched-filter S/N ``flux / (sky_sigma sqrt(4 pi) psf_sigma)`` >= 5,
   ``psf_sigma = fwhm / 2.355``) matched within 2 px; ``clump_purity``: fraction

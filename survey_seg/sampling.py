@@ -324,7 +324,7 @@ def isophote_segments(
         cosmic ray): such a pixel leaves its source, unless the source has no
         pixel of known light.
     sigma : numpy.ndarray
-        ``(H, W)`` noise sigma per pixel (inf: no data).
+        ``(H, W)`` noise sigma of one pixel (any value where ``light`` is NaN).
     level : float
         The isophote, in sigma per pixel.
     core_light : numpy.ndarray, optional
