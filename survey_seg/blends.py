@@ -35,6 +35,7 @@ __all__ = [
     "find_centres",
     "join_central_knots",
     "join_clumpy_pieces",
+    "join_symmetric_pieces",
     "merge_by_centre_votes",
     "merge_unbounded",
     "merge_unseparated",
@@ -42,6 +43,14 @@ __all__ = [
 ]
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+SYMMETRY_SHIFTS = np.arange(-0.5, 0.51, 0.25)
+"""Offsets (pixels) from a source's brightest pixel, each axis, among which its centre
+of symmetry is sought (:func:`symmetry_centre`): an object's peak lies within half a
+pixel of its brightest pixel, while the midpoint of a close pair, about which the pair
+is symmetric, lies further out."""
+SYMMETRY_CORE_RADIUS = 2
+"""Radius (pixels) of the core whose 180-degree asymmetry the centre of symmetry
+minimises."""
 CLUMP_MIN_DISTANCE = 2
 """Least distance (pixels) between two clump peaks: the clump catalog's
 (:func:`survey_seg.clumps.find_clumps`) and the knot test's (:func:`join_central_knots`)."""
@@ -433,6 +442,180 @@ def join_clumpy_pieces(
             if is_clump[knot] and is_clump[host] and height > best[knot]:
                 best[knot], parent[knot] = height, host
     return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32))
+
+
+def join_symmetric_pieces(
+    sources: np.ndarray,
+    footprints: np.ndarray,
+    significance: np.ndarray,
+    valid: np.ndarray,
+    *,
+    max_asymmetry_sigma: float,
+    max_asymmetry_fraction: float,
+    min_valley_sigma: float,
+    min_valley_fraction: float,
+    close_distance: float = 0.0,
+    close_fraction: float = 0.1,
+) -> np.ndarray:
+    """Join each piece that mirrors its object's light: one object, one source.
+
+    The symmetry principle of the SDSS deblender (Lupton; Bosch et al. 2018) and
+    of the asymmetry index (Conselice 2000): a galaxy's own light is nearly
+    symmetric under a rotation by 180 degrees about its centre, and a second
+    object is light that the mirror image does not hold. A piece cut off a
+    galaxy by a spurious centre peak (the far end of an edge-on disk's ridge, one
+    wing, one half of a split core, one arm of a two-armed spiral) finds its
+    light again on the other side of the galaxy's centre; a companion on the
+    galaxy's shoulder, or a knot, finds sky or the galaxy's fainter outskirts
+    there.
+
+    Only a piece without a valley of its own towards its brightest touching
+    neighbour (one that :func:`merge_unseparated` would merge but for its
+    area or a sure centre) is a candidate, and its object is the brightest source
+    that its chain of such neighbours reaches. Candidates are taken from the
+    brightest peak down; one joins its object when the piece between them has
+    joined (or there is none) and its ``significance`` differs from its mirror
+    image through the object's centre (:func:`symmetry_centre`) nowhere by
+    ``max_asymmetry_sigma`` (in units of the difference's noise, ``sqrt(2)``
+    for a unit-noise map) or by ``max_asymmetry_fraction`` of its own peak,
+    whichever is larger. The mirror image is compared where it lies in the
+    window, on pixels with data, on the sky or on the object's own pieces (not
+    on another object's light); a piece with fewer than half its pixels so
+    compared keeps its split. A piece whose light (its light-weighted centroid)
+    lies within ``close_distance`` of the centre, as close as the members of a
+    close pair, must differ by less than ``max_asymmetry_sigma`` and than
+    ``close_fraction`` of its peak: on a faint companion that close, noise hides
+    the asymmetry, while the pieces of a bright galaxy's core mirror each other
+    to a few sigma.
+
+    Parameters
+    ----------
+    sources, footprints : numpy.ndarray
+        int labels (0: sky).
+    significance : numpy.ndarray
+        Unit-noise significance map: peaks, saddles and the mirror images.
+    valid : numpy.ndarray
+        Boolean: pixels with data.
+    max_asymmetry_sigma : float
+        Asymmetry, in sigma of the difference, below which a piece is its
+        object's mirror image.
+    max_asymmetry_fraction : float
+        The same as a fraction of the piece's peak (0: none).
+    min_valley_sigma, min_valley_fraction : float
+        A piece whose peak stands this far (in sigma, or as a fraction of its
+        peak) above its saddle with its brightest neighbour is an object of its
+        own and no candidate (:func:`merge_unseparated`'s limits).
+    close_distance : float
+        Distance (pixels) from the object's centre to a piece's light-weighted
+        centroid within which a piece is as close as a pair's members.
+    close_fraction : float
+        Largest asymmetry of such a piece, as a fraction of its peak.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 source labels, numbered in raster order.
+    """
+    saddles = _saddles(sources, footprints, significance)
+    if not saddles:
+        return sources
+    n = int(sources.max())
+    peak = label_maximum(significance, sources, np.arange(n + 1))
+    ys, xs = label_maximum_position(significance, sources, np.arange(n + 1))
+    brightest_neighbour: dict[int, tuple[float, int]] = {}
+    for (i, j), height in saddles.items():
+        for piece, other in ((i, j), (j, i)):
+            if (peak[other], -other) > (peak[piece], -piece) and height > brightest_neighbour.get(
+                piece, (-np.inf, 0)
+            )[0]:
+                brightest_neighbour[piece] = (height, other)
+    # a piece without a valley of its own towards its brightest neighbour may be part of
+    # its object: the object is the brightest source its chain of such pieces reaches
+    unseparated = np.zeros(n + 1, dtype=bool)
+    tentative = np.arange(n + 1)
+    for piece, (height, neighbour) in brightest_neighbour.items():
+        valley = peak[piece] - height
+        if valley < max(min_valley_sigma, min_valley_fraction * peak[piece]):
+            unseparated[piece], tentative[piece] = True, neighbour
+    object_of = _roots(tentative)
+    pixels = _pixels_by_label(sources, n)
+    parent = np.arange(n + 1)
+    centres: dict[int, tuple[float, float]] = {}
+    shape = np.array(sources.shape) - 1
+    for piece in sorted(np.flatnonzero(unseparated), key=lambda label: (-peak[label], label)):
+        root = int(object_of[piece])
+        if _find(parent, brightest_neighbour[piece][1]) != root:
+            continue  # the piece between it and its object kept its split: so does it
+        if root not in centres:
+            centres[root] = symmetry_centre(significance, int(ys[root]), int(xs[root]))
+        py, px = pixels[piece]
+        tolerance = max(max_asymmetry_sigma, max_asymmetry_fraction * peak[piece])
+        weights = np.clip(significance[py, px], 0.0, None)
+        if weights.sum() > 0:
+            centroid = np.array([np.average(py, weights=weights), np.average(px, weights=weights)])
+            if np.hypot(*(centroid - np.array(centres[root]))) < close_distance:
+                # a source as close as a pair's members: its mirror image must hold
+                # all but a small share of its light, which noise cannot show on a faint one
+                tolerance = min(max_asymmetry_sigma, close_fraction * peak[piece])
+        mirror = 2.0 * np.array(centres[root])[:, None] - np.array([py, px], dtype=np.float64)
+        seen = ((mirror >= 0) & (mirror <= shape[:, None])).all(axis=0)
+        at = tuple(np.rint(mirror[:, seen]).astype(np.int64))
+        # compared with sky or with its own object's light, not with another object's
+        seen[seen] = valid[at] & ((sources[at] == 0) | (object_of[sources[at]] == root))
+        if 2 * np.count_nonzero(seen) < seen.size:  # half its mirror image unseen: no verdict
+            continue
+        mirrored = ndimage.map_coordinates(significance, mirror[:, seen], order=1)
+        difference = np.abs(significance[py[seen], px[seen]] - mirrored) / np.sqrt(2.0)
+        if difference.max() < tolerance:
+            parent[piece] = root
+    return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32))
+
+
+def symmetry_centre(significance: np.ndarray, y: int, x: int) -> tuple[float, float]:
+    """The sub-pixel centre about which the core around pixel ``(y, x)`` is most symmetric.
+
+    The centre (within half a pixel of ``(y, x)``, on a grid of quarter pixels,
+    :data:`SYMMETRY_SHIFTS`) that minimises the summed absolute difference
+    between the core (the pixels within :data:`SYMMETRY_CORE_RADIUS`) and its
+    image rotated by 180 degrees, as the asymmetry index does. A brightest
+    pixel is up to half a pixel off the true centre, and on a steep, bright core
+    that alone makes a mirror image asymmetric by many sigma.
+    """
+    radius = SYMMETRY_CORE_RADIUS
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    offsets = np.array([dy[dy**2 + dx**2 <= radius**2], dx[dy**2 + dx**2 <= radius**2]], float)
+    shift_y, shift_x = np.meshgrid(SYMMETRY_SHIFTS, SYMMETRY_SHIFTS, indexing="ij")
+    candidates = np.array([y + shift_y.ravel(), x + shift_x.ravel()])  # (2, n)
+    # both sides interpolated alike: no pull towards whole or half pixels
+    ahead, behind = (
+        ndimage.map_coordinates(
+            significance,
+            (candidates[:, :, None] + sign * offsets[:, None, :]).reshape(2, -1),
+            order=1,
+            mode="nearest",
+        ).reshape(candidates.shape[1], -1)
+        for sign in (1.0, -1.0)
+    )
+    best = int(np.argmin(np.abs(ahead - behind).sum(axis=1)))  # the first of equal costs
+    centre = (float(candidates[0, best]), float(candidates[1, best]))
+    return centre
+
+
+def _find(parent: np.ndarray, label: int) -> int:
+    """The end of ``label``'s chain of parents (a forest without cycles)."""
+    while parent[label] != label:
+        label = int(parent[label])
+    return label
+
+
+def _pixels_by_label(sources: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``(ys, xs)`` pixel coordinates of each label ``0 .. n`` (label 0 empty)."""
+    ys, xs = np.nonzero(sources)
+    labels = sources[ys, xs]
+    order = np.argsort(labels, kind="stable")
+    ys, xs, labels = ys[order], xs[order], labels[order]
+    bounds = np.searchsorted(labels, np.arange(n + 2))
+    return [(ys[bounds[k] : bounds[k + 1]], xs[bounds[k] : bounds[k + 1]]) for k in range(n + 1)]
 
 
 def join_central_knots(

@@ -24,6 +24,7 @@ from survey_seg.blends import (
     find_centres,
     join_central_knots,
     join_clumpy_pieces,
+    join_symmetric_pieces,
     merge_by_centre_votes,
     merge_unbounded,
     merge_unseparated,
@@ -132,6 +133,11 @@ MIN_VOTE_DISTANCE_FWHM = 3.0
 the network sees them) from the source's centroid: the offsets do not resolve the
 members of a close pair (target pairs are 1.3-2.5 FWHM apart); a model config's
 ``min_vote_distance_fwhm`` threshold replaces it."""
+CLOSE_PAIR_FWHM = 2.5
+"""A piece whose light lies within this many PSF FWHM of its object's centre, as close as
+the members of a close pair (1.3-2.5 FWHM apart), joins that object only if its mirror
+image holds all but a tenth of its peak (:func:`survey_seg.blends.join_symmetric_pieces`):
+on a faint companion that close, noise hides the asymmetry."""
 MIN_VALLEY_FRACTION = 0.1
 """Nor are they two without a valley of this fraction of the fainter peak (a relative
 dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
@@ -605,7 +611,9 @@ class NetworkScreener:
         """
         factor = self.upsampling
         arrays = upsample_window_arrays(window.image, window.variance, window.background, factor)
-        fine = self._segment_at_network_sampling(WindowData(*arrays), saturation=None)
+        fine = self._segment_at_network_sampling(
+            WindowData(*arrays), saturation=None, join_symmetric=False
+        )
         native = self._native_planes(window, saturation)
         kept = np.uint32(MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD)
         artefacts = native.artefacts | sample_to_native(fine.artefacts & kept, factor)
@@ -679,12 +687,22 @@ class NetworkScreener:
         return _NativePlanes(valid, flux, variance, sigma, artefacts)
 
     def _segment_at_network_sampling(
-        self, window: WindowData, *, saturation: float | None, veto: np.uint32 = SPURIOUS
+        self,
+        window: WindowData,
+        *,
+        saturation: float | None,
+        veto: np.uint32 = SPURIOUS,
+        join_symmetric: bool = True,
     ) -> DenseProducts:
         """Artefacts, sources, footprints and clumps of a window the network sees as it is.
 
         A source whose pixels are mostly of the ``veto`` planes is left out
-        (:func:`_drop_artefact_sources`).
+        (:func:`_drop_artefact_sources`). With a ``symmetry_sigma`` threshold and
+        ``join_symmetric``, a piece that mirrors its object's light joins it
+        (:func:`~survey_seg.blends.join_symmetric_pieces`). An upsampled window
+        leaves that out: on the undersampled SDSS and 2MASS images it joined faint
+        injected objects on the wings of bright stars to them (README, "An
+        edge-on disk is one source").
         """
         t = self.thresholds
         planes = network_input(window.image, window.variance, window.background, saturation)
@@ -745,6 +763,19 @@ class NetworkScreener:
                 weak_valley_fraction=t.get("weak_valley_fraction", 0.0),
                 sure=sure,
                 keep_apart=self._bounded(sources, footprints, boundary),
+            )
+        symmetry_sigma = t.get("symmetry_sigma") if join_symmetric else None
+        if symmetry_sigma is not None:  # a piece that mirrors its object is part of it
+            sources = join_symmetric_pieces(
+                sources,
+                footprints,
+                significance,
+                valid,
+                max_asymmetry_sigma=symmetry_sigma,
+                max_asymmetry_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
+                min_valley_sigma=min_valley_sigma or MIN_VALLEY_SIGMA,
+                min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
+                close_distance=CLOSE_PAIR_FWHM * self._seen_psf_fwhm,
             )
         max_border_boundary = t.get("max_border_boundary")
         if boundary is not None and max_border_boundary:

@@ -8,10 +8,12 @@ from survey_seg.blends import (
     find_centres,
     join_central_knots,
     join_clumpy_pieces,
+    join_symmetric_pieces,
     merge_by_centre_votes,
     merge_unbounded,
     merge_unseparated,
     split_instances,
+    symmetry_centre,
 )
 
 
@@ -543,3 +545,128 @@ def test_border_boundaries_average_the_larger_probability_of_each_touching_pair(
     assert list(means) == [(1, 2)] and means[(1, 2)] == pytest.approx(0.8)
     assert border_boundaries(np.where(sources == 1, 1, 0), footprints, boundary) == {}
     assert border_boundaries(sources, sources, boundary) == {}  # two footprints
+
+
+def _join_symmetric(sources, footprints, light, valid, fraction=0.1):
+    """:func:`join_symmetric_pieces` at 3 sigma, with the valley test of the pipeline."""
+    return join_symmetric_pieces(
+        sources,
+        footprints,
+        light,
+        valid,
+        max_asymmetry_sigma=3.0,
+        max_asymmetry_fraction=fraction,
+        min_valley_sigma=3.0,
+        min_valley_fraction=0.1,
+    )
+
+
+def _edge_on_disk(shape, y0, x0, length, width, angle_deg):
+    """An elongated Gaussian ridge: the light of an edge-on disk."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    angle = np.deg2rad(angle_deg)
+    along = (xx - x0) * np.cos(angle) + (yy - y0) * np.sin(angle)
+    across = -(xx - x0) * np.sin(angle) + (yy - y0) * np.cos(angle)
+    return np.exp(-0.5 * ((along / length) ** 2 + (across / width) ** 2))
+
+
+def _pieces_along(shape, y0, x0, angle_deg, cuts):
+    """Labels 1.. of the strips between ``cuts`` (distances along the ridge from its centre)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    angle = np.deg2rad(angle_deg)
+    along = (xx - x0) * np.cos(angle) + (yy - y0) * np.sin(angle)
+    return (np.digitize(along, cuts) + 1).astype(np.int32)
+
+
+def test_the_pieces_of_an_edge_on_disk_join_and_a_companion_on_its_ridge_does_not():
+    shape, centre = (64, 64), (31.3, 32.6)
+    disk = 80.0 * _edge_on_disk(shape, *centre, 9.0, 1.5, 30.0)
+    sources = _pieces_along(shape, *centre, 30.0, [-12.0, -5.0, 6.0, 14.0])
+    sources[disk < 2.0] = 0  # five strips of the ridge, cut by spurious centres
+    footprints = (sources > 0).astype(np.int32)
+    rng = np.random.default_rng(3)
+    noisy = disk + rng.normal(0.0, 1.0, shape)
+    valid = np.ones(shape, dtype=bool)
+    joined = _join_symmetric(sources, footprints, noisy, valid, fraction=0.1)
+    assert joined.max() == 1  # five strips of one ridge: one object
+    # a companion on the far end of the ridge: the mirror image holds the ridge but not
+    # it, so it stays, and so does the other end, whose mirror image it is
+    tip = np.round(np.array(centre) + 16.0 * np.array([np.sin(np.pi / 6), np.cos(np.pi / 6)]))
+    companion = noisy + 25.0 * _gauss(shape, *tip, 1.0)
+    joined = _join_symmetric(sources, footprints, companion, valid, fraction=0.1)
+    assert joined.max() == 3
+    assert joined[int(tip[0]), int(tip[1])] != joined[31, 32]
+
+
+def test_a_pair_stays_two_and_a_piece_whose_mirror_has_no_data_keeps_its_split():
+    shape = (40, 60)
+    sources, footprints = _halves(shape)
+    pair = 50 * (_gauss(shape, 20, 24, 2) + 0.5 * _gauss(shape, 20, 36, 2))
+    valid = np.ones(shape, dtype=bool)
+    kept = _join_symmetric(sources, footprints, pair, valid, fraction=0.1)
+    assert kept.max() == 2
+    one = 50 * _gauss(shape, 20, 30.2, 5)  # one galaxy cut in two halves: joined
+    assert _join_symmetric(sources, footprints, one, valid, fraction=0.1).max() == 1
+    valid[:, 45:] = False  # most of the fainter half's mirror image has no data
+    half = 50 * _gauss(shape, 20, 31.2, 5)  # the right half is the brighter one
+    assert _join_symmetric(sources, footprints, half, valid, fraction=0.1).max() == 2
+    # sources of different footprints never join
+    apart = footprints.copy()
+    apart[:, 30:] = 2
+    assert _join_symmetric(sources, apart, one, np.ones(shape, bool)).max() == 2
+
+
+def test_a_faint_companion_on_a_bright_objects_shoulder_stays_without_a_valley():
+    shape = (40, 60)
+    sources, footprints = _halves(shape)
+    shoulder = 100 * _gauss(shape, 20, 25.3, 3) + 12 * _gauss(shape, 20, 33, 1.0)
+    valid = np.ones(shape, dtype=bool)
+    assert _join_symmetric(sources, footprints, shoulder, valid).max() == 2
+    alone = 100 * _gauss(shape, 20, 25.3, 3)  # its shoulder alone is the mirror of the other
+    assert _join_symmetric(sources, footprints, alone, valid).max() == 1
+
+
+def test_a_bright_galaxys_small_asymmetry_is_measured_against_its_peak():
+    shape = (40, 60)
+    sources, footprints = _halves(shape)
+    lopsided = 1000 * _gauss(shape, 20, 30.4, 5) + 30 * _gauss(shape, 20, 22, 3)
+    valid = np.ones(shape, dtype=bool)
+    joined = _join_symmetric(sources, footprints, lopsided, valid, fraction=0.1)
+    assert joined.max() == 1  # 30 sigma of asymmetry on a 1000-sigma galaxy: one object
+    strict = _join_symmetric(sources, footprints, lopsided, valid, fraction=0.01)
+    assert strict.max() == 2
+
+
+@pytest.mark.parametrize("true_centre", [(20.0, 30.0), (20.3, 29.6), (19.5, 30.5)])
+def test_the_symmetry_centre_is_found_to_a_quarter_pixel(true_centre):
+    shape = (40, 60)
+    light = 100 * _gauss(shape, *true_centre, 1.5) + 20 * _gauss(shape, 20, 38, 1.5)
+    y, x = symmetry_centre(light, 20, 30)
+    assert abs(y - true_centre[0]) <= 0.125 and abs(x - true_centre[1]) <= 0.125
+
+
+def test_a_piece_within_the_pair_range_must_mirror_nearly_all_its_light():
+    shape = (40, 60)
+    sources, footprints = _halves(shape)
+    # a faint galaxy cut in two (its halves' centroids about 4 px from its centre) with
+    # a bump of 2.5 sigma of the difference's noise on its fainter half
+    faint = 20 * _gauss(shape, 20, 30.2, 5) + 3.5 * _gauss(shape, 20, 22, 1.2)
+    valid = np.ones(shape, dtype=bool)
+    kwargs = dict(
+        max_asymmetry_sigma=3.0,
+        max_asymmetry_fraction=0.1,
+        min_valley_sigma=3.0,
+        min_valley_fraction=0.1,
+    )
+
+    def count(light: np.ndarray, distance: float) -> int:
+        return join_symmetric_pieces(
+            sources, footprints, light, valid, close_distance=distance, **kwargs
+        ).max()
+
+    assert count(faint, 3.0) == 1  # further out than a close pair: within 3 sigma
+    assert count(faint, 9.0) == 2  # as close as a pair's members: 2.5 sigma is 13 % of its peak
+    # on a galaxy ten times brighter, 14 sigma of asymmetry is under a tenth of the peak
+    bright = 200 * _gauss(shape, 20, 30.2, 5) + 20 * _gauss(shape, 20, 22, 1.2)
+    assert count(bright, 3.0) == 1
+    assert count(bright, 9.0) == 2  # not as close as a pair's members

@@ -655,6 +655,50 @@ def test_a_hosts_entry_keeps_the_bright_knotty_irregular_in_fewer_pieces(hosts_m
     assert [hosts for _, hosts in counts].count(1) >= 3, counts
 
 
+@pytest.mark.parametrize(("half_light_radius", "flux"), [(4.0, 2e3), (7.0, 2e3), (7.0, 2e4)])
+def test_an_edge_on_disk_is_one_source(half_light_radius, flux):
+    """GalSim's inclined exponential disk seen 80 degrees from face-on (S/N ~100 and ~1000 in
+    unit noise), three noise draws: one source each. The network's centre head lights its
+    whole ridge, and before the symmetry join its peaks cut the disk into 2-7 sources
+    (README, 'An edge-on disk is one source')."""
+    import galsim
+
+    disk = galsim.InclinedExponential(
+        inclination=80 * galsim.degrees,
+        half_light_radius=half_light_radius,
+        scale_h_over_r=0.1,
+        flux=flux,
+    ).rotate(30 * galsim.degrees)
+    box = slice(96 - int(3 * half_light_radius), 96 + int(3 * half_light_radius))
+    counts = [
+        _source_counts([DEFAULT_MODEL], _galaxy_window(disk, seed), box)[0] for seed in range(3)
+    ]
+    assert counts == [1, 1, 1], counts
+
+
+def test_a_wide_psf_edge_on_disk_is_one_source():
+    """The same disk (7 pix half-light radius at the training PSF) seen through a PSF three
+    times wider on pixels three times finer, screened binned by 3 without a flag."""
+    import galsim
+
+    from survey_seg.network import NetworkScreener
+    from survey_seg.store import WindowData
+
+    size, fwhm = 384, 5.4
+    disk = galsim.InclinedExponential(
+        inclination=80 * galsim.degrees, half_light_radius=21.0, scale_h_over_r=0.1, flux=6e4
+    ).rotate(30 * galsim.degrees)
+    image = galsim.ImageF(size, size, scale=1.0)
+    galsim.Convolve(disk, galsim.Moffat(beta=3.0, fwhm=fwhm)).drawImage(image)
+    pixels = image.array + np.random.default_rng(0).normal(0.0, 1.0, (size, size))
+    ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
+    window = WindowData(pixels.astype(np.float32), ones, zeros, None)
+    screener = NetworkScreener(DEFAULT_MODEL, device="cpu", precision="float32", psf_fwhm_pix=fwhm)
+    assert screener.binning == 3
+    sources = screener.segment(window, saturation=None).sources[120:264, 120:264]
+    assert len(np.unique(sources[sources > 0])) == 1
+
+
 def _knotty_irregular(seed: int):
     """GalSim's random knots (20, 30 % of the light) on a disk of 6 pix half-light radius,
     flux 8000 (S/N ~400 in unit noise)."""
