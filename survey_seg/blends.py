@@ -7,7 +7,9 @@ them. A network with an offset head also says, at each pixel, where its
 object's centre is: a source whose pixels point into another source is a piece
 of it (a knot, an arm, a noise bump on a large galaxy) and joins it; a network
 with a boundary head says where one object's pixels border another's: two
-touching sources with no boundary between them are one object. A
+touching sources with no boundary between them are one object. A piece
+without a valley of its own that mirrors its object's light through the
+object's centre (the far end of an edge-on disk, a wing) is part of it. A
 deblended source's position is its centre peak, refined to sub-pixel: the flux
 centroid of a segment cut out of a blend is pulled towards the cut.
 Pure numpy; every step is local.
