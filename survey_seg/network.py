@@ -135,9 +135,10 @@ members of a close pair (target pairs are 1.3-2.5 FWHM apart); a model config's
 ``min_vote_distance_fwhm`` threshold replaces it."""
 CLOSE_PAIR_FWHM = 2.5
 """A piece whose light lies within this many PSF FWHM of its object's centre, as close as
-the members of a close pair (1.3-2.5 FWHM apart), joins that object only if its mirror
-image holds all but a tenth of its peak (:func:`survey_seg.blends.join_symmetric_pieces`):
-on a faint companion that close, noise hides the asymmetry."""
+the members of a close pair (1.3-2.5 FWHM apart), joins that object only if it differs
+from its mirror image by less than both ``symmetry_sigma`` and the valley rule's
+fraction of its peak (:func:`survey_seg.blends.join_symmetric_pieces`): on a faint
+companion that close, noise hides the asymmetry."""
 MIN_VALLEY_FRACTION = 0.1
 """Nor are they two without a valley of this fraction of the fainter peak (a relative
 dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
@@ -776,6 +777,7 @@ class NetworkScreener:
                 min_valley_sigma=min_valley_sigma or MIN_VALLEY_SIGMA,
                 min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
                 close_distance=CLOSE_PAIR_FWHM * self._seen_psf_fwhm,
+                close_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
             )
         max_border_boundary = t.get("max_border_boundary")
         if boundary is not None and max_border_boundary:
