@@ -458,7 +458,7 @@ def join_symmetric_pieces(
     min_valley_fraction: float,
     close_distance: float = 0.0,
     close_fraction: float = 0.1,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Join each piece that mirrors its object's light: one object, one source.
 
     The symmetry principle of the SDSS deblender (Lupton; Bosch et al. 2018) and
@@ -515,12 +515,15 @@ def join_symmetric_pieces(
 
     Returns
     -------
-    numpy.ndarray
+    sources : numpy.ndarray
         int32 source labels, numbered in raster order.
+    joined : numpy.ndarray
+        Boolean: the pixels of the pieces that joined an object. Its centre
+        is the object's (a piece's own centre peak is no object's centre).
     """
     saddles = _saddles(sources, footprints, significance)
     if not saddles:
-        return sources
+        return sources, np.zeros(sources.shape, dtype=bool)
     n = int(sources.max())
     peak = label_maximum(significance, sources, np.arange(n + 1))
     ys, xs = label_maximum_position(significance, sources, np.arange(n + 1))
@@ -570,7 +573,8 @@ def join_symmetric_pieces(
         difference = np.abs(significance[py[seen], px[seen]] - mirrored) / np.sqrt(2.0)
         if difference.max() < tolerance:
             parent[piece] = root
-    return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32))
+    joined = (parent != np.arange(n + 1))[sources]
+    return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32)), joined
 
 
 def symmetry_centre(significance: np.ndarray, y: int, x: int) -> tuple[float, float]:

@@ -767,7 +767,7 @@ class NetworkScreener:
             )
         symmetry_sigma = t.get("symmetry_sigma") if join_symmetric else None
         if symmetry_sigma is not None:  # a piece that mirrors its object is part of it
-            sources = join_symmetric_pieces(
+            sources, joined = join_symmetric_pieces(
                 sources,
                 footprints,
                 significance,
@@ -779,6 +779,7 @@ class NetworkScreener:
                 close_distance=CLOSE_PAIR_FWHM * self._seen_psf_fwhm,
                 close_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
             )
+            centres &= ~joined  # a joined piece's seed is no centre of its object
         max_border_boundary = t.get("max_border_boundary")
         if boundary is not None and max_border_boundary:
             sources = merge_unbounded(  # one object: no boundary between its pieces

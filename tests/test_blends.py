@@ -549,7 +549,7 @@ def test_border_boundaries_average_the_larger_probability_of_each_touching_pair(
 
 def _join_symmetric(sources, footprints, light, valid, fraction=0.1):
     """:func:`join_symmetric_pieces` at 3 sigma, with the valley test of the pipeline."""
-    return join_symmetric_pieces(
+    joined, _ = join_symmetric_pieces(
         sources,
         footprints,
         light,
@@ -559,6 +559,7 @@ def _join_symmetric(sources, footprints, light, valid, fraction=0.1):
         min_valley_sigma=3.0,
         min_valley_fraction=0.1,
     )
+    return joined
 
 
 def _edge_on_disk(shape, y0, x0, length, width, angle_deg):
@@ -589,6 +590,17 @@ def test_the_pieces_of_an_edge_on_disk_join_and_a_companion_on_its_ridge_does_no
     valid = np.ones(shape, dtype=bool)
     joined = _join_symmetric(sources, footprints, noisy, valid, fraction=0.1)
     assert joined.max() == 1  # five strips of one ridge: one object
+    _, pieces = join_symmetric_pieces(
+        sources,
+        footprints,
+        noisy,
+        valid,
+        max_asymmetry_sigma=3.0,
+        max_asymmetry_fraction=0.1,
+        min_valley_sigma=3.0,
+        min_valley_fraction=0.1,
+    )
+    assert np.array_equal(pieces, (sources > 0) & (sources != sources[31, 32]))  # all but its core
     # a companion on the far end of the ridge: the mirror image holds the ridge but not
     # it, so it stays, and so does the other end, whose mirror image it is
     tip = np.round(np.array(centre) + 16.0 * np.array([np.sin(np.pi / 6), np.cos(np.pi / 6)]))
@@ -660,9 +672,10 @@ def test_a_piece_within_the_pair_range_must_mirror_nearly_all_its_light():
     )
 
     def count(light: np.ndarray, distance: float) -> int:
-        return join_symmetric_pieces(
+        joined, _ = join_symmetric_pieces(
             sources, footprints, light, valid, close_distance=distance, **kwargs
-        ).max()
+        )
+        return joined.max()
 
     assert count(faint, 3.0) == 1  # further out than a close pair: within 3 sigma
     assert count(faint, 9.0) == 2  # as close as a pair's members: 2.5 sigma is 13 % of its peak
