@@ -774,7 +774,7 @@ class NetworkScreener:
                 valid,
                 max_asymmetry_sigma=symmetry_sigma,
                 max_asymmetry_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
-                min_valley_sigma=min_valley_sigma or MIN_VALLEY_SIGMA,
+                min_valley_sigma=MIN_VALLEY_SIGMA if min_valley_sigma is None else min_valley_sigma,
                 min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
                 close_distance=CLOSE_PAIR_FWHM * self._seen_psf_fwhm,
                 close_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
