@@ -543,13 +543,14 @@ def join_symmetric_pieces(
         if valley < max(min_valley_sigma, min_valley_fraction * peak[piece]):
             unseparated[piece], tentative[piece] = True, neighbour
     object_of = _roots(tentative)
-    pixels = _pixels_by_label(sources, n)
+    pixels = ndimage.value_indices(sources, ignore_value=0)
     parent = np.arange(n + 1)
     centres: dict[int, tuple[float, float]] = {}
     shape = np.array(sources.shape) - 1
     for piece in sorted(np.flatnonzero(unseparated), key=lambda label: (-peak[label], label)):
         root = int(object_of[piece])
-        if _find(parent, brightest_neighbour[piece][1]) != root:
+        # a joined piece points at its root, and a root at itself: one step finds it
+        if parent[brightest_neighbour[piece][1]] != root:
             continue  # the piece between it and its object kept its split: so does it
         if root not in centres:
             centres[root] = symmetry_centre(significance, int(ys[root]), int(xs[root]))
@@ -574,7 +575,7 @@ def join_symmetric_pieces(
         if difference.max() < tolerance:
             parent[piece] = root
     joined = (parent != np.arange(n + 1))[sources]
-    return relabel_in_raster_order(_roots(parent)[sources].astype(np.int32)), joined
+    return relabel_in_raster_order(parent[sources].astype(np.int32)), joined
 
 
 def symmetry_centre(significance: np.ndarray, y: int, x: int) -> tuple[float, float]:
@@ -605,23 +606,6 @@ def symmetry_centre(significance: np.ndarray, y: int, x: int) -> tuple[float, fl
     best = int(np.argmin(np.abs(ahead - behind).sum(axis=1)))  # the first of equal costs
     centre = (float(candidates[0, best]), float(candidates[1, best]))
     return centre
-
-
-def _find(parent: np.ndarray, label: int) -> int:
-    """The end of ``label``'s chain of parents (a forest without cycles)."""
-    while parent[label] != label:
-        label = int(parent[label])
-    return label
-
-
-def _pixels_by_label(sources: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The ``(ys, xs)`` pixel coordinates of each label ``0 .. n`` (label 0 empty)."""
-    ys, xs = np.nonzero(sources)
-    labels = sources[ys, xs]
-    order = np.argsort(labels, kind="stable")
-    ys, xs, labels = ys[order], xs[order], labels[order]
-    bounds = np.searchsorted(labels, np.arange(n + 2))
-    return [(ys[bounds[k] : bounds[k + 1]], xs[bounds[k] : bounds[k + 1]]) for k in range(n + 1)]
 
 
 def join_central_knots(

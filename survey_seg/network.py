@@ -767,17 +767,18 @@ class NetworkScreener:
             )
         symmetry_sigma = t.get("symmetry_sigma") if join_symmetric else None
         if symmetry_sigma is not None:  # a piece that mirrors its object is part of it
+            valley_fraction = t.get("min_valley_fraction", MIN_VALLEY_FRACTION)
             sources, joined = join_symmetric_pieces(
                 sources,
                 footprints,
                 significance,
                 valid,
                 max_asymmetry_sigma=symmetry_sigma,
-                max_asymmetry_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
+                max_asymmetry_fraction=valley_fraction,
                 min_valley_sigma=MIN_VALLEY_SIGMA if min_valley_sigma is None else min_valley_sigma,
-                min_valley_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
+                min_valley_fraction=valley_fraction,
                 close_distance=CLOSE_PAIR_FWHM * self._seen_psf_fwhm,
-                close_fraction=t.get("min_valley_fraction", MIN_VALLEY_FRACTION),
+                close_fraction=valley_fraction,
             )
             centres &= ~joined  # a joined piece's seed is no centre of its object
         max_border_boundary = t.get("max_border_boundary")
