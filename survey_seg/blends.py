@@ -9,8 +9,10 @@ of it (a knot, an arm, a noise bump on a large galaxy) and joins it; a network
 with a boundary head says where one object's pixels border another's: two
 touching sources with no boundary between them are one object. A piece
 without a valley of its own that mirrors its object's light through the
-object's centre (the far end of an edge-on disk, a wing) is part of it. A
-deblended source's position is its centre peak, refined to sub-pixel: the flux
+object's centre (the far end of an edge-on disk, a wing) is part of it, and
+light of a source that its mirror image does not hold (a faint companion on a
+bright star's or galaxy's wing, where the network saw no centre) is an object of
+its own. A deblended source's position is its centre peak, refined to sub-pixel: the flux
 centroid of a segment cut out of a blend is pulled towards the cut.
 Pure numpy; every step is local.
 """
@@ -41,6 +43,7 @@ __all__ = [
     "merge_by_centre_votes",
     "merge_unbounded",
     "merge_unseparated",
+    "split_asymmetric_companions",
     "split_instances",
 ]
 
@@ -53,6 +56,13 @@ is symmetric, lies further out."""
 SYMMETRY_CORE_RADIUS = 2
 """Radius (pixels) of the core whose 180-degree asymmetry the centre of symmetry
 minimises."""
+SATURATED_CENTRE_REACH = 1.5
+"""Offsets (pixels, each axis) from the centroid of a saturated core among which the
+centre of symmetry of its unsaturated ring is sought: a core flagged in part is
+off-centre by a pixel or more."""
+COMPANION_MIN_AREA = 3
+"""Fewest pixels of a companion's asymmetric light (:func:`split_asymmetric_companions`):
+a smoothed noise spike or an edge pixel covers fewer."""
 CLUMP_MIN_DISTANCE = 2
 """Least distance (pixels) between two clump peaks: the clump catalog's
 (:func:`survey_seg.clumps.find_clumps`) and the knot test's (:func:`join_central_knots`)."""
@@ -576,6 +586,211 @@ def join_symmetric_pieces(
             parent[piece] = root
     joined = (parent != np.arange(n + 1))[sources]
     return relabel_in_raster_order(parent[sources].astype(np.int32)), joined
+
+
+def split_asymmetric_companions(
+    sources: np.ndarray,
+    significance: np.ndarray,
+    comparable: np.ndarray,
+    clump: np.ndarray,
+    *,
+    saturated: np.ndarray | None = None,
+    min_sigma: float,
+    island_sigma: float = 3.0,
+    min_contrast: float = 0.5,
+    min_distance: float,
+    clump_threshold: float,
+    centre: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split off each companion whose light its source's mirror image does not hold.
+
+    The other half of the symmetry principle that :func:`join_symmetric_pieces`
+    follows (the SDSS deblender's templates, Lupton; Bosch et al. 2018): an
+    object's own light is symmetric under a rotation by 180 degrees about its
+    centre, so the light of a source in excess of its mirror image belongs to
+    another object. It finds the faint companions on a bright star's or
+    galaxy's wing that the network gave no centre peak of their own.
+
+    For each source, the significance at each pixel is compared with its mirror
+    image through the source's centre (:func:`symmetry_centre` about its
+    brightest pixel, or the centroid of its ``saturated`` pixels), where both
+    pixels are ``comparable``. An island of pixels whose excess is at least
+    ``island_sigma`` (in units of the difference's noise, ``sqrt(2)``) and
+    ``min_contrast`` times the mirror image's light is a companion, and becomes
+    a source of its own, when:
+
+    - its highest excess reaches ``min_sigma``;
+    - it holds at least :data:`COMPANION_MIN_AREA` pixels;
+    - its peak lies ``min_distance`` or more from the centre, and none of its
+      pixels within half of that (a core's excess is a centring error);
+    - it borders no other source (light there is the neighbour's wing);
+    - the source is no clumpy galaxy (its ``clump`` probability stays under
+      ``clump_threshold``: a knot is asymmetric light of its own galaxy), nor is
+      the island's peak a clump (its clump probability under the larger of the
+      threshold and the ``centre`` probability there).
+
+    Parameters
+    ----------
+    sources : numpy.ndarray
+        int source labels (0: sky).
+    significance : numpy.ndarray
+        Unit-noise significance map.
+    comparable : numpy.ndarray
+        Boolean: pixels whose light is an object's (with data, off artefacts).
+    clump : numpy.ndarray
+        The network's clump probabilities.
+    saturated : numpy.ndarray, optional
+        Boolean saturated pixels: a saturated source is centred on them.
+    min_sigma, island_sigma : float
+        Least excess of a companion's peak and of its pixels, in sigma of the
+        difference.
+    min_contrast : float
+        Least excess of a companion's pixel over the light of its mirror image.
+    min_distance : float
+        Least distance (pixels) from the centre to a companion's peak.
+    clump_threshold : float
+        Clump probability of a clumpy galaxy and of a clump.
+    centre : numpy.ndarray, optional
+        The network's centre probabilities (none: a clump peak is a clump at
+        ``clump_threshold``).
+
+    Returns
+    -------
+    sources : numpy.ndarray
+        int32 labels: the companions numbered after the existing sources.
+    peaks : numpy.ndarray
+        Boolean: each companion's peak, its position.
+    """
+    shape = np.asarray(sources.shape)
+    if significance.shape != sources.shape or comparable.shape != sources.shape:
+        raise ValueError("sources, significance and comparable must have one shape.")
+    out = sources.astype(np.int32, copy=True)
+    peaks = np.zeros(sources.shape, dtype=bool)
+    n = int(sources.max(initial=0))
+    if n == 0:
+        return out, peaks
+    pixels = ndimage.value_indices(sources, ignore_value=0)
+    clump_peak_floor = np.maximum(
+        clump_threshold, np.zeros(clump.shape) if centre is None else centre
+    )
+    for label in range(1, n + 1):
+        if label not in pixels:
+            continue
+        py, px = pixels[label]
+        if py.size < COMPANION_MIN_AREA or clump[py, px].max() >= clump_threshold:
+            continue
+        cy, cx = _source_centre(significance, saturated, py, px)
+        mirror = np.array([2.0 * cy - py, 2.0 * cx - px])
+        seen = ((mirror >= 0) & (mirror <= shape[:, None] - 1)).all(axis=0)
+        seen &= comparable[py, px]
+        seen[seen] = comparable[tuple(np.rint(mirror[:, seen]).astype(np.int64))]
+        if not seen.any():
+            continue
+        mirrored = np.zeros(py.size)
+        mirrored[seen] = ndimage.map_coordinates(significance, mirror[:, seen], order=1)
+        excess = np.where(seen, (significance[py, px] - mirrored) / np.sqrt(2.0), -np.inf)
+        asymmetric = (excess >= island_sigma) & (
+            excess * np.sqrt(2.0) >= min_contrast * np.clip(mirrored, 0.0, None)
+        )
+        if np.count_nonzero(asymmetric) < COMPANION_MIN_AREA:
+            continue
+        for island in _islands(py[asymmetric], px[asymmetric], excess[asymmetric]):
+            iy, ix, island_excess = island
+            top = int(np.argmax(island_excess))
+            distances = np.hypot(iy - cy, ix - cx)
+            if (
+                iy.size < COMPANION_MIN_AREA
+                or island_excess[top] < min_sigma
+                or distances[top] < min_distance
+                or distances.min() < 0.5 * min_distance
+                or clump[iy[top], ix[top]] >= clump_peak_floor[iy[top], ix[top]]
+                or _borders_another(sources, iy, ix, label)
+            ):
+                continue
+            n += 1
+            out[iy, ix] = n
+            peaks[iy[top], ix[top]] = True
+    return out, peaks
+
+
+def _source_centre(
+    significance: np.ndarray, saturated: np.ndarray | None, py: np.ndarray, px: np.ndarray
+) -> tuple[float, float]:
+    """A source's centre of symmetry: about its brightest pixel, or its saturated core."""
+    if saturated is not None and saturated[py, px].any():
+        core = saturated[py, px]
+        return _saturated_centre(significance, saturated, py[core], px[core])
+    brightest = int(np.argmax(significance[py, px]))
+    return symmetry_centre(significance, int(py[brightest]), int(px[brightest]))
+
+
+def _saturated_centre(
+    significance: np.ndarray, saturated: np.ndarray, core_y: np.ndarray, core_x: np.ndarray
+) -> tuple[float, float]:
+    """The centre of symmetry of the unsaturated ring around a saturated core.
+
+    A saturated core holds no shape, and a core flagged in part (a bleed trail, a
+    network's SAT plane on some of a bright star's core pixels) has its centroid
+    a pixel or more off the star's centre. The centre is sought within
+    :data:`SATURATED_CENTRE_REACH` of the core's centroid, on a quarter-pixel
+    grid, as the one about which a ring of :data:`SYMMETRY_CORE_RADIUS` pixels
+    just outside the core is most symmetric (mean absolute difference over the
+    pairs of ring pixels that are both unsaturated).
+    """
+    cy, cx = float(core_y.mean()), float(core_x.mean())
+    inner = float(np.hypot(core_y - cy, core_x - cx).max()) + 1.0
+    outer = inner + SYMMETRY_CORE_RADIUS
+    reach = int(np.ceil(outer))
+    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    distance = np.hypot(dy, dx)
+    ring = (distance >= inner) & (distance <= outer)
+    offsets = np.array([dy[ring], dx[ring]], dtype=float)
+    shifts = np.arange(-SATURATED_CENTRE_REACH, SATURATED_CENTRE_REACH + 0.01, 0.25)
+    shift_y, shift_x = np.meshgrid(shifts, shifts, indexing="ij")
+    candidates = np.array([cy + shift_y.ravel(), cx + shift_x.ravel()])
+    shape = np.array(significance.shape)[:, None, None]
+    sides = []
+    for sign in (1.0, -1.0):
+        at = candidates[:, :, None] + sign * offsets[:, None, :]  # (2, candidates, ring)
+        nearest = np.clip(np.rint(at).astype(np.int64), 0, shape - 1)
+        light = ndimage.map_coordinates(significance, at.reshape(2, -1), order=1, mode="nearest")
+        sides.append((light.reshape(at.shape[1:]), saturated[nearest[0], nearest[1]]))
+    (ahead, ahead_saturated), (behind, behind_saturated) = sides
+    usable = ~(ahead_saturated | behind_saturated)
+    counts = usable.sum(axis=1)
+    cost = np.where(usable, np.abs(ahead - behind), 0.0).sum(axis=1) / np.maximum(counts, 1)
+    cost[counts == 0] = np.inf
+    if not np.isfinite(cost).any():
+        return cy, cx
+    best = int(np.argmin(cost))
+    return float(candidates[0, best]), float(candidates[1, best])
+
+
+def _islands(
+    ys: np.ndarray, xs: np.ndarray, values: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The 8-connected islands of the pixels ``(ys, xs)``, each with its ``values``."""
+    y0, x0 = ys.min(), xs.min()
+    grid = np.zeros((ys.max() - y0 + 1, xs.max() - x0 + 1), dtype=bool)
+    grid[ys - y0, xs - x0] = True
+    labels, _ = ndimage.label(grid, structure=EIGHT_CONNECTED)
+    of_pixel = labels[ys - y0, xs - x0]
+    return [
+        (ys[index], xs[index], values[index]) for index in ndimage.value_indices(of_pixel).values()
+    ]
+
+
+def _borders_another(sources: np.ndarray, ys: np.ndarray, xs: np.ndarray, label: int) -> bool:
+    """Whether any pixel 8-adjacent to ``(ys, xs)`` belongs to a source other than ``label``."""
+    ny, nx = sources.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            y = np.clip(ys + dy, 0, ny - 1)
+            x = np.clip(xs + dx, 0, nx - 1)
+            around = sources[y, x]
+            if np.any((around != label) & (around != 0)):
+                return True
+    return False
 
 
 def symmetry_centre(significance: np.ndarray, y: int, x: int) -> tuple[float, float]:

@@ -64,7 +64,7 @@ THRESHOLDS_OPTIONAL = frozenset(
     | {"knot_join_fwhm", "knot_max_flux_ratio", "knot_min_saddle_fraction"}
     | {"sure_centre", "sure_split", "clump_peak_min_to_centre", "knot_clump", "fragment"}
     | {"min_snr", "max_border_boundary", "min_border_boundary"}
-    | {"symmetry_sigma"}
+    | {"symmetry_sigma", "companion_sigma"}
 )
 HEAD_THRESHOLDS = {
     "offset": frozenset({"min_vote_fraction", "min_vote_distance_fwhm"}),

@@ -28,6 +28,7 @@ from survey_seg.blends import (
     merge_by_centre_votes,
     merge_unbounded,
     merge_unseparated,
+    split_asymmetric_companions,
     split_instances,
 )
 from survey_seg.clumps import find_clumps
@@ -143,6 +144,14 @@ MIN_VALLEY_FRACTION = 0.1
 """Nor are they two without a valley of this fraction of the fainter peak (a relative
 dip: a few sigma on a bright galaxy is a dust lane or a ripple, not a second object);
 a model config's ``min_valley_fraction`` threshold replaces it."""
+COMPANION_MARGIN = 2
+"""Pixels around an artefact (CR, BAD, STREAK, GHOST, SAT, NO_DATA) whose light the
+companion search (:func:`~survey_seg.blends.split_asymmetric_companions`) does not
+compare: the significance map smooths an artefact's light that far."""
+COMPANION_BELOW_SKY_SIGMA = 3.0
+"""Light this many sigma below the sky is no object's (a dead column or a hole that the
+artefact planes missed): the companion search does not compare it either, where a
+star's wing would face a dark mirror image."""
 # A model config's ``weak_centre`` threshold (absent: off) also seeds sources at
 # centre peaks above it and at most ``centre``; such a source keeps its split only
 # with a valley of ``weak_valley_fraction`` of the fainter peak, whatever its area
@@ -512,7 +521,10 @@ class NetworkScreener:
         factor, shape = self.binning, window.image.shape
         arrays = bin_window_arrays(window.image, window.variance, window.background, factor)
         binned = self._segment_at_network_sampling(
-            WindowData(*arrays), saturation=None, veto=np.uint32(MaskBit.NO_DATA)
+            WindowData(*arrays),
+            saturation=None,
+            veto=np.uint32(MaskBit.NO_DATA),
+            split_companions=False,
         )
         native = self._native_planes(window, saturation)
         seen = self._native_artefacts(window, saturation, native)
@@ -613,7 +625,7 @@ class NetworkScreener:
         factor = self.upsampling
         arrays = upsample_window_arrays(window.image, window.variance, window.background, factor)
         fine = self._segment_at_network_sampling(
-            WindowData(*arrays), saturation=None, join_symmetric=False
+            WindowData(*arrays), saturation=None, join_symmetric=False, split_companions=False
         )
         native = self._native_planes(window, saturation)
         kept = np.uint32(MaskBit.STREAK | MaskBit.GHOST | MaskBit.BAD)
@@ -694,6 +706,7 @@ class NetworkScreener:
         saturation: float | None,
         veto: np.uint32 = SPURIOUS,
         join_symmetric: bool = True,
+        split_companions: bool = True,
     ) -> DenseProducts:
         """Artefacts, sources, footprints and clumps of a window the network sees as it is.
 
@@ -703,7 +716,14 @@ class NetworkScreener:
         (:func:`~survey_seg.blends.join_symmetric_pieces`). An upsampled window
         leaves that out: on the undersampled SDSS and 2MASS images it joined faint
         injected objects on the wings of bright stars to them (README, "An
-        edge-on disk is one source").
+        edge-on disk is one source"). With a ``companion_sigma`` threshold, light
+        of a source that its mirror image lacks becomes a source of its own
+        (:func:`~survey_seg.blends.split_asymmetric_companions`): a faint companion
+        on a bright star's or galaxy's wing that the network gave no centre. With
+        ``split_companions`` False (a binned or an upsampled window) that is left
+        out: binned, the native cosmic rays and bad pixels are not yet known, and
+        a track across a star is asymmetric light (README, "A faint companion on
+        a bright wing"); upsampled, the significance map's noise is not unit.
         """
         t = self.thresholds
         planes = network_input(window.image, window.variance, window.background, saturation)
@@ -844,6 +864,26 @@ class NetworkScreener:
             max_flux_ratio=t.get("knot_max_flux_ratio"),
             min_saddle_fraction=t.get("knot_min_saddle_fraction", 0.0),
         )
+        companion_sigma = t.get("companion_sigma") if split_companions else None
+        if companion_sigma is not None:  # light its source's mirror image lacks: a companion
+            # an artefact's light, light 3 sigma under the sky (a dead column that the
+            # planes missed) and what the smoothing spreads of them are no object's
+            unlike_objects = (artefacts != 0) | (significance < -COMPANION_BELOW_SKY_SIGMA)
+            comparable = valid & ~ndimage.binary_dilation(
+                unlike_objects, structure=np.ones((3, 3), bool), iterations=COMPANION_MARGIN
+            )
+            sources, companions = split_asymmetric_companions(
+                sources,
+                significance,
+                comparable,
+                prediction.clump,
+                saturated=(artefacts & np.uint32(MaskBit.SAT)) != 0,
+                min_sigma=companion_sigma,
+                min_distance=self._seen_psf_fwhm,
+                clump_threshold=t["clump"],
+                centre=prediction.centre,
+            )
+            centres |= companions  # a companion's position is its excess's peak
         if self.hosts is not None:  # a fainter source inside an extended galaxy is a piece of it
             sources = join_pieces_to_hosts(
                 sources,

@@ -12,6 +12,7 @@ from survey_seg.blends import (
     merge_by_centre_votes,
     merge_unbounded,
     merge_unseparated,
+    split_asymmetric_companions,
     split_instances,
     symmetry_centre,
 )
@@ -683,3 +684,78 @@ def test_a_piece_within_the_pair_range_must_mirror_nearly_all_its_light():
     bright = 200 * _gauss(shape, 20, 30.2, 5) + 20 * _gauss(shape, 20, 22, 1.2)
     assert count(bright, 3.0) == 1
     assert count(bright, 9.0) == 2  # not as close as a pair's members
+
+
+def _star_with_companion(companion=25.0, seed=0, at=(30.0, 38.0)):
+    """A bright star (significance peak ~300) with a faint companion on its wing, in
+    unit noise smoothed as the network's significance map is, all one source."""
+    shape = (60, 60)
+    rng = np.random.default_rng(seed)
+    light = 300 * _gauss(shape, 30.2, 29.7, 1.2) + companion * _gauss(shape, *at, 1.2)
+    significance = light + rng.normal(size=shape)
+    sources = (light > 2.0).astype(np.int32)
+    return sources, significance
+
+
+def _split_companions(sources, significance, **kwargs):
+    options = dict(
+        comparable=np.ones(sources.shape, dtype=bool),
+        clump=np.zeros(sources.shape, dtype=np.float32),
+        min_sigma=5.0,
+        min_distance=2.8,
+        clump_threshold=0.25,
+    )
+    options.update(kwargs)
+    comparable = options.pop("comparable")
+    clump = options.pop("clump")
+    return split_asymmetric_companions(sources, significance, comparable, clump, **options)
+
+
+def test_a_faint_companion_on_a_bright_stars_wing_becomes_a_source_of_its_own():
+    for seed in range(3):
+        sources, significance = _star_with_companion(seed=seed)
+        split, peaks = _split_companions(sources, significance)
+        assert split.max() == 2
+        (y,), (x,) = np.nonzero(peaks)
+        assert abs(y - 30) <= 1 and abs(x - 38) <= 1
+        assert split[30, 38] == 2 and split[30, 30] == 1  # the star keeps its core
+
+
+def test_a_lone_star_in_noise_keeps_one_source():
+    for seed in range(5):
+        sources, significance = _star_with_companion(companion=0.0, seed=seed)
+        split, peaks = _split_companions(sources, significance)
+        assert split.max() == 1 and not peaks.any()
+
+
+def test_no_companion_in_a_clumpy_galaxy_beside_another_source_or_in_the_core():
+    sources, significance = _star_with_companion()
+    clump = np.zeros(sources.shape, dtype=np.float32)
+    clump[30, 38] = 0.6  # the network calls the excess a clump: a clumpy galaxy
+    assert _split_companions(sources, significance, clump=clump)[0].max() == 1
+    beside = sources.copy()
+    beside[28:33, 42:46] = 2 * (sources[28:33, 42:46] > 0)  # a detected neighbour touches it
+    assert _split_companions(beside, significance)[0].max() == 2
+    close_sources, close = _star_with_companion(at=(30.0, 31.5))  # 1.8 px from the centre
+    assert _split_companions(close_sources, close)[0].max() == 1
+
+
+def test_no_companion_where_its_light_or_its_mirror_is_not_comparable():
+    sources, significance = _star_with_companion()
+    comparable = np.ones(sources.shape, dtype=bool)
+    comparable[:, 20:23] = False  # the mirror image lies on an artefact
+    assert _split_companions(sources, significance, comparable=comparable)[0].max() == 1
+    saturated = np.zeros(sources.shape, dtype=bool)
+    saturated[29:32, 28:31] = True  # a saturated core: its unsaturated ring centres the star
+    split, _ = _split_companions(sources, significance, saturated=saturated)
+    assert split.max() == 2
+    saturated[:] = False
+    saturated[31:33, 28:30] = True  # part of the core flagged, its centroid 1.5 px off
+    split, _ = _split_companions(sources, significance, saturated=saturated)
+    assert split.max() == 2
+
+
+def test_split_asymmetric_companions_checks_shapes():
+    sources, significance = _star_with_companion()
+    with pytest.raises(ValueError, match="one shape"):
+        _split_companions(sources, significance[:-1])

@@ -699,6 +699,49 @@ def test_a_wide_psf_edge_on_disk_is_one_source():
     assert len(np.unique(sources[sources > 0])) == 1
 
 
+def _star_and_companion(angle: float, seed: int, companion_flux: float = 400.0):
+    """A bright star (flux 3e4, S/N ~8000 in unit noise, Moffat 1.8 pix) with a compact
+    galaxy (exponential, half-light radius 1 pix; flux 400, S/N ~80) 4 pix (2.2 FWHM)
+    from it at ``angle``."""
+    import galsim
+
+    from survey_seg.store import WindowData
+
+    size, offset = 96, np.array([0.3, -0.2])
+    companion = offset + 4.0 * np.array([np.cos(angle), np.sin(angle)])
+    psf = galsim.Moffat(beta=3.0, fwhm=1.8)
+    image = galsim.ImageF(size, size, scale=1.0)
+    galsim.Moffat(beta=3.0, fwhm=1.8, flux=3e4).drawImage(image, offset=tuple(offset))
+    galaxy = galsim.Exponential(half_light_radius=1.0, flux=companion_flux)
+    if companion_flux > 0:
+        galsim.Convolve(galaxy, psf).drawImage(image, offset=tuple(companion), add_to_image=True)
+    pixels = image.array + np.random.default_rng(seed).normal(0.0, 1.0, (size, size))
+    ones, zeros = np.ones((size, size), np.float32), np.zeros((size, size), np.float32)
+    centre = (size - 1) / 2  # galsim's offsets are from the image's centre, (x, y)
+    return WindowData(pixels.astype(np.float32), ones, zeros, None), centre + companion[::-1]
+
+
+def test_a_faint_galaxy_on_a_bright_stars_wing_is_a_source_of_its_own():
+    """The network gives a compact galaxy (S/N ~80) 2.2 FWHM from a star 75 times
+    brighter no centre peak of its own, at any of six position angles (the shipped
+    config before the companion search found none of them); the star's mirror image
+    does not hold its light, and it comes out as a source of its own
+    (:func:`survey_seg.blends.split_asymmetric_companions`). The star alone, in six
+    noise draws, stays one source."""
+    from survey_seg.network import NetworkScreener
+
+    screener = NetworkScreener(DEFAULT_MODEL, device="cpu", precision="float32", psf_fwhm_pix=1.8)
+    found = []
+    for seed, angle in enumerate(np.linspace(0.0, 2 * np.pi, 6, endpoint=False)):
+        window, (y, x) = _star_and_companion(angle, seed)
+        centres = screener.segment(window, saturation=None).centres
+        found.append(bool(np.nanmin(np.hypot(centres[:, 0] - y, centres[:, 1] - x)) < 1.5))
+        alone, _ = _star_and_companion(angle, seed, companion_flux=0.0)
+        sources = screener.segment(alone, saturation=None).sources
+        assert sources.max() == 1, seed
+    assert all(found), found
+
+
 def _knotty_irregular(seed: int):
     """GalSim's random knots (20, 30 % of the light) on a disk of 6 pix half-light radius,
     flux 8000 (S/N ~400 in unit noise)."""
