@@ -60,6 +60,23 @@ SATURATED_CENTRE_REACH = 1.5
 """Offsets (pixels, each axis) from the centroid of a saturated core among which the
 centre of symmetry of its unsaturated ring is sought: a core flagged in part is
 off-centre by a pixel or more."""
+
+
+def _symmetry_grid() -> tuple[np.ndarray, np.ndarray]:
+    """The core's pixel offsets ``(2, 1, k)`` and the candidate centres' ``(2, n)``.
+
+    Candidates in :func:`symmetry_centre`'s search order, y the slower.
+    """
+    radius = SYMMETRY_CORE_RADIUS
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    core = dy**2 + dx**2 <= radius**2
+    shift_y, shift_x = np.meshgrid(SYMMETRY_SHIFTS, SYMMETRY_SHIFTS, indexing="ij")
+    return np.array([dy[core], dx[core]], float)[:, None, :], np.array(
+        [shift_y.ravel(), shift_x.ravel()]
+    )
+
+
+_SYMMETRY_CORE_OFFSETS, _SYMMETRY_CANDIDATES = _symmetry_grid()
 COMPANION_MIN_AREA = 3
 """Fewest pixels of a companion's asymmetric light (:func:`split_asymmetric_companions`):
 a smoothed noise spike or an edge pixel covers fewer."""
@@ -803,21 +820,12 @@ def symmetry_centre(significance: np.ndarray, y: int, x: int) -> tuple[float, fl
     pixel is up to half a pixel off the true centre, and on a steep, bright core
     that alone makes a mirror image asymmetric by many sigma.
     """
-    radius = SYMMETRY_CORE_RADIUS
-    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    offsets = np.array([dy[dy**2 + dx**2 <= radius**2], dx[dy**2 + dx**2 <= radius**2]], float)
-    shift_y, shift_x = np.meshgrid(SYMMETRY_SHIFTS, SYMMETRY_SHIFTS, indexing="ij")
-    candidates = np.array([y + shift_y.ravel(), x + shift_x.ravel()])  # (2, n)
-    # both sides interpolated alike: no pull towards whole or half pixels
-    ahead, behind = (
-        ndimage.map_coordinates(
-            significance,
-            (candidates[:, :, None] + sign * offsets[:, None, :]).reshape(2, -1),
-            order=1,
-            mode="nearest",
-        ).reshape(candidates.shape[1], -1)
-        for sign in (1.0, -1.0)
-    )
+    candidates = np.array([[y], [x]], dtype=float) + _SYMMETRY_CANDIDATES  # (2, n)
+    offsets = _SYMMETRY_CORE_OFFSETS
+    # both sides interpolated alike (no pull towards whole or half pixels), in one call
+    both = np.concatenate([candidates[:, :, None] + offsets, candidates[:, :, None] - offsets], 1)
+    light = ndimage.map_coordinates(significance, both.reshape(2, -1), order=1, mode="nearest")
+    ahead, behind = light.reshape(2, candidates.shape[1], -1)
     best = int(np.argmin(np.abs(ahead - behind).sum(axis=1)))  # the first of equal costs
     centre = (float(candidates[0, best]), float(candidates[1, best]))
     return centre
