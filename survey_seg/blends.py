@@ -629,8 +629,9 @@ def split_asymmetric_companions(
     galaxy's wing that the network gave no centre peak of their own.
 
     For each source, the significance at each pixel is compared with its mirror
-    image through the source's centre (:func:`symmetry_centre` about its
-    brightest pixel, or the centroid of its ``saturated`` pixels), where both
+    image through the source's centre (:func:`symmetry_centre` about its pixel of
+    highest ``centre`` probability, or its brightest pixel without one; about its
+    ``saturated`` core when it has one), where both
     pixels are ``comparable``. An island of pixels whose excess is at least
     ``island_sigma`` (in units of the difference's noise, ``sqrt(2)``) and
     ``min_contrast`` times the mirror image's light is a companion, and becomes
@@ -668,8 +669,9 @@ def split_asymmetric_companions(
     clump_threshold : float
         Clump probability of a clumpy galaxy and of a clump.
     centre : numpy.ndarray, optional
-        The network's centre probabilities (none: a clump peak is a clump at
-        ``clump_threshold``).
+        The network's centre probabilities: where a source's centre lies, and
+        against which a clump peak is weighed (none: the brightest pixel, and a
+        clump peak is a clump at ``clump_threshold``).
 
     Returns
     -------
@@ -696,7 +698,7 @@ def split_asymmetric_companions(
         py, px = pixels[label]
         if py.size < COMPANION_MIN_AREA or clump[py, px].max() >= clump_threshold:
             continue
-        cy, cx = _source_centre(significance, saturated, py, px)
+        cy, cx = _source_centre(significance, saturated, centre, py, px)
         mirror = np.array([2.0 * cy - py, 2.0 * cx - px])
         seen = ((mirror >= 0) & (mirror <= shape[:, None] - 1)).all(axis=0)
         seen &= comparable[py, px]
@@ -731,13 +733,22 @@ def split_asymmetric_companions(
 
 
 def _source_centre(
-    significance: np.ndarray, saturated: np.ndarray | None, py: np.ndarray, px: np.ndarray
+    significance: np.ndarray,
+    saturated: np.ndarray | None,
+    centre: np.ndarray | None,
+    py: np.ndarray,
+    px: np.ndarray,
 ) -> tuple[float, float]:
-    """A source's centre of symmetry: about its brightest pixel, or its saturated core."""
+    """A source's centre of symmetry: about its saturated core, or its centre peak.
+
+    Without a saturated core, about the pixel of its highest ``centre``
+    probability (a cosmic ray on a star is its brightest pixel, not its centre),
+    or its brightest pixel without a centre map.
+    """
     if saturated is not None and saturated[py, px].any():
         core = saturated[py, px]
         return _saturated_centre(significance, saturated, py[core], px[core])
-    brightest = int(np.argmax(significance[py, px]))
+    brightest = int(np.argmax((significance if centre is None else centre)[py, px]))
     return symmetry_centre(significance, int(py[brightest]), int(px[brightest]))
 
 
