@@ -721,16 +721,17 @@ def _star_and_companion(angle: float, seed: int, companion_flux: float = 400.0):
     return WindowData(pixels.astype(np.float32), ones, zeros, None), centre + companion[::-1]
 
 
-def test_a_faint_galaxy_on_a_bright_stars_wing_is_a_source_of_its_own():
+def test_a_faint_galaxy_on_a_bright_stars_wing_is_a_source_of_its_own(tmp_path):
     """The network gives a compact galaxy (S/N ~80) 2.2 FWHM from a star 75 times
     brighter no centre peak of its own, at any of six position angles (the shipped
-    config before the companion search found none of them); the star's mirror image
-    does not hold its light, and it comes out as a source of its own
-    (:func:`survey_seg.blends.split_asymmetric_companions`). The star alone, in six
-    noise draws, stays one source."""
+    config, without the companion search, finds none of them); the star's mirror
+    image does not hold its light, and with a ``companion_sigma`` threshold it comes
+    out as a source of its own (:func:`survey_seg.blends.split_asymmetric_companions`).
+    The star alone, in six noise draws, stays one source."""
     from survey_seg.network import NetworkScreener
 
-    screener = NetworkScreener(DEFAULT_MODEL, device="cpu", precision="float32", psf_fwhm_pix=1.8)
+    config = _default_model_with(tmp_path, companion_sigma=5.0)
+    screener = NetworkScreener(config, device="cpu", precision="float32", psf_fwhm_pix=1.8)
     found = []
     for seed, angle in enumerate(np.linspace(0.0, 2 * np.pi, 6, endpoint=False)):
         window, (y, x) = _star_and_companion(angle, seed)
