@@ -12,8 +12,9 @@ without a valley of its own that mirrors its object's light through the
 object's centre (the far end of an edge-on disk, a wing) is part of it, and
 light of a source that its mirror image does not hold (a faint companion on a
 bright star's or galaxy's wing, where the network saw no centre) is an object of
-its own. A deblended source's position is its centre peak, refined to sub-pixel: the flux
-centroid of a segment cut out of a blend is pulled towards the cut.
+its own. A deblended source's position is its centre peak, refined to
+sub-pixel: the flux centroid of a segment cut out of a blend is pulled towards
+the cut.
 Pure numpy; every step is local.
 """
 
@@ -681,8 +682,8 @@ def split_asymmetric_companions(
         Boolean: each companion's peak, its position.
     """
     shape = np.asarray(sources.shape)
-    if significance.shape != sources.shape or comparable.shape != sources.shape:
-        raise ValueError("sources, significance and comparable must have one shape.")
+    if any(array.shape != sources.shape for array in (significance, comparable, clump)):
+        raise ValueError("sources, significance, comparable and clump must have one shape.")
     out = sources.astype(np.int32, copy=True)
     peaks = np.zeros(sources.shape, dtype=bool)
     n = int(sources.max(initial=0))
