@@ -574,7 +574,6 @@ def join_symmetric_pieces(
     pixels = ndimage.value_indices(sources, ignore_value=0)
     parent = np.arange(n + 1)
     centres: dict[int, tuple[float, float]] = {}
-    shape = np.array(sources.shape) - 1
     for piece in sorted(np.flatnonzero(unseparated), key=lambda label: (-peak[label], label)):
         root = int(object_of[piece])
         # a joined piece points at its root, and a root at itself: one step finds it
@@ -591,9 +590,7 @@ def join_symmetric_pieces(
                 # a source as close as a pair's members: its mirror image must hold
                 # all but a small share of its light, which noise cannot show on a faint one
                 tolerance = min(max_asymmetry_sigma, close_fraction * peak[piece])
-        mirror = 2.0 * np.array(centres[root])[:, None] - np.array([py, px], dtype=np.float64)
-        seen = ((mirror >= 0) & (mirror <= shape[:, None])).all(axis=0)
-        at = tuple(np.rint(mirror[:, seen]).astype(np.int64))
+        mirror, seen, at = _mirror_through(centres[root], py, px, sources.shape)
         # compared with sky or with its own object's light, not with another object's
         seen[seen] = valid[at] & ((sources[at] == 0) | (object_of[sources[at]] == root))
         if 2 * np.count_nonzero(seen) < seen.size:  # half its mirror image unseen: no verdict
@@ -681,7 +678,6 @@ def split_asymmetric_companions(
     peaks : numpy.ndarray
         Boolean: each companion's peak, its position.
     """
-    shape = np.asarray(sources.shape)
     if any(array.shape != sources.shape for array in (significance, comparable, clump)):
         raise ValueError("sources, significance, comparable and clump must have one shape.")
     out = sources.astype(np.int32, copy=True)
@@ -700,10 +696,8 @@ def split_asymmetric_companions(
         if py.size < COMPANION_MIN_AREA or clump[py, px].max() >= clump_threshold:
             continue
         cy, cx = _source_centre(significance, saturated, centre, py, px)
-        mirror = np.array([2.0 * cy - py, 2.0 * cx - px])
-        seen = ((mirror >= 0) & (mirror <= shape[:, None] - 1)).all(axis=0)
-        seen &= comparable[py, px]
-        seen[seen] = comparable[tuple(np.rint(mirror[:, seen]).astype(np.int64))]
+        mirror, seen, at = _mirror_through((cy, cx), py, px, sources.shape)
+        seen[seen] = comparable[at] & comparable[py[seen], px[seen]]
         if not seen.any():
             continue
         mirrored = np.zeros(py.size)
@@ -731,6 +725,20 @@ def split_asymmetric_companions(
             out[iy, ix] = n
             peaks[iy[top], ix[top]] = True
     return out, peaks
+
+
+def _mirror_through(
+    centre: tuple[float, float], py: np.ndarray, px: np.ndarray, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The mirror images of pixels ``(py, px)`` through ``centre`` (180-degree rotation).
+
+    Returns their ``(2, k)`` positions, whether each lies in a window of ``shape``,
+    and the nearest pixels of those that do.
+    """
+    mirror = 2.0 * np.array(centre, dtype=np.float64)[:, None] - np.array([py, px], np.float64)
+    inside = ((mirror >= 0) & (mirror <= np.array(shape)[:, None] - 1)).all(axis=0)
+    nearest = np.rint(mirror[:, inside]).astype(np.int64)
+    return mirror, inside, (nearest[0], nearest[1])
 
 
 def _source_centre(
@@ -771,28 +779,12 @@ def _saturated_centre(
     outer = inner + SYMMETRY_CORE_RADIUS
     reach = int(np.ceil(outer))
     dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
-    distance = np.hypot(dy, dx)
-    ring = (distance >= inner) & (distance <= outer)
-    offsets = np.array([dy[ring], dx[ring]], dtype=float)
+    ring = (np.hypot(dy, dx) >= inner) & (np.hypot(dy, dx) <= outer)
     shifts = np.arange(-SATURATED_CENTRE_REACH, SATURATED_CENTRE_REACH + 0.01, 0.25)
     shift_y, shift_x = np.meshgrid(shifts, shifts, indexing="ij")
     candidates = np.array([cy + shift_y.ravel(), cx + shift_x.ravel()])
-    shape = np.array(significance.shape)[:, None, None]
-    sides = []
-    for sign in (1.0, -1.0):
-        at = candidates[:, :, None] + sign * offsets[:, None, :]  # (2, candidates, ring)
-        nearest = np.clip(np.rint(at).astype(np.int64), 0, shape - 1)
-        light = ndimage.map_coordinates(significance, at.reshape(2, -1), order=1, mode="nearest")
-        sides.append((light.reshape(at.shape[1:]), saturated[nearest[0], nearest[1]]))
-    (ahead, ahead_saturated), (behind, behind_saturated) = sides
-    usable = ~(ahead_saturated | behind_saturated)
-    counts = usable.sum(axis=1)
-    cost = np.where(usable, np.abs(ahead - behind), 0.0).sum(axis=1) / np.maximum(counts, 1)
-    cost[counts == 0] = np.inf
-    if not np.isfinite(cost).any():
-        return cy, cx
-    best = int(np.argmin(cost))
-    return float(candidates[0, best]), float(candidates[1, best])
+    offsets = np.array([dy[ring], dx[ring]], dtype=float)[:, None, :]
+    return _most_symmetric(significance, candidates, offsets, excluded=saturated)
 
 
 def _islands(
@@ -833,14 +825,41 @@ def symmetry_centre(significance: np.ndarray, y: int, x: int) -> tuple[float, fl
     that alone makes a mirror image asymmetric by many sigma.
     """
     candidates = np.array([[y], [x]], dtype=float) + _SYMMETRY_CANDIDATES  # (2, n)
-    offsets = _SYMMETRY_CORE_OFFSETS
+    return _most_symmetric(significance, candidates, _SYMMETRY_CORE_OFFSETS)
+
+
+def _most_symmetric(
+    significance: np.ndarray,
+    candidates: np.ndarray,
+    offsets: np.ndarray,
+    excluded: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """The candidate centre about which the light at ``offsets`` is most symmetric.
+
+    ``candidates`` ``(2, n)``, ``offsets`` ``(2, 1, k)``: the least summed absolute
+    difference between the two sides of each offset (the first of equal costs).
+    With ``excluded`` pixels (boolean), a pair with a side on one does not count,
+    and the cost is the mean over the pairs that do.
+    """
     # both sides interpolated alike (no pull towards whole or half pixels), in one call
     both = np.concatenate([candidates[:, :, None] + offsets, candidates[:, :, None] - offsets], 1)
     light = ndimage.map_coordinates(significance, both.reshape(2, -1), order=1, mode="nearest")
     ahead, behind = light.reshape(2, candidates.shape[1], -1)
-    best = int(np.argmin(np.abs(ahead - behind).sum(axis=1)))  # the first of equal costs
-    centre = (float(candidates[0, best]), float(candidates[1, best]))
-    return centre
+    difference = np.abs(ahead - behind)
+    if excluded is None:
+        cost = difference.sum(axis=1)
+    else:
+        limit = np.array(significance.shape)[:, None, None] - 1
+        nearest = np.clip(np.rint(both).astype(np.int64), 0, limit)
+        ahead_excluded, behind_excluded = excluded[nearest[0], nearest[1]].reshape(2, *ahead.shape)
+        usable = ~(ahead_excluded | behind_excluded)
+        counts = usable.sum(axis=1)
+        cost = np.where(usable, difference, 0.0).sum(axis=1) / np.maximum(counts, 1)
+        cost[counts == 0] = np.inf
+        if not np.isfinite(cost).any():
+            return float(candidates[0].mean()), float(candidates[1].mean())
+    best = int(np.argmin(cost))
+    return float(candidates[0, best]), float(candidates[1, best])
 
 
 def join_central_knots(
