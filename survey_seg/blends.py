@@ -81,6 +81,12 @@ _SYMMETRY_CORE_OFFSETS, _SYMMETRY_CANDIDATES = _symmetry_grid()
 COMPANION_MIN_AREA = 3
 """Fewest pixels of a companion's asymmetric light (:func:`split_asymmetric_companions`):
 a smoothed noise spike or an edge pixel covers fewer."""
+COMPANION_CENTRING_ERROR = 0.25
+"""Pixels by which a centre of symmetry may be off: the quarter-pixel step of the grid
+on which it is sought (half a step, and the linear interpolation of a curved core
+as much again). Mirrored through a centre that far off, a pixel's image moves by
+twice that, so the light of a steep wing is asymmetric by its gradient times that
+with no companion there (:func:`split_asymmetric_companions`)."""
 CLUMP_MIN_DISTANCE = 2
 """Least distance (pixels) between two clump peaks: the clump catalog's
 (:func:`survey_seg.clumps.find_clumps`) and the knot test's (:func:`join_central_knots`)."""
@@ -686,6 +692,7 @@ def split_asymmetric_companions(
     if n == 0:
         return out, peaks
     pixels = ndimage.value_indices(sources, ignore_value=0)
+    gradient = np.hypot(*np.gradient(significance))
     clump_peak_floor = np.maximum(
         clump_threshold, np.zeros(clump.shape) if centre is None else centre
     )
@@ -700,11 +707,15 @@ def split_asymmetric_companions(
         seen[seen] = comparable[at] & comparable[py[seen], px[seen]]
         if not seen.any():
             continue
-        mirrored = np.zeros(py.size)
+        mirrored, slope = np.zeros((2, py.size))
         mirrored[seen] = ndimage.map_coordinates(significance, mirror[:, seen], order=1)
-        excess = np.where(seen, (significance[py, px] - mirrored) / np.sqrt(2.0), -np.inf)
-        asymmetric = (excess >= island_sigma) & (
-            excess * np.sqrt(2.0) >= min_contrast * np.clip(mirrored, 0.0, None)
+        slope[seen] = ndimage.map_coordinates(gradient, mirror[:, seen], order=1)
+        difference = np.where(seen, significance[py, px] - mirrored, -np.inf)
+        excess = difference / np.sqrt(2.0)
+        asymmetric = (
+            (excess >= island_sigma)
+            & (difference >= min_contrast * np.clip(mirrored, 0.0, None))
+            & (difference > 2.0 * COMPANION_CENTRING_ERROR * slope)
         )
         if np.count_nonzero(asymmetric) < COMPANION_MIN_AREA:
             continue

@@ -351,6 +351,25 @@ def test_a_long_run_down_one_column_is_a_hot_column_not_a_track():
         column_runs(sharp, 0)
 
 
+def test_a_bad_column_is_whole_across_an_object_that_outshines_it():
+    from survey_seg.quality import BAD_COLUMN_MIN_RUN, column_gaps
+
+    run = BAD_COLUMN_MIN_RUN
+    probability = np.zeros((5, 3 * run + 12, 8), np.float32)
+    probability[3, :, 2] = 0.9  # a bad column...
+    probability[3, run + 1 : 2 * run + 11, 2] = 0.1  # ...lost under a galaxy
+    probability[3, : run - 1, 5] = probability[3, run + 5 :, 5] = 0.9  # one run one short
+    probability[3, 3:6, 6] = probability[3, 20:23, 6] = 0.9  # hot pixels
+    valid = np.ones(probability.shape[1:], bool)
+    valid[run + 5, 2] = False
+    planes = artefact_planes(probability, valid, np.zeros(valid.shape), None, threshold=0.5)
+    bad = (planes & MaskBit.BAD) != 0
+    assert bad[:, 2].sum() == bad.shape[0] - 1 and planes[run + 5, 2] == MaskBit.NO_DATA
+    assert not bad[run - 1 : run + 5, 5].any()  # two runs, but not two long ones
+    assert not bad[6:20, 6].any()
+    assert np.array_equal(column_gaps(np.zeros((5, 5), bool)), np.zeros((5, 5), bool))
+
+
 def test_binned_trail_blocks_shrink_to_the_trail_pixels():
     """A binned screening flags a trail in 3 x 3 blocks: the blocks keep its lit pixels."""
     from survey_seg.quality import lit_within
