@@ -519,12 +519,19 @@ def column_gaps(pixels: np.ndarray, min_run: int = BAD_COLUMN_MIN_RUN) -> np.nda
     Returns
     -------
     numpy.ndarray
-        Boolean: the gaps (``pixels`` itself included where it lies between runs).
+        Boolean: each column's pixels from its first long run to its last, in the
+        columns with two or more (none elsewhere).
     """
-    runs = column_runs(np.asarray(pixels, dtype=bool), min_run)
+    pixels = np.asarray(pixels, dtype=bool)
+    gaps = np.zeros_like(pixels)
+    columns = np.flatnonzero(pixels.sum(axis=0) >= 2 * min_run)  # room for two runs
+    if not columns.size:  # most windows: no work
+        return gaps
+    runs = column_runs(pixels[:, columns], min_run)
     above = np.maximum.accumulate(runs, axis=0)
     below = np.maximum.accumulate(runs[::-1], axis=0)[::-1]
-    return above & below
+    gaps[:, columns] = above & below
+    return gaps
 
 
 def lit_within(
