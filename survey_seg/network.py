@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
@@ -39,6 +40,7 @@ from survey_seg.inference import (
     DEFAULT_MODEL,
     PREDICTION_HEADS,
     PSF_THRESHOLD_KEYS,
+    Prediction,
     Predictor,
     load_predictor,
     network_input,
@@ -87,7 +89,7 @@ from survey_seg.sampling import (
 from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
 
-__all__ = ["NetworkScreener", "thresholds_for_psf"]
+__all__ = ["NetworkScreener", "thresholds_for_psf", "with_pixel_noise_artefacts"]
 
 _Config = TypeVar("_Config", DiffuseConfig, HostConfig)
 
@@ -195,6 +197,12 @@ _COSMIC_RAY_MAX_MINOR_AXIS = 0.72  # pix, for a model config that sets none
 _TRAINING_PSF_FWHM_PIX = 1.8  # pix, for a model config that states none
 NARROWEST_TRAINING_PSF = 0.75
 """Narrowest PSF of the training scenes, over the training PSF (1 - their jitter)."""
+PIXEL_NOISE_MIN_SCALE = 1.25
+"""Noise correlated on the PSF's scale by this factor or more (the mosaic's
+``noise_scale``) is seen twice: objects in the noise of the PSF's scale, sharp
+artefacts in one pixel's noise (:func:`with_pixel_noise_artefacts`).
+Under it the two S/N planes differ by less than the sky noise of the training
+scenes varies (``condition_jitter`` 0.25), and one pass serves both."""
 _ISOPHOTE_SMOOTHING = 0.5
 """A binned screening's footprints are cut to the native isophote of the light
 smoothed by a Gaussian of this fraction of the PSF's sigma: it widens a point
@@ -484,6 +492,23 @@ class NetworkScreener:
         means = border_boundaries(sources, footprints, boundary)
         return {pair for pair, mean in means.items() if mean >= min_border_boundary}
 
+    def _pixel_noise_prediction(
+        self, window: WindowData, saturation: float | None
+    ) -> Prediction | None:
+        """A pass of the network over the window in one pixel's noise, or None.
+
+        Where the window's noise is correlated (``noise_scale`` at least
+        :data:`PIXEL_NOISE_MIN_SCALE`), its variance is scaled so that objects are
+        detected in the noise of the PSF's scale; that dims each pixel of an
+        artefact as sharp as a pixel by the same factor. This pass sees the window
+        with the variance unscaled. Under that scale there is no such pass (None).
+        """
+        if window.noise_scale < PIXEL_NOISE_MIN_SCALE:
+            return None
+        pixel_variance = window.variance / np.float32(window.noise_scale**2)
+        planes = network_input(window.image, pixel_variance, window.background, saturation)
+        return self.predictor.predict(planes)
+
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window binned by :attr:`binning`; products on the native pixels.
 
@@ -729,10 +754,16 @@ class NetworkScreener:
         planes = network_input(window.image, window.variance, window.background, saturation)
         network_start = time.perf_counter()
         prediction = self.predictor.predict(planes)
+        artefact_probability, stamps = prediction.artefact, prediction.stamps
+        pixel_noise = self._pixel_noise_prediction(window, saturation)
+        if pixel_noise is not None:  # correlated noise: sharp artefacts in one pixel's noise
+            artefact_probability = with_pixel_noise_artefacts(
+                prediction.artefact, pixel_noise.artefact, t["artefact"]
+            )
         network_seconds = time.perf_counter() - network_start
         valid = planes[2] > 0
         artefacts = artefact_planes(
-            prediction.artefact, valid, window.image, saturation, threshold=t["artefact"]
+            artefact_probability, valid, window.image, saturation, threshold=t["artefact"]
         )
         flux = np.where(valid, window.image - window.background, 0.0).astype(np.float32)
         variance = np.where(valid, window.variance, 0.0).astype(np.float32)
@@ -918,7 +949,7 @@ class NetworkScreener:
             artefacts=artefacts,
             clumps=clumps,
             blend_probability=blend_probability,
-            stamp_quality=prediction.stamps,
+            stamp_quality=stamps,
             stamp_size=self.predictor.model.config.stamp_size,
             network_seconds=network_seconds,
             centres=deblended_centres(prediction.centre, sources, footprints, centres),
@@ -968,6 +999,50 @@ def thresholds_for_psf(
         values = [condition.get(key, thresholds[key]) for condition in conditions]
         chosen[key] = float(np.interp(ratio, ratios, values))
     return chosen
+
+
+def with_pixel_noise_artefacts(
+    artefact_probability: np.ndarray,
+    pixel_noise_probability: np.ndarray,
+    threshold: float | Sequence[float],
+) -> np.ndarray:
+    """Artefact probabilities whose sharp channels come from a pass in one pixel's noise.
+
+    Parameters
+    ----------
+    artefact_probability : numpy.ndarray
+        ``(5, H, W)`` artefact head of the pass in the noise of the PSF's scale
+        (channels as :data:`~survey_seg.quality.NETWORK_ARTEFACT_BITS`).
+    pixel_noise_probability : numpy.ndarray
+        The same head of the pass in one pixel's noise.
+    threshold : float or sequence of float
+        The model's artefact thresholds, one for all channels or one per channel.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``artefact_probability`` with the CR and GHOST channels of
+        ``pixel_noise_probability``, and its BAD channel where that flags a pixel
+        with a flagged pixel above or below it: correlated noise, seen in one
+        pixel's noise, has specks that the channel takes for hot pixels (on
+        validation mosaics 801-802, 1,200 false pixels each, in 900 specks), and
+        a column is at least two pixels long. A lone hot pixel is still flagged
+        where the first pass flags it. The trail channel stays the first pass's:
+        in one pixel's noise it fires along the noise's streaks too.
+    """
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), (len(NETWORK_ARTEFACT_BITS),))
+    combined = artefact_probability.copy()
+    for bit in (MaskBit.CR, MaskBit.GHOST):
+        channel = NETWORK_ARTEFACT_BITS.index(bit)
+        combined[channel] = pixel_noise_probability[channel]
+    bad = NETWORK_ARTEFACT_BITS.index(MaskBit.BAD)
+    flagged = pixel_noise_probability[bad] > thresholds[bad]
+    in_column = flagged & ndimage.binary_dilation(
+        flagged, structure=np.array([[True], [False], [True]])
+    )
+    strongest = np.maximum(artefact_probability[bad], pixel_noise_probability[bad])
+    combined[bad] = np.where(in_column, strongest, combined[bad])
+    return combined
 
 
 def _check_trained_heads(predictor: Predictor) -> None:
