@@ -503,9 +503,10 @@ class NetworkScreener:
         artefact as sharp as a pixel by the same factor. This pass sees the window
         with the variance unscaled. Under that scale there is no such pass (None).
         """
-        if window.noise_scale < PIXEL_NOISE_MIN_SCALE:
+        scale = _pixel_noise_scale(window)
+        if scale == 1.0:
             return None
-        pixel_variance = window.variance / np.float32(window.noise_scale**2)
+        pixel_variance = window.variance / np.float32(scale**2)
         planes = network_input(window.image, pixel_variance, window.background, saturation)
         return self.predictor.predict(planes)
 
@@ -605,18 +606,26 @@ class NetworkScreener:
         """The BAD and GHOST planes and the data-quality stamps of a pass over the native pixels.
 
         One pass of the network over the window as it is, its artefact channels at
-        the model's thresholds. The GHOST plane keeps the regions off the objects
-        this pass sees (:func:`~survey_seg.quality.ghosts_off_objects`), round
-        and several PSF widths across (:func:`~survey_seg.quality.round_ghosts`):
+        the model's thresholds (in correlated noise, the BAD and GHOST channels of a
+        second pass in one pixel's noise: :meth:`_pixel_noise_prediction`). The
+        GHOST plane keeps the regions off the objects this pass sees
+        (:func:`~survey_seg.quality.ghosts_off_objects`), round and several PSF
+        widths across (:func:`~survey_seg.quality.round_ghosts`):
         under a wide PSF the channel also fires along a trail's wings, and in
         specks (on the Spitzer image split 3 x 3, 38 of them, of 9-100 pixels).
         """
         planes = network_input(window.image, window.variance, window.background, saturation)
         start = time.perf_counter()
         prediction = self.predictor.predict(planes)
+        artefact_probability = prediction.artefact
+        pixel_noise = self._pixel_noise_prediction(window, saturation)
+        if pixel_noise is not None:  # correlated noise: sharp artefacts in one pixel's noise
+            artefact_probability = with_pixel_noise_artefacts(
+                prediction.artefact, pixel_noise.artefact, self.thresholds["artefact"]
+            )
         seconds = time.perf_counter() - start
         seen = artefact_planes(
-            prediction.artefact,
+            artefact_probability,
             native.valid,
             window.image,
             saturation,
@@ -697,7 +706,8 @@ class NetworkScreener:
         local median widens with a wide PSF
         (:func:`~survey_seg.quality.cosmic_ray_median_size`). Sharp pixels in a long
         run down one column are a hot column: BAD, not CR
-        (:func:`~survey_seg.quality.column_runs`).
+        (:func:`~survey_seg.quality.column_runs`). In correlated noise they are
+        sought in one pixel's noise (:func:`_pixel_noise_scale`).
         """
         valid = np.isfinite(window.image) & np.isfinite(window.variance) & (window.variance > 0)
         flux = np.where(valid, window.image - window.background, 0.0).astype(np.float32)
@@ -718,7 +728,8 @@ class NetworkScreener:
         if self.psf_fwhm_pix is not None:
             limits["min_neighbour_ratio"] = star_neighbour_ratio(self.psf_fwhm_pix)
         limits["median_size"] = cosmic_ray_median_size(self.psf_fwhm_pix)
-        sharp = cosmic_ray_pixels(flux, sigma, unsaturated, **limits)
+        pixel_sigma = sigma / np.float32(_pixel_noise_scale(window))  # a cosmic ray is one pixel
+        sharp = cosmic_ray_pixels(flux, pixel_sigma, unsaturated, **limits)
         hot_columns = column_runs(sharp)
         artefacts[sharp & ~hot_columns] |= np.uint32(MaskBit.CR)
         artefacts[hot_columns] |= np.uint32(MaskBit.BAD)
@@ -999,6 +1010,15 @@ def thresholds_for_psf(
         values = [condition.get(key, thresholds[key]) for condition in conditions]
         chosen[key] = float(np.interp(ratio, ratios, values))
     return chosen
+
+
+def _pixel_noise_scale(window: WindowData) -> float:
+    """The factor that takes ``window``'s noise to one pixel's.
+
+    Its ``noise_scale`` where that reaches :data:`PIXEL_NOISE_MIN_SCALE`, else 1
+    (the variance is used as it is).
+    """
+    return window.noise_scale if window.noise_scale >= PIXEL_NOISE_MIN_SCALE else 1.0
 
 
 def with_pixel_noise_artefacts(
