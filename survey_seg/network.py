@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
@@ -73,6 +72,7 @@ from survey_seg.quality import (
     sharper_than_psf,
     star_neighbour_ratio,
     tile_verdict,
+    with_pixel_noise_artefacts,
 )
 from survey_seg.sampling import (
     bin_window_arrays,
@@ -89,7 +89,7 @@ from survey_seg.sampling import (
 from survey_seg.screen import DenseProducts
 from survey_seg.store import WindowData
 
-__all__ = ["NetworkScreener", "thresholds_for_psf", "with_pixel_noise_artefacts"]
+__all__ = ["NetworkScreener", "thresholds_for_psf"]
 
 _Config = TypeVar("_Config", DiffuseConfig, HostConfig)
 
@@ -200,7 +200,8 @@ NARROWEST_TRAINING_PSF = 0.75
 PIXEL_NOISE_MIN_SCALE = 1.25
 """Noise correlated on the PSF's scale by this factor or more (the mosaic's
 ``noise_scale``) is seen twice: objects in the noise of the PSF's scale, sharp
-artefacts in one pixel's noise (:func:`with_pixel_noise_artefacts`).
+artefacts in one pixel's noise
+(:func:`~survey_seg.quality.with_pixel_noise_artefacts`).
 Under it the two S/N planes differ by less than the sky noise of the training
 scenes varies (``condition_jitter`` 0.25), and one pass serves both."""
 _ISOPHOTE_SMOOTHING = 0.5
@@ -1019,50 +1020,6 @@ def _pixel_noise_scale(window: WindowData) -> float:
     (the variance is used as it is).
     """
     return window.noise_scale if window.noise_scale >= PIXEL_NOISE_MIN_SCALE else 1.0
-
-
-def with_pixel_noise_artefacts(
-    artefact_probability: np.ndarray,
-    pixel_noise_probability: np.ndarray,
-    threshold: float | Sequence[float],
-) -> np.ndarray:
-    """Artefact probabilities whose sharp channels come from a pass in one pixel's noise.
-
-    Parameters
-    ----------
-    artefact_probability : numpy.ndarray
-        ``(5, H, W)`` artefact head of the pass in the noise of the PSF's scale
-        (channels as :data:`~survey_seg.quality.NETWORK_ARTEFACT_BITS`).
-    pixel_noise_probability : numpy.ndarray
-        The same head of the pass in one pixel's noise.
-    threshold : float or sequence of float
-        The model's artefact thresholds, one for all channels or one per channel.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``artefact_probability`` with the CR and GHOST channels of
-        ``pixel_noise_probability``, and its BAD channel where that flags a pixel
-        with a flagged pixel above or below it: correlated noise, seen in one
-        pixel's noise, has specks that the channel takes for hot pixels (on
-        validation mosaics 801-802, 1,200 false pixels each, in 900 specks), and
-        a column is at least two pixels long. A lone hot pixel is still flagged
-        where the first pass flags it. The trail channel stays the first pass's:
-        in one pixel's noise it fires along the noise's streaks too.
-    """
-    thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), (len(NETWORK_ARTEFACT_BITS),))
-    combined = artefact_probability.copy()
-    for bit in (MaskBit.CR, MaskBit.GHOST):
-        channel = NETWORK_ARTEFACT_BITS.index(bit)
-        combined[channel] = pixel_noise_probability[channel]
-    bad = NETWORK_ARTEFACT_BITS.index(MaskBit.BAD)
-    flagged = pixel_noise_probability[bad] > thresholds[bad]
-    in_column = flagged & ndimage.binary_dilation(
-        flagged, structure=np.array([[True], [False], [True]])
-    )
-    strongest = np.maximum(artefact_probability[bad], pixel_noise_probability[bad])
-    combined[bad] = np.where(in_column, strongest, combined[bad])
-    return combined
 
 
 def _check_trained_heads(predictor: Predictor) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "sharper_than_psf",
     "star_neighbour_ratio",
     "tile_verdict",
+    "with_pixel_noise_artefacts",
 ]
 
 BAD_COLUMN_MIN_RUN = 31
@@ -751,3 +752,47 @@ def sharper_than_psf(
     """
     with np.errstate(invalid="ignore"):
         return (np.asarray(minor_axis) < max_minor_axis) & (np.asarray(snr) > min_snr)
+
+
+def with_pixel_noise_artefacts(
+    artefact_probability: np.ndarray,
+    pixel_noise_probability: np.ndarray,
+    threshold: float | Sequence[float],
+) -> np.ndarray:
+    """Artefact probabilities whose sharp channels come from a pass in one pixel's noise.
+
+    Parameters
+    ----------
+    artefact_probability : numpy.ndarray
+        ``(5, H, W)`` artefact head of the pass in the noise of the PSF's scale
+        (channels as :data:`~survey_seg.quality.NETWORK_ARTEFACT_BITS`).
+    pixel_noise_probability : numpy.ndarray
+        The same head of the pass in one pixel's noise.
+    threshold : float or sequence of float
+        The model's artefact thresholds, one for all channels or one per channel.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``artefact_probability`` with the CR and GHOST channels of
+        ``pixel_noise_probability``, and its BAD channel where that flags a pixel
+        with a flagged pixel above or below it: correlated noise, seen in one
+        pixel's noise, has specks that the channel takes for hot pixels (on
+        validation mosaics 801-802, 1,200 false pixels each, in 900 specks), and
+        a column is at least two pixels long. A lone hot pixel is still flagged
+        where the first pass flags it. The trail channel stays the first pass's:
+        in one pixel's noise it fires along the noise's streaks too.
+    """
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=float), (len(NETWORK_ARTEFACT_BITS),))
+    combined = artefact_probability.copy()
+    for bit in (MaskBit.CR, MaskBit.GHOST):
+        channel = NETWORK_ARTEFACT_BITS.index(bit)
+        combined[channel] = pixel_noise_probability[channel]
+    bad = NETWORK_ARTEFACT_BITS.index(MaskBit.BAD)
+    flagged = pixel_noise_probability[bad] > thresholds[bad]
+    in_column = flagged & ndimage.binary_dilation(
+        flagged, structure=np.array([[True], [False], [True]])
+    )
+    strongest = np.maximum(artefact_probability[bad], pixel_noise_probability[bad])
+    combined[bad] = np.where(in_column, strongest, combined[bad])
+    return combined

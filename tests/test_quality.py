@@ -8,6 +8,7 @@ from survey_seg.quality import (
     flagged_fraction,
     minor_axis_limit_for_psf,
     tile_verdict,
+    with_pixel_noise_artefacts,
 )
 
 
@@ -386,3 +387,33 @@ def test_binned_trail_blocks_shrink_to_the_trail_pixels():
     assert trail[20:25].mean() > 0.97
     assert trail[18].mean() < 0.1 and trail[26].mean() < 0.1
     assert trail[3:6, 3:6].all()  # nothing to cut it down to
+
+
+def test_sharp_artefacts_in_correlated_noise_come_from_the_pass_in_one_pixels_noise():
+    """CR and GHOST are the second pass's; BAD where it flags a column, not a lone speck."""
+    channel = {bit: NETWORK_ARTEFACT_BITS.index(bit) for bit in NETWORK_ARTEFACT_BITS}
+    scaled = np.zeros((5, 20, 20), np.float32)
+    pixel = np.zeros((5, 20, 20), np.float32)
+    pixel[channel[MaskBit.CR], 3, 3] = 0.9
+    pixel[channel[MaskBit.GHOST], 5:9, 5:9] = 0.8
+    pixel[channel[MaskBit.STREAK], 12, :] = 0.9  # a streak of correlated noise
+    pixel[channel[MaskBit.BAD], 2:10, 15] = 0.7  # a column
+    pixel[channel[MaskBit.BAD], 15, 4] = 0.9  # a speck of correlated noise
+    scaled[channel[MaskBit.BAD], 17, 17] = 0.6  # a hot pixel the first pass saw
+    scaled[channel[MaskBit.BAD], 5, 15] = 0.4
+    scaled[channel[MaskBit.STREAK], 1, :] = 0.5
+
+    combined = with_pixel_noise_artefacts(scaled, pixel, 0.3)
+
+    np.testing.assert_array_equal(combined[channel[MaskBit.CR]], pixel[channel[MaskBit.CR]])
+    np.testing.assert_array_equal(combined[channel[MaskBit.GHOST]], pixel[channel[MaskBit.GHOST]])
+    np.testing.assert_array_equal(
+        combined[channel[MaskBit.STREAK]], scaled[channel[MaskBit.STREAK]]
+    )
+    bad = combined[channel[MaskBit.BAD]]
+    assert (bad[2:10, 15] == 0.7).all()  # the column, the larger of the two passes
+    assert bad[15, 4] == 0.0  # the speck is not taken
+    assert bad[17, 17] == 0.6  # the first pass's hot pixel stays
+    assert np.count_nonzero(bad > 0.3) == 9
+    # the inputs are left as they were
+    assert scaled[channel[MaskBit.CR]].max() == 0.0
