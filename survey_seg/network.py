@@ -199,11 +199,16 @@ NARROWEST_TRAINING_PSF = 0.75
 """Narrowest PSF of the training scenes, over the training PSF (1 - their jitter)."""
 PIXEL_NOISE_MIN_SCALE = 1.25
 """Noise correlated on the PSF's scale by this factor or more (the mosaic's
-``noise_scale``) is seen twice: objects in the noise of the PSF's scale, sharp
-artefacts in one pixel's noise
+``noise_scale``) is seen twice: objects in the noise of the PSF's scale, ghosts
+and bad columns in one pixel's noise
 (:func:`~survey_seg.quality.with_pixel_noise_artefacts`).
 Under it the two S/N planes differ by less than the sky noise of the training
 scenes varies (``condition_jitter`` 0.25), and one pass serves both."""
+PIXEL_NOISE_GHOST_MIN_RADIUS_FWHM = 3.0
+"""A ghost seen only in one pixel's noise holds a disk of this radius (PSF FWHM): the
+correlated noise's blobs, seen so, reach 35 pixels (2 FWHM in radius) on the
+drizzle-correlated Spitzer and SDSS r images, and a ghost is tens of FWHM across
+(the simulator's 11-33)."""
 _ISOPHOTE_SMOOTHING = 0.5
 """A binned screening's footprints are cut to the native isophote of the light
 smoothed by a Gaussian of this fraction of the PSF's sigma: it widens a point
@@ -500,8 +505,8 @@ class NetworkScreener:
 
         Where the window's noise is correlated (``noise_scale`` at least
         :data:`PIXEL_NOISE_MIN_SCALE`), its variance is scaled so that objects are
-        detected in the noise of the PSF's scale; that dims each pixel of an
-        artefact as sharp as a pixel by the same factor. This pass sees the window
+        detected in the noise of the PSF's scale; that dims each pixel of a bad
+        column or a ghost by the same factor. This pass sees the window
         with the variance unscaled. Under that scale there is no such pass (None).
         """
         scale = _pixel_noise_scale(window)
@@ -510,6 +515,11 @@ class NetworkScreener:
         pixel_variance = window.variance / np.float32(scale**2)
         planes = network_input(window.image, pixel_variance, window.background, saturation)
         return self.predictor.predict(planes)
+
+    @staticmethod
+    def _min_ghost_area(psf_fwhm_pix: float | None, radius_fwhm: float) -> float:
+        """Least area (pixels) of a ghost region: a disk of ``radius_fwhm`` PSF FWHM."""
+        return math.pi * (radius_fwhm * (psf_fwhm_pix or 0.0)) ** 2
 
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window binned by :attr:`binning`; products on the native pixels.
@@ -620,9 +630,14 @@ class NetworkScreener:
         prediction = self.predictor.predict(planes)
         artefact_probability = prediction.artefact
         pixel_noise = self._pixel_noise_prediction(window, saturation)
-        if pixel_noise is not None:  # correlated noise: sharp artefacts in one pixel's noise
+        if pixel_noise is not None:  # correlated noise: ghosts and bad columns in one pixel's noise
             artefact_probability = with_pixel_noise_artefacts(
-                prediction.artefact, pixel_noise.artefact, self.thresholds["artefact"]
+                prediction.artefact,
+                pixel_noise.artefact,
+                self.thresholds["artefact"],
+                min_ghost_area=self._min_ghost_area(
+                    self.psf_fwhm_pix, PIXEL_NOISE_GHOST_MIN_RADIUS_FWHM
+                ),
             )
         seconds = time.perf_counter() - start
         seen = artefact_planes(
@@ -636,7 +651,7 @@ class NetworkScreener:
         objects = native.valid & (object_probability > self.thresholds["object"])
         ghost = round_ghosts(
             ghosts_off_objects(seen & np.uint32(MaskBit.GHOST), objects, native.flux),
-            min_area=math.pi * (GHOST_MIN_RADIUS_FWHM * (self.psf_fwhm_pix or 0.0)) ** 2,
+            min_area=self._min_ghost_area(self.psf_fwhm_pix, GHOST_MIN_RADIUS_FWHM),
         )
         return _NativeArtefacts(
             bad=(seen & np.uint32(MaskBit.BAD)) != 0,
@@ -768,9 +783,14 @@ class NetworkScreener:
         prediction = self.predictor.predict(planes)
         artefact_probability, stamps = prediction.artefact, prediction.stamps
         pixel_noise = self._pixel_noise_prediction(window, saturation)
-        if pixel_noise is not None:  # correlated noise: sharp artefacts in one pixel's noise
+        if pixel_noise is not None:  # correlated noise: ghosts and bad columns in one pixel's noise
             artefact_probability = with_pixel_noise_artefacts(
-                prediction.artefact, pixel_noise.artefact, t["artefact"]
+                prediction.artefact,
+                pixel_noise.artefact,
+                t["artefact"],
+                min_ghost_area=self._min_ghost_area(
+                    self._seen_psf_fwhm, PIXEL_NOISE_GHOST_MIN_RADIUS_FWHM
+                ),
             )
         network_seconds = time.perf_counter() - network_start
         valid = planes[2] > 0

@@ -390,30 +390,34 @@ def test_binned_trail_blocks_shrink_to_the_trail_pixels():
 
 
 def test_sharp_artefacts_in_correlated_noise_come_from_the_pass_in_one_pixels_noise():
-    """CR and GHOST are the second pass's; BAD where it flags a column, not a lone speck."""
+    """GHOST is the second pass's where its region is wide, BAD where it is a column."""
     channel = {bit: NETWORK_ARTEFACT_BITS.index(bit) for bit in NETWORK_ARTEFACT_BITS}
-    scaled = np.zeros((5, 20, 20), np.float32)
-    pixel = np.zeros((5, 20, 20), np.float32)
+    scaled = np.zeros((5, 30, 30), np.float32)
+    pixel = np.zeros((5, 30, 30), np.float32)
     pixel[channel[MaskBit.CR], 3, 3] = 0.9
-    pixel[channel[MaskBit.GHOST], 5:9, 5:9] = 0.8
+    pixel[channel[MaskBit.GHOST], 5:11, 5:11] = 0.8  # a ghost of 36 pixels
+    pixel[channel[MaskBit.GHOST], 20:23, 2:5] = 0.8  # a blob of correlated noise
+    scaled[channel[MaskBit.GHOST], 6, 6] = 0.9
     pixel[channel[MaskBit.STREAK], 12, :] = 0.9  # a streak of correlated noise
     pixel[channel[MaskBit.BAD], 2:10, 15] = 0.7  # a column
     pixel[channel[MaskBit.BAD], 15, 4] = 0.9  # a speck of correlated noise
+    pixel[channel[MaskBit.BAD], 15:17, 8] = 0.9  # a vertical pair of it
     scaled[channel[MaskBit.BAD], 17, 17] = 0.6  # a hot pixel the first pass saw
     scaled[channel[MaskBit.BAD], 5, 15] = 0.4
     scaled[channel[MaskBit.STREAK], 1, :] = 0.5
 
-    combined = with_pixel_noise_artefacts(scaled, pixel, 0.3)
+    combined = with_pixel_noise_artefacts(scaled, pixel, 0.3, min_ghost_area=30)
 
-    np.testing.assert_array_equal(combined[channel[MaskBit.CR]], pixel[channel[MaskBit.CR]])
-    np.testing.assert_array_equal(combined[channel[MaskBit.GHOST]], pixel[channel[MaskBit.GHOST]])
-    np.testing.assert_array_equal(
-        combined[channel[MaskBit.STREAK]], scaled[channel[MaskBit.STREAK]]
-    )
+    for bit in (MaskBit.CR, MaskBit.STREAK, MaskBit.SAT):  # the first pass's
+        np.testing.assert_array_equal(combined[channel[bit]], scaled[channel[bit]])
+    ghost = combined[channel[MaskBit.GHOST]]
+    np.testing.assert_array_equal(ghost[5:11, 5:11], np.float32(0.8))  # the second pass's
+    assert ghost[20:23, 2:5].max() == 0.0  # the blob is not taken
+    assert np.count_nonzero(ghost) == 36
     bad = combined[channel[MaskBit.BAD]]
     assert (bad[2:10, 15] == 0.7).all()  # the column, the larger of the two passes
-    assert bad[15, 4] == 0.0  # the speck is not taken
+    assert bad[15, 4] == 0.0 and bad[15:17, 8].max() == 0.0  # nor are the specks
     assert bad[17, 17] == 0.6  # the first pass's hot pixel stays
     assert np.count_nonzero(bad > 0.3) == 9
     # the inputs are left as they were
-    assert scaled[channel[MaskBit.CR]].max() == 0.0
+    assert scaled[channel[MaskBit.GHOST]].max() == np.float32(0.9)
