@@ -40,6 +40,11 @@ __all__ = [
 
 BAD_COLUMN_MIN_RUN = 31
 """Pixels down one column beyond any cosmic ray's track (the simulator's reach 15)."""
+PIXEL_NOISE_MIN_COLUMN_RUN = 3
+"""A bad column seen only in one pixel's noise holds a run of this many BAD pixels
+down it: noise correlated by a 3 x 3 kernel makes vertical pairs (on validation
+mosaics 801-802 in correlated noise, runs of 2 kept BAD recall 0.900 / 0.978 at
+precision 0.905 / 0.926, runs of 3 0.899 / 0.972 at 0.937 / 0.948)."""
 TRAIL_PIXEL_SNR = 4.0
 """S/N of a 3 x 3 mean above which a native pixel of a binned STREAK block is the trail's."""
 NETWORK_ARTEFACT_BITS = (MaskBit.CR, MaskBit.STREAK, MaskBit.GHOST, MaskBit.BAD, MaskBit.SAT)
@@ -755,13 +760,6 @@ def sharper_than_psf(
         return (np.asarray(minor_axis) < max_minor_axis) & (np.asarray(snr) > min_snr)
 
 
-PIXEL_NOISE_MIN_COLUMN_RUN = 3
-"""A bad column seen only in one pixel's noise holds a run of this many BAD pixels
-down it: noise correlated by a 3 x 3 kernel makes vertical pairs (on validation
-mosaics 801-802 in correlated noise, runs of 2 kept BAD recall 0.900 / 0.978 at
-precision 0.905 / 0.926, runs of 3 0.899 / 0.972 at 0.937 / 0.948)."""
-
-
 def with_pixel_noise_artefacts(
     artefact_probability: np.ndarray,
     pixel_noise_probability: np.ndarray,
@@ -788,8 +786,8 @@ def with_pixel_noise_artefacts(
     -------
     numpy.ndarray
         ``artefact_probability`` with the GHOST channel of
-        ``pixel_noise_probability`` on its regions (8-connected, above the threshold) of at
-        least ``min_ghost_area`` pixels and 0 elsewhere (the first pass's ghosts
+        ``pixel_noise_probability`` on its regions (8-connected, above the
+        threshold) of at least ``min_ghost_area`` pixels and 0 elsewhere (the first pass's ghosts
         in correlated noise are its least precise: GHOST precision 0.90 against
         0.98 on validation mosaics 801-804), and its BAD channel on the runs down a
         column of at least :data:`PIXEL_NOISE_MIN_COLUMN_RUN` pixels. Seen in one
