@@ -498,28 +498,35 @@ class NetworkScreener:
         means = border_boundaries(sources, footprints, boundary)
         return {pair for pair, mean in means.items() if mean >= min_border_boundary}
 
-    def _pixel_noise_prediction(
-        self, window: WindowData, saturation: float | None
-    ) -> Prediction | None:
-        """A pass of the network over the window in one pixel's noise, or None.
+    def _artefact_probability(
+        self,
+        window: WindowData,
+        saturation: float | None,
+        prediction: Prediction,
+        psf_fwhm_pix: float | None,
+    ) -> np.ndarray:
+        """The artefact head's probabilities of ``window``, read in correlated noise too.
 
         Where the window's noise is correlated (``noise_scale`` at least
         :data:`PIXEL_NOISE_MIN_SCALE`), its variance is scaled so that objects are
         detected in the noise of the PSF's scale; that dims each pixel of a bad
-        column or a ghost by the same factor. This pass sees the window
-        with the variance unscaled. Under that scale there is no such pass (None).
+        column or a ghost by the same factor. A second pass of the network then
+        sees the window with the variance unscaled, and its GHOST and BAD channels
+        replace ``prediction``'s (:func:`~survey_seg.quality.with_pixel_noise_artefacts`;
+        a ghost region at least :data:`PIXEL_NOISE_GHOST_MIN_RADIUS_FWHM` of
+        ``psf_fwhm_pix`` in radius). Under that scale, ``prediction``'s own.
         """
         scale = _pixel_noise_scale(window)
         if scale == 1.0:
-            return None
+            return prediction.artefact
         pixel_variance = window.variance / np.float32(scale**2)
         planes = network_input(window.image, pixel_variance, window.background, saturation)
-        return self.predictor.predict(planes)
-
-    @staticmethod
-    def _min_ghost_area(psf_fwhm_pix: float | None, radius_fwhm: float) -> float:
-        """Least area (pixels) of a ghost region: a disk of ``radius_fwhm`` PSF FWHM."""
-        return math.pi * (radius_fwhm * (psf_fwhm_pix or 0.0)) ** 2
+        return with_pixel_noise_artefacts(
+            prediction.artefact,
+            self.predictor.predict(planes).artefact,
+            self.thresholds["artefact"],
+            min_ghost_area=_ghost_area(psf_fwhm_pix, PIXEL_NOISE_GHOST_MIN_RADIUS_FWHM),
+        )
 
     def _segment_binned(self, window: WindowData, *, saturation: float | None) -> DenseProducts:
         """Screen the window binned by :attr:`binning`; products on the native pixels.
@@ -618,7 +625,7 @@ class NetworkScreener:
 
         One pass of the network over the window as it is, its artefact channels at
         the model's thresholds (in correlated noise, the BAD and GHOST channels of a
-        second pass in one pixel's noise: :meth:`_pixel_noise_prediction`). The
+        second pass in one pixel's noise: :meth:`_artefact_probability`). The
         GHOST plane keeps the regions off the objects this pass sees
         (:func:`~survey_seg.quality.ghosts_off_objects`), round and several PSF
         widths across (:func:`~survey_seg.quality.round_ghosts`):
@@ -628,17 +635,9 @@ class NetworkScreener:
         planes = network_input(window.image, window.variance, window.background, saturation)
         start = time.perf_counter()
         prediction = self.predictor.predict(planes)
-        artefact_probability = prediction.artefact
-        pixel_noise = self._pixel_noise_prediction(window, saturation)
-        if pixel_noise is not None:  # correlated noise: ghosts and bad columns in one pixel's noise
-            artefact_probability = with_pixel_noise_artefacts(
-                prediction.artefact,
-                pixel_noise.artefact,
-                self.thresholds["artefact"],
-                min_ghost_area=self._min_ghost_area(
-                    self.psf_fwhm_pix, PIXEL_NOISE_GHOST_MIN_RADIUS_FWHM
-                ),
-            )
+        artefact_probability = self._artefact_probability(
+            window, saturation, prediction, self.psf_fwhm_pix
+        )
         seconds = time.perf_counter() - start
         seen = artefact_planes(
             artefact_probability,
@@ -651,7 +650,7 @@ class NetworkScreener:
         objects = native.valid & (object_probability > self.thresholds["object"])
         ghost = round_ghosts(
             ghosts_off_objects(seen & np.uint32(MaskBit.GHOST), objects, native.flux),
-            min_area=self._min_ghost_area(self.psf_fwhm_pix, GHOST_MIN_RADIUS_FWHM),
+            min_area=_ghost_area(self.psf_fwhm_pix, GHOST_MIN_RADIUS_FWHM),
         )
         return _NativeArtefacts(
             bad=(seen & np.uint32(MaskBit.BAD)) != 0,
@@ -781,17 +780,9 @@ class NetworkScreener:
         planes = network_input(window.image, window.variance, window.background, saturation)
         network_start = time.perf_counter()
         prediction = self.predictor.predict(planes)
-        artefact_probability, stamps = prediction.artefact, prediction.stamps
-        pixel_noise = self._pixel_noise_prediction(window, saturation)
-        if pixel_noise is not None:  # correlated noise: ghosts and bad columns in one pixel's noise
-            artefact_probability = with_pixel_noise_artefacts(
-                prediction.artefact,
-                pixel_noise.artefact,
-                t["artefact"],
-                min_ghost_area=self._min_ghost_area(
-                    self._seen_psf_fwhm, PIXEL_NOISE_GHOST_MIN_RADIUS_FWHM
-                ),
-            )
+        artefact_probability = self._artefact_probability(
+            window, saturation, prediction, self._seen_psf_fwhm
+        )
         network_seconds = time.perf_counter() - network_start
         valid = planes[2] > 0
         artefacts = artefact_planes(
@@ -981,7 +972,7 @@ class NetworkScreener:
             artefacts=artefacts,
             clumps=clumps,
             blend_probability=blend_probability,
-            stamp_quality=stamps,
+            stamp_quality=prediction.stamps,
             stamp_size=self.predictor.model.config.stamp_size,
             network_seconds=network_seconds,
             centres=deblended_centres(prediction.centre, sources, footprints, centres),
@@ -1031,6 +1022,11 @@ def thresholds_for_psf(
         values = [condition.get(key, thresholds[key]) for condition in conditions]
         chosen[key] = float(np.interp(ratio, ratios, values))
     return chosen
+
+
+def _ghost_area(psf_fwhm_pix: float | None, radius_fwhm: float) -> float:
+    """Area (pixels) of a disk of ``radius_fwhm`` PSF FWHM: the least of a ghost region."""
+    return math.pi * (radius_fwhm * (psf_fwhm_pix or 0.0)) ** 2
 
 
 def _pixel_noise_scale(window: WindowData) -> float:

@@ -787,10 +787,11 @@ def with_pixel_noise_artefacts(
     numpy.ndarray
         ``artefact_probability`` with the GHOST channel of
         ``pixel_noise_probability`` on its regions (8-connected, above the
-        threshold) of at least ``min_ghost_area`` pixels and 0 elsewhere (the first pass's ghosts
-        in correlated noise are its least precise: GHOST precision 0.90 against
-        0.98 on validation mosaics 801-804), and its BAD channel on the runs down a
-        column of at least :data:`PIXEL_NOISE_MIN_COLUMN_RUN` pixels. Seen in one
+        threshold) of at least ``min_ghost_area`` pixels and 0 elsewhere (the
+        first pass's ghosts in correlated noise are its least precise: GHOST
+        precision 0.90 against 0.98 on validation mosaics 801-804), and its BAD
+        channel on the runs down a column of at least
+        :data:`PIXEL_NOISE_MIN_COLUMN_RUN` pixels (:func:`column_runs`). Seen in one
         pixel's noise, correlated noise has specks that the channels take for hot
         pixels and short columns (on validation mosaics 801-802, 1,200 false BAD
         pixels each, in 900 specks) and for small ghosts (on the Spitzer and SDSS
@@ -814,13 +815,9 @@ def with_pixel_noise_artefacts(
     wide[0] = False
     combined[ghost] = np.where(wide[regions], pixel_noise_probability[ghost], 0.0)
     bad = NETWORK_ARTEFACT_BITS.index(MaskBit.BAD)
-    runs, _ = ndimage.label(
-        pixel_noise_probability[bad] > thresholds[bad],
-        structure=np.array([[False, True, False]] * 3),  # down a column only
+    in_column = column_runs(
+        pixel_noise_probability[bad] > thresholds[bad], PIXEL_NOISE_MIN_COLUMN_RUN
     )
-    long_enough = np.bincount(runs.ravel()) >= PIXEL_NOISE_MIN_COLUMN_RUN
-    long_enough[0] = False
-    in_column = long_enough[runs]
     strongest = np.maximum(artefact_probability[bad], pixel_noise_probability[bad])
     combined[bad] = np.where(in_column, strongest, combined[bad])
     return combined
