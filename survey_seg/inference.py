@@ -50,7 +50,7 @@ SNR_SOFTENING = 3.0
 MODEL_KEYS_REQUIRED = frozenset({"weights", "sha256", "architecture", "thresholds"})
 MODEL_KEYS_OPTIONAL = frozenset(
     {"name", "heads", "training", "metrics", "thresholds_tuned_on", "test_time_flips"}
-    | {"psf_thresholds", "clump_model", "stamp_calibration", "diffuse", "hosts"}
+    | {"psf_thresholds", "clump_model", "stamp_calibration", "diffuse", "hosts", "pieces"}
 )
 THRESHOLDS_REQUIRED = frozenset(
     {"object", "centre", "centre_min_distance", "clump", "artefact"}
@@ -210,7 +210,22 @@ def load_model_config(path: str | os.PathLike = DEFAULT_MODEL) -> dict:
             _check_config_entry(path, key, config[key], fields)
     if "stamp_calibration" in config:
         stamp_temperature(config, path)
+    if "pieces" in config:
+        _check_pieces_entry(path, config["pieces"])
     return config
+
+
+def _check_pieces_entry(path: Path, entry: object) -> None:
+    """Refuse a ``pieces`` entry that does not name a classifier file and its sha256."""
+    if (
+        not isinstance(entry, dict)
+        or set(entry) != {"classifier", "sha256"}
+        or not all(isinstance(value, str) for value in entry.values())
+    ):
+        raise InputError(
+            f"model config {path}: pieces must be {{\"classifier\": FILE, \"sha256\": HASH}} "
+            f"(a piece classifier beside the config), got {entry!r}; restore it"
+        )
 
 
 def _check_head_thresholds(path: Path, thresholds: dict, heads: object) -> None:

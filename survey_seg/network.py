@@ -8,10 +8,12 @@ Configure once (the weights load once per process and device), call
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -53,6 +55,7 @@ from survey_seg.measure import (
     segment_snr,
 )
 from survey_seg.noise import gaussian_kernel_norm
+from survey_seg.pieces import PieceClassifier, join_pieces
 from survey_seg.psf import SIGMA_PER_FWHM, resolution_pix
 from survey_seg.quality import (
     GHOST_MIN_RADIUS_FWHM,
@@ -306,6 +309,9 @@ class NetworkScreener:
         """Diffuse sources are looked for when the model config has a ``diffuse`` entry."""
         self.hosts = _config_entry(self.predictor, "hosts", HostConfig)
         """Pieces join extended hosts when the model config has a ``hosts`` entry."""
+        self.pieces = _piece_classifier(Path(model_path), self.predictor.config)
+        """Touching sources judged one object join, when the model config has a
+        ``pieces`` entry (:mod:`survey_seg.pieces`)."""
         self.precision = precision
         self.psf_fwhm_pix = psf_fwhm_pix
         psf_thresholds = self.predictor.config.get("psf_thresholds")
@@ -750,6 +756,33 @@ class NetworkScreener:
         artefacts[hot_columns] |= np.uint32(MaskBit.BAD)
         return _NativePlanes(valid, flux, variance, sigma, artefacts)
 
+    def _join_pieces(
+        self,
+        sources: np.ndarray,
+        footprints: np.ndarray,
+        significance: np.ndarray,
+        flux: np.ndarray,
+        prediction: Prediction,
+    ) -> np.ndarray:
+        """Touching sources the piece classifier judges one object, joined.
+
+        The last of the merges, on the network's sampling; the sources as they are
+        without a ``pieces`` entry (:func:`survey_seg.pieces.join_pieces`).
+        """
+        if self.pieces is None:
+            return sources
+        return join_pieces(
+            sources,
+            footprints,
+            significance,
+            flux,
+            prediction.centre,
+            prediction.clump,
+            prediction.segmentation[2],
+            psf_fwhm_pix=self._seen_psf_fwhm,
+            classifier=self.pieces,
+        )
+
     def _segment_at_network_sampling(
         self,
         window: WindowData,
@@ -949,6 +982,7 @@ class NetworkScreener:
                 resolution_pix=self._seen_resolution,
                 config=self.hosts,
             )
+        sources = self._join_pieces(sources, footprints, significance, flux, prediction)
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )
@@ -1055,6 +1089,30 @@ def _check_trained_heads(predictor: Predictor) -> None:
             "with a model of `survey-seg train screening` (a `clumps` model can serve as "
             "its clump_model)"
         )
+
+
+def _piece_classifier(model_path: Path, config: dict) -> PieceClassifier | None:
+    """The model config's piece classifier (its ``pieces`` entry), or None without one.
+
+    The entry names the classifier's JSON file (beside the config) and its sha256.
+    """
+    entry = config.get("pieces")
+    if entry is None:
+        return None
+    path = model_path.parent / entry["classifier"]
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise InputError(
+            f"model config {model_path} names a piece classifier {path} that does not "
+            "exist; restore it or retrain it with python -m survey_seg.piece_training"
+        ) from None
+    if digest != entry["sha256"]:
+        raise InputError(
+            f"piece classifier {path} does not match the sha256 in {model_path}; "
+            "restore it or retrain it with python -m survey_seg.piece_training"
+        )
+    return PieceClassifier.read(path)
 
 
 def _config_entry(predictor: Predictor, key: str, config_class: type[_Config]) -> _Config | None:

@@ -921,9 +921,11 @@ def test_a_galaxy_below_the_noise_in_every_pixel_is_one_diffuse_source(seed, dif
         ("diffuse", [6.0], "diffuse must be an object of numbers"),
         ("hosts", {"reach_hlr": 2.0}, "hosts must be an object of numbers"),
         ("hosts", {"reach": -1.0}, "hosts: HostConfig.reach must be a positive number"),
+        ("pieces", {"classifier": "pieces.json"}, "pieces must be"),
+        ("pieces", {"classifier": "nowhere.json", "sha256": "0"}, "does not exist"),
     ],
 )
-def test_a_model_config_with_a_bad_diffuse_or_hosts_entry_is_refused(
+def test_a_model_config_with_a_bad_diffuse_hosts_or_pieces_entry_is_refused(
     key, entry, message, diffuse_model_configs
 ):
     from survey_seg.errors import InputError
@@ -979,3 +981,34 @@ def test_a_hosts_entry_joins_the_knots_of_a_clumpy_galaxy_in_a_crowded_field(
     counts = _source_counts([without, with_hosts], _galaxy_window(scene, seed), slice(86, 106))
     assert counts[1] < counts[0], counts
     assert NetworkScreener(with_hosts, device="cpu").provenance()["hosts"]["reach"] == 2.0
+
+
+def test_a_piece_classifier_that_is_not_the_one_its_config_names_is_refused(
+    diffuse_model_configs,
+):
+    """The ``pieces`` entry carries the classifier's sha256: a changed file is refused."""
+    import hashlib
+
+    from survey_seg.errors import InputError
+    from survey_seg.network import NetworkScreener
+    from survey_seg.pieces import PAIR_FEATURES, PieceClassifier
+
+    without, _ = diffuse_model_configs
+    n = len(PAIR_FEATURES)
+    classifier = PieceClassifier(
+        np.zeros(n), np.ones(n), (np.zeros((1, n)),), (np.zeros(1),), min_probability=0.5
+    )
+    path = without.parent / "pieces.json"
+    classifier.write(path)
+    config = json.loads(without.read_text())
+    config["pieces"] = {
+        "classifier": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    with_pieces = without.parent / "pieces-model.json"
+    with_pieces.write_text(json.dumps(config))
+    read = NetworkScreener(with_pieces, device="cpu").pieces
+    assert read is not None and read.to_dict() == classifier.to_dict()
+    path.write_text(path.read_text().replace('"min_probability": 0.5', '"min_probability": 0.1'))
+    with pytest.raises(InputError, match="does not match the sha256"):
+        NetworkScreener(with_pieces, device="cpu")
