@@ -5,7 +5,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from survey_seg.pieces import PAIR_FEATURES
 from survey_seg.piece_training import (
     PieceTrainingConfig,
     accuracy,
@@ -13,6 +12,7 @@ from survey_seg.piece_training import (
     pair_labels,
     simulated_pairs,
 )
+from survey_seg.pieces import PAIR_FEATURES
 from survey_seg.simulate import SimulationConfig
 
 
