@@ -273,6 +273,9 @@ class PieceClassifier:
         The layers, ReLU between them, a logistic output.
     min_probability : float
         A pair at least this probable is joined (:func:`join_pieces_by_probability`).
+    sure_centre : float or None
+        A source whose centre probability reaches this is one the network is sure
+        of, and no group joins two such (:func:`join_pieces`); None: no such rule.
     """
 
     mean: np.ndarray
@@ -280,6 +283,7 @@ class PieceClassifier:
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
     min_probability: float = 0.5
+    sure_centre: float | None = None
 
     def probability(self, features: np.ndarray) -> np.ndarray:
         """P(one object) for each row of ``features`` (``(n, len(PAIR_FEATURES))``)."""
@@ -305,6 +309,7 @@ class PieceClassifier:
             "weights": [w.tolist() for w in self.weights],
             "biases": [b.tolist() for b in self.biases],
             "min_probability": self.min_probability,
+            "sure_centre": self.sure_centre,
         }
 
     @classmethod
@@ -325,6 +330,7 @@ class PieceClassifier:
             weights=weights,
             biases=biases,
             min_probability=float(entry.get("min_probability", 0.5)),
+            sure_centre=None if entry.get("sure_centre") is None else float(entry["sure_centre"]),
         )
 
     @classmethod
@@ -338,15 +344,22 @@ class PieceClassifier:
 
 
 def join_pieces_by_probability(
-    sources: np.ndarray, pairs: np.ndarray, probability: np.ndarray, min_probability: float
+    sources: np.ndarray,
+    pairs: np.ndarray,
+    probability: np.ndarray,
+    min_probability: float,
+    sure: np.ndarray | None = None,
 ) -> np.ndarray:
     """Join touching sources judged one object, the surest decisions first.
 
     A mutex watershed (Wolf et al. 2018) over the pairs: in order of
-    ``max(p, 1 - p)``, a pair with ``p >= min_probability`` joins its two groups
-    unless a pair between them was already judged apart; a pair under it marks
-    its two groups apart. So a large piece judged part of each of two galaxies
-    does not join the two.
+    ``|p - min_probability|``, a pair with ``p >= min_probability`` joins its two
+    groups unless a pair between them was already judged apart; a pair under it
+    marks its two groups apart. So a large piece judged part of each of two
+    galaxies does not join the two. With ``sure`` (boolean per label ``0 .. n``:
+    the network is sure of the source's centre), two groups that each hold a
+    sure source are apart from the start: a chain of faint pieces in a crowded
+    field does not join two stars.
 
     Returns
     -------
@@ -364,6 +377,7 @@ def join_pieces_by_probability(
         return label
 
     apart: dict[int, set[int]] = {}
+    sure_group = np.zeros(n + 1, bool) if sure is None else np.asarray(sure, bool).copy()
     certainty = np.abs(np.asarray(probability, dtype=np.float64) - min_probability)
     for index in np.argsort(-certainty, kind="stable"):
         a, b = root(int(pairs[index, 0])), root(int(pairs[index, 1]))
@@ -372,9 +386,10 @@ def join_pieces_by_probability(
         if probability[index] < min_probability:
             apart.setdefault(a, set()).add(b)
             apart.setdefault(b, set()).add(a)
-        elif b not in apart.get(a, set()):
+        elif b not in apart.get(a, set()) and not (sure_group[a] and sure_group[b]):
             keep, gone = min(a, b), max(a, b)
             parent[gone] = keep
+            sure_group[keep] |= sure_group[gone]
             exclusions = apart.pop(gone, set())
             for other in exclusions:
                 apart[other].discard(gone)
@@ -400,19 +415,26 @@ def join_pieces(
 
     Two steps: the :data:`PAIR_FEATURES` of every touching pair of one footprint
     (:func:`pair_features`), then the pairs joined by their probability
-    (:func:`join_pieces_by_probability`, at the classifier's ``min_probability``).
-    Arguments as :func:`pair_features`'; returns the sources, relabelled ``1 .. m``.
+    (:func:`join_pieces_by_probability`, at the classifier's ``min_probability``;
+    with its ``sure_centre``, a source whose centre probability reaches that
+    somewhere is sure, and no group holds two sure sources). Arguments as
+    :func:`pair_features`'; returns the sources, relabelled ``1 .. m``.
     """
     features = pair_features(
         sources, footprints, significance, flux, centre, clump, overlap, psf_fwhm_pix
     )
     if len(features.pairs) == 0:
         return sources
+    sure = None
+    if classifier.sure_centre is not None:
+        index = np.arange(1, int(sources.max()) + 1)
+        sure = np.r_[False, ndimage.maximum(centre, sources, index) >= classifier.sure_centre]
     joined = join_pieces_by_probability(
         sources,
         features.pairs,
         classifier.probability(features.values),
         classifier.min_probability,
+        sure,
     )
     labels, relabelled = np.unique(joined, return_inverse=True)
     if labels[0] != 0:  # every pixel a source: keep the labels from 1

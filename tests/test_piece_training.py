@@ -43,7 +43,7 @@ def test_the_classifier_learns_a_rule_it_is_shown():
     features = rng.normal(size=(2000, len(PAIR_FEATURES))).astype(np.float32)
     # one object when the saddle is high against the fainter peak
     labels = (features[:, PAIR_FEATURES.index("saddle_to_fainter_peak")] > 0.3).astype(np.float32)
-    config = replace(PieceTrainingConfig(), steps=300)
+    config = replace(PieceTrainingConfig(), hidden=8, steps=500, min_probability=0.5)
     classifier = fit_classifier(features[:1500], labels[:1500], config)
     measured = accuracy(classifier, features[1500:], labels[1500:])
     assert measured["accuracy"] > 0.95

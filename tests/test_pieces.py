@@ -109,3 +109,15 @@ def test_join_pieces_joins_by_the_classifier_and_relabels():
     assert set(np.unique(joined)) == {0, 1}
     kept = join_pieces(*arrays, psf_fwhm_pix=2.0, classifier=_classifier(-5.0))
     np.testing.assert_array_equal(kept, sources)
+
+
+def test_no_group_holds_two_sources_the_network_is_sure_of():
+    """Stars 1 and 3, sure centres, each judged one object with the faint piece 2
+    between them: the piece joins the surer pair's star, and the stars stay apart."""
+    sources = np.array([[1, 2, 3]])
+    pairs = np.array([[1, 2], [2, 3]])
+    probability = np.array([0.97, 0.99])
+    sure = np.array([False, True, False, True])
+    joined = join_pieces_by_probability(sources, pairs, probability, 0.5, sure)
+    assert joined.tolist() == [[1, 2, 2]]
+    assert join_pieces_by_probability(sources, pairs, probability, 0.5).tolist() == [[1, 1, 1]]
