@@ -223,7 +223,7 @@ def _check_pieces_entry(path: Path, entry: object) -> None:
         or not all(isinstance(value, str) for value in entry.values())
     ):
         raise InputError(
-            f"model config {path}: pieces must be {{\"classifier\": FILE, \"sha256\": HASH}} "
+            f'model config {path}: pieces must be {{"classifier": FILE, "sha256": HASH}} '
             f"(a piece classifier beside the config), got {entry!r}; restore it"
         )
 

@@ -766,8 +766,9 @@ class NetworkScreener:
     ) -> np.ndarray:
         """Touching sources the piece classifier judges one object, joined.
 
-        The last of the merges, on the network's sampling; the sources as they are
-        without a ``pieces`` entry (:func:`survey_seg.pieces.join_pieces`).
+        The last of the merges, on the network's sampling, before the optional
+        companion split and hosts join; the sources as they are without a
+        ``pieces`` entry (:func:`survey_seg.pieces.join_pieces`).
         """
         if self.pieces is None:
             return sources
@@ -951,6 +952,8 @@ class NetworkScreener:
             max_flux_ratio=t.get("knot_max_flux_ratio"),
             min_saddle_fraction=t.get("knot_min_saddle_fraction", 0.0),
         )
+        # the last merge: before the optional companion search, which it would undo
+        sources = self._join_pieces(sources, footprints, significance, flux, prediction)
         companion_sigma = t.get("companion_sigma") if split_companions else None
         if companion_sigma is not None:  # light its source's mirror image lacks: a companion
             # an artefact's light, light 3 sigma under the sky (a dead column that the
@@ -982,7 +985,6 @@ class NetworkScreener:
                 resolution_pix=self._seen_resolution,
                 config=self.hosts,
             )
-        sources = self._join_pieces(sources, footprints, significance, flux, prediction)
         blend_probability = label_maximum(
             prediction.segmentation[2], sources, np.arange(1, int(sources.max()) + 1)
         )

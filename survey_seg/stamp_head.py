@@ -328,7 +328,7 @@ def _scores(logits: np.ndarray, validation: StampSet, temperature: np.ndarray | 
 def _write_model(
     config_path: Path, model_config: dict, model: ScreeningUNet, out: Path, calibration: dict
 ) -> Path:
-    """New weights and config in ``out``; a clump model named by the config comes along."""
+    """New weights and config in ``out``; a named clump model or piece classifier comes along."""
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / model_config["weights"]
     with atomic_path(weights_path) as temporary:
@@ -338,6 +338,9 @@ def _write_model(
         "sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
         "stamp_calibration": calibration,
     }
+    pieces = model_config.get("pieces")
+    if pieces and out.resolve() != config_path.parent.resolve():
+        shutil.copy2(config_path.parent / pieces["classifier"], out / pieces["classifier"])
     clump = model_config.get("clump_model")
     if clump and out.resolve() != config_path.parent.resolve():
         clump_config = json.loads((config_path.parent / clump).read_text())

@@ -325,6 +325,8 @@ def test_shipped_weights_load_and_match_their_hash():
         clump_config = json.loads((DEFAULT_MODEL.parent / config["clump_model"]).read_text())
         assert predictor.clump_sha256 == clump_config["sha256"]
         weight_files.append(clump_config["weights"])
+    if "pieces" in config:
+        weight_files.append(config["pieces"]["classifier"])
     for name in weight_files:
         assert (DEFAULT_MODEL.parent / name).stat().st_size < 10_000_000, name
 
