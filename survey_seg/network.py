@@ -377,6 +377,13 @@ class NetworkScreener:
             "thresholds": self.thresholds,
             "diffuse": None if self.diffuse is None else asdict(self.diffuse),
             "hosts": None if self.hosts is None else asdict(self.hosts),
+            "pieces": None
+            if self.pieces is None
+            else {
+                "sha256": config["pieces"]["sha256"],
+                "min_probability": self.pieces.min_probability,
+                "sure_centre": self.pieces.sure_centre,
+            },
             "architecture": config["architecture"],
             "training": _training_summary(config),
         }
@@ -1114,7 +1121,13 @@ def _piece_classifier(model_path: Path, config: dict) -> PieceClassifier | None:
             f"piece classifier {path} does not match the sha256 in {model_path}; "
             "restore it or retrain it with python -m survey_seg.piece_training"
         )
-    return PieceClassifier.read(path)
+    try:
+        return PieceClassifier.read(path)
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise InputError(
+            f"piece classifier {path} cannot be read ({error}); restore it or retrain it "
+            "with python -m survey_seg.piece_training"
+        ) from None
 
 
 def _config_entry(predictor: Predictor, key: str, config_class: type[_Config]) -> _Config | None:

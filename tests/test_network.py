@@ -1012,11 +1012,18 @@ def test_a_piece_classifier_that_is_not_the_one_its_config_names_is_refused(
     }
     with_pieces = without.parent / "pieces-model.json"
     with_pieces.write_text(json.dumps(config))
-    read = NetworkScreener(with_pieces, device="cpu").pieces
-    assert read is not None and read.to_dict() == classifier.to_dict()
+    screener = NetworkScreener(with_pieces, device="cpu")
+    assert screener.pieces is not None and screener.pieces.to_dict() == classifier.to_dict()
+    assert screener.provenance()["pieces"]["sha256"] == config["pieces"]["sha256"]
     path.write_text(path.read_text().replace('"min_probability": 0.5', '"min_probability": 0.1'))
     with pytest.raises(InputError, match="does not match the sha256"):
         NetworkScreener(with_pieces, device="cpu")
+    path.write_text("{}")  # a file of other features, its hash updated: cannot be read
+    config["pieces"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    unreadable = without.parent / "unreadable-pieces-model.json"  # loaded configs are cached
+    unreadable.write_text(json.dumps(config))
+    with pytest.raises(InputError, match="cannot be read"):
+        NetworkScreener(unreadable, device="cpu")
 
 
 def test_the_piece_classifier_keeps_the_bright_knotty_irregular_in_fewer_pieces(tmp_path):
