@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from survey_seg.blends import _touching_pixels
+from survey_seg.measure import label_maximum, label_maximum_position
 
 __all__ = [
     "PAIR_FEATURES",
@@ -163,9 +164,7 @@ def _source_measures(
     var_x = np.clip(moment(xs**2) - mean_x**2, 0.25, None)
     cov_xy = moment(ys * xs) - mean_y * mean_x
     radius = np.sqrt(0.5 * (var_y + var_x))
-    peak_positions = ndimage.maximum_position(significance, sources, index)
-    peak_y = np.r_[0, [p[0] for p in peak_positions]].astype(np.int64)
-    peak_x = np.r_[0, [p[1] for p in peak_positions]].astype(np.int64)
+    peak_y, peak_x = (np.r_[0, p] for p in label_maximum_position(significance, sources, index))
     # the light of each source within the 3 x 3 pixels around its peak
     near_peak = np.zeros(n + 1)
     for dy in (-1, 0, 1):
@@ -182,7 +181,7 @@ def _source_measures(
         "peak_x": peak_x,
         "radius": radius,
         "area": np.bincount(sources.ravel(), minlength=n + 1).astype(np.float64),
-        "centre": np.r_[0.0, ndimage.maximum(centre, sources, index)],
+        "centre": np.r_[0.0, label_maximum(centre, sources, index)],
         "clump": clump[peak_y, peak_x].astype(np.float64),
         "overlap": np.r_[0.0, ndimage.mean(overlap, sources, index)],
         "members": np.r_[1, members[footprints[peak_y[1:], peak_x[1:]]]].astype(np.float64),
@@ -191,7 +190,7 @@ def _source_measures(
         "var_y": var_y,
         "var_x": var_x,
         "cov_xy": cov_xy,
-        "overlap_max": np.r_[0.0, ndimage.maximum(overlap, sources, index)],
+        "overlap_max": np.r_[0.0, label_maximum(overlap, sources, index)],
         "offset": np.hypot(mean_y - peak_y, mean_x - peak_x),
     }
 
@@ -428,7 +427,7 @@ def join_pieces(
     sure = None
     if classifier.sure_centre is not None:
         index = np.arange(1, int(sources.max()) + 1)
-        sure = np.r_[False, ndimage.maximum(centre, sources, index) >= classifier.sure_centre]
+        sure = np.r_[False, label_maximum(centre, sources, index) >= classifier.sure_centre]
     joined = join_pieces_by_probability(
         sources,
         features.pairs,
@@ -436,7 +435,8 @@ def join_pieces(
         classifier.min_probability,
         sure,
     )
-    labels, relabelled = np.unique(joined, return_inverse=True)
-    if labels[0] != 0:  # every pixel a source: keep the labels from 1
-        relabelled = relabelled + 1
-    return relabelled.reshape(sources.shape).astype(sources.dtype)
+    present = np.bincount(joined.ravel(), minlength=int(sources.max()) + 1) > 0
+    present[0] = False
+    renumbered = np.zeros(present.size, dtype=sources.dtype)
+    renumbered[present] = np.arange(1, int(present.sum()) + 1)
+    return renumbered[joined]
