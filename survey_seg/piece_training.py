@@ -7,8 +7,8 @@ of touching sources that reaches the last merge is recorded with its
 :data:`~survey_seg.pieces.PAIR_FEATURES`, and labelled by the truth: *apart*
 when the two match two different truth objects (one-to-one, closest first, within
 the quality benchmark's radius), *one object* otherwise (a piece of a galaxy, a
-knot or clump of one, or a noise peak on one). A small multilayer perceptron is
-fitted to the labels.
+knot or clump of one, or a noise peak on one). An ensemble of small multilayer
+perceptrons is fitted to the labels (:func:`fit_classifier`).
 
 ``python -m survey_seg.piece_training --out FILE`` writes the classifier as JSON,
 with what its training cost and measured in a ``training`` entry.
