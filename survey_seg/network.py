@@ -55,7 +55,7 @@ from survey_seg.measure import (
     segment_snr,
 )
 from survey_seg.noise import gaussian_kernel_norm
-from survey_seg.pieces import PieceClassifier, join_pieces
+from survey_seg.pieces import PairFeatures, PieceClassifier, join_pieces, pair_features
 from survey_seg.psf import SIGMA_PER_FWHM, resolution_pix
 from survey_seg.quality import (
     GHOST_MIN_RADIUS_FWHM,
@@ -763,6 +763,26 @@ class NetworkScreener:
         artefacts[hot_columns] |= np.uint32(MaskBit.BAD)
         return _NativePlanes(valid, flux, variance, sigma, artefacts)
 
+    def _pair_features(
+        self,
+        sources: np.ndarray,
+        footprints: np.ndarray,
+        significance: np.ndarray,
+        flux: np.ndarray,
+        prediction: Prediction,
+    ) -> PairFeatures:
+        """Touching pairs of a window's sources and their features (network sampling)."""
+        return pair_features(
+            sources,
+            footprints,
+            significance,
+            flux,
+            prediction.centre,
+            prediction.clump,
+            prediction.segmentation[2],
+            self._seen_psf_fwhm,
+        )
+
     def _join_pieces(
         self,
         sources: np.ndarray,
@@ -779,17 +799,8 @@ class NetworkScreener:
         """
         if self.pieces is None:
             return sources
-        return join_pieces(
-            sources,
-            footprints,
-            significance,
-            flux,
-            prediction.centre,
-            prediction.clump,
-            prediction.segmentation[2],
-            psf_fwhm_pix=self._seen_psf_fwhm,
-            classifier=self.pieces,
-        )
+        features = self._pair_features(sources, footprints, significance, flux, prediction)
+        return join_pieces(sources, features, self.pieces)
 
     def _segment_at_network_sampling(
         self,

@@ -30,7 +30,7 @@ from survey_seg.evaluate import match_positions
 from survey_seg.inference import DEFAULT_MODEL, Prediction
 from survey_seg.measure import light_centres
 from survey_seg.network import NetworkScreener
-from survey_seg.pieces import PAIR_FEATURES, PairFeatures, PieceClassifier, pair_features
+from survey_seg.pieces import PAIR_FEATURES, PairFeatures, PieceClassifier
 from survey_seg.simulate import SimulationConfig, simulate_mosaic
 from survey_seg.store import WindowData
 from survey_seg.train import detection_variance, scene_background, scene_config
@@ -111,16 +111,7 @@ class _PairRecorder(NetworkScreener):
         flux: np.ndarray,
         prediction: Prediction,
     ) -> np.ndarray:
-        features = pair_features(
-            sources,
-            footprints,
-            significance,
-            flux,
-            prediction.centre,
-            prediction.clump,
-            prediction.segmentation[2],
-            self._seen_psf_fwhm,
-        )
+        features = self._pair_features(sources, footprints, significance, flux, prediction)
         self.recorded.append((features, sources, footprints, flux, significance, prediction.centre))
         return sources
 

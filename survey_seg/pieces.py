@@ -81,10 +81,13 @@ class PairFeatures:
         ``(n, 2)`` int64 source labels, smaller first.
     values : numpy.ndarray
         ``(n, len(PAIR_FEATURES))`` float32 features, in :data:`PAIR_FEATURES` order.
+    source_centre : numpy.ndarray
+        Per source label ``0 .. n``: the largest centre probability in it.
     """
 
     pairs: np.ndarray
     values: np.ndarray
+    source_centre: np.ndarray
 
 
 def pair_features(
@@ -122,7 +125,9 @@ def pair_features(
     if len(shapes) != 1:
         raise ValueError(f"the arrays of one window must share a shape, got {sorted(shapes)}")
     n = int(sources.max(initial=0))
-    empty = PairFeatures(np.zeros((0, 2), np.int64), np.zeros((0, len(PAIR_FEATURES)), np.float32))
+    empty = PairFeatures(
+        np.zeros((0, 2), np.int64), np.zeros((0, len(PAIR_FEATURES)), np.float32), np.zeros(n + 1)
+    )
     if n < 2:
         return empty
     key, first, second = _touching_pixels(sources, footprints, significance)
@@ -134,7 +139,9 @@ def pair_features(
     pairs = np.stack([unique // (n + 1), unique % (n + 1)], axis=1).astype(np.int64)
     per_source = _source_measures(sources, footprints, significance, flux, centre, clump, overlap)
     return PairFeatures(
-        pairs, _features(pairs, saddle, contact, per_source, significance, psf_fwhm_pix)
+        pairs,
+        _features(pairs, saddle, contact, per_source, significance, psf_fwhm_pix),
+        per_source["centre"],
     )
 
 
@@ -399,35 +406,21 @@ def join_pieces_by_probability(
 
 
 def join_pieces(
-    sources: np.ndarray,
-    footprints: np.ndarray,
-    significance: np.ndarray,
-    flux: np.ndarray,
-    centre: np.ndarray,
-    clump: np.ndarray,
-    overlap: np.ndarray,
-    *,
-    psf_fwhm_pix: float,
-    classifier: PieceClassifier,
+    sources: np.ndarray, features: PairFeatures, classifier: PieceClassifier
 ) -> np.ndarray:
     """Join the touching sources that ``classifier`` judges pieces of one object.
 
-    Two steps: the :data:`PAIR_FEATURES` of every touching pair of one footprint
-    (:func:`pair_features`), then the pairs joined by their probability
-    (:func:`join_pieces_by_probability`, at the classifier's ``min_probability``;
-    with its ``sure_centre``, a source whose centre probability reaches that
-    somewhere is sure, and no group holds two sure sources). Arguments as
-    :func:`pair_features`'; returns the sources, relabelled ``1 .. m``.
+    The pairs of ``features`` (:func:`pair_features` of ``sources``) are joined by
+    their probability (:func:`join_pieces_by_probability`, at the classifier's
+    ``min_probability``; with its ``sure_centre``, a source whose centre
+    probability reaches that somewhere is sure, and no group holds two sure
+    sources). Returns the sources, relabelled ``1 .. m``.
     """
-    features = pair_features(
-        sources, footprints, significance, flux, centre, clump, overlap, psf_fwhm_pix
-    )
     if len(features.pairs) == 0:
         return sources
     sure = None
     if classifier.sure_centre is not None:
-        index = np.arange(1, int(sources.max()) + 1)
-        sure = np.r_[False, label_maximum(centre, sources, index) >= classifier.sure_centre]
+        sure = features.source_centre >= classifier.sure_centre
     joined = join_pieces_by_probability(
         sources,
         features.pairs,

@@ -103,11 +103,10 @@ def test_a_classifier_reads_back_what_it_writes_and_refuses_other_features(tmp_p
 
 def test_join_pieces_joins_by_the_classifier_and_relabels():
     sources, footprints, image = _two_blobs(separation=8.0)
-    zeros = np.zeros_like(image)
-    arrays = (sources, footprints, image, image, zeros, zeros, zeros)
-    joined = join_pieces(*arrays, psf_fwhm_pix=2.0, classifier=_classifier(5.0))
+    features = _features(sources, footprints, image)
+    joined = join_pieces(sources, features, _classifier(5.0))
     assert set(np.unique(joined)) == {0, 1}
-    kept = join_pieces(*arrays, psf_fwhm_pix=2.0, classifier=_classifier(-5.0))
+    kept = join_pieces(sources, features, _classifier(-5.0))
     np.testing.assert_array_equal(kept, sources)
 
 
