@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -53,6 +54,10 @@ DEFAULT_TILE_SIZE = 512
 """Tile core side of a run that gives none (smaller for an image smaller than it)."""
 DEFAULT_HALO = 64
 """Halo of a run that gives none (more when the method needs more)."""
+
+
+_PATH_FIELDS = ("model", "weight_file", "rms_file", "mask_file", "injection_catalog")
+"""Fields of :class:`RunConfig` that name a file: given as a path, kept as its str."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,14 @@ class RunConfig:
     negate: bool = False
     """Screen the negated image (every window's image and background times -1):
     every source found on it is spurious (``survey-seg inject``'s negative pass)."""
+
+    def __post_init__(self) -> None:
+        # a pathlib.Path is as natural an argument as a str; stored as str, the
+        # config stays JSON for the manifest and hashes the same either way
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
 
     def result_key(self, mosaic_sha256: str, method_provenance: dict) -> str:
         """Hash of everything a tile's result depends on: equal keys, equal results."""

@@ -288,6 +288,16 @@ def test_manifest_carries_provenance(small_simulation, tmp_path):
     shutil.rmtree(out)
 
 
+def test_paths_given_as_pathlib_paths_are_kept_as_strings(tmp_path):
+    from pathlib import Path
+
+    as_paths = RunConfig(model=Path("m.json"), mask_file=tmp_path / "flag.fits")
+    as_strings = RunConfig(model="m.json", mask_file=str(tmp_path / "flag.fits"))
+    assert as_paths == as_strings
+    assert as_paths.result_key("0" * 64, {}) == as_strings.result_key("0" * 64, {})
+    json.dumps(as_paths.__dict__)  # the manifest records the config as JSON
+
+
 def test_region_rerun_touches_exactly_its_tiles(small_simulation, tmp_path):
     from survey_seg.pipeline import execute_run
 
