@@ -1269,6 +1269,7 @@ def deblended_centres(
     sources: np.ndarray,
     footprints: np.ndarray,
     peaks: np.ndarray | None = None,
+    knots: np.ndarray | None = None,
 ) -> np.ndarray:
     """Sub-pixel centre of each source that shares its footprint with others.
 
@@ -1292,6 +1293,11 @@ def deblended_centres(
         source's centre is its highest peak, not the heatmap's maximum in it,
         which for a faint star beside a brighter one lies on their border, on
         the brighter one's slope. A source without a peak takes that maximum.
+    knots : numpy.ndarray, optional
+        ``(H, W)`` clump probabilities: a source's peaks are ranked by the
+        heatmap times one minus this, so that a galaxy whose knots were joined
+        to it is centred on its nucleus, not on a knot the centre head marks
+        higher. None: by the heatmap alone.
 
     Returns
     -------
@@ -1306,7 +1312,8 @@ def deblended_centres(
     index = np.arange(1, n + 1)
     ys, xs = label_maximum_position(heatmap, sources, index)
     if peaks is not None:
-        at_peaks = np.where(peaks, heatmap, -1.0)
+        rank = heatmap if knots is None else heatmap * (1.0 - np.clip(knots, 0.0, 1.0))
+        at_peaks = np.where(peaks, rank, -1.0)
         peak_ys, peak_xs = label_maximum_position(at_peaks, sources, index)
         has_peak = label_maximum(at_peaks, sources, index) >= 0
         ys, xs = np.where(has_peak, peak_ys, ys), np.where(has_peak, peak_xs, xs)

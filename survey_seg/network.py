@@ -1029,7 +1029,9 @@ class NetworkScreener:
             stamp_quality=prediction.stamps,
             stamp_size=self.predictor.model.config.stamp_size,
             network_seconds=network_seconds,
-            centres=deblended_centres(prediction.centre, sources, footprints, centres),
+            centres=deblended_centres(
+                prediction.centre, sources, footprints, centres, knots=prediction.clump
+            ),
         )
 
 

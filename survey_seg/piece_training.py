@@ -75,6 +75,9 @@ class PieceTrainingConfig:
     sure_centre : float or None
         The classifier's sure-centre rule, written with it (chosen as
         ``min_probability``).
+    knot_clump : float or None
+        The classifier's knot rule: a source whose clump probability at its peak
+        reaches this is never sure (chosen as ``min_probability``).
     """
 
     seeds: tuple[int, ...] = tuple(range(5000, 6000))
@@ -94,6 +97,7 @@ class PieceTrainingConfig:
     seed: int = 0
     min_probability: float = 0.95
     sure_centre: float | None = 0.3
+    knot_clump: float | None = 0.5
 
 
 class _PairRecorder(NetworkScreener):
@@ -236,6 +240,7 @@ def fit_classifier(
         ),
         min_probability=config.min_probability,
         sure_centre=config.sure_centre,
+        knot_clump=config.knot_clump,
     )
 
 

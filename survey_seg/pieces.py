@@ -83,11 +83,14 @@ class PairFeatures:
         ``(n, len(PAIR_FEATURES))`` float32 features, in :data:`PAIR_FEATURES` order.
     source_centre : numpy.ndarray
         Per source label ``0 .. n``: the largest centre probability in it.
+    source_clump : numpy.ndarray
+        Per source label ``0 .. n``: the clump probability at its peak.
     """
 
     pairs: np.ndarray
     values: np.ndarray
     source_centre: np.ndarray
+    source_clump: np.ndarray
 
 
 def pair_features(
@@ -126,7 +129,10 @@ def pair_features(
         raise ValueError(f"the arrays of one window must share a shape, got {sorted(shapes)}")
     n = int(sources.max(initial=0))
     empty = PairFeatures(
-        np.zeros((0, 2), np.int64), np.zeros((0, len(PAIR_FEATURES)), np.float32), np.zeros(n + 1)
+        np.zeros((0, 2), np.int64),
+        np.zeros((0, len(PAIR_FEATURES)), np.float32),
+        np.zeros(n + 1),
+        np.zeros(n + 1),
     )
     if n < 2:
         return empty
@@ -142,6 +148,7 @@ def pair_features(
         pairs,
         _features(pairs, saddle, contact, per_source, significance, psf_fwhm_pix),
         per_source["centre"],
+        per_source["clump"],
     )
 
 
@@ -282,6 +289,11 @@ class PieceClassifier:
     sure_centre : float or None
         A source whose centre probability reaches this is one the network is sure
         of, and no group joins two such (:func:`join_pieces`); None: no such rule.
+    knot_clump : float or None
+        A source whose clump probability at its peak reaches this is a knot or
+        clump of a galaxy, never sure whatever its centre probability: the
+        network's centre head also fires on bright knots, and the sure rule kept
+        clumpy galaxies in pieces. None: every source may be sure.
     """
 
     mean: np.ndarray
@@ -290,6 +302,7 @@ class PieceClassifier:
     biases: tuple[np.ndarray, ...]
     min_probability: float = 0.5
     sure_centre: float | None = None
+    knot_clump: float | None = None
 
     def probability(self, features: np.ndarray) -> np.ndarray:
         """P(one object) for each row of ``features`` (``(n, len(PAIR_FEATURES))``)."""
@@ -316,6 +329,7 @@ class PieceClassifier:
             "biases": [b.tolist() for b in self.biases],
             "min_probability": self.min_probability,
             "sure_centre": self.sure_centre,
+            "knot_clump": self.knot_clump,
         }
 
     @classmethod
@@ -336,7 +350,8 @@ class PieceClassifier:
             weights=weights,
             biases=biases,
             min_probability=float(entry.get("min_probability", 0.5)),
-            sure_centre=None if entry.get("sure_centre") is None else float(entry["sure_centre"]),
+            sure_centre=_optional_float(entry.get("sure_centre")),
+            knot_clump=_optional_float(entry.get("knot_clump")),
         )
 
     @classmethod
@@ -347,6 +362,10 @@ class PieceClassifier:
     def write(self, path: str | os.PathLike) -> None:
         """Write the classifier as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)
 
 
 def join_pieces_by_probability(
@@ -414,13 +433,17 @@ def join_pieces(
     their probability (:func:`join_pieces_by_probability`, at the classifier's
     ``min_probability``; with its ``sure_centre``, a source whose centre
     probability reaches that somewhere is sure, and no group holds two sure
-    sources). Returns the sources, relabelled ``1 .. m``.
+    sources; with its ``knot_clump``, a source whose clump probability at its
+    peak reaches that is a knot, never sure). Returns the sources, relabelled
+    ``1 .. m``.
     """
     if len(features.pairs) == 0:
         return sources
     sure = None
     if classifier.sure_centre is not None:
         sure = features.source_centre >= classifier.sure_centre
+        if classifier.knot_clump is not None:
+            sure &= features.source_clump < classifier.knot_clump
     joined = join_pieces_by_probability(
         sources,
         features.pairs,

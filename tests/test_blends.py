@@ -167,6 +167,23 @@ def test_a_deblended_centre_is_its_sources_peak_not_the_heatmaps_maximum_on_its_
     assert no_peak[1, 1] == on_border[1, 1]  # a source without a peak: the maximum
 
 
+def test_a_galaxy_joined_with_its_knot_is_centred_on_its_nucleus():
+    """The centre head marks a bright knot (x = 27) higher than the diffuse
+    nucleus (x = 18); the clump head marks the knot, and the nucleus is the centre."""
+    shape = (30, 50)
+    heat = 0.5 * _gauss(shape, 15, 18, 1.5) + 0.7 * _gauss(shape, 15, 27, 1.0)
+    clump = 0.6 * _gauss(shape, 15, 27, 1.5)
+    sources = np.zeros(shape, np.int32)
+    sources[5:25, 8:33], sources[5:25, 33:45] = 1, 2  # the galaxy, a neighbour
+    heat += 0.8 * _gauss(shape, 15, 39, 1.0)
+    footprints = (sources > 0).astype(int)
+    peaks = find_centres(heat, sources > 0, threshold=0.3, min_distance=2)
+    on_knot = deblended_centres(heat, sources, footprints, peaks)
+    assert abs(on_knot[0, 1] - 27) < 0.5
+    centres = deblended_centres(heat, sources, footprints, peaks, knots=clump)
+    assert abs(centres[0, 1] - 18) < 0.5 and abs(centres[1, 1] - 39) < 0.5
+
+
 def test_a_sure_centre_on_a_bright_stars_slope_keeps_a_source():
     shape = (40, 40)
     flux = 100 * _gauss(shape, 20, 16, 1.5) + 1.5 * _gauss(shape, 20, 20, 1.5)

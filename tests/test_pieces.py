@@ -1,5 +1,7 @@
 """Tests of survey_seg.pieces: pair features, the classifier and the mutex joining."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,22 @@ def test_no_group_holds_two_sources_the_network_is_sure_of():
     joined = join_pieces_by_probability(sources, pairs, probability, 0.5, sure)
     assert joined.tolist() == [[1, 2, 2]]
     assert join_pieces_by_probability(sources, pairs, probability, 0.5).tolist() == [[1, 1, 1]]
+
+
+def test_a_knot_the_network_is_sure_of_still_joins_its_galaxy():
+    """A galaxy and a bright knot on it, both with sure centres: the sure rule
+    keeps them apart, unless the clump head marks the knot as one."""
+    sources, footprints, image = _two_blobs(separation=8.0)
+    centre = np.where(sources > 0, 0.9, 0.0)  # both sources: sure centres
+    clump = np.where(sources == 2, 0.6, 0.0)  # the fainter one: a clump
+    zeros = np.zeros_like(image)
+    features = pair_features(sources, footprints, image, image, centre, clump, zeros, 2.0)
+    np.testing.assert_allclose(features.source_clump, [0.0, 0.0, 0.6])
+    sure = replace(_classifier(5.0), sure_centre=0.3)
+    assert set(np.unique(join_pieces(sources, features, sure))) == {0, 1, 2}
+    knots_join = replace(sure, knot_clump=0.5)
+    assert set(np.unique(join_pieces(sources, features, knots_join))) == {0, 1}
+    stricter = replace(sure, knot_clump=0.7)  # a clump probability under it: still sure
+    assert set(np.unique(join_pieces(sources, features, stricter))) == {0, 1, 2}
+    read = PieceClassifier.from_dict(knots_join.to_dict())
+    assert read.knot_clump == 0.5 and read.sure_centre == 0.3
