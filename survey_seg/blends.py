@@ -1312,8 +1312,9 @@ def deblended_centres(
     index = np.arange(1, n + 1)
     ys, xs = label_maximum_position(heatmap, sources, index)
     if peaks is not None:
-        rank = heatmap if knots is None else heatmap * (1.0 - np.clip(knots, 0.0, 1.0))
-        at_peaks = np.where(peaks, rank, -1.0)
+        at_peaks = np.where(peaks, heatmap, -1.0)
+        if knots is not None:  # only the peak pixels: a product over the window is not needed
+            at_peaks[peaks] *= 1.0 - np.clip(knots[peaks], 0.0, 1.0)
         peak_ys, peak_xs = label_maximum_position(at_peaks, sources, index)
         has_peak = label_maximum(at_peaks, sources, index) >= 0
         ys, xs = np.where(has_peak, peak_ys, ys), np.where(has_peak, peak_xs, xs)
