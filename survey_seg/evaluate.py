@@ -95,6 +95,10 @@ class CatalogScore:
     on_artefact: float = float("nan")
     """Fraction of detections whose pixel carries a truth CR, STREAK, GHOST or BAD
     plane (NaN without a truth mask or without detections)."""
+    completeness_resolved: float = float("nan")
+    """Completeness of the truth objects above ``min_snr`` with no other such object
+    within ``resolved_separation_pix``: what a wide PSF costs beside the pairs it
+    does not resolve (NaN without that separation or without such objects)."""
 
 
 def match_positions(
@@ -169,6 +173,7 @@ def score_catalog(
     pair_separation_arcsec: float = 1.5,
     min_snr: float = 10.0,
     truth_mask: np.ndarray | None = None,
+    resolved_separation_pix: float | None = None,
 ) -> CatalogScore:
     """Completeness, purity and blend recall of ``detected`` against ``truth``.
 
@@ -193,11 +198,20 @@ def score_catalog(
         as sources (a split of the impurity), and truth objects whose nearest pixel
         is NO_DATA (a chip gap, a hole) are not counted towards completeness or
         close pairs.
+    resolved_separation_pix : float, optional
+        When given (1.5 PSF FWHM, say), :attr:`CatalogScore.completeness_resolved`
+        is the completeness of the counted truth objects with no other counted
+        object closer than this many pixels.
 
     Returns
     -------
     CatalogScore
     """
+    if resolved_separation_pix is not None and not resolved_separation_pix > 0:
+        raise ValueError(
+            f"resolved_separation_pix={resolved_separation_pix!r} must be > 0 "
+            "(1.5 PSF FWHM in pixels, say), or None for no resolved completeness."
+        )
     radius = match_radius_arcsec / pixel_scale_arcsec
     detected_xy = detected[["x", "y"]].to_numpy(dtype=float)
     truth_xy = truth[["x", "y"]].to_numpy(dtype=float)
@@ -224,6 +238,13 @@ def score_catalog(
         blend_recall = float(np.mean(both))
     else:
         blend_recall = float("nan")
+    completeness_resolved = float("nan")
+    if resolved_separation_pix is not None and n_bright:
+        crowded = np.zeros(n_bright, dtype=bool)
+        close = cKDTree(bright_xy).query_pairs(resolved_separation_pix, output_type="ndarray")
+        crowded[close] = True
+        if not crowded.all():
+            completeness_resolved = float(np.mean(bright_match[~crowded] >= 0))
     on_artefact = (
         float("nan")
         if mask is None or not len(detected_xy)
@@ -237,6 +258,7 @@ def score_catalog(
         n_detected=len(detected_xy),
         n_close_pairs=len(pairs),
         on_artefact=on_artefact,
+        completeness_resolved=completeness_resolved,
     )
 
 
