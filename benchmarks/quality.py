@@ -328,7 +328,7 @@ def score_outputs(
         match_radius_arcsec=MATCH_RADIUS_ARCSEC * distance_scale,
         pair_separation_arcsec=PAIR_SEPARATION_ARCSEC * distance_scale,
         truth_mask=truth_mask,
-        resolved_separation_pix=RESOLVED_FWHM * config.psf_fwhm_pix,
+        resolved_separation_arcsec=RESOLVED_FWHM * config.psf_fwhm_pix * config.pixel_scale_arcsec,
     )
     row: dict[str, float] = {
         "completeness": score.completeness,

@@ -97,7 +97,7 @@ class CatalogScore:
     plane (NaN without a truth mask or without detections)."""
     completeness_resolved: float = float("nan")
     """Completeness of the truth objects above ``min_snr`` with no other such object
-    within ``resolved_separation_pix``: what a wide PSF costs beside the pairs it
+    within ``resolved_separation_arcsec``: what a wide PSF costs beside the pairs it
     does not resolve (NaN without that separation or without such objects)."""
 
 
@@ -173,7 +173,7 @@ def score_catalog(
     pair_separation_arcsec: float = 1.5,
     min_snr: float = 10.0,
     truth_mask: np.ndarray | None = None,
-    resolved_separation_pix: float | None = None,
+    resolved_separation_arcsec: float | None = None,
 ) -> CatalogScore:
     """Completeness, purity and blend recall of ``detected`` against ``truth``.
 
@@ -198,19 +198,19 @@ def score_catalog(
         as sources (a split of the impurity), and truth objects whose nearest pixel
         is NO_DATA (a chip gap, a hole) are not counted towards completeness or
         close pairs.
-    resolved_separation_pix : float, optional
+    resolved_separation_arcsec : float, optional
         When given (1.5 PSF FWHM, say), :attr:`CatalogScore.completeness_resolved`
         is the completeness of the counted truth objects with no other counted
-        object closer than this many pixels.
+        object closer than this.
 
     Returns
     -------
     CatalogScore
     """
-    if resolved_separation_pix is not None and not resolved_separation_pix > 0:
+    if resolved_separation_arcsec is not None and not resolved_separation_arcsec > 0:
         raise ValueError(
-            f"resolved_separation_pix={resolved_separation_pix!r} must be > 0 "
-            "(1.5 PSF FWHM in pixels, say), or None for no resolved completeness."
+            f"resolved_separation_arcsec={resolved_separation_arcsec!r} must be > 0 "
+            "(1.5 PSF FWHM, say), or None for no resolved completeness."
         )
     radius = match_radius_arcsec / pixel_scale_arcsec
     detected_xy = detected[["x", "y"]].to_numpy(dtype=float)
@@ -226,23 +226,23 @@ def score_catalog(
 
     bright_xy = truth_xy[bright]
     bright_match = truth_match[bright]
-    pairs = (
-        cKDTree(bright_xy).query_pairs(
-            pair_separation_arcsec / pixel_scale_arcsec, output_type="ndarray"
-        )
-        if n_bright > 1
-        else np.zeros((0, 2), dtype=int)
-    )
+    tree = cKDTree(bright_xy) if n_bright else None
+
+    def close_pairs(separation_arcsec: float) -> np.ndarray:
+        if n_bright < 2:
+            return np.zeros((0, 2), dtype=int)
+        return tree.query_pairs(separation_arcsec / pixel_scale_arcsec, output_type="ndarray")
+
+    pairs = close_pairs(pair_separation_arcsec)
     if len(pairs):
         both = (bright_match[pairs[:, 0]] >= 0) & (bright_match[pairs[:, 1]] >= 0)
         blend_recall = float(np.mean(both))
     else:
         blend_recall = float("nan")
     completeness_resolved = float("nan")
-    if resolved_separation_pix is not None and n_bright:
+    if resolved_separation_arcsec is not None and n_bright:
         crowded = np.zeros(n_bright, dtype=bool)
-        close = cKDTree(bright_xy).query_pairs(resolved_separation_pix, output_type="ndarray")
-        crowded[close] = True
+        crowded[close_pairs(resolved_separation_arcsec)] = True
         if not crowded.all():
             completeness_resolved = float(np.mean(bright_match[~crowded] >= 0))
     on_artefact = (

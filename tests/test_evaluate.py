@@ -50,16 +50,16 @@ def test_resolved_completeness_leaves_out_objects_with_a_close_neighbour():
     )  # fmt: skip
     detected = pd.DataFrame({"x": [10.0, 40.0, 70.0, 89.0], "y": [10.0, 40.0, 70.0, 89.0]})
     # the pair 3 px apart is one detection; 90 is faint and counts nowhere
-    score = score_catalog(detected, truth, resolved_separation_pix=4.0)
+    score = score_catalog(detected, truth, resolved_separation_arcsec=0.4)
     assert score.completeness == 3 / 4
     assert score.completeness_resolved == 1.0  # 40 and 70, both found
-    narrow = score_catalog(detected, truth, resolved_separation_pix=2.0)
+    narrow = score_catalog(detected, truth, resolved_separation_arcsec=0.2)
     assert narrow.completeness_resolved == 3 / 4  # no pair is that close
-    wide = score_catalog(detected, truth, resolved_separation_pix=100.0)
+    wide = score_catalog(detected, truth, resolved_separation_arcsec=10.0)
     assert np.isnan(wide.completeness_resolved)  # every object has a neighbour
     assert np.isnan(score_catalog(detected, truth).completeness_resolved)
-    with pytest.raises(ValueError, match="resolved_separation_pix"):
-        score_catalog(detected, truth, resolved_separation_pix=0.0)
+    with pytest.raises(ValueError, match="resolved_separation_arcsec"):
+        score_catalog(detected, truth, resolved_separation_arcsec=0.0)
 
 
 def test_on_artefact_counts_detections_on_spurious_planes():
