@@ -8,8 +8,9 @@ against the simulation's truth with :mod:`survey_seg.evaluate`:
   ``blend_recall``: fraction of close truth pairs (< 1.5 arcsec, both above
   S/N 10) whose members are both recovered as distinct detections;
   ``completeness_resolved``: completeness of the truth sources above S/N 10 with
-  no other such source within 1.5 PSF FWHM, which tells a wide PSF's unresolved
-  pairs apart from what else it costs (a diagnostic, no target). A truth source
+  no other such source within 1.5 PSF FWHM, and ``blend_recall_resolved``: blend
+  recall of the close pairs at least 1.5 PSF FWHM apart, which tell a wide PSF's
+  unresolved pairs apart from what else it costs (diagnostics, no target). A truth source
   whose centre pixel has no data (a chip gap, a hole) counts in none of them;
   ``on_artefact``: fraction of detections whose pixel is a truth CR, STREAK,
   GHOST or BAD pixel (artefacts catalogued as sources).
@@ -143,7 +144,7 @@ HALO = 64
 MATCH_RADIUS_ARCSEC = 0.4
 PAIR_SEPARATION_ARCSEC = 1.5
 CLUMP_MATCH_PIX = 2.0
-RESOLVED_FWHM = 1.5  # completeness_resolved: no neighbour within this many PSF FWHM
+RESOLVED_FWHM = 1.5  # the *_resolved diagnostics: objects and pairs this many PSF FWHM apart
 
 # (metric, comparison, target) on the nominal simulator
 TARGETS: tuple[tuple[str, str, float], ...] = (
@@ -335,6 +336,7 @@ def score_outputs(
         "completeness_resolved": score.completeness_resolved,
         "purity": score.purity,
         "blend_recall": score.blend_recall,
+        "blend_recall_resolved": score.blend_recall_resolved,
         "on_artefact": score.on_artefact,
     }
     truth_segmentation = sim.truth_segmentation
@@ -440,6 +442,7 @@ METRICS: tuple[str, ...] = (
     "completeness_resolved",
     "purity",
     "blend_recall",
+    "blend_recall_resolved",
     "on_artefact",
     "seg_iou",
     "object_iou",
@@ -476,6 +479,7 @@ COMPACT = (
     ("completeness_resolved", "compl_res"),
     ("purity", "purity"),
     ("blend_recall", "blend"),
+    ("blend_recall_resolved", "blend_res"),
     ("on_artefact", "on_art"),
     ("seg_iou", "seg_iou"),
     ("object_iou", "obj_iou"),

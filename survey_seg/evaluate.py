@@ -99,6 +99,10 @@ class CatalogScore:
     """Completeness of the truth objects above ``min_snr`` with no other such object
     within ``resolved_separation_arcsec``: what a wide PSF costs beside the pairs it
     does not resolve (NaN without that separation or without such objects)."""
+    blend_recall_resolved: float = float("nan")
+    """Blend recall of the close pairs at least ``resolved_separation_arcsec`` apart:
+    the pairs a detector can resolve (NaN without that separation or without such
+    pairs)."""
 
 
 def match_positions(
@@ -201,7 +205,8 @@ def score_catalog(
     resolved_separation_arcsec : float, optional
         When given (1.5 PSF FWHM, say), :attr:`CatalogScore.completeness_resolved`
         is the completeness of the counted truth objects with no other counted
-        object closer than this.
+        object closer than this, and :attr:`CatalogScore.blend_recall_resolved`
+        the blend recall of the close pairs at least this far apart.
 
     Returns
     -------
@@ -234,17 +239,18 @@ def score_catalog(
         return tree.query_pairs(separation_arcsec / pixel_scale_arcsec, output_type="ndarray")
 
     pairs = close_pairs(pair_separation_arcsec)
-    if len(pairs):
-        both = (bright_match[pairs[:, 0]] >= 0) & (bright_match[pairs[:, 1]] >= 0)
-        blend_recall = float(np.mean(both))
-    else:
-        blend_recall = float("nan")
-    completeness_resolved = float("nan")
+    both = (bright_match[pairs[:, 0]] >= 0) & (bright_match[pairs[:, 1]] >= 0)
+    blend_recall = float(np.mean(both)) if len(pairs) else float("nan")
+    completeness_resolved = blend_recall_resolved = float("nan")
     if resolved_separation_arcsec is not None and n_bright:
         crowded = np.zeros(n_bright, dtype=bool)
         crowded[close_pairs(resolved_separation_arcsec)] = True
         if not crowded.all():
             completeness_resolved = float(np.mean(bright_match[~crowded] >= 0))
+        separation = np.hypot(*(bright_xy[pairs[:, 0]] - bright_xy[pairs[:, 1]]).T)
+        resolved = separation * pixel_scale_arcsec >= resolved_separation_arcsec
+        if resolved.any():
+            blend_recall_resolved = float(np.mean(both[resolved]))
     on_artefact = (
         float("nan")
         if mask is None or not len(detected_xy)
@@ -259,6 +265,7 @@ def score_catalog(
         n_close_pairs=len(pairs),
         on_artefact=on_artefact,
         completeness_resolved=completeness_resolved,
+        blend_recall_resolved=blend_recall_resolved,
     )
 
 

@@ -62,6 +62,23 @@ def test_resolved_completeness_leaves_out_objects_with_a_close_neighbour():
         score_catalog(detected, truth, resolved_separation_arcsec=0.0)
 
 
+def test_resolved_blend_recall_counts_the_pairs_at_least_that_far_apart():
+    truth = pd.DataFrame(
+        {"x": [10.0, 13.0, 40.0, 48.0, 90.0], "y": [10.0, 10.0, 40.0, 40.0, 90.0],
+         "snr": [50, 50, 50, 50, 50]}
+    )  # fmt: skip
+    detected = pd.DataFrame({"x": [10.0, 40.0, 48.0, 90.0], "y": [10.0, 40.0, 40.0, 90.0]})
+    # pairs 3 px (one detection) and 8 px apart (two)
+    score = score_catalog(detected, truth, resolved_separation_arcsec=0.5)
+    assert score.n_close_pairs == 2 and score.blend_recall == 0.5
+    assert score.blend_recall_resolved == 1.0  # the 8 px pair alone
+    both = score_catalog(detected, truth, resolved_separation_arcsec=0.2)
+    assert both.blend_recall_resolved == 0.5
+    none = score_catalog(detected, truth, resolved_separation_arcsec=1.0)
+    assert np.isnan(none.blend_recall_resolved)  # no pair is 10 px apart
+    assert np.isnan(score_catalog(detected, truth).blend_recall_resolved)
+
+
 def test_on_artefact_counts_detections_on_spurious_planes():
     truth = pd.DataFrame({"x": [2.0], "y": [2.0], "snr": [50.0]})
     detected = pd.DataFrame({"x": [2.0, 7.2, 5.0, 9.0], "y": [2.0, 1.0, 5.0, 9.0]})
