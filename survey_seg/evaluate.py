@@ -215,7 +215,7 @@ def score_catalog(
     if resolved_separation_arcsec is not None and not resolved_separation_arcsec > 0:
         raise ValueError(
             f"resolved_separation_arcsec={resolved_separation_arcsec!r} must be > 0 "
-            "(1.5 PSF FWHM, say), or None for no resolved completeness."
+            "(1.5 PSF FWHM, say), or None for no resolved completeness nor blend recall."
         )
     radius = match_radius_arcsec / pixel_scale_arcsec
     detected_xy = detected[["x", "y"]].to_numpy(dtype=float)
